@@ -1,0 +1,257 @@
+//! One request through one CGI: route, environment, spawn on a worker, body in and output out
+//! at the same time, headers parsed, body streamed, and one teardown path that kills the CGI's
+//! process group when its deadline passes or its client goes away.
+
+use std::convert::Infallible;
+use std::os::fd::OwnedFd;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{header, HeaderValue, Request, Response, StatusCode};
+use http_body_util::{BodyExt, Either, Full};
+use hyper::body::Incoming;
+use protocol::SpawnRequest;
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::net::unix::pipe;
+use tokio::sync::{oneshot, OwnedSemaphorePermit};
+use tokio::time::{sleep_until, timeout_at, Instant};
+use tracing::Instrument;
+
+use crate::cgi_env::{meta_variables, Connection};
+use crate::config::Config;
+use crate::error::RequestError;
+use crate::pool::{CgiEvent, CgiHandle, Pool};
+use crate::response::{read_head, CgiBody};
+use crate::router::route;
+
+/// What every response body is: a short text of ours, or a CGI's output.
+pub type ResponseBody = Either<Full<Bytes>, CgiBody<pipe::Receiver>>;
+
+/// Longest CGI stderr line logged; the rest of a longer line is logged as further lines.
+const MAX_STDERR_LINE: usize = 4096;
+/// Most stderr bytes logged per request; beyond it stderr is read and dropped, so a chatty CGI
+/// neither blocks on a full pipe nor floods the log.
+const MAX_STDERR_LOGGED: usize = 64 * 1024;
+
+/// Shared state of the request handlers.
+pub struct Gateway {
+    pub config: Arc<Config>,
+    pub pool: Arc<Pool>,
+    next_request: AtomicU64,
+}
+
+impl Gateway {
+    pub fn new(config: Arc<Config>, pool: Arc<Pool>) -> Gateway {
+        Gateway { config, pool, next_request: AtomicU64::new(1) }
+    }
+
+    /// Answers one HTTP request. Never fails: every error becomes a status and a short body.
+    pub async fn handle(self: Arc<Self>, request: Request<Incoming>, connection: Connection) -> Result<Response<ResponseBody>, Infallible> {
+        let id = self.next_request.fetch_add(1, Ordering::Relaxed);
+        let span = tracing::info_span!("request", id);
+        let method = request.method().clone();
+        let target = request.uri().path().to_owned();
+        let response = match self.run_cgi(request, connection).instrument(span.clone()).await {
+            Ok(response) => response,
+            Err(error) => error_response(&error),
+        };
+        span.in_scope(|| tracing::info!(%method, target = %target.escape_debug(), status = response.status().as_u16(), "request"));
+        Ok(response)
+    }
+
+    async fn run_cgi(&self, request: Request<Incoming>, connection: Connection) -> Result<Response<ResponseBody>, RequestError> {
+        let (parts, body) = request.into_parts();
+        let route = route(parts.uri.path(), parts.uri.query())?;
+        let content_length = match parts.headers.get(header::CONTENT_LENGTH) {
+            Some(value) => Some(
+                value.to_str().ok().and_then(|v| v.parse::<u64>().ok()).ok_or(RequestError::BadRequest("invalid Content-Length"))?,
+            ),
+            None => None,
+        };
+        if content_length.is_some_and(|length| length > self.config.max_body_bytes) {
+            return Err(RequestError::BodyTooLarge(content_length.unwrap_or_default()));
+        }
+        if content_length.is_none() && parts.headers.contains_key(header::TRANSFER_ENCODING) {
+            // CGI needs CONTENT_LENGTH before the body (RFC 3875 §4.1.2); a chunked body has
+            // none until it ends. Front servers (nginx) de-chunk; direct clients get 411.
+            return Err(RequestError::LengthRequired);
+        }
+        let env = meta_variables(&parts, &route, connection);
+        let permit = self.pool.admit().await?;
+
+        let (stdin, cgi_stdin) = pipe::pipe().map_err(internal)?;
+        let (cgi_stdout, stdout) = pipe::pipe().map_err(internal)?;
+        let (cgi_stderr, stderr) = pipe::pipe().map_err(internal)?;
+        // The CGI gets plain blocking descriptors, as a program started from a shell would.
+        let cgi_fds: [OwnedFd; 3] = [
+            cgi_stdin.into_blocking_fd().map_err(internal)?,
+            cgi_stdout.into_blocking_fd().map_err(internal)?,
+            cgi_stderr.into_blocking_fd().map_err(internal)?,
+        ];
+        let deadline = Instant::now() + self.config.timeout;
+        let spawn = SpawnRequest { id: 0, script: route.script_path.clone(), env, limits: self.config.limits };
+        let mut cgi = self.pool.spawn(spawn, &cgi_fds).await?;
+        // Our copies must go, or we would never see end-of-file on the CGI's output.
+        drop(cgi_fds);
+
+        match timeout_at(deadline, cgi.next_event()).await {
+            Ok(Some(CgiEvent::Spawned { pid })) => {
+                tracing::debug!(worker = cgi.worker(), pid, script = %route.script_path, "CGI started")
+            }
+            Ok(Some(CgiEvent::SpawnFailed(error))) => return Err(RequestError::Spawn(error)),
+            Ok(Some(CgiEvent::Exited(_))) => return Err(RequestError::WorkerLost),
+            Ok(None) => return Err(RequestError::WorkerLost),
+            Err(_) => {
+                cgi.kill().await;
+                return Err(RequestError::Timeout);
+            }
+        }
+
+        let feeder = if content_length.unwrap_or(0) > 0 {
+            Some(tokio::spawn(feed_stdin(body, stdin).in_current_span()).abort_handle())
+        } else {
+            // No body: the CGI reads end-of-file at once.
+            drop(stdin);
+            None
+        };
+        tokio::spawn(log_stderr(stderr).in_current_span());
+        // Sent once the CGI's whole output is delivered; dropped unsent if the request is
+        // abandoned for any reason (error, client gone, this future cancelled), which kills it.
+        let (delivered, delivery) = oneshot::channel::<()>();
+        tokio::spawn(watch(cgi, deadline, delivery, feeder, permit).in_current_span());
+
+        let mut stdout = stdout;
+        let (head, first_bytes) = match timeout_at(deadline, read_head(&mut stdout)).await {
+            Ok(parsed) => parsed?,
+            Err(_) => return Err(RequestError::Timeout),
+        };
+        let on_done = Box::new(move |complete: bool| {
+            if complete {
+                let _ = delivered.send(());
+            }
+        });
+        let body = CgiBody::new(first_bytes, stdout, head.content_length, deadline, on_done);
+        let mut response = Response::new(Either::Right(body));
+        *response.status_mut() = head.status;
+        *response.headers_mut() = head.headers;
+        Ok(response)
+    }
+}
+
+/// The one teardown path of a CGI: it ends when the CGI exits, or is killed when the deadline
+/// passes or the request is abandoned. Holds the admission permit until then.
+async fn watch(
+    mut cgi: CgiHandle,
+    deadline: Instant,
+    delivery: oneshot::Receiver<()>,
+    feeder: Option<tokio::task::AbortHandle>,
+    permit: OwnedSemaphorePermit,
+) {
+    let abandoned = async {
+        if delivery.await.is_ok() {
+            // Output delivered: the CGI may take until the deadline to exit.
+            std::future::pending::<()>().await;
+        }
+    };
+    let outcome = tokio::select! {
+        event = wait_exit(&mut cgi) => event,
+        _ = sleep_until(deadline) => {
+            tracing::warn!("CGI exceeded the timeout; killing its process group");
+            cgi.kill().await;
+            wait_after_kill(&mut cgi).await
+        }
+        _ = abandoned => {
+            tracing::debug!("request abandoned; killing the CGI's process group");
+            cgi.kill().await;
+            wait_after_kill(&mut cgi).await
+        }
+    };
+    match outcome {
+        Some(status) => tracing::debug!(%status, "CGI exited"),
+        None => tracing::warn!("CGI's worker was lost"),
+    }
+    if let Some(feeder) = feeder {
+        // Nobody reads the rest of the request body any more.
+        feeder.abort();
+    }
+    drop(permit);
+}
+
+/// The worker escalates to SIGKILL after its grace period, so an exit report is due soon; the
+/// bound only guards against a worker that stops answering.
+async fn wait_after_kill(cgi: &mut CgiHandle) -> Option<protocol::ExitStatus> {
+    tokio::time::timeout(Duration::from_secs(10), wait_exit(cgi)).await.ok().flatten()
+}
+
+async fn wait_exit(cgi: &mut CgiHandle) -> Option<protocol::ExitStatus> {
+    loop {
+        match cgi.next_event().await? {
+            CgiEvent::Exited(status) => return Some(status),
+            _ => continue,
+        }
+    }
+}
+
+/// Copies the request body into the CGI's stdin, concurrently with reading its output, so a
+/// CGI that answers before (or without) reading its input cannot deadlock us.
+async fn feed_stdin(mut body: Incoming, mut stdin: pipe::Sender) {
+    while let Some(frame) = body.frame().await {
+        let Ok(frame) = frame else {
+            tracing::debug!("client request body ended early");
+            return;
+        };
+        if let Ok(data) = frame.into_data() {
+            if stdin.write_all(&data).await.is_err() {
+                // The CGI closed its stdin or exited: it does not want the rest.
+                return;
+            }
+        }
+    }
+}
+
+/// Logs the CGI's stderr, tagged with the request's span, line by line and bounded.
+async fn log_stderr(stderr: pipe::Receiver) {
+    let mut reader = BufReader::new(stderr);
+    let mut line = Vec::new();
+    let mut logged = 0;
+    loop {
+        line.clear();
+        match (&mut reader).take(MAX_STDERR_LINE as u64).read_until(b'\n', &mut line).await {
+            Ok(0) | Err(_) => return,
+            Ok(read) if logged < MAX_STDERR_LOGGED => {
+                logged += read;
+                let text = String::from_utf8_lossy(&line);
+                tracing::warn!("CGI stderr: {}", text.trim_end().escape_debug());
+                if logged >= MAX_STDERR_LOGGED {
+                    tracing::warn!("CGI stderr: more than {MAX_STDERR_LOGGED} bytes; the rest is not logged");
+                }
+            }
+            Ok(_) => {}
+        }
+    }
+}
+
+fn internal(error: std::io::Error) -> RequestError {
+    RequestError::Internal(error.to_string())
+}
+
+/// A short plain-text answer for an error, logged with the reason.
+pub fn error_response(error: &RequestError) -> Response<ResponseBody> {
+    let status = error.status();
+    if status.is_server_error() {
+        tracing::warn!("{error}");
+    } else {
+        tracing::debug!("{error}");
+    }
+    let text = format!("{} {}\n", status.as_u16(), status.canonical_reason().unwrap_or(""));
+    let mut response = Response::new(Either::Left(Full::new(Bytes::from(text))));
+    *response.status_mut() = status;
+    let headers = response.headers_mut();
+    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; charset=utf-8"));
+    if status == StatusCode::SERVICE_UNAVAILABLE {
+        headers.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+    }
+    response
+}

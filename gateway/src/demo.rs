@@ -1,0 +1,71 @@
+//! `gateway demo`: a jail with the classic shell-CGI set and four sample CGIs, built in a
+//! temporary folder, served on loopback, removed again on exit.
+
+use std::net::SocketAddr;
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+
+use anyhow::Context;
+
+use crate::config::Config;
+use crate::jailfs;
+
+/// The sample CGIs: (file name, script). Plain POSIX sh, using only the jail's programs.
+const SAMPLES: &[(&str, &str)] = &[
+    (
+        "hello.sh",
+        "#!/bin/sh\nprintf 'Content-Type: text/plain\\n\\n'\necho \"Hello from a jailed shell CGI, running as uid $(id -u) at $(date).\"\n",
+    ),
+    ("env.sh", "#!/bin/sh\nprintf 'Content-Type: text/plain\\n\\n'\nenv | sort\n"),
+    (
+        "echo.sh",
+        "#!/bin/sh\n# Sends the request body back unchanged.\nprintf 'Content-Type: %s\\n\\n' \"${CONTENT_TYPE:-application/octet-stream}\"\nexec cat\n",
+    ),
+    (
+        "form.sh",
+        r#"#!/bin/sh
+# A form that posts to itself; the answer is HTML-escaped before it is shown.
+printf 'Content-Type: text/html; charset=utf-8\n\n'
+echo '<!doctype html><title>Jailgate form</title><form method="post">'
+echo 'Your name: <input name="name"> <button>Send</button></form>'
+if [ "$REQUEST_METHOD" = POST ]; then
+  body=$(head -c "${CONTENT_LENGTH:-0}")
+  name=$(printf '%s' "$body" | sed -n 's/^name=//p' | tr '+' ' ' | sed 's/&/\&amp;/g; s/</\&lt;/g; s/>/\&gt;/g')
+  echo "<p>Hello, $name (as the jail received it, still URL-encoded).</p>"
+fi
+"#,
+    ),
+];
+
+pub async fn run(listen: SocketAddr) -> anyhow::Result<()> {
+    let folder = tempfile::Builder::new().prefix("jailgate-demo-").tempdir().context("creating the demo folder")?;
+    let jail = folder.path().join("jail");
+    let user = jailfs::parse_user("nobody").context("the demo runs its CGIs as `nobody`")?;
+    let mut programs: Vec<String> = jailfs::DEFAULT_PROGRAMS.iter().map(|p| p.to_string()).collect();
+    programs.extend(["env", "id", "ls"].map(String::from));
+    jailfs::init(&jailfs::InitOptions { dir: jail.clone(), programs, user: user.clone() }).context("building the demo jail")?;
+    write_samples(&jail.join("cgi-bin"))?;
+
+    let workers = std::thread::available_parallelism().map_or(2, |n| n.get()).min(4);
+    let config = Config::new(jail.clone(), workers, listen, user, 30)?;
+    let listener = tokio::net::TcpListener::bind(listen).await.with_context(|| format!("cannot listen on {listen}"))?;
+    let address = listener.local_addr()?;
+    eprintln!("Demo jail in {} (removed on exit). Try:", jail.display());
+    eprintln!("  curl http://{address}/cgi-bin/hello.sh");
+    eprintln!("  curl 'http://{address}/cgi-bin/env.sh/extra/path?a=1&b=2'");
+    eprintln!("  curl --data-binary @/etc/os-release http://{address}/cgi-bin/echo.sh");
+    eprintln!("  open http://{address}/cgi-bin/form.sh in a browser");
+    eprintln!("Stop with Ctrl-C.");
+    let outcome = crate::run(config, listener, crate::stop_signal()).await;
+    drop(folder);
+    outcome
+}
+
+fn write_samples(cgi_bin: &Path) -> anyhow::Result<()> {
+    for (name, script) in SAMPLES {
+        let path = cgi_bin.join(name);
+        std::fs::write(&path, script).with_context(|| format!("writing {}", path.display()))?;
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755))?;
+    }
+    Ok(())
+}

@@ -1,0 +1,49 @@
+//! Jailgate's unjailed side: HTTP in, RFC 3875 environment out to a jailed worker, the CGI's
+//! output back as an HTTP response. It parses everything untrusted and executes nothing itself.
+
+pub mod cgi;
+pub mod cgi_env;
+pub mod config;
+pub mod demo;
+pub mod error;
+pub mod jailfs;
+pub mod pool;
+pub mod response;
+pub mod router;
+pub mod server;
+
+use std::future::Future;
+use std::io::Write;
+use std::sync::Arc;
+
+/// Starts the workers, serves `listener` until `shutdown` resolves, then stops everything:
+/// open requests drain, workers exit, and with them every CGI.
+pub async fn run(config: config::Config, listener: tokio::net::TcpListener, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
+    let config = Arc::new(config);
+    let pool = pool::Pool::start(config.clone()).await?;
+    let address = listener.local_addr()?;
+    tracing::info!(workers = config.workers, jail = %config.jail.display(), user = %config.user.name, %address, "serving");
+    // The one line on stdout: scripts and tests read the address from it.
+    let mut stdout = std::io::stdout().lock();
+    writeln!(stdout, "jailgate listening on http://{address}")?;
+    stdout.flush()?;
+    drop(stdout);
+    let gateway = Arc::new(cgi::Gateway::new(config, pool.clone()));
+    server::run(listener, gateway, shutdown).await;
+    pool.shutdown().await;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+/// Resolves on SIGTERM or SIGINT.
+pub async fn stop_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let (Ok(mut terminate), Ok(mut interrupt)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) else {
+        // Without signal handling the default action (exit) still stops us.
+        return std::future::pending().await;
+    };
+    tokio::select! {
+        _ = terminate.recv() => tracing::info!("SIGTERM: stopping"),
+        _ = interrupt.recv() => tracing::info!("SIGINT: stopping"),
+    }
+}

@@ -1,0 +1,204 @@
+//! `gateway`: flags → validated config → run. Everything else lives in the library.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Args, Parser, Subcommand};
+use gateway::config::Config;
+use gateway::jailfs;
+
+/// Jailgate: runs CGI programs confined in a chroot jail, as an unprivileged user, behind HTTP.
+#[derive(Parser)]
+#[command(
+    name = "gateway",
+    version,
+    args_conflicts_with_subcommands = true,
+    subcommand_negates_reqs = true
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+    #[command(flatten)]
+    serve: ServeArgs,
+}
+
+#[derive(Args)]
+struct ServeArgs {
+    /// The jail folder (build one with `gateway jail init DIR`); `/cgi-bin/` URLs run its /cgi-bin
+    #[arg(long, value_name = "DIR", required = true)]
+    jail: Option<PathBuf>,
+    /// Worker processes to prespawn [default: number of CPUs]
+    #[arg(long, value_name = "N")]
+    workers: Option<usize>,
+    /// Address to accept HTTP on
+    #[arg(long, value_name = "HOST:PORT", default_value = "127.0.0.1:8080")]
+    listen: SocketAddr,
+    /// The unprivileged user CGIs run as (never root)
+    #[arg(long, value_name = "NAME|UID[:GID]", default_value = "nobody")]
+    user: String,
+    /// Wall-clock limit per request in seconds; the CGI's process group is killed after it (504)
+    #[arg(long, value_name = "SECS", default_value_t = 30)]
+    timeout: u64,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Build or inspect a jail tree
+    Jail {
+        #[command(subcommand)]
+        op: JailOp,
+    },
+    /// Build a demo jail with sample CGIs in a temporary folder and serve it
+    Demo {
+        /// Address to accept HTTP on
+        #[arg(long, value_name = "HOST:PORT", default_value = "127.0.0.1:8080")]
+        listen: SocketAddr,
+    },
+}
+
+#[derive(Subcommand)]
+enum JailOp {
+    /// Build a jail in DIR: programs with their loader and libraries, devices, /etc, /tmp, /cgi-bin
+    Init {
+        dir: PathBuf,
+        /// A program to install (a name on PATH or an absolute path); repeatable.
+        /// Default: the classic shell-CGI set
+        #[arg(long = "with", value_name = "PROG")]
+        programs: Vec<String>,
+        /// The CGI user to name in the jail's /etc/passwd
+        #[arg(long, value_name = "NAME|UID[:GID]", default_value = "nobody")]
+        user: String,
+    },
+}
+
+/// Exit code for a usage error: a wrong flag, a missing jail, not being root.
+const USAGE: u8 = 2;
+
+fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(error) if !error.use_stderr() => {
+            // --help and --version.
+            let _ = error.print();
+            return ExitCode::SUCCESS;
+        }
+        Err(error) => return usage_error(first_line(&error.to_string())),
+    };
+    init_tracing();
+    if !nix::unistd::geteuid().is_root() {
+        return usage_error(
+            "must run as root: it builds the jail and drops the workers' privileges itself",
+        );
+    }
+    match cli.command {
+        Some(Command::Jail {
+            op:
+                JailOp::Init {
+                    dir,
+                    programs,
+                    user,
+                },
+        }) => jail_init(dir, programs, &user),
+        Some(Command::Demo { listen }) => run_async(gateway::demo::run(listen)),
+        None => serve(cli.serve),
+    }
+}
+
+fn serve(args: ServeArgs) -> ExitCode {
+    let user = match jailfs::parse_user(&args.user) {
+        Ok(user) => user,
+        Err(error) => return usage_error(&format!("--user {}: {error}", args.user)),
+    };
+    let workers = args
+        .workers
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+    let jail = args.jail.unwrap_or_default();
+    let config = match Config::new(jail, workers, args.listen, user, args.timeout) {
+        Ok(config) => config,
+        Err(error) => return usage_error(&error.to_string()),
+    };
+    run_async(async move {
+        let listener = tokio::net::TcpListener::bind(config.listen)
+            .await
+            .map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", config.listen))?;
+        gateway::run(config, listener, gateway::stop_signal()).await
+    })
+}
+
+fn jail_init(dir: PathBuf, programs: Vec<String>, user: &str) -> ExitCode {
+    let user = match jailfs::parse_user(user) {
+        Ok(user) => user,
+        Err(error) => return usage_error(&format!("--user {user}: {error}")),
+    };
+    let programs = if programs.is_empty() {
+        jailfs::DEFAULT_PROGRAMS
+            .iter()
+            .map(|p| p.to_string())
+            .collect()
+    } else {
+        programs
+    };
+    match jailfs::init(&jailfs::InitOptions {
+        dir: dir.clone(),
+        programs,
+        user,
+    }) {
+        Ok(report) => {
+            println!(
+                "jail ready in {}: {} programs, {} files; put CGIs in {}",
+                dir.display(),
+                report.programs.len(),
+                report.files_copied,
+                dir.join("cgi-bin").display()
+            );
+            ExitCode::SUCCESS
+        }
+        Err(error) => {
+            eprintln!("gateway: jail init {}: {error}", dir.display());
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run_async(task: impl std::future::Future<Output = anyhow::Result<()>>) -> ExitCode {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("gateway: cannot start the runtime: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(task) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("gateway: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn usage_error(message: &str) -> ExitCode {
+    eprintln!("gateway: {message} (see gateway --help)");
+    ExitCode::from(USAGE)
+}
+
+fn first_line(text: &str) -> &str {
+    let line = text.lines().next().unwrap_or(text);
+    line.strip_prefix("error: ").unwrap_or(line)
+}
+
+fn init_tracing() {
+    use std::io::IsTerminal;
+    let filter =
+        tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into());
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        // Logged text includes URLs and CGI stderr: never emit their escape codes to a terminal.
+        .with_ansi(std::io::stderr().is_terminal())
+        .init();
+}

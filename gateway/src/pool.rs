@@ -1,0 +1,370 @@
+//! The workers: started before the first request, picked least-busy first, replaced with
+//! back-off when they die. Everything a worker sends is untrusted (it shares the jail with the
+//! CGIs): a bad message ends that one worker, never the gateway.
+
+use std::collections::HashMap;
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::process::Stdio;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use protocol::{Channel, ChannelError, ExitStatus, FromWorker, RecvBuffer, SpawnError, SpawnId, SpawnRequest, ToWorker};
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, BufReader};
+use tokio::process::{Child, Command};
+use tokio::sync::{mpsc, oneshot, watch, OwnedSemaphorePermit, Semaphore};
+use tokio::time::{sleep, timeout, Instant};
+
+use crate::config::Config;
+use crate::error::RequestError;
+
+/// How long a new worker has to enter its jail and report ready.
+const READY_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a worker told to shut down has before it is killed.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
+/// Restart back-off after a worker dies: doubles from the first to the last value, and starts
+/// over once a worker has lived for [`HEALTHY_LIFETIME`].
+const BACKOFF_FIRST: Duration = Duration::from_millis(50);
+const BACKOFF_MAX: Duration = Duration::from_secs(5);
+const HEALTHY_LIFETIME: Duration = Duration::from_secs(10);
+/// How long a request waits for a free CGI slot before it gets 503.
+const ADMISSION_WAIT: Duration = Duration::from_secs(5);
+/// Longest line of a worker's own stderr that is logged.
+const MAX_LOG_LINE: usize = 4096;
+
+/// What a worker reports about one CGI.
+#[derive(Debug)]
+pub enum CgiEvent {
+    Spawned { pid: u32 },
+    SpawnFailed(SpawnError),
+    Exited(ExitStatus),
+}
+
+/// The gateway's side of one live worker.
+struct WorkerLink {
+    index: usize,
+    channel: Channel,
+    /// The CGIs running on this worker; its length is the worker's load.
+    pending: Mutex<HashMap<SpawnId, mpsc::UnboundedSender<CgiEvent>>>,
+    next_id: AtomicU64,
+}
+
+impl WorkerLink {
+    fn pending(&self) -> MutexGuard<'_, HashMap<SpawnId, mpsc::UnboundedSender<CgiEvent>>> {
+        // A panic elsewhere cannot leave the map half-updated (each use is one call), so a
+        // poisoned lock is still consistent.
+        self.pending.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    fn load(&self) -> usize {
+        self.pending().len()
+    }
+
+    /// Routes one message from the worker to the request it belongs to.
+    fn dispatch(&self, message: FromWorker) -> Result<(), String> {
+        let (id, event) = match message {
+            FromWorker::Spawned { id, pid } => (id, CgiEvent::Spawned { pid }),
+            FromWorker::SpawnFailed { id, error } => (id, CgiEvent::SpawnFailed(error)),
+            FromWorker::Exited { id, status } => (id, CgiEvent::Exited(status)),
+            FromWorker::Ready { .. } => return Err("second Ready message".into()),
+        };
+        if let Some(sender) = self.pending().get(&id) {
+            // The request may have ended already; then nobody listens, which is fine.
+            let _ = sender.send(event);
+        }
+        Ok(())
+    }
+}
+
+/// One running CGI as the request sees it. Dropping it forgets the CGI on the gateway side;
+/// use [`CgiHandle::kill`] first if it may still run.
+pub struct CgiHandle {
+    link: Arc<WorkerLink>,
+    id: SpawnId,
+    events: mpsc::UnboundedReceiver<CgiEvent>,
+}
+
+impl CgiHandle {
+    /// The next report about this CGI; `None` once its worker is gone.
+    pub async fn next_event(&mut self) -> Option<CgiEvent> {
+        self.events.recv().await
+    }
+
+    /// Asks the worker to kill the CGI's process group (SIGTERM, then SIGKILL).
+    pub async fn kill(&self) {
+        let _ = self.link.channel.send(&ToWorker::Kill { id: self.id }, &[]).await;
+    }
+
+    pub fn worker(&self) -> usize {
+        self.link.index
+    }
+}
+
+impl Drop for CgiHandle {
+    fn drop(&mut self) {
+        self.link.pending().remove(&self.id);
+    }
+}
+
+struct Slot {
+    link: Mutex<Option<Arc<WorkerLink>>>,
+}
+
+impl Slot {
+    fn set(&self, link: Option<Arc<WorkerLink>>) {
+        *self.link.lock().unwrap_or_else(|poisoned| poisoned.into_inner()) = link;
+    }
+
+    fn get(&self) -> Option<Arc<WorkerLink>> {
+        self.link.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).clone()
+    }
+}
+
+pub struct Pool {
+    config: Arc<Config>,
+    slots: Vec<Slot>,
+    /// One permit per CGI that may run at once.
+    admission: Arc<Semaphore>,
+    waiting: AtomicUsize,
+    shutdown: watch::Sender<bool>,
+    supervisors: Mutex<Vec<tokio::task::JoinHandle<()>>>,
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("worker {index} failed to start: {reason}")]
+pub struct StartError {
+    pub index: usize,
+    pub reason: String,
+}
+
+impl Pool {
+    /// Starts `config.workers` workers and returns once every one of them is in its jail and
+    /// ready, or with the first failure (a broken jail fails the start, it is not retried).
+    pub async fn start(config: Arc<Config>) -> Result<Arc<Pool>, StartError> {
+        let permits = config.workers * config.cgis_per_worker;
+        let (shutdown, _) = watch::channel(false);
+        let pool = Arc::new(Pool {
+            slots: (0..config.workers).map(|_| Slot { link: Mutex::new(None) }).collect(),
+            admission: Arc::new(Semaphore::new(permits)),
+            waiting: AtomicUsize::new(0),
+            config,
+            shutdown,
+            supervisors: Mutex::new(Vec::new()),
+        });
+        let mut first_starts = Vec::new();
+        for index in 0..pool.slots.len() {
+            let (started, first_start) = oneshot::channel();
+            let supervisor = tokio::spawn(supervise(pool.clone(), index, started));
+            pool.supervisors.lock().unwrap_or_else(|p| p.into_inner()).push(supervisor);
+            first_starts.push(first_start);
+        }
+        for (index, first_start) in first_starts.into_iter().enumerate() {
+            let outcome = first_start.await.unwrap_or_else(|_| Err("supervisor ended".into()));
+            if let Err(reason) = outcome {
+                pool.shutdown().await;
+                return Err(StartError { index, reason });
+            }
+        }
+        Ok(pool)
+    }
+
+    /// Waits for room to run one more CGI; 503 if the wait queue is full or the wait too long.
+    pub async fn admit(&self) -> Result<OwnedSemaphorePermit, RequestError> {
+        if let Ok(permit) = self.admission.clone().try_acquire_owned() {
+            return Ok(permit);
+        }
+        let queue_limit = self.config.workers * self.config.cgis_per_worker;
+        if self.waiting.fetch_add(1, Ordering::SeqCst) >= queue_limit {
+            self.waiting.fetch_sub(1, Ordering::SeqCst);
+            return Err(RequestError::Overloaded);
+        }
+        let permit = timeout(ADMISSION_WAIT, self.admission.clone().acquire_owned()).await;
+        self.waiting.fetch_sub(1, Ordering::SeqCst);
+        match permit {
+            Ok(Ok(permit)) => Ok(permit),
+            _ => Err(RequestError::Overloaded),
+        }
+    }
+
+    /// Sends a spawn request to the least-busy live worker, with the CGI's ends of its stdin,
+    /// stdout and stderr pipes. The caller drops its copies of those afterwards.
+    pub async fn spawn(&self, mut request: SpawnRequest, cgi_fds: &[OwnedFd; 3]) -> Result<CgiHandle, RequestError> {
+        let link = self
+            .slots
+            .iter()
+            .filter_map(Slot::get)
+            .min_by_key(|link| link.load())
+            .ok_or(RequestError::NoWorker)?;
+        request.id = link.next_id.fetch_add(1, Ordering::Relaxed);
+        let (events_in, events) = mpsc::unbounded_channel();
+        link.pending().insert(request.id, events_in);
+        let handle = CgiHandle { link, id: request.id, events };
+        let fds = [cgi_fds[0].as_fd(), cgi_fds[1].as_fd(), cgi_fds[2].as_fd()];
+        match handle.link.channel.send(&ToWorker::Spawn(request), &fds).await {
+            Ok(()) => Ok(handle),
+            Err(ChannelError::Codec(_)) => Err(RequestError::BadRequest("request headers too large")),
+            Err(_) => Err(RequestError::WorkerLost),
+        }
+    }
+
+    /// How many workers are live right now.
+    pub fn live_workers(&self) -> usize {
+        self.slots.iter().filter(|slot| slot.get().is_some()).count()
+    }
+
+    /// Tells every worker to stop (their CGIs die with them) and waits for them to exit.
+    pub async fn shutdown(&self) {
+        self.shutdown.send_replace(true);
+        let supervisors = std::mem::take(&mut *self.supervisors.lock().unwrap_or_else(|p| p.into_inner()));
+        for supervisor in supervisors {
+            let _ = supervisor.await;
+        }
+    }
+}
+
+/// Keeps one slot filled: start a worker, serve its messages until it dies, start another.
+async fn supervise(pool: Arc<Pool>, index: usize, first_start: oneshot::Sender<Result<(), String>>) {
+    let mut first_start = Some(first_start);
+    let mut shutdown = pool.shutdown.subscribe();
+    let mut backoff = BACKOFF_FIRST;
+    let mut buffer = RecvBuffer::default();
+    loop {
+        if *shutdown.borrow() {
+            return;
+        }
+        let started_at = Instant::now();
+        match start_worker(&pool.config, index, &mut buffer).await {
+            Ok((link, mut child)) => {
+                if let Some(first_start) = first_start.take() {
+                    let _ = first_start.send(Ok(()));
+                }
+                pool.slots[index].set(Some(link.clone()));
+                let stopping = tokio::select! {
+                    reason = read_messages(&link, &mut buffer) => {
+                        tracing::warn!(worker = index, "worker lost: {reason}; its requests fail with 502");
+                        false
+                    }
+                    _ = shutdown.wait_for(|stop| *stop) => true,
+                };
+                pool.slots[index].set(None);
+                // Dropping the senders tells every waiting request that its worker is gone.
+                link.pending().clear();
+                if stopping {
+                    let _ = link.channel.send(&ToWorker::Shutdown, &[]).await;
+                    if timeout(SHUTDOWN_GRACE, child.wait()).await.is_ok() {
+                        return;
+                    }
+                }
+                // The holder's death takes the worker with it (parent-death signal), and the
+                // worker's takes every CGI (it is PID 1 of their namespace).
+                let _ = child.start_kill();
+                let _ = child.wait().await;
+                if stopping {
+                    return;
+                }
+            }
+            Err(reason) => {
+                if let Some(first_start) = first_start.take() {
+                    let _ = first_start.send(Err(reason));
+                    return;
+                }
+                tracing::error!(worker = index, "cannot restart worker: {reason}");
+            }
+        }
+        backoff = if started_at.elapsed() >= HEALTHY_LIFETIME { BACKOFF_FIRST } else { (backoff * 2).min(BACKOFF_MAX) };
+        tokio::select! {
+            _ = sleep(backoff) => {}
+            _ = shutdown.wait_for(|stop| *stop) => return,
+        }
+    }
+}
+
+/// Execs a fresh worker image (never a fork of this threaded process) with its end of the
+/// channel as descriptor 3, then waits for its Ready.
+async fn start_worker(config: &Config, index: usize, buffer: &mut RecvBuffer) -> Result<(Arc<WorkerLink>, Child), String> {
+    let (ours, theirs) = Channel::pair().map_err(|e| format!("socketpair: {e}"))?;
+    let theirs: OwnedFd = theirs.into_owned_fd();
+    let theirs_raw = theirs.as_raw_fd();
+    let mut command = Command::new(&config.worker_exe);
+    command
+        .arg("--jail")
+        .arg(&config.jail)
+        .args(["--uid", &config.user.uid.to_string(), "--gid", &config.user.gid.to_string()])
+        // Nothing of the gateway's environment (LISTEN_FDS, NOTIFY_SOCKET, secrets) goes in.
+        .env_clear()
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true);
+    // SAFETY: runs in the forked child before exec and only calls dup2/fcntl, which are
+    // async-signal-safe; it touches no memory shared with other threads.
+    unsafe {
+        command.pre_exec(move || {
+            if theirs_raw == 3 {
+                // Already in place: only the close-on-exec flag must go.
+                if libc::fcntl(3, libc::F_SETFD, 0) == -1 {
+                    return Err(std::io::Error::last_os_error());
+                }
+            } else if libc::dup2(theirs_raw, 3) == -1 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let mut child = command.spawn().map_err(|e| format!("cannot run {}: {e}", config.worker_exe.display()))?;
+    drop(theirs);
+    if let Some(stderr) = child.stderr.take() {
+        tokio::spawn(log_worker_stderr(index, stderr));
+    }
+    let ready = timeout(READY_TIMEOUT, ours.recv::<FromWorker>(buffer)).await;
+    let failure = match ready {
+        Ok(Ok((FromWorker::Ready { version, pid }, fds))) if version == protocol::PROTOCOL_VERSION && fds.is_empty() => {
+            tracing::info!(worker = index, holder_pid = child.id(), worker_pid = pid, "worker ready");
+            let link = Arc::new(WorkerLink { index, channel: ours, pending: Mutex::default(), next_id: AtomicU64::new(1) });
+            return Ok((link, child));
+        }
+        Ok(Ok((FromWorker::Ready { version, .. }, _))) => format!("speaks protocol {version}, not {}", protocol::PROTOCOL_VERSION),
+        Ok(Ok((other, _))) => format!("sent {other:?} before Ready"),
+        Ok(Err(ChannelError::Closed)) => match timeout(Duration::from_secs(1), child.wait()).await {
+            Ok(Ok(status)) => format!("exited during start-up ({status}); its message is logged above"),
+            _ => "closed its channel during start-up".into(),
+        },
+        Ok(Err(error)) => format!("bad handshake: {error}"),
+        Err(_) => format!("not ready within {READY_TIMEOUT:?}"),
+    };
+    let _ = child.start_kill();
+    let _ = child.wait().await;
+    Err(failure)
+}
+
+/// Serves one worker's messages until it goes away or breaks the protocol; returns why.
+async fn read_messages(link: &WorkerLink, buffer: &mut RecvBuffer) -> String {
+    loop {
+        match link.channel.recv::<FromWorker>(buffer).await {
+            Ok((_, fds)) if !fds.is_empty() => return "protocol violation: sent descriptors".into(),
+            Ok((message, _)) => {
+                if let Err(violation) = link.dispatch(message) {
+                    return format!("protocol violation: {violation}");
+                }
+            }
+            Err(ChannelError::Closed) => return "it exited".into(),
+            Err(error) => return format!("protocol violation: {error}"),
+        }
+    }
+}
+
+/// A worker's own messages (jail set-up failures, mostly), logged line by line, bounded.
+async fn log_worker_stderr(index: usize, stderr: tokio::process::ChildStderr) {
+    let mut lines = BufReader::new(stderr);
+    let mut line = Vec::new();
+    loop {
+        line.clear();
+        match (&mut lines).take(MAX_LOG_LINE as u64).read_until(b'\n', &mut line).await {
+            Ok(0) | Err(_) => return,
+            Ok(_) => {
+                let text = String::from_utf8_lossy(&line);
+                tracing::warn!(worker = index, "worker says: {}", text.trim_end().escape_debug());
+            }
+        }
+    }
+}

@@ -1,0 +1,335 @@
+//! CGI output → HTTP response (RFC 3875 §6): the header block parsed under a size limit, the
+//! body streamed from the CGI's stdout as it comes, never buffered whole.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{ready, Context, Poll};
+
+use bytes::{Bytes, BytesMut};
+use http::{header, HeaderMap, HeaderName, HeaderValue, StatusCode};
+use http_body::{Body, Frame, SizeHint};
+use tokio::io::{AsyncRead, AsyncReadExt, ReadBuf};
+use tokio::time::{Instant, Sleep};
+
+use crate::error::RequestError;
+
+/// Largest CGI header block; a CGI that writes more before its blank line is broken (502).
+pub const MAX_HEADER_BYTES: usize = 64 * 1024;
+/// How much of the CGI's stdout one read takes: big enough to keep syscalls per MiB low,
+/// small enough that a slow client holds little memory per request.
+const READ_CHUNK: usize = 64 * 1024;
+
+/// The parsed header block of a CGI response.
+#[derive(Debug)]
+pub struct CgiHead {
+    pub status: StatusCode,
+    pub headers: HeaderMap,
+    /// The CGI's own Content-Length, enforced on the body.
+    pub content_length: Option<u64>,
+}
+
+/// Reads from `stdout` until the blank line that ends the header block. Returns the parsed head
+/// and whatever body bytes came in the same reads.
+pub async fn read_head<R: AsyncRead + Unpin>(stdout: &mut R) -> Result<(CgiHead, Bytes), RequestError> {
+    let mut buffer = BytesMut::with_capacity(4096);
+    let mut scanned = 0;
+    loop {
+        if let Some((head_end, body_start)) = find_blank_line(&buffer, scanned) {
+            let head = parse_head(&buffer[..head_end])?;
+            let body = buffer.split_off(body_start).freeze();
+            return Ok((head, body));
+        }
+        // Resume the search one byte early: a line end may straddle two reads.
+        scanned = buffer.len().saturating_sub(1);
+        if buffer.len() >= MAX_HEADER_BYTES {
+            return Err(RequestError::BadCgiOutput(format!("no end of headers in {MAX_HEADER_BYTES} bytes")));
+        }
+        buffer.reserve(4096);
+        let read = stdout
+            .read_buf(&mut buffer)
+            .await
+            .map_err(|e| RequestError::BadCgiOutput(format!("reading CGI output: {e}")))?;
+        if read == 0 {
+            let why = if buffer.is_empty() { "CGI exited without output" } else { "CGI output ended inside its headers" };
+            return Err(RequestError::BadCgiOutput(why.into()));
+        }
+    }
+}
+
+/// Finds the first empty line (`\n\n` or `\r\n\r\n`, or a mix) at or after `from`. Returns where
+/// the header lines end and where the body starts.
+fn find_blank_line(buffer: &[u8], from: usize) -> Option<(usize, usize)> {
+    let mut start = from;
+    while let Some(offset) = buffer[start..].iter().position(|&b| b == b'\n') {
+        let newline = start + offset;
+        // The line before this newline is empty if it is preceded by "\n" or "\n\r".
+        let before = &buffer[..newline];
+        if newline == 0 || before.ends_with(b"\n") || before == b"\r" {
+            return Some((newline, newline + 1));
+        }
+        if before.ends_with(b"\n\r") {
+            return Some((newline - 1, newline + 1));
+        }
+        start = newline + 1;
+    }
+    None
+}
+
+/// Parses header lines (RFC 3875 §6.3). Strict: a malformed line makes the response a 502
+/// rather than a guess, since whatever we guess is passed on to the client.
+pub fn parse_head(block: &[u8]) -> Result<CgiHead, RequestError> {
+    let bad = |why: String| RequestError::BadCgiOutput(why);
+    let mut status = None;
+    let mut headers = HeaderMap::new();
+    let mut content_length = None;
+    for raw_line in block.split(|&b| b == b'\n') {
+        let line = raw_line.strip_suffix(b"\r").unwrap_or(raw_line);
+        if line.is_empty() {
+            continue;
+        }
+        let colon = line.iter().position(|&b| b == b':').ok_or_else(|| bad("header line without ':'".into()))?;
+        let name = HeaderName::from_bytes(&line[..colon]).map_err(|_| bad("invalid header name".into()))?;
+        let value = line[colon + 1..].trim_ascii();
+        let value = HeaderValue::from_bytes(value).map_err(|_| bad(format!("invalid value for {name}")))?;
+        match name.as_str() {
+            "status" => status = Some(parse_status(&value).ok_or_else(|| bad("invalid Status".into()))?),
+            "content-length" => {
+                let length = value.to_str().ok().and_then(|v| v.parse::<u64>().ok());
+                content_length = Some(length.ok_or_else(|| bad("invalid Content-Length".into()))?);
+            }
+            // Framing and connection management are ours: a CGI's Transfer-Encoding would
+            // describe bytes it did not actually encode.
+            "connection" | "keep-alive" | "transfer-encoding" | "te" | "trailer" | "upgrade" => {}
+            _ => {
+                headers.append(name, value);
+            }
+        }
+    }
+    if headers.is_empty() && status.is_none() && content_length.is_none() {
+        return Err(bad("no header fields".into()));
+    }
+    let status = match status {
+        Some(status) => status,
+        // A Location without Status is a redirect (RFC 3875 §6.2.3, §6.2.4).
+        None if headers.contains_key(header::LOCATION) => StatusCode::FOUND,
+        None => StatusCode::OK,
+    };
+    if let Some(length) = content_length {
+        headers.insert(header::CONTENT_LENGTH, HeaderValue::from(length));
+    }
+    Ok(CgiHead { status, headers, content_length })
+}
+
+/// `Status: 404 Not Found` → 404. The reason phrase is not passed on (HTTP/1.1 makes it
+/// optional and hyper writes the canonical one).
+fn parse_status(value: &HeaderValue) -> Option<StatusCode> {
+    let text = value.to_str().ok()?;
+    let code = text.split_ascii_whitespace().next()?;
+    if code.len() != 3 {
+        return None;
+    }
+    StatusCode::from_bytes(code.as_bytes()).ok().filter(|s| s.as_u16() >= 200)
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum BodyError {
+    #[error("CGI exceeded the timeout while sending its body")]
+    Timeout,
+    #[error("CGI sent {sent} of the {declared} bytes its Content-Length declared")]
+    Short { sent: u64, declared: u64 },
+    #[error("reading CGI output: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// Called once when the body is dropped, with whether the CGI's output was read to its end.
+/// The request's owner uses it to kill a CGI whose client went away.
+pub type OnDone = Box<dyn FnOnce(bool) + Send + Sync>;
+
+/// The response body: the CGI's stdout as it arrives, cut off at the request's deadline.
+pub struct CgiBody<R> {
+    first: Option<Bytes>,
+    stdout: R,
+    /// Bytes still owed under the CGI's Content-Length, if it declared one.
+    remaining: Option<u64>,
+    declared: Option<u64>,
+    deadline: Pin<Box<Sleep>>,
+    finished: bool,
+    on_done: Option<OnDone>,
+}
+
+impl<R: AsyncRead + Unpin> CgiBody<R> {
+    pub fn new(first: Bytes, stdout: R, content_length: Option<u64>, deadline: Instant, on_done: OnDone) -> Self {
+        CgiBody {
+            first: (!first.is_empty()).then_some(first),
+            stdout,
+            remaining: content_length,
+            declared: content_length,
+            deadline: Box::pin(tokio::time::sleep_until(deadline)),
+            finished: false,
+            on_done: Some(on_done),
+        }
+    }
+
+    /// Cuts `chunk` to what the CGI's Content-Length still allows.
+    fn take_allowed(&mut self, mut chunk: Bytes) -> Bytes {
+        if let Some(remaining) = self.remaining.as_mut() {
+            let allowed = chunk.len().min(usize::try_from(*remaining).unwrap_or(usize::MAX));
+            if allowed < chunk.len() {
+                tracing::warn!(extra = chunk.len() - allowed, "CGI wrote more than its Content-Length; extra bytes dropped");
+                chunk.truncate(allowed);
+            }
+            *remaining -= allowed as u64;
+            if *remaining == 0 {
+                self.finished = true;
+                if let Some(on_done) = self.on_done.take() {
+                    on_done(true);
+                }
+            }
+        }
+        chunk
+    }
+}
+
+impl<R: AsyncRead + Unpin> Body for CgiBody<R> {
+    type Data = Bytes;
+    type Error = BodyError;
+
+    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
+        let this = &mut *self;
+        if let Some(first) = this.first.take() {
+            let chunk = this.take_allowed(first);
+            return Poll::Ready(Some(Ok(Frame::data(chunk))));
+        }
+        if this.finished {
+            return Poll::Ready(None);
+        }
+        if this.deadline.as_mut().poll(cx).is_ready() {
+            this.finished = true;
+            return Poll::Ready(Some(Err(BodyError::Timeout)));
+        }
+        let mut chunk = BytesMut::zeroed(READ_CHUNK);
+        let mut read_buf = ReadBuf::new(&mut chunk);
+        let result = ready!(Pin::new(&mut this.stdout).poll_read(cx, &mut read_buf));
+        if let Err(error) = result {
+            this.finished = true;
+            return Poll::Ready(Some(Err(BodyError::Io(error))));
+        }
+        let filled = read_buf.filled().len();
+        if filled == 0 {
+            this.finished = true;
+            if let (Some(remaining @ 1..), Some(declared)) = (this.remaining, this.declared) {
+                // Ending here would let the client take a short body for a whole one.
+                return Poll::Ready(Some(Err(BodyError::Short { sent: declared - remaining, declared })));
+            }
+            if let Some(on_done) = this.on_done.take() {
+                on_done(true);
+            }
+            return Poll::Ready(None);
+        }
+        chunk.truncate(filled);
+        let chunk = this.take_allowed(chunk.freeze());
+        Poll::Ready(Some(Ok(Frame::data(chunk))))
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.finished && self.first.is_none()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self.declared {
+            Some(length) => SizeHint::with_exact(length),
+            None => SizeHint::default(),
+        }
+    }
+}
+
+impl<R> Drop for CgiBody<R> {
+    fn drop(&mut self) {
+        if let Some(on_done) = self.on_done.take() {
+            on_done(false);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use http_body_util::BodyExt;
+
+    #[test]
+    fn blank_line_is_found_with_any_line_ending() {
+        assert_eq!(find_blank_line(b"A: b\n\nbody", 0), Some((5, 6)));
+        assert_eq!(find_blank_line(b"A: b\r\n\r\nbody", 0), Some((6, 8)));
+        assert_eq!(find_blank_line(b"A: b\r\n\nbody", 0), Some((6, 7)));
+        assert_eq!(find_blank_line(b"\nbody", 0), Some((0, 1)));
+        assert_eq!(find_blank_line(b"\r\nbody", 0), Some((0, 2)));
+        assert_eq!(find_blank_line(b"A: b\nC: d\n", 0), None);
+        assert_eq!(find_blank_line(b"A: b\r\n\r", 0), None);
+    }
+
+    #[test]
+    fn status_location_and_headers_are_parsed() {
+        let head = parse_head(b"Status: 404 Not Found\nContent-Type: text/plain\nX-A: 1\nX-A: 2").unwrap();
+        assert_eq!(head.status, StatusCode::NOT_FOUND);
+        assert_eq!(head.headers.get_all("x-a").iter().count(), 2);
+        let redirect = parse_head(b"Location: http://example.org/").unwrap();
+        assert_eq!(redirect.status, StatusCode::FOUND);
+        let plain = parse_head(b"Content-Type: text/html\r\nContent-Length: 5\r").unwrap();
+        assert_eq!((plain.status, plain.content_length), (StatusCode::OK, Some(5)));
+        let framing = parse_head(b"Content-Type: a/b\nTransfer-Encoding: chunked\nConnection: close").unwrap();
+        assert!(framing.headers.get("transfer-encoding").is_none() && framing.headers.get("connection").is_none());
+    }
+
+    #[test]
+    fn malformed_heads_are_rejected() {
+        for block in [
+            &b"no colon here"[..],
+            b"Status: abc",
+            b"Status: 99 Too Small",
+            b"Status: 2000",
+            b"Bad Name: x",
+            b"X: a\rb",
+            b"X: \x00",
+            b"Content-Length: -1",
+            b"",
+        ] {
+            assert!(parse_head(block).is_err(), "{:?}", String::from_utf8_lossy(block));
+        }
+    }
+
+    #[tokio::test]
+    async fn head_then_body_stream() {
+        let output: &[u8] = b"Content-Type: text/plain\r\n\r\nhello, world";
+        let mut reader = output;
+        let (head, first) = read_head(&mut reader).await.unwrap();
+        assert_eq!(head.status, StatusCode::OK);
+        let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let flag = done.clone();
+        let deadline = Instant::now() + std::time::Duration::from_secs(5);
+        let body = CgiBody::new(first, reader, None, deadline, Box::new(move |complete| flag.store(complete, std::sync::atomic::Ordering::SeqCst)));
+        let bytes = body.collect().await.unwrap().to_bytes();
+        assert_eq!(&bytes[..], b"hello, world");
+        assert!(done.load(std::sync::atomic::Ordering::SeqCst));
+    }
+
+    #[tokio::test]
+    async fn short_body_is_an_error_and_long_body_is_cut() {
+        let deadline = Instant::now() + std::time::Duration::from_secs(5);
+        let short = CgiBody::new(Bytes::from_static(b"abc"), &b""[..], Some(10), deadline, Box::new(|_| {}));
+        assert!(short.collect().await.is_err());
+        let long = CgiBody::new(Bytes::from_static(b"abc"), &b"defgh"[..], Some(4), deadline, Box::new(|_| {}));
+        assert_eq!(&long.collect().await.unwrap().to_bytes()[..], b"abcd");
+    }
+
+    #[tokio::test]
+    async fn endless_head_is_rejected() {
+        let endless = vec![b'a'; MAX_HEADER_BYTES * 2];
+        let mut reader = &endless[..];
+        assert!(matches!(read_head(&mut reader).await, Err(RequestError::BadCgiOutput(_))));
+        let mut empty: &[u8] = b"";
+        assert!(read_head(&mut empty).await.is_err());
+        let mut unterminated: &[u8] = b"Content-Type: text/plain\n";
+        assert!(read_head(&mut unterminated).await.is_err());
+    }
+}

@@ -1,0 +1,134 @@
+//! URL → script: `/cgi-bin/NAME/extra/path?query` runs the jail's `/cgi-bin/NAME` with
+//! PATH_INFO `/extra/path` and QUERY_STRING `query`. Everything that could name another file
+//! (dot segments, encoded slashes or dots, NUL) is refused here, before any worker sees it.
+
+use crate::config::CGI_DIR;
+use crate::error::RequestError;
+
+/// The URL prefix that maps to [`CGI_DIR`].
+pub const CGI_PREFIX: &str = "/cgi-bin/";
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Route {
+    /// `/cgi-bin/NAME`: the URL path of the script, decoded (RFC 3875 §4.1.13).
+    pub script_name: String,
+    /// The script's path inside the jail.
+    pub script_path: String,
+    /// What follows the script name, decoded (RFC 3875 §4.1.5); may be empty.
+    pub path_info: Vec<u8>,
+    /// The query exactly as sent, still encoded (RFC 3875 §4.1.7).
+    pub query_string: String,
+}
+
+pub fn route(path: &str, query: Option<&str>) -> Result<Route, RequestError> {
+    let rest = path.strip_prefix(CGI_PREFIX).ok_or(RequestError::NotFound)?;
+    let (raw_name, raw_extra) = match rest.find('/') {
+        Some(slash) => rest.split_at(slash),
+        None => (rest, ""),
+    };
+    if raw_name.is_empty() {
+        return Err(RequestError::NotFound);
+    }
+    // Every segment of the whole path, not just the script's: dot segments in PATH_INFO are
+    // how naive CGIs get tricked into opening other files.
+    for segment in path.split('/') {
+        let decoded = percent_decode(segment)?;
+        if decoded.contains(&0) {
+            return Err(RequestError::BadRequest("NUL in path"));
+        }
+        if decoded == b"." || decoded == b".." {
+            return Err(RequestError::BadRequest("dot segment in path"));
+        }
+        if decoded.contains(&b'/') || decoded.contains(&b'\\') {
+            return Err(RequestError::BadRequest("encoded slash in path"));
+        }
+    }
+    let name = String::from_utf8(percent_decode(raw_name)?)
+        .map_err(|_| RequestError::BadRequest("script name is not UTF-8"))?;
+    if name.starts_with('.') {
+        // Hidden files in the CGI folder are not scripts (editor backups, .htaccess, ...).
+        return Err(RequestError::NotFound);
+    }
+    Ok(Route {
+        script_name: format!("{CGI_PREFIX}{name}"),
+        script_path: format!("{CGI_DIR}/{name}"),
+        path_info: percent_decode(raw_extra)?,
+        query_string: query.unwrap_or("").to_owned(),
+    })
+}
+
+/// Strict percent-decoding: a `%` not followed by two hex digits is an error, not a literal.
+fn percent_decode(input: &str) -> Result<Vec<u8>, RequestError> {
+    let bytes = input.as_bytes();
+    let mut decoded = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%' {
+            let hex = bytes.get(i + 1..i + 3).ok_or(RequestError::BadRequest("truncated %-escape"))?;
+            let value = std::str::from_utf8(hex)
+                .ok()
+                .and_then(|hex| u8::from_str_radix(hex, 16).ok())
+                .ok_or(RequestError::BadRequest("invalid %-escape"))?;
+            decoded.push(value);
+            i += 3;
+        } else {
+            decoded.push(bytes[i]);
+            i += 1;
+        }
+    }
+    Ok(decoded)
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    #[test]
+    fn script_path_info_and_query_are_split() {
+        let route = route("/cgi-bin/hello.sh/a/b%20c", Some("x=%20y")).unwrap();
+        assert_eq!(route.script_name, "/cgi-bin/hello.sh");
+        assert_eq!(route.script_path, "/cgi-bin/hello.sh");
+        assert_eq!(route.path_info, b"/a/b c");
+        assert_eq!(route.query_string, "x=%20y");
+        let bare = route_ok("/cgi-bin/env");
+        assert_eq!((bare.path_info.as_slice(), bare.query_string.as_str()), (&b""[..], ""));
+        assert_eq!(route_ok("/cgi-bin/env/").path_info, b"/");
+        assert_eq!(route_ok("/cgi-bin/hello%2Esh").script_name, "/cgi-bin/hello.sh");
+    }
+
+    fn route_ok(path: &str) -> Route {
+        route(path, None).unwrap()
+    }
+
+    #[test]
+    fn paths_outside_the_cgi_prefix_are_not_found() {
+        for path in ["/", "/cgi-bin", "/cgi-bin/", "/index.html", "/cgi-binx/a", "/x/cgi-bin/a", "/cgi-bin/.htaccess"] {
+            assert!(matches!(route(path, None), Err(RequestError::NotFound)), "{path}");
+        }
+    }
+
+    #[test]
+    fn traversal_and_smuggling_are_bad_requests() {
+        let hostile = [
+            "/cgi-bin/../etc/passwd",
+            "/cgi-bin/%2e%2e/etc/passwd",
+            "/cgi-bin/%2E./x",
+            "/cgi-bin/./hello",
+            "/cgi-bin/a%2fb",
+            "/cgi-bin/a%2Fb",
+            "/cgi-bin/a%5cb",
+            "/cgi-bin/a%00b",
+            "/cgi-bin/hello/%00",
+            "/cgi-bin/hello/../../x",
+            "/cgi-bin/hello/x/%2e%2e/y",
+            "/cgi-bin/hello%",
+            "/cgi-bin/hello%4",
+            "/cgi-bin/hello%zz",
+            "/cgi-bin/%ff%fe",
+        ];
+        for path in hostile {
+            assert!(matches!(route(path, None), Err(RequestError::BadRequest(_))), "{path}");
+        }
+    }
+}

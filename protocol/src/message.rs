@@ -1,0 +1,97 @@
+//! One closed enum per direction. The gateway speaks [`ToWorker`], the worker [`FromWorker`].
+
+use serde::{Deserialize, Serialize};
+
+/// Bumped on every incompatible change; the gateway refuses a worker that reports another.
+pub const PROTOCOL_VERSION: u32 = 1;
+
+/// Identifies one CGI run across both processes. Chosen by the gateway, unique per worker.
+pub type SpawnId = u64;
+
+/// Resource limits applied to one CGI with `setrlimit(2)` before it is exec'd.
+/// `None` leaves the worker's own limit in place.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Limits {
+    /// RLIMIT_CPU, seconds of CPU time (SIGXCPU, then SIGKILL).
+    pub cpu_seconds: Option<u64>,
+    /// RLIMIT_AS, bytes of address space.
+    pub address_space_bytes: Option<u64>,
+    /// RLIMIT_FSIZE, largest file the CGI may write (in /tmp).
+    pub file_size_bytes: Option<u64>,
+    /// RLIMIT_NOFILE, open descriptors.
+    pub open_files: Option<u64>,
+    /// RLIMIT_NPROC: counts every process of the CGI user, workers included.
+    pub processes: Option<u64>,
+}
+
+/// Gateway → worker.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ToWorker {
+    /// Start a CGI. Travels with exactly three descriptors, in order: the CGI's stdin (read
+    /// end), stdout (write end) and stderr (write end).
+    Spawn(SpawnRequest),
+    /// Kill the process group of a running CGI: SIGTERM, then SIGKILL after a grace period.
+    Kill { id: SpawnId },
+    /// Kill every CGI and exit.
+    Shutdown,
+}
+
+/// Everything the worker needs to start one CGI; the descriptors travel beside it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SpawnRequest {
+    pub id: SpawnId,
+    /// Absolute path of the script inside the jail, e.g. `/cgi-bin/hello.sh`.
+    pub script: String,
+    /// The complete environment, `NAME=value` each: nothing else is inherited.
+    /// Bytes, not strings: header values need not be UTF-8.
+    pub env: Vec<Vec<u8>>,
+    pub limits: Limits,
+}
+
+/// Worker → gateway.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum FromWorker {
+    /// Sent once, after the worker has entered the jail and dropped its privileges.
+    Ready { version: u32, pid: u32 },
+    /// The CGI runs; `pid` is its pid inside the worker's PID namespace (for logs).
+    Spawned { id: SpawnId, pid: u32 },
+    /// The CGI could not be started; nothing is left running.
+    SpawnFailed { id: SpawnId, error: SpawnError },
+    /// The CGI's main process ended (anything left in its process group has been killed).
+    Exited { id: SpawnId, status: ExitStatus },
+}
+
+/// Why a CGI could not be started, classified so the gateway can pick the HTTP status.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
+pub enum SpawnError {
+    #[error("no such script")]
+    NotFound,
+    #[error("script is not executable")]
+    NotExecutable,
+    #[error("script is outside the CGI folder or not a regular file")]
+    Forbidden,
+    #[error("out of resources (errno {errno})")]
+    NoResources { errno: i32 },
+    /// exec failed for another reason, e.g. a `#!` interpreter missing from the jail.
+    #[error("exec failed (errno {errno})")]
+    ExecFailed { errno: i32 },
+    /// The spawn request itself was unusable (wrong descriptor count, bad environment).
+    #[error("malformed spawn request: {0}")]
+    BadRequest(String),
+}
+
+/// How a CGI's main process ended, as `waitpid(2)` reported it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ExitStatus {
+    Code(i32),
+    Signal(i32),
+}
+
+impl std::fmt::Display for ExitStatus {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ExitStatus::Code(code) => write!(f, "exit code {code}"),
+            ExitStatus::Signal(signal) => write!(f, "killed by signal {signal}"),
+        }
+    }
+}

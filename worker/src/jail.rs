@@ -1,0 +1,200 @@
+//! The ordered steps into the jail, one function and one error per step (DESIGN.md, "Entering
+//! the jail"). Runs while the process is still single-threaded: no runtime has started yet, so
+//! `unshare` applies to the whole process and `fork` is safe.
+
+use std::os::fd::{AsFd, OwnedFd};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use nix::errno::Errno;
+use nix::fcntl::{fcntl, FcntlArg, FdFlag};
+use nix::mount::{mount, MsFlags};
+use nix::sched::{unshare, CloneFlags};
+use nix::sys::prctl;
+use nix::sys::signal::Signal;
+use nix::sys::wait::{waitpid, WaitStatus};
+use nix::unistd::{chdir, chroot, fork, getppid, setgroups, setresgid, setresuid, ForkResult};
+use nix::unistd::{Gid, Pid, Uid};
+
+/// What the gateway told this worker on its command line.
+#[derive(Debug)]
+pub struct Config {
+    pub jail: PathBuf,
+    pub uid: Uid,
+    pub gid: Gid,
+}
+
+impl Config {
+    pub fn from_args(mut args: impl Iterator<Item = String>) -> Result<Config, String> {
+        let (mut jail, mut uid, mut gid) = (None, None, None);
+        while let Some(flag) = args.next() {
+            let value = args.next().ok_or_else(|| format!("{flag} needs a value"))?;
+            match flag.as_str() {
+                "--jail" => jail = Some(PathBuf::from(value)),
+                "--uid" => {
+                    uid = Some(
+                        value
+                            .parse::<u32>()
+                            .map_err(|_| format!("bad --uid {value}"))?,
+                    )
+                }
+                "--gid" => {
+                    gid = Some(
+                        value
+                            .parse::<u32>()
+                            .map_err(|_| format!("bad --gid {value}"))?,
+                    )
+                }
+                _ => return Err(format!("unknown flag {flag}")),
+            }
+        }
+        let config = Config {
+            jail: jail.ok_or("--jail is required")?,
+            uid: Uid::from_raw(uid.ok_or("--uid is required")?),
+            gid: Gid::from_raw(gid.ok_or("--gid is required")?),
+        };
+        if config.uid.is_root() || config.gid.as_raw() == 0 {
+            // A root process can break out of a chroot: nothing in the jail may run as root.
+            return Err("refusing to run CGIs as root (uid or gid 0)".into());
+        }
+        Ok(config)
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum JailError {
+    #[error("unshare(mount, pid, ipc, uts namespaces): {0}")]
+    Unshare(Errno),
+    #[error("making the mount tree private: {0}")]
+    MakePrivate(Errno),
+    #[error("chroot({0}): {1}")]
+    Chroot(PathBuf, Errno),
+    #[error("chdir(/) inside the jail: {0}")]
+    Chdir(Errno),
+    #[error("fork into the new PID namespace: {0}")]
+    Fork(Errno),
+    #[error("setgroups([]): {0}")]
+    SetGroups(Errno),
+    #[error("setresgid({0}): {1}")]
+    SetGid(Gid, Errno),
+    #[error("setresuid({0}): {1}")]
+    SetUid(Uid, Errno),
+    #[error("privileges still held after dropping them")]
+    PrivilegesRemain,
+    #[error("prctl(PR_SET_NO_NEW_PRIVS): {0}")]
+    NoNewPrivs(Errno),
+    #[error("prctl(PR_SET_DUMPABLE, 0): {0}")]
+    NotDumpable(Errno),
+    #[error("prctl(PR_SET_PDEATHSIG): {0}")]
+    ParentDeathSignal(Errno),
+    #[error("the gateway exited while this worker was starting")]
+    GatewayGone,
+}
+
+/// Which of the two processes of a worker this is, after [`enter`].
+pub enum Role {
+    /// Outside the new PID namespace: waits for the worker and reports its exit. Jailed and
+    /// unprivileged too; it exists because only a child of `unshare(CLONE_NEWPID)` is PID 1.
+    Holder { worker: Pid },
+    /// PID 1 of its own PID namespace: CGIs cannot signal it, and when it dies the kernel
+    /// kills every CGI it started.
+    Worker,
+}
+
+/// Enters the jail: namespaces, mount tree, chroot, fork, drop privileges for good.
+pub fn enter(config: &Config) -> Result<Role, JailError> {
+    let gateway = getppid();
+    unshare_namespaces()?;
+    make_mounts_private()?;
+    enter_chroot(config)?;
+    let role = fork_namespace_init()?;
+    drop_privileges(config)?;
+    forbid_privilege_regain()?;
+    match role {
+        Role::Holder { .. } => die_with_parent(Some(gateway))?,
+        // The holder is outside our PID namespace, so getppid() reads 0 here and cannot tell
+        // whether it is gone; the worker also exits when the gateway's channel closes.
+        Role::Worker => die_with_parent(None)?,
+    }
+    Ok(role)
+}
+
+fn unshare_namespaces() -> Result<(), JailError> {
+    let namespaces = CloneFlags::CLONE_NEWNS
+        | CloneFlags::CLONE_NEWPID
+        | CloneFlags::CLONE_NEWIPC
+        | CloneFlags::CLONE_NEWUTS;
+    unshare(namespaces).map_err(JailError::Unshare)
+}
+
+/// Nothing mounted in this namespace may propagate back to the host's.
+fn make_mounts_private() -> Result<(), JailError> {
+    mount(
+        None::<&str>,
+        "/",
+        None::<&str>,
+        MsFlags::MS_REC | MsFlags::MS_PRIVATE,
+        None::<&str>,
+    )
+    .map_err(JailError::MakePrivate)
+}
+
+fn enter_chroot(config: &Config) -> Result<(), JailError> {
+    chroot(&config.jail).map_err(|errno| JailError::Chroot(config.jail.clone(), errno))?;
+    chdir("/").map_err(JailError::Chdir)
+}
+
+/// `unshare(CLONE_NEWPID)` only moves later children into the new namespace: fork once so the
+/// child is its PID 1.
+fn fork_namespace_init() -> Result<Role, JailError> {
+    // SAFETY: the process is single-threaded (no runtime or thread has started), so the child
+    // may run arbitrary code after fork.
+    match unsafe { fork() }.map_err(JailError::Fork)? {
+        ForkResult::Parent { child } => Ok(Role::Holder { worker: child }),
+        ForkResult::Child => Ok(Role::Worker),
+    }
+}
+
+fn drop_privileges(config: &Config) -> Result<(), JailError> {
+    setgroups(&[]).map_err(JailError::SetGroups)?;
+    let (gid, uid) = (config.gid, config.uid);
+    setresgid(gid, gid, gid).map_err(|errno| JailError::SetGid(gid, errno))?;
+    setresuid(uid, uid, uid).map_err(|errno| JailError::SetUid(uid, errno))?;
+    // Regaining root must now fail; if it does not, the drop did not hold.
+    if setresuid(Uid::from_raw(0), Uid::from_raw(0), Uid::from_raw(0)).is_ok() {
+        return Err(JailError::PrivilegesRemain);
+    }
+    Ok(())
+}
+
+fn forbid_privilege_regain() -> Result<(), JailError> {
+    prctl::set_no_new_privs().map_err(JailError::NoNewPrivs)?;
+    // Keeps CGIs of the same uid from ptrace-attaching to the worker or reading its memory.
+    prctl::set_dumpable(false).map_err(JailError::NotDumpable)
+}
+
+/// `PR_SET_PDEATHSIG` is cleared by `setresuid`, so it is set after dropping privileges, and
+/// the parent is checked afterwards in case it died in between.
+fn die_with_parent(expected_parent: Option<Pid>) -> Result<(), JailError> {
+    prctl::set_pdeathsig(Signal::SIGKILL).map_err(JailError::ParentDeathSignal)?;
+    match expected_parent {
+        Some(parent) if getppid() != parent => Err(JailError::GatewayGone),
+        _ => Ok(()),
+    }
+}
+
+/// The holder's whole job: wait for the worker and exit the way it did.
+pub fn wait_for_worker(worker: Pid) -> ExitCode {
+    loop {
+        match waitpid(worker, None) {
+            Ok(WaitStatus::Exited(_, code)) => return ExitCode::from(code as u8),
+            Ok(WaitStatus::Signaled(_, signal, _)) => return ExitCode::from(128 + signal as u8),
+            Ok(_) | Err(Errno::EINTR) => continue,
+            Err(_) => return ExitCode::from(1),
+        }
+    }
+}
+
+pub fn set_cloexec(fd: &OwnedFd) -> Result<(), Errno> {
+    fcntl(fd.as_fd(), FcntlArg::F_SETFD(FdFlag::FD_CLOEXEC)).map(|_| ())
+}

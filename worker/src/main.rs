@@ -1,0 +1,46 @@
+//! `jailgate-worker`: exec'd by the gateway (never forked from it), enters the jail once, then
+//! starts, watches and kills CGIs on the gateway's request until told to stop or the gateway
+//! goes away.
+//!
+//! Usage (the gateway builds this command line; people do not): `jailgate-worker --jail DIR
+//! --uid UID --gid GID`, with the channel to the gateway as descriptor 3.
+
+use std::os::fd::{FromRawFd, OwnedFd};
+use std::process::ExitCode;
+
+mod jail;
+mod serve;
+mod spawn;
+
+/// The descriptor number the gateway places the worker's end of the channel at.
+const CHANNEL_FD: i32 = 3;
+
+fn main() -> ExitCode {
+    let config = match jail::Config::from_args(std::env::args().skip(1)) {
+        Ok(config) => config,
+        Err(message) => {
+            eprintln!("jailgate-worker: {message}");
+            return ExitCode::from(2);
+        }
+    };
+    // SAFETY: the gateway places the channel at CHANNEL_FD when it execs us and nothing else
+    // in this process refers to that descriptor, so this is its only owner.
+    let channel_fd = unsafe { OwnedFd::from_raw_fd(CHANNEL_FD) };
+    if let Err(error) = jail::set_cloexec(&channel_fd) {
+        eprintln!("jailgate-worker: descriptor {CHANNEL_FD} is not usable: {error}");
+        return ExitCode::from(2);
+    }
+    match jail::enter(&config) {
+        Ok(jail::Role::Holder { worker }) => {
+            // Only the worker proper talks to the gateway; the gateway must see end-of-stream
+            // as soon as the worker dies, so the holder keeps no copy of the channel.
+            drop(channel_fd);
+            jail::wait_for_worker(worker)
+        }
+        Ok(jail::Role::Worker) => serve::run(channel_fd),
+        Err(error) => {
+            eprintln!("jailgate-worker: cannot enter the jail: {error}");
+            ExitCode::from(1)
+        }
+    }
+}

@@ -1,0 +1,138 @@
+//! The worker's loop: spawn requests in, exit reports out, kills on request. Single-threaded
+//! (a current-thread runtime), so the bookkeeping needs no locks and `fork` stays safe.
+
+use std::collections::HashMap;
+use std::os::fd::OwnedFd;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use nix::errno::Errno;
+use nix::sys::signal::{killpg, Signal};
+use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
+use nix::unistd::Pid;
+use protocol::{
+    Channel, ChannelError, ExitStatus, FromWorker, RecvBuffer, SpawnId, ToWorker, PROTOCOL_VERSION,
+};
+use tokio::signal::unix::{signal, SignalKind};
+use tokio::sync::mpsc;
+
+use crate::spawn::spawn_cgi;
+
+/// How long a CGI told to stop with SIGTERM gets before its process group is killed.
+const KILL_GRACE: Duration = Duration::from_secs(2);
+
+pub fn run(channel_fd: OwnedFd) -> ExitCode {
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("jailgate-worker: cannot start the event loop: {error}");
+            return ExitCode::from(1);
+        }
+    };
+    match runtime.block_on(serve(channel_fd)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("jailgate-worker: {error}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+/// The CGIs this worker is running, by the gateway's id and by pid.
+#[derive(Default)]
+struct Running {
+    by_pid: HashMap<Pid, SpawnId>,
+    by_id: HashMap<SpawnId, Pid>,
+}
+
+async fn serve(channel_fd: OwnedFd) -> Result<(), ChannelError> {
+    let channel = Channel::from_owned_fd(channel_fd)?;
+    let mut children = signal(SignalKind::child())?;
+    let (deferred_kills, mut due_kills) = mpsc::unbounded_channel::<SpawnId>();
+    let mut running = Running::default();
+    let mut buffer = RecvBuffer::default();
+
+    channel
+        .send(
+            &FromWorker::Ready {
+                version: PROTOCOL_VERSION,
+                pid: std::process::id(),
+            },
+            &[],
+        )
+        .await?;
+    let outcome = loop {
+        tokio::select! {
+            received = channel.recv::<ToWorker>(&mut buffer) => match received {
+                Ok((ToWorker::Spawn(request), fds)) => {
+                    let id = request.id;
+                    let reply = match spawn_cgi(&request, fds) {
+                        Ok(pid) => {
+                            running.by_pid.insert(pid, id);
+                            running.by_id.insert(id, pid);
+                            FromWorker::Spawned { id, pid: pid.as_raw() as u32 }
+                        }
+                        Err(error) => FromWorker::SpawnFailed { id, error },
+                    };
+                    channel.send(&reply, &[]).await?;
+                }
+                Ok((ToWorker::Kill { id }, _)) => {
+                    if let Some(&pid) = running.by_id.get(&id) {
+                        let _ = killpg(pid, Signal::SIGTERM);
+                        let deferred_kills = deferred_kills.clone();
+                        tokio::spawn(async move {
+                            tokio::time::sleep(KILL_GRACE).await;
+                            let _ = deferred_kills.send(id);
+                        });
+                    }
+                }
+                Ok((ToWorker::Shutdown, _)) => break Ok(()),
+                // The gateway is gone: so is every reason to run.
+                Err(ChannelError::Closed) => break Ok(()),
+                Err(error) => break Err(error),
+            },
+            Some(id) = due_kills.recv() => {
+                if let Some(&pid) = running.by_id.get(&id) {
+                    let _ = killpg(pid, Signal::SIGKILL);
+                }
+            }
+            _ = children.recv() => {
+                for (id, status) in reap(&mut running) {
+                    channel.send(&FromWorker::Exited { id, status }, &[]).await?;
+                }
+            }
+        }
+    };
+    // Exiting as PID 1 makes the kernel kill everything left in the namespace; killing the
+    // groups first just makes it immediate and explicit.
+    for &pid in running.by_id.values() {
+        let _ = killpg(pid, Signal::SIGKILL);
+    }
+    outcome
+}
+
+/// Collects every ended child. As PID 1 the worker also inherits orphans (a CGI's double-forked
+/// daemons); they are reaped here too, so no zombie accumulates.
+fn reap(running: &mut Running) -> Vec<(SpawnId, ExitStatus)> {
+    let mut ended = Vec::new();
+    loop {
+        let (pid, status) = match waitpid(None::<Pid>, Some(WaitPidFlag::WNOHANG)) {
+            Ok(WaitStatus::Exited(pid, code)) => (pid, ExitStatus::Code(code)),
+            Ok(WaitStatus::Signaled(pid, signal, _)) => (pid, ExitStatus::Signal(signal as i32)),
+            Ok(WaitStatus::StillAlive) | Err(Errno::ECHILD) => break,
+            Ok(_) | Err(Errno::EINTR) => continue,
+            Err(_) => break,
+        };
+        if let Some(id) = running.by_pid.remove(&pid) {
+            running.by_id.remove(&id);
+            // A request ends with its CGI's main process: whatever it left running in its
+            // process group (background jobs) is killed, so nothing outlives the request.
+            let _ = killpg(pid, Signal::SIGKILL);
+            ended.push((id, status));
+        }
+    }
+    ended
+}
