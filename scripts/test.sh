@@ -1,0 +1,27 @@
+#!/usr/bin/env bash
+# The one test command (README, .ci/run): installs what the tests need on a fresh Debian
+# machine, checks format and lints, builds every binary once, and runs every test.
+# Must run as root: the end-to-end tests build real jails and start real workers.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+if [ "$(id -u)" != 0 ]; then
+  echo "scripts/test.sh: run as root (the tests build chroot jails and namespaces)" >&2
+  exit 2
+fi
+
+# What the tests need beyond the Rust toolchain; installed only when missing.
+need=()
+command -v cc >/dev/null || need+=(gcc)
+getent passwd nobody >/dev/null || { echo "no 'nobody' user on this machine" >&2; exit 2; }
+if [ ${#need[@]} -gt 0 ]; then
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}"
+fi
+
+cargo fmt --all -- --check
+cargo clippy --workspace --all-targets --locked -- -D warnings
+# The end-to-end tests start the real binaries: build them first (the tests crate cannot ask
+# cargo for another package's binary), then run every test of the workspace in one go.
+cargo build --workspace --bins --locked
+cargo test --workspace --locked
