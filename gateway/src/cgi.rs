@@ -44,16 +44,28 @@ pub struct Gateway {
 
 impl Gateway {
     pub fn new(config: Arc<Config>, pool: Arc<Pool>) -> Gateway {
-        Gateway { config, pool, next_request: AtomicU64::new(1) }
+        Gateway {
+            config,
+            pool,
+            next_request: AtomicU64::new(1),
+        }
     }
 
     /// Answers one HTTP request. Never fails: every error becomes a status and a short body.
-    pub async fn handle(self: Arc<Self>, request: Request<Incoming>, connection: Connection) -> Result<Response<ResponseBody>, Infallible> {
+    pub async fn handle(
+        self: Arc<Self>,
+        request: Request<Incoming>,
+        connection: Connection,
+    ) -> Result<Response<ResponseBody>, Infallible> {
         let id = self.next_request.fetch_add(1, Ordering::Relaxed);
         let span = tracing::info_span!("request", id);
         let method = request.method().clone();
         let target = request.uri().path().to_owned();
-        let response = match self.run_cgi(request, connection).instrument(span.clone()).await {
+        let response = match self
+            .run_cgi(request, connection)
+            .instrument(span.clone())
+            .await
+        {
             Ok(response) => response,
             Err(error) => error_response(&error),
         };
@@ -61,17 +73,27 @@ impl Gateway {
         Ok(response)
     }
 
-    async fn run_cgi(&self, request: Request<Incoming>, connection: Connection) -> Result<Response<ResponseBody>, RequestError> {
+    async fn run_cgi(
+        &self,
+        request: Request<Incoming>,
+        connection: Connection,
+    ) -> Result<Response<ResponseBody>, RequestError> {
         let (parts, body) = request.into_parts();
         let route = route(parts.uri.path(), parts.uri.query())?;
         let content_length = match parts.headers.get(header::CONTENT_LENGTH) {
             Some(value) => Some(
-                value.to_str().ok().and_then(|v| v.parse::<u64>().ok()).ok_or(RequestError::BadRequest("invalid Content-Length"))?,
+                value
+                    .to_str()
+                    .ok()
+                    .and_then(|v| v.parse::<u64>().ok())
+                    .ok_or(RequestError::BadRequest("invalid Content-Length"))?,
             ),
             None => None,
         };
         if content_length.is_some_and(|length| length > self.config.max_body_bytes) {
-            return Err(RequestError::BodyTooLarge(content_length.unwrap_or_default()));
+            return Err(RequestError::BodyTooLarge(
+                content_length.unwrap_or_default(),
+            ));
         }
         if content_length.is_none() && parts.headers.contains_key(header::TRANSFER_ENCODING) {
             // CGI needs CONTENT_LENGTH before the body (RFC 3875 §4.1.2); a chunked body has
@@ -91,7 +113,12 @@ impl Gateway {
             cgi_stderr.into_blocking_fd().map_err(internal)?,
         ];
         let deadline = Instant::now() + self.config.timeout;
-        let spawn = SpawnRequest { id: 0, script: route.script_path.clone(), env, limits: self.config.limits };
+        let spawn = SpawnRequest {
+            id: 0,
+            script: route.script_path.clone(),
+            env,
+            limits: self.config.limits,
+        };
         let mut cgi = self.pool.spawn(spawn, &cgi_fds).await?;
         // Our copies must go, or we would never see end-of-file on the CGI's output.
         drop(cgi_fds);
@@ -182,7 +209,10 @@ async fn watch(
 /// The worker escalates to SIGKILL after its grace period, so an exit report is due soon; the
 /// bound only guards against a worker that stops answering.
 async fn wait_after_kill(cgi: &mut CgiHandle) -> Option<protocol::ExitStatus> {
-    tokio::time::timeout(Duration::from_secs(10), wait_exit(cgi)).await.ok().flatten()
+    tokio::time::timeout(Duration::from_secs(10), wait_exit(cgi))
+        .await
+        .ok()
+        .flatten()
 }
 
 async fn wait_exit(cgi: &mut CgiHandle) -> Option<protocol::ExitStatus> {
@@ -218,14 +248,20 @@ async fn log_stderr(stderr: pipe::Receiver) {
     let mut logged = 0;
     loop {
         line.clear();
-        match (&mut reader).take(MAX_STDERR_LINE as u64).read_until(b'\n', &mut line).await {
+        match (&mut reader)
+            .take(MAX_STDERR_LINE as u64)
+            .read_until(b'\n', &mut line)
+            .await
+        {
             Ok(0) | Err(_) => return,
             Ok(read) if logged < MAX_STDERR_LOGGED => {
                 logged += read;
                 let text = String::from_utf8_lossy(&line);
                 tracing::warn!("CGI stderr: {}", text.trim_end().escape_debug());
                 if logged >= MAX_STDERR_LOGGED {
-                    tracing::warn!("CGI stderr: more than {MAX_STDERR_LOGGED} bytes; the rest is not logged");
+                    tracing::warn!(
+                        "CGI stderr: more than {MAX_STDERR_LOGGED} bytes; the rest is not logged"
+                    );
                 }
             }
             Ok(_) => {}
@@ -245,11 +281,18 @@ pub fn error_response(error: &RequestError) -> Response<ResponseBody> {
     } else {
         tracing::debug!("{error}");
     }
-    let text = format!("{} {}\n", status.as_u16(), status.canonical_reason().unwrap_or(""));
+    let text = format!(
+        "{} {}\n",
+        status.as_u16(),
+        status.canonical_reason().unwrap_or("")
+    );
     let mut response = Response::new(Either::Left(Full::new(Bytes::from(text))));
     *response.status_mut() = status;
     let headers = response.headers_mut();
-    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; charset=utf-8"));
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
     if status == StatusCode::SERVICE_UNAVAILABLE {
         headers.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
     }

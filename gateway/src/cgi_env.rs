@@ -58,15 +58,24 @@ pub fn meta_variables(request: &Parts, route: &Route, connection: Connection) ->
     set("SERVER_PROTOCOL", protocol_name(request.version).as_bytes());
     set("SERVER_NAME", server_name(request, connection).as_bytes());
     set("SERVER_ADDR", connection.local.ip().to_string().as_bytes());
-    set("SERVER_PORT", connection.local.port().to_string().as_bytes());
+    set(
+        "SERVER_PORT",
+        connection.local.port().to_string().as_bytes(),
+    );
     set("REQUEST_METHOD", request.method.as_str().as_bytes());
     set("REQUEST_URI", request_uri(request).as_bytes());
     set("SCRIPT_NAME", route.script_name.as_bytes());
     set("SCRIPT_FILENAME", route.script_path.as_bytes());
     set("PATH_INFO", &route.path_info);
     set("QUERY_STRING", route.query_string.as_bytes());
-    set("REMOTE_ADDR", connection.remote.ip().to_canonical().to_string().as_bytes());
-    set("REMOTE_PORT", connection.remote.port().to_string().as_bytes());
+    set(
+        "REMOTE_ADDR",
+        connection.remote.ip().to_canonical().to_string().as_bytes(),
+    );
+    set(
+        "REMOTE_PORT",
+        connection.remote.port().to_string().as_bytes(),
+    );
     if let Some(length) = request.headers.get(header::CONTENT_LENGTH) {
         set("CONTENT_LENGTH", length.as_bytes());
     }
@@ -74,11 +83,19 @@ pub fn meta_variables(request: &Parts, route: &Route, connection: Connection) ->
         set("CONTENT_TYPE", content_type.as_bytes());
     }
     for name in request.headers.keys() {
-        if is_withheld(name) || !name.as_str().bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-') {
+        if is_withheld(name)
+            || !name
+                .as_str()
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-')
+        {
             // A name with `_` would collide with the `-` form after mapping (X_Foo vs X-Foo).
             continue;
         }
-        let variable = format!("HTTP_{}", name.as_str().to_ascii_uppercase().replace('-', "_"));
+        let variable = format!(
+            "HTTP_{}",
+            name.as_str().to_ascii_uppercase().replace('-', "_")
+        );
         // Repeated headers are folded into one value (RFC 9110 §5.3); cookies use `; `.
         let separator: &[u8] = if name == header::COOKIE { b"; " } else { b", " };
         let mut value = Vec::new();
@@ -106,7 +123,12 @@ fn server_name(request: &Parts, connection: Connection) -> String {
     let host = request
         .uri
         .host()
-        .or_else(|| request.headers.get(header::HOST).and_then(|h| h.to_str().ok()))
+        .or_else(|| {
+            request
+                .headers
+                .get(header::HOST)
+                .and_then(|h| h.to_str().ok())
+        })
         .map(strip_port)
         .filter(|host| !host.is_empty() && host.bytes().all(|b| b.is_ascii_graphic()));
     match host {
@@ -124,10 +146,10 @@ fn strip_port(host: &str) -> &str {
 }
 
 fn request_uri(request: &Parts) -> String {
-    request
-        .uri
-        .path_and_query()
-        .map_or_else(|| request.uri.path().to_owned(), |pq| pq.as_str().to_owned())
+    request.uri.path_and_query().map_or_else(
+        || request.uri.path().to_owned(),
+        |pq| pq.as_str().to_owned(),
+    )
 }
 
 #[cfg(test)]
@@ -203,7 +225,14 @@ mod tests {
                 .body(())
                 .unwrap(),
         );
-        for name in ["HTTP_PROXY", "HTTP_AUTHORIZATION", "HTTP_X_UNDER", "HTTP_CONNECTION", "CONTENT_LENGTH", "CONTENT_TYPE"] {
+        for name in [
+            "HTTP_PROXY",
+            "HTTP_AUTHORIZATION",
+            "HTTP_X_UNDER",
+            "HTTP_CONNECTION",
+            "CONTENT_LENGTH",
+            "CONTENT_TYPE",
+        ] {
             assert!(!env.contains_key(name), "{name} must not be set");
         }
         assert_eq!(env["SERVER_NAME"], "127.0.0.1");

@@ -83,7 +83,9 @@ impl Config {
             return Err(jail_error("the host's root is not a jail".into()));
         }
         if !canonical.join(CGI_DIR.trim_start_matches('/')).is_dir() {
-            return Err(jail_error(format!("has no {CGI_DIR} folder (build one with `gateway jail init`)")));
+            return Err(jail_error(format!(
+                "has no {CGI_DIR} folder (build one with `gateway jail init`)"
+            )));
         }
         let worker_exe = worker_exe_path();
         if !worker_exe.is_file() {

@@ -38,17 +38,32 @@ fi
 ];
 
 pub async fn run(listen: SocketAddr) -> anyhow::Result<()> {
-    let folder = tempfile::Builder::new().prefix("jailgate-demo-").tempdir().context("creating the demo folder")?;
+    let folder = tempfile::Builder::new()
+        .prefix("jailgate-demo-")
+        .tempdir()
+        .context("creating the demo folder")?;
     let jail = folder.path().join("jail");
     let user = jailfs::parse_user("nobody").context("the demo runs its CGIs as `nobody`")?;
-    let mut programs: Vec<String> = jailfs::DEFAULT_PROGRAMS.iter().map(|p| p.to_string()).collect();
+    let mut programs: Vec<String> = jailfs::DEFAULT_PROGRAMS
+        .iter()
+        .map(|p| p.to_string())
+        .collect();
     programs.extend(["env", "id", "ls"].map(String::from));
-    jailfs::init(&jailfs::InitOptions { dir: jail.clone(), programs, user: user.clone() }).context("building the demo jail")?;
+    jailfs::init(&jailfs::InitOptions {
+        dir: jail.clone(),
+        programs,
+        user: user.clone(),
+    })
+    .context("building the demo jail")?;
     write_samples(&jail.join("cgi-bin"))?;
 
-    let workers = std::thread::available_parallelism().map_or(2, |n| n.get()).min(4);
+    let workers = std::thread::available_parallelism()
+        .map_or(2, |n| n.get())
+        .min(4);
     let config = Config::new(jail.clone(), workers, listen, user, 30)?;
-    let listener = tokio::net::TcpListener::bind(listen).await.with_context(|| format!("cannot listen on {listen}"))?;
+    let listener = tokio::net::TcpListener::bind(listen)
+        .await
+        .with_context(|| format!("cannot listen on {listen}"))?;
     let address = listener.local_addr()?;
     eprintln!("Demo jail in {} (removed on exit). Try:", jail.display());
     eprintln!("  curl http://{address}/cgi-bin/hello.sh");

@@ -18,7 +18,11 @@ use std::sync::Arc;
 
 /// Starts the workers, serves `listener` until `shutdown` resolves, then stops everything:
 /// open requests drain, workers exit, and with them every CGI.
-pub async fn run(config: config::Config, listener: tokio::net::TcpListener, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
+pub async fn run(
+    config: config::Config,
+    listener: tokio::net::TcpListener,
+    shutdown: impl Future<Output = ()>,
+) -> anyhow::Result<()> {
     let config = Arc::new(config);
     let pool = pool::Pool::start(config.clone()).await?;
     let address = listener.local_addr()?;
@@ -38,7 +42,10 @@ pub async fn run(config: config::Config, listener: tokio::net::TcpListener, shut
 /// Resolves on SIGTERM or SIGINT.
 pub async fn stop_signal() {
     use tokio::signal::unix::{signal, SignalKind};
-    let (Ok(mut terminate), Ok(mut interrupt)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) else {
+    let (Ok(mut terminate), Ok(mut interrupt)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
         // Without signal handling the default action (exit) still stops us.
         return std::future::pending().await;
     };

@@ -9,7 +9,10 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
-use protocol::{Channel, ChannelError, ExitStatus, FromWorker, RecvBuffer, SpawnError, SpawnId, SpawnRequest, ToWorker};
+use protocol::{
+    Channel, ChannelError, ExitStatus, FromWorker, RecvBuffer, SpawnError, SpawnId, SpawnRequest,
+    ToWorker,
+};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, BufReader};
 use tokio::process::{Child, Command};
 use tokio::sync::{mpsc, oneshot, watch, OwnedSemaphorePermit, Semaphore};
@@ -53,7 +56,9 @@ impl WorkerLink {
     fn pending(&self) -> MutexGuard<'_, HashMap<SpawnId, mpsc::UnboundedSender<CgiEvent>>> {
         // A panic elsewhere cannot leave the map half-updated (each use is one call), so a
         // poisoned lock is still consistent.
-        self.pending.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.pending
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     fn load(&self) -> usize {
@@ -92,7 +97,11 @@ impl CgiHandle {
 
     /// Asks the worker to kill the CGI's process group (SIGTERM, then SIGKILL).
     pub async fn kill(&self) {
-        let _ = self.link.channel.send(&ToWorker::Kill { id: self.id }, &[]).await;
+        let _ = self
+            .link
+            .channel
+            .send(&ToWorker::Kill { id: self.id }, &[])
+            .await;
     }
 
     pub fn worker(&self) -> usize {
@@ -112,11 +121,17 @@ struct Slot {
 
 impl Slot {
     fn set(&self, link: Option<Arc<WorkerLink>>) {
-        *self.link.lock().unwrap_or_else(|poisoned| poisoned.into_inner()) = link;
+        *self
+            .link
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner()) = link;
     }
 
     fn get(&self) -> Option<Arc<WorkerLink>> {
-        self.link.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).clone()
+        self.link
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .clone()
     }
 }
 
@@ -144,7 +159,11 @@ impl Pool {
         let permits = config.workers * config.cgis_per_worker;
         let (shutdown, _) = watch::channel(false);
         let pool = Arc::new(Pool {
-            slots: (0..config.workers).map(|_| Slot { link: Mutex::new(None) }).collect(),
+            slots: (0..config.workers)
+                .map(|_| Slot {
+                    link: Mutex::new(None),
+                })
+                .collect(),
             admission: Arc::new(Semaphore::new(permits)),
             waiting: AtomicUsize::new(0),
             config,
@@ -155,11 +174,16 @@ impl Pool {
         for index in 0..pool.slots.len() {
             let (started, first_start) = oneshot::channel();
             let supervisor = tokio::spawn(supervise(pool.clone(), index, started));
-            pool.supervisors.lock().unwrap_or_else(|p| p.into_inner()).push(supervisor);
+            pool.supervisors
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .push(supervisor);
             first_starts.push(first_start);
         }
         for (index, first_start) in first_starts.into_iter().enumerate() {
-            let outcome = first_start.await.unwrap_or_else(|_| Err("supervisor ended".into()));
+            let outcome = first_start
+                .await
+                .unwrap_or_else(|_| Err("supervisor ended".into()));
             if let Err(reason) = outcome {
                 pool.shutdown().await;
                 return Err(StartError { index, reason });
@@ -188,7 +212,11 @@ impl Pool {
 
     /// Sends a spawn request to the least-busy live worker, with the CGI's ends of its stdin,
     /// stdout and stderr pipes. The caller drops its copies of those afterwards.
-    pub async fn spawn(&self, mut request: SpawnRequest, cgi_fds: &[OwnedFd; 3]) -> Result<CgiHandle, RequestError> {
+    pub async fn spawn(
+        &self,
+        mut request: SpawnRequest,
+        cgi_fds: &[OwnedFd; 3],
+    ) -> Result<CgiHandle, RequestError> {
         let link = self
             .slots
             .iter()
@@ -198,24 +226,39 @@ impl Pool {
         request.id = link.next_id.fetch_add(1, Ordering::Relaxed);
         let (events_in, events) = mpsc::unbounded_channel();
         link.pending().insert(request.id, events_in);
-        let handle = CgiHandle { link, id: request.id, events };
+        let handle = CgiHandle {
+            link,
+            id: request.id,
+            events,
+        };
         let fds = [cgi_fds[0].as_fd(), cgi_fds[1].as_fd(), cgi_fds[2].as_fd()];
-        match handle.link.channel.send(&ToWorker::Spawn(request), &fds).await {
+        match handle
+            .link
+            .channel
+            .send(&ToWorker::Spawn(request), &fds)
+            .await
+        {
             Ok(()) => Ok(handle),
-            Err(ChannelError::Codec(_)) => Err(RequestError::BadRequest("request headers too large")),
+            Err(ChannelError::Codec(_)) => {
+                Err(RequestError::BadRequest("request headers too large"))
+            }
             Err(_) => Err(RequestError::WorkerLost),
         }
     }
 
     /// How many workers are live right now.
     pub fn live_workers(&self) -> usize {
-        self.slots.iter().filter(|slot| slot.get().is_some()).count()
+        self.slots
+            .iter()
+            .filter(|slot| slot.get().is_some())
+            .count()
     }
 
     /// Tells every worker to stop (their CGIs die with them) and waits for them to exit.
     pub async fn shutdown(&self) {
         self.shutdown.send_replace(true);
-        let supervisors = std::mem::take(&mut *self.supervisors.lock().unwrap_or_else(|p| p.into_inner()));
+        let supervisors =
+            std::mem::take(&mut *self.supervisors.lock().unwrap_or_else(|p| p.into_inner()));
         for supervisor in supervisors {
             let _ = supervisor.await;
         }
@@ -223,7 +266,11 @@ impl Pool {
 }
 
 /// Keeps one slot filled: start a worker, serve its messages until it dies, start another.
-async fn supervise(pool: Arc<Pool>, index: usize, first_start: oneshot::Sender<Result<(), String>>) {
+async fn supervise(
+    pool: Arc<Pool>,
+    index: usize,
+    first_start: oneshot::Sender<Result<(), String>>,
+) {
     let mut first_start = Some(first_start);
     let mut shutdown = pool.shutdown.subscribe();
     let mut backoff = BACKOFF_FIRST;
@@ -271,7 +318,11 @@ async fn supervise(pool: Arc<Pool>, index: usize, first_start: oneshot::Sender<R
                 tracing::error!(worker = index, "cannot restart worker: {reason}");
             }
         }
-        backoff = if started_at.elapsed() >= HEALTHY_LIFETIME { BACKOFF_FIRST } else { (backoff * 2).min(BACKOFF_MAX) };
+        backoff = if started_at.elapsed() >= HEALTHY_LIFETIME {
+            BACKOFF_FIRST
+        } else {
+            (backoff * 2).min(BACKOFF_MAX)
+        };
         tokio::select! {
             _ = sleep(backoff) => {}
             _ = shutdown.wait_for(|stop| *stop) => return,
@@ -281,7 +332,11 @@ async fn supervise(pool: Arc<Pool>, index: usize, first_start: oneshot::Sender<R
 
 /// Execs a fresh worker image (never a fork of this threaded process) with its end of the
 /// channel as descriptor 3, then waits for its Ready.
-async fn start_worker(config: &Config, index: usize, buffer: &mut RecvBuffer) -> Result<(Arc<WorkerLink>, Child), String> {
+async fn start_worker(
+    config: &Config,
+    index: usize,
+    buffer: &mut RecvBuffer,
+) -> Result<(Arc<WorkerLink>, Child), String> {
     let (ours, theirs) = Channel::pair().map_err(|e| format!("socketpair: {e}"))?;
     let theirs: OwnedFd = theirs.into_owned_fd();
     let theirs_raw = theirs.as_raw_fd();
@@ -289,7 +344,12 @@ async fn start_worker(config: &Config, index: usize, buffer: &mut RecvBuffer) ->
     command
         .arg("--jail")
         .arg(&config.jail)
-        .args(["--uid", &config.user.uid.to_string(), "--gid", &config.user.gid.to_string()])
+        .args([
+            "--uid",
+            &config.user.uid.to_string(),
+            "--gid",
+            &config.user.gid.to_string(),
+        ])
         // Nothing of the gateway's environment (LISTEN_FDS, NOTIFY_SOCKET, secrets) goes in.
         .env_clear()
         .stdin(Stdio::null())
@@ -311,24 +371,45 @@ async fn start_worker(config: &Config, index: usize, buffer: &mut RecvBuffer) ->
             Ok(())
         });
     }
-    let mut child = command.spawn().map_err(|e| format!("cannot run {}: {e}", config.worker_exe.display()))?;
+    let mut child = command
+        .spawn()
+        .map_err(|e| format!("cannot run {}: {e}", config.worker_exe.display()))?;
     drop(theirs);
     if let Some(stderr) = child.stderr.take() {
         tokio::spawn(log_worker_stderr(index, stderr));
     }
     let ready = timeout(READY_TIMEOUT, ours.recv::<FromWorker>(buffer)).await;
     let failure = match ready {
-        Ok(Ok((FromWorker::Ready { version, pid }, fds))) if version == protocol::PROTOCOL_VERSION && fds.is_empty() => {
-            tracing::info!(worker = index, holder_pid = child.id(), worker_pid = pid, "worker ready");
-            let link = Arc::new(WorkerLink { index, channel: ours, pending: Mutex::default(), next_id: AtomicU64::new(1) });
+        Ok(Ok((FromWorker::Ready { version, pid }, fds)))
+            if version == protocol::PROTOCOL_VERSION && fds.is_empty() =>
+        {
+            tracing::info!(
+                worker = index,
+                holder_pid = child.id(),
+                worker_pid = pid,
+                "worker ready"
+            );
+            let link = Arc::new(WorkerLink {
+                index,
+                channel: ours,
+                pending: Mutex::default(),
+                next_id: AtomicU64::new(1),
+            });
             return Ok((link, child));
         }
-        Ok(Ok((FromWorker::Ready { version, .. }, _))) => format!("speaks protocol {version}, not {}", protocol::PROTOCOL_VERSION),
+        Ok(Ok((FromWorker::Ready { version, .. }, _))) => format!(
+            "speaks protocol {version}, not {}",
+            protocol::PROTOCOL_VERSION
+        ),
         Ok(Ok((other, _))) => format!("sent {other:?} before Ready"),
-        Ok(Err(ChannelError::Closed)) => match timeout(Duration::from_secs(1), child.wait()).await {
-            Ok(Ok(status)) => format!("exited during start-up ({status}); its message is logged above"),
-            _ => "closed its channel during start-up".into(),
-        },
+        Ok(Err(ChannelError::Closed)) => {
+            match timeout(Duration::from_secs(1), child.wait()).await {
+                Ok(Ok(status)) => {
+                    format!("exited during start-up ({status}); its message is logged above")
+                }
+                _ => "closed its channel during start-up".into(),
+            }
+        }
         Ok(Err(error)) => format!("bad handshake: {error}"),
         Err(_) => format!("not ready within {READY_TIMEOUT:?}"),
     };
@@ -341,7 +422,9 @@ async fn start_worker(config: &Config, index: usize, buffer: &mut RecvBuffer) ->
 async fn read_messages(link: &WorkerLink, buffer: &mut RecvBuffer) -> String {
     loop {
         match link.channel.recv::<FromWorker>(buffer).await {
-            Ok((_, fds)) if !fds.is_empty() => return "protocol violation: sent descriptors".into(),
+            Ok((_, fds)) if !fds.is_empty() => {
+                return "protocol violation: sent descriptors".into()
+            }
             Ok((message, _)) => {
                 if let Err(violation) = link.dispatch(message) {
                     return format!("protocol violation: {violation}");
@@ -359,11 +442,19 @@ async fn log_worker_stderr(index: usize, stderr: tokio::process::ChildStderr) {
     let mut line = Vec::new();
     loop {
         line.clear();
-        match (&mut lines).take(MAX_LOG_LINE as u64).read_until(b'\n', &mut line).await {
+        match (&mut lines)
+            .take(MAX_LOG_LINE as u64)
+            .read_until(b'\n', &mut line)
+            .await
+        {
             Ok(0) | Err(_) => return,
             Ok(_) => {
                 let text = String::from_utf8_lossy(&line);
-                tracing::warn!(worker = index, "worker says: {}", text.trim_end().escape_debug());
+                tracing::warn!(
+                    worker = index,
+                    "worker says: {}",
+                    text.trim_end().escape_debug()
+                );
             }
         }
     }

@@ -30,7 +30,9 @@ pub struct CgiHead {
 
 /// Reads from `stdout` until the blank line that ends the header block. Returns the parsed head
 /// and whatever body bytes came in the same reads.
-pub async fn read_head<R: AsyncRead + Unpin>(stdout: &mut R) -> Result<(CgiHead, Bytes), RequestError> {
+pub async fn read_head<R: AsyncRead + Unpin>(
+    stdout: &mut R,
+) -> Result<(CgiHead, Bytes), RequestError> {
     let mut buffer = BytesMut::with_capacity(4096);
     let mut scanned = 0;
     loop {
@@ -42,7 +44,9 @@ pub async fn read_head<R: AsyncRead + Unpin>(stdout: &mut R) -> Result<(CgiHead,
         // Resume the search one byte early: a line end may straddle two reads.
         scanned = buffer.len().saturating_sub(1);
         if buffer.len() >= MAX_HEADER_BYTES {
-            return Err(RequestError::BadCgiOutput(format!("no end of headers in {MAX_HEADER_BYTES} bytes")));
+            return Err(RequestError::BadCgiOutput(format!(
+                "no end of headers in {MAX_HEADER_BYTES} bytes"
+            )));
         }
         buffer.reserve(4096);
         let read = stdout
@@ -50,7 +54,11 @@ pub async fn read_head<R: AsyncRead + Unpin>(stdout: &mut R) -> Result<(CgiHead,
             .await
             .map_err(|e| RequestError::BadCgiOutput(format!("reading CGI output: {e}")))?;
         if read == 0 {
-            let why = if buffer.is_empty() { "CGI exited without output" } else { "CGI output ended inside its headers" };
+            let why = if buffer.is_empty() {
+                "CGI exited without output"
+            } else {
+                "CGI output ended inside its headers"
+            };
             return Err(RequestError::BadCgiOutput(why.into()));
         }
     }
@@ -64,10 +72,10 @@ fn find_blank_line(buffer: &[u8], from: usize) -> Option<(usize, usize)> {
         let newline = start + offset;
         // The line before this newline is empty if it is preceded by "\n" or "\n\r".
         let before = &buffer[..newline];
-        if newline == 0 || before.ends_with(b"\n") || before == b"\r" {
+        if newline == 0 || before.ends_with(b"\n") {
             return Some((newline, newline + 1));
         }
-        if before.ends_with(b"\n\r") {
+        if before == b"\r" || before.ends_with(b"\n\r") {
             return Some((newline - 1, newline + 1));
         }
         start = newline + 1;
@@ -87,12 +95,19 @@ pub fn parse_head(block: &[u8]) -> Result<CgiHead, RequestError> {
         if line.is_empty() {
             continue;
         }
-        let colon = line.iter().position(|&b| b == b':').ok_or_else(|| bad("header line without ':'".into()))?;
-        let name = HeaderName::from_bytes(&line[..colon]).map_err(|_| bad("invalid header name".into()))?;
+        let colon = line
+            .iter()
+            .position(|&b| b == b':')
+            .ok_or_else(|| bad("header line without ':'".into()))?;
+        let name = HeaderName::from_bytes(&line[..colon])
+            .map_err(|_| bad("invalid header name".into()))?;
         let value = line[colon + 1..].trim_ascii();
-        let value = HeaderValue::from_bytes(value).map_err(|_| bad(format!("invalid value for {name}")))?;
+        let value =
+            HeaderValue::from_bytes(value).map_err(|_| bad(format!("invalid value for {name}")))?;
         match name.as_str() {
-            "status" => status = Some(parse_status(&value).ok_or_else(|| bad("invalid Status".into()))?),
+            "status" => {
+                status = Some(parse_status(&value).ok_or_else(|| bad("invalid Status".into()))?)
+            }
             "content-length" => {
                 let length = value.to_str().ok().and_then(|v| v.parse::<u64>().ok());
                 content_length = Some(length.ok_or_else(|| bad("invalid Content-Length".into()))?);
@@ -117,7 +132,11 @@ pub fn parse_head(block: &[u8]) -> Result<CgiHead, RequestError> {
     if let Some(length) = content_length {
         headers.insert(header::CONTENT_LENGTH, HeaderValue::from(length));
     }
-    Ok(CgiHead { status, headers, content_length })
+    Ok(CgiHead {
+        status,
+        headers,
+        content_length,
+    })
 }
 
 /// `Status: 404 Not Found` → 404. The reason phrase is not passed on (HTTP/1.1 makes it
@@ -128,7 +147,9 @@ fn parse_status(value: &HeaderValue) -> Option<StatusCode> {
     if code.len() != 3 {
         return None;
     }
-    StatusCode::from_bytes(code.as_bytes()).ok().filter(|s| s.as_u16() >= 200)
+    StatusCode::from_bytes(code.as_bytes())
+        .ok()
+        .filter(|s| s.as_u16() >= 200)
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -158,7 +179,13 @@ pub struct CgiBody<R> {
 }
 
 impl<R: AsyncRead + Unpin> CgiBody<R> {
-    pub fn new(first: Bytes, stdout: R, content_length: Option<u64>, deadline: Instant, on_done: OnDone) -> Self {
+    pub fn new(
+        first: Bytes,
+        stdout: R,
+        content_length: Option<u64>,
+        deadline: Instant,
+        on_done: OnDone,
+    ) -> Self {
         CgiBody {
             first: (!first.is_empty()).then_some(first),
             stdout,
@@ -173,9 +200,14 @@ impl<R: AsyncRead + Unpin> CgiBody<R> {
     /// Cuts `chunk` to what the CGI's Content-Length still allows.
     fn take_allowed(&mut self, mut chunk: Bytes) -> Bytes {
         if let Some(remaining) = self.remaining.as_mut() {
-            let allowed = chunk.len().min(usize::try_from(*remaining).unwrap_or(usize::MAX));
+            let allowed = chunk
+                .len()
+                .min(usize::try_from(*remaining).unwrap_or(usize::MAX));
             if allowed < chunk.len() {
-                tracing::warn!(extra = chunk.len() - allowed, "CGI wrote more than its Content-Length; extra bytes dropped");
+                tracing::warn!(
+                    extra = chunk.len() - allowed,
+                    "CGI wrote more than its Content-Length; extra bytes dropped"
+                );
                 chunk.truncate(allowed);
             }
             *remaining -= allowed as u64;
@@ -194,7 +226,10 @@ impl<R: AsyncRead + Unpin> Body for CgiBody<R> {
     type Data = Bytes;
     type Error = BodyError;
 
-    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
         let this = &mut *self;
         if let Some(first) = this.first.take() {
             let chunk = this.take_allowed(first);
@@ -219,7 +254,10 @@ impl<R: AsyncRead + Unpin> Body for CgiBody<R> {
             this.finished = true;
             if let (Some(remaining @ 1..), Some(declared)) = (this.remaining, this.declared) {
                 // Ending here would let the client take a short body for a whole one.
-                return Poll::Ready(Some(Err(BodyError::Short { sent: declared - remaining, declared })));
+                return Poll::Ready(Some(Err(BodyError::Short {
+                    sent: declared - remaining,
+                    declared,
+                })));
             }
             if let Some(on_done) = this.on_done.take() {
                 on_done(true);
@@ -270,15 +308,24 @@ mod tests {
 
     #[test]
     fn status_location_and_headers_are_parsed() {
-        let head = parse_head(b"Status: 404 Not Found\nContent-Type: text/plain\nX-A: 1\nX-A: 2").unwrap();
+        let head =
+            parse_head(b"Status: 404 Not Found\nContent-Type: text/plain\nX-A: 1\nX-A: 2").unwrap();
         assert_eq!(head.status, StatusCode::NOT_FOUND);
         assert_eq!(head.headers.get_all("x-a").iter().count(), 2);
         let redirect = parse_head(b"Location: http://example.org/").unwrap();
         assert_eq!(redirect.status, StatusCode::FOUND);
         let plain = parse_head(b"Content-Type: text/html\r\nContent-Length: 5\r").unwrap();
-        assert_eq!((plain.status, plain.content_length), (StatusCode::OK, Some(5)));
-        let framing = parse_head(b"Content-Type: a/b\nTransfer-Encoding: chunked\nConnection: close").unwrap();
-        assert!(framing.headers.get("transfer-encoding").is_none() && framing.headers.get("connection").is_none());
+        assert_eq!(
+            (plain.status, plain.content_length),
+            (StatusCode::OK, Some(5))
+        );
+        let framing =
+            parse_head(b"Content-Type: a/b\nTransfer-Encoding: chunked\nConnection: close")
+                .unwrap();
+        assert!(
+            framing.headers.get("transfer-encoding").is_none()
+                && framing.headers.get("connection").is_none()
+        );
     }
 
     #[test]
@@ -294,7 +341,11 @@ mod tests {
             b"Content-Length: -1",
             b"",
         ] {
-            assert!(parse_head(block).is_err(), "{:?}", String::from_utf8_lossy(block));
+            assert!(
+                parse_head(block).is_err(),
+                "{:?}",
+                String::from_utf8_lossy(block)
+            );
         }
     }
 
@@ -307,7 +358,13 @@ mod tests {
         let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
         let flag = done.clone();
         let deadline = Instant::now() + std::time::Duration::from_secs(5);
-        let body = CgiBody::new(first, reader, None, deadline, Box::new(move |complete| flag.store(complete, std::sync::atomic::Ordering::SeqCst)));
+        let body = CgiBody::new(
+            first,
+            reader,
+            None,
+            deadline,
+            Box::new(move |complete| flag.store(complete, std::sync::atomic::Ordering::SeqCst)),
+        );
         let bytes = body.collect().await.unwrap().to_bytes();
         assert_eq!(&bytes[..], b"hello, world");
         assert!(done.load(std::sync::atomic::Ordering::SeqCst));
@@ -316,9 +373,21 @@ mod tests {
     #[tokio::test]
     async fn short_body_is_an_error_and_long_body_is_cut() {
         let deadline = Instant::now() + std::time::Duration::from_secs(5);
-        let short = CgiBody::new(Bytes::from_static(b"abc"), &b""[..], Some(10), deadline, Box::new(|_| {}));
+        let short = CgiBody::new(
+            Bytes::from_static(b"abc"),
+            &b""[..],
+            Some(10),
+            deadline,
+            Box::new(|_| {}),
+        );
         assert!(short.collect().await.is_err());
-        let long = CgiBody::new(Bytes::from_static(b"abc"), &b"defgh"[..], Some(4), deadline, Box::new(|_| {}));
+        let long = CgiBody::new(
+            Bytes::from_static(b"abc"),
+            &b"defgh"[..],
+            Some(4),
+            deadline,
+            Box::new(|_| {}),
+        );
         assert_eq!(&long.collect().await.unwrap().to_bytes()[..], b"abcd");
     }
 
@@ -326,7 +395,10 @@ mod tests {
     async fn endless_head_is_rejected() {
         let endless = vec![b'a'; MAX_HEADER_BYTES * 2];
         let mut reader = &endless[..];
-        assert!(matches!(read_head(&mut reader).await, Err(RequestError::BadCgiOutput(_))));
+        assert!(matches!(
+            read_head(&mut reader).await,
+            Err(RequestError::BadCgiOutput(_))
+        ));
         let mut empty: &[u8] = b"";
         assert!(read_head(&mut empty).await.is_err());
         let mut unterminated: &[u8] = b"Content-Type: text/plain\n";

@@ -21,7 +21,9 @@ pub struct Route {
 }
 
 pub fn route(path: &str, query: Option<&str>) -> Result<Route, RequestError> {
-    let rest = path.strip_prefix(CGI_PREFIX).ok_or(RequestError::NotFound)?;
+    let rest = path
+        .strip_prefix(CGI_PREFIX)
+        .ok_or(RequestError::NotFound)?;
     let (raw_name, raw_extra) = match rest.find('/') {
         Some(slash) => rest.split_at(slash),
         None => (rest, ""),
@@ -64,7 +66,9 @@ fn percent_decode(input: &str) -> Result<Vec<u8>, RequestError> {
     let mut i = 0;
     while i < bytes.len() {
         if bytes[i] == b'%' {
-            let hex = bytes.get(i + 1..i + 3).ok_or(RequestError::BadRequest("truncated %-escape"))?;
+            let hex = bytes
+                .get(i + 1..i + 3)
+                .ok_or(RequestError::BadRequest("truncated %-escape"))?;
             let value = std::str::from_utf8(hex)
                 .ok()
                 .and_then(|hex| u8::from_str_radix(hex, 16).ok())
@@ -92,9 +96,15 @@ mod tests {
         assert_eq!(route.path_info, b"/a/b c");
         assert_eq!(route.query_string, "x=%20y");
         let bare = route_ok("/cgi-bin/env");
-        assert_eq!((bare.path_info.as_slice(), bare.query_string.as_str()), (&b""[..], ""));
+        assert_eq!(
+            (bare.path_info.as_slice(), bare.query_string.as_str()),
+            (&b""[..], "")
+        );
         assert_eq!(route_ok("/cgi-bin/env/").path_info, b"/");
-        assert_eq!(route_ok("/cgi-bin/hello%2Esh").script_name, "/cgi-bin/hello.sh");
+        assert_eq!(
+            route_ok("/cgi-bin/hello%2Esh").script_name,
+            "/cgi-bin/hello.sh"
+        );
     }
 
     fn route_ok(path: &str) -> Route {
@@ -103,8 +113,19 @@ mod tests {
 
     #[test]
     fn paths_outside_the_cgi_prefix_are_not_found() {
-        for path in ["/", "/cgi-bin", "/cgi-bin/", "/index.html", "/cgi-binx/a", "/x/cgi-bin/a", "/cgi-bin/.htaccess"] {
-            assert!(matches!(route(path, None), Err(RequestError::NotFound)), "{path}");
+        for path in [
+            "/",
+            "/cgi-bin",
+            "/cgi-bin/",
+            "/index.html",
+            "/cgi-binx/a",
+            "/x/cgi-bin/a",
+            "/cgi-bin/.htaccess",
+        ] {
+            assert!(
+                matches!(route(path, None), Err(RequestError::NotFound)),
+                "{path}"
+            );
         }
     }
 
@@ -128,7 +149,10 @@ mod tests {
             "/cgi-bin/%ff%fe",
         ];
         for path in hostile {
-            assert!(matches!(route(path, None), Err(RequestError::BadRequest(_))), "{path}");
+            assert!(
+                matches!(route(path, None), Err(RequestError::BadRequest(_))),
+                "{path}"
+            );
         }
     }
 }

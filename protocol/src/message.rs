@@ -70,14 +70,18 @@ pub enum SpawnError {
     NotExecutable,
     #[error("script is outside the CGI folder or not a regular file")]
     Forbidden,
-    #[error("out of resources (errno {errno})")]
+    #[error("out of resources: {}", describe(*errno))]
     NoResources { errno: i32 },
     /// exec failed for another reason, e.g. a `#!` interpreter missing from the jail.
-    #[error("exec failed (errno {errno})")]
+    #[error("exec failed: {} (is its #! interpreter in the jail?)", describe(*errno))]
     ExecFailed { errno: i32 },
     /// The spawn request itself was unusable (wrong descriptor count, bad environment).
     #[error("malformed spawn request: {0}")]
     BadRequest(String),
+}
+
+fn describe(errno: i32) -> &'static str {
+    nix::errno::Errno::from_raw(errno).desc()
 }
 
 /// How a CGI's main process ended, as `waitpid(2)` reported it.

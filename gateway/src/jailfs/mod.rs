@@ -1,0 +1,370 @@
+//! `gateway jail init DIR`: build the chroot tree the workers enter.
+//!
+//! The tree holds the programs named by the profile, each with exactly the files the kernel
+//! and the dynamic loader will open to start it (the `#!` interpreter of a script, the ELF
+//! `PT_INTERP` loader, every `DT_NEEDED` library, resolved by reading the files with
+//! `lddtree`, never by running them), the three harmless device nodes, an `/etc` that names
+//! only the CGI user, a sticky `/tmp` and the CGI folder. Host paths are reproduced exactly,
+//! symlinks included (`/bin -> usr/bin`, `/usr/bin/sh -> dash`), so that `#!/bin/sh` and
+//! `PT_INTERP` paths work unchanged after the chroot.
+//!
+//! The work is done in two phases: first every program is located and its dependencies are
+//! resolved on the host, and only then is DIR touched. A missing program or library
+//! therefore leaves no half-built jail behind.
+//!
+//! Choices made here (see also the docs of `elf.rs` and `mirror.rs`):
+//! - `LD_LIBRARY_PATH`: `lddtree` reads it when analysing against `/`. We neither clear it
+//!   (the environment is process-global) nor refuse it outright (cargo sets it for every test
+//!   and `cargo run`); instead a library that was found *only* through one of its directories
+//!   is refused with [`JailInitError::LibraryFromLdLibraryPath`], because the loader in the
+//!   jail will not search there. Where it changes nothing, it is ignored.
+//! - `/etc/localtime`: copied as a regular file when the host has one; when it has none the
+//!   jail gets none either (glibc then uses UTC, which is what a written UTC file would say),
+//!   and one left by an earlier init is removed so the jail keeps matching the host.
+//! - An empty [`InitOptions::programs`] means [`DEFAULT_PROGRAMS`].
+//! - A bare name must be an executable regular file on the fixed search path, like
+//!   `execvp`. An absolute path may also name a non-executable file (a library that is
+//!   loaded with `dlopen`, which `lddtree` cannot see, or a data file): it is copied, with
+//!   its ELF dependencies if it is an ELF file.
+//! - Every directory the init passes through in the jail (DIR included) is set to 0755
+//!   root:root, `/tmp` to 1777; a jail entry of the wrong kind where a directory belongs is
+//!   an error ([`JailInitError::Conflict`]), never deleted.
+
+mod elf;
+mod mirror;
+pub mod user;
+
+#[cfg(test)]
+mod tests;
+
+use std::fs::{self, File};
+use std::io::{self, Read};
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+
+pub use user::{parse_user, UserSpecError};
+
+use mirror::Jail;
+
+/// The unprivileged account CGIs run as (resolved by the caller from --user).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CgiUser {
+    pub name: String,
+    pub uid: u32,
+    pub gid: u32,
+    pub group_name: String,
+}
+
+/// What `gateway jail init` was asked to build.
+#[derive(Debug, Clone)]
+pub struct InitOptions {
+    /// The jail's root on the host; created if missing.
+    pub dir: PathBuf,
+    /// Bare names (looked up on [`SEARCH_PATH`]) or absolute host paths; empty means
+    /// [`DEFAULT_PROGRAMS`].
+    pub programs: Vec<String>,
+    /// The account named in the jail's `/etc/passwd` and `/etc/group`.
+    pub user: CgiUser,
+}
+
+/// The classic shell-CGI jail set, used when no --with is given.
+pub const DEFAULT_PROGRAMS: &[&str] = &[
+    "[", "cat", "chmod", "cp", "date", "echo", "expr", "mv", "rm", "sh", "sleep", "test", "awk",
+    "egrep", "fgrep", "grep", "gunzip", "zcat", "gzip", "head", "nice", "sed", "sort", "tail",
+    "touch", "tr", "true", "uniq", "wc",
+];
+
+/// Where bare program names are looked up. Fixed rather than taken from `PATH`, so that
+/// what lands in the jail does not depend on the shell that ran `jail init` (root's `PATH`
+/// under sudo, a `~/bin` first, ...).
+pub const SEARCH_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+
+/// Character devices created in the jail's `/dev`: the ones CGIs routinely open and that
+/// give no access to anything (mem(4): null, zero, urandom). Name, major, minor.
+const DEVICES: &[(&str, u32, u32)] = &[("null", 1, 3), ("zero", 1, 5), ("urandom", 1, 9)];
+
+/// Upper bound on the host's `/etc/localtime`. TZif files are a few KiB; the cap keeps a
+/// host symlink to something odd (a huge file) from being slurped into memory.
+const MAX_LOCALTIME_BYTES: u64 = 1 << 20;
+
+/// What `init` did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InitReport {
+    /// Regular files copied from the host in this run (programs, interpreters, libraries,
+    /// `/etc/localtime`), each counted once. Written files (`passwd`, `group`) and device
+    /// nodes are not counted. A re-init copies everything again, so it reports the same.
+    pub files_copied: usize,
+    /// Jail paths of the programs, in the order asked for, without duplicates.
+    pub programs: Vec<PathBuf>,
+}
+
+/// Why `init` failed; each message names the path or program concerned.
+#[derive(Debug, thiserror::Error)]
+pub enum JailInitError {
+    #[error("jail init must run as root: it creates root-owned files and device nodes")]
+    NotRoot,
+    #[error("refusing to run CGIs as root (CGI user has uid {uid}, gid {gid})")]
+    RootUser { uid: u32, gid: u32 },
+    #[error("invalid CGI user {user:?}: {reason}")]
+    InvalidUser { user: String, reason: &'static str },
+    #[error("invalid program name {name:?}: {reason}")]
+    InvalidProgramName { name: String, reason: &'static str },
+    #[error("program {name:?} not found (searched {SEARCH_PATH})")]
+    ProgramNotFound { name: String },
+    #[error("{path}: not executable")]
+    NotExecutable { path: PathBuf },
+    #[error("{path}: not a regular file, directory or symlink; it cannot go into a jail")]
+    UnsupportedFileType { path: PathBuf },
+    #[error("{path}: has the setuid or setgid bit; a jail must never hold one")]
+    SetuidRefused { path: PathBuf },
+    #[error("{path}: executable but neither an ELF file nor a #! script")]
+    UnknownExecutableFormat { path: PathBuf },
+    #[error("{path}: bad #! line: {reason}")]
+    BadShebang { path: PathBuf, reason: &'static str },
+    #[error("{script}: #! interpreter {interpreter} not found")]
+    InterpreterNotFound {
+        script: PathBuf,
+        interpreter: PathBuf,
+    },
+    #[error(
+        "{path}: #! interpreters nested more than {} deep",
+        elf::MAX_INTERPRETER_DEPTH
+    )]
+    InterpreterTooDeep { path: PathBuf },
+    #[error("{path}: cannot read ELF dependencies: {source}")]
+    Elf {
+        path: PathBuf,
+        #[source]
+        source: lddtree::Error,
+    },
+    #[error("{path}: the ELF dependency reader crashed on this file")]
+    ElfReaderPanicked { path: PathBuf },
+    #[error("{program}: PT_INTERP {interpreter:?} is not an absolute path")]
+    RelativeInterpreter {
+        program: PathBuf,
+        interpreter: String,
+    },
+    #[error("{program}: shared library {library} not found")]
+    LibraryNotFound { program: PathBuf, library: String },
+    #[error(
+        "{program}: library {library} was found only through LD_LIBRARY_PATH ({dir}), \
+         where the loader in the jail will not look; unset LD_LIBRARY_PATH"
+    )]
+    LibraryFromLdLibraryPath {
+        program: PathBuf,
+        library: String,
+        dir: PathBuf,
+    },
+    #[error("{path}: not an absolute path")]
+    RelativePath { path: PathBuf },
+    #[error("{path}: too many levels of symbolic links")]
+    SymlinkLoop { path: PathBuf },
+    #[error("{path}: {reason}")]
+    Conflict { path: PathBuf, reason: &'static str },
+    #[error("{path}: larger than {MAX_LOCALTIME_BYTES} bytes, not a time zone file")]
+    LocaltimeTooLarge { path: PathBuf },
+    #[error("{path}: {source}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+}
+
+impl JailInitError {
+    /// An I/O failure on `path` (host or jail path, whichever the failing call used).
+    fn io(path: &Path, source: impl Into<io::Error>) -> Self {
+        JailInitError::Io {
+            path: path.to_path_buf(),
+            source: source.into(),
+        }
+    }
+}
+
+/// Build (or refresh) the jail at `opts.dir`. Idempotent: running it again refreshes the
+/// copies, keeps matching symlinks and never touches the contents of `/cgi-bin`.
+pub fn init(opts: &InitOptions) -> Result<InitReport, JailInitError> {
+    if !nix::unistd::geteuid().is_root() {
+        return Err(JailInitError::NotRoot);
+    }
+    let (passwd, group) = account_files(&opts.user)?;
+
+    // Phase 1: resolve everything on the host.
+    let names: Vec<&str> = if opts.programs.is_empty() {
+        DEFAULT_PROGRAMS.to_vec()
+    } else {
+        opts.programs.iter().map(String::as_str).collect()
+    };
+    let mut programs: Vec<PathBuf> = Vec::new();
+    let mut needed: Vec<PathBuf> = Vec::new();
+    for name in names {
+        let path = locate_program(name)?;
+        if programs.contains(&path) {
+            continue;
+        }
+        elf::collect(&path, &mut needed)?;
+        programs.push(path);
+    }
+    // Checked again on the open descriptor when copying; checking here as well refuses
+    // before anything is written.
+    for path in &needed {
+        let meta = fs::metadata(path).map_err(|e| JailInitError::io(path, e))?;
+        refuse_setuid(path, meta.permissions().mode())?;
+    }
+
+    // Phase 2: write the jail.
+    let mut jail = Jail::open(&opts.dir)?;
+    for path in &needed {
+        jail.mirror(path)?;
+    }
+    install_devices(&jail)?;
+    let localtime_copied = install_etc(&jail, &passwd, &group)?;
+    // After the mirroring, which sets every directory it passes through to 0755.
+    jail.dir("tmp", 0o1777)?;
+    jail.dir("cgi-bin", 0o755)?;
+
+    let report = InitReport {
+        files_copied: jail.files_copied() + usize::from(localtime_copied),
+        programs,
+    };
+    tracing::info!(
+        dir = %opts.dir.display(),
+        programs = report.programs.len(),
+        files_copied = report.files_copied,
+        "jail initialised"
+    );
+    Ok(report)
+}
+
+/// `SetuidRefused` if `mode` has the setuid or setgid bit: a setuid file in the jail is the
+/// classic way back to root from a chroot.
+fn refuse_setuid(path: &Path, mode: u32) -> Result<(), JailInitError> {
+    if mode & (libc::S_ISUID | libc::S_ISGID) != 0 {
+        return Err(JailInitError::SetuidRefused {
+            path: path.to_path_buf(),
+        });
+    }
+    Ok(())
+}
+
+/// A bare name on [`SEARCH_PATH`] (first executable regular file, like `execvp`), or an
+/// absolute path to a regular file.
+fn locate_program(name: &str) -> Result<PathBuf, JailInitError> {
+    let invalid = |reason| JailInitError::InvalidProgramName {
+        name: name.to_string(),
+        reason,
+    };
+    if name.is_empty() {
+        return Err(invalid("empty"));
+    }
+    if name.contains('\0') {
+        return Err(invalid("contains a NUL byte"));
+    }
+    if name.starts_with('/') {
+        let path = PathBuf::from(name);
+        return match fs::metadata(&path) {
+            Ok(meta) if meta.is_file() => Ok(path),
+            Ok(_) => Err(JailInitError::UnsupportedFileType { path }),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Err(JailInitError::ProgramNotFound {
+                name: name.to_string(),
+            }),
+            Err(e) => Err(JailInitError::io(&path, e)),
+        };
+    }
+    if name.contains('/') || name == "." || name == ".." {
+        return Err(invalid("must be a bare name or an absolute path"));
+    }
+    SEARCH_PATH
+        .split(':')
+        .map(|dir| Path::new(dir).join(name))
+        .find(|candidate| {
+            fs::metadata(candidate)
+                .is_ok_and(|meta| meta.is_file() && meta.permissions().mode() & 0o111 != 0)
+        })
+        .ok_or_else(|| JailInitError::ProgramNotFound {
+            name: name.to_string(),
+        })
+}
+
+/// The jail's `/etc/passwd` and `/etc/group`: the CGI user and its group, nobody else (not
+/// even root), so that a CGI learns no host account names.
+fn account_files(user: &CgiUser) -> Result<(String, String), JailInitError> {
+    if user.uid == 0 || user.gid == 0 {
+        return Err(JailInitError::RootUser {
+            uid: user.uid,
+            gid: user.gid,
+        });
+    }
+    let invalid = |reason| JailInitError::InvalidUser {
+        user: user.name.clone(),
+        reason,
+    };
+    // (uid_t)-1 and (gid_t)-1 mean "leave unchanged" to setresuid/setresgid(2): a worker
+    // told to switch to them would stay root.
+    if user.uid == u32::MAX || user.gid == u32::MAX {
+        return Err(invalid(
+            "uid and gid 4294967295 mean \"unchanged\" to setresuid",
+        ));
+    }
+    for field in [&user.name, &user.group_name] {
+        if field.is_empty() || field.contains([':', '\n', '\0']) {
+            return Err(invalid(
+                "user and group names must be non-empty, without ':' or newlines",
+            ));
+        }
+    }
+    let passwd = format!(
+        "{}:x:{}:{}:CGI user:/nonexistent:/bin/false\n",
+        user.name, user.uid, user.gid
+    );
+    let group = format!("{}:x:{}:\n", user.group_name, user.gid);
+    Ok((passwd, group))
+}
+
+/// `/dev` with only [`DEVICES`], mode 0666, root-owned.
+fn install_devices(jail: &Jail) -> Result<(), JailInitError> {
+    let dev = jail.dir("dev", 0o755)?;
+    for &(name, major, minor) in DEVICES {
+        dev.device(name, major, minor)?;
+    }
+    Ok(())
+}
+
+/// `/etc/passwd`, `/etc/group` and `/etc/localtime`; true if the host's localtime was copied.
+///
+/// A host without `/etc/localtime` gives a jail without one (glibc then uses UTC, which is
+/// what a written UTC file would say); one left by an earlier init is removed.
+fn install_etc(jail: &Jail, passwd: &str, group: &str) -> Result<bool, JailInitError> {
+    let etc = jail.dir("etc", 0o755)?;
+    etc.write_file("passwd", passwd.as_bytes(), 0o644)?;
+    etc.write_file("group", group.as_bytes(), 0o644)?;
+
+    // Follows the host's symlink (into /usr/share/zoneinfo) on purpose: the jail gets the
+    // content as a plain file, not the whole zoneinfo tree.
+    let host = Path::new("/etc/localtime");
+    let file = match File::open(host) {
+        Ok(file) => file,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {
+            etc.remove_file("localtime")?;
+            return Ok(false);
+        }
+        Err(e) => return Err(JailInitError::io(host, e)),
+    };
+    let meta = file.metadata().map_err(|e| JailInitError::io(host, e))?;
+    if !meta.is_file() {
+        return Err(JailInitError::UnsupportedFileType {
+            path: host.to_path_buf(),
+        });
+    }
+    let mut content = Vec::new();
+    file.take(MAX_LOCALTIME_BYTES + 1)
+        .read_to_end(&mut content)
+        .map_err(|e| JailInitError::io(host, e))?;
+    if content.len() as u64 > MAX_LOCALTIME_BYTES {
+        return Err(JailInitError::LocaltimeTooLarge {
+            path: host.to_path_buf(),
+        });
+    }
+    etc.write_file("localtime", &content, 0o644)?;
+    Ok(true)
+}

@@ -1,0 +1,407 @@
+//! `jail init` on the real host, as root: the tree is checked from outside and then used
+//! from inside (chroot).
+
+use super::*;
+
+use std::ffi::{CString, OsString};
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::{FileTypeExt, MetadataExt};
+use std::os::unix::process::CommandExt;
+use std::path::Component;
+use std::process::{Command, Output};
+
+use tempfile::TempDir;
+
+fn nobody() -> CgiUser {
+    CgiUser {
+        name: "nobody".into(),
+        uid: 65534,
+        gid: 65534,
+        group_name: "nogroup".into(),
+    }
+}
+
+fn options(dir: &Path, programs: &[&str]) -> InitOptions {
+    InitOptions {
+        dir: dir.to_path_buf(),
+        programs: programs.iter().map(|p| p.to_string()).collect(),
+        user: nobody(),
+    }
+}
+
+/// A jail with the default program set in a fresh temporary directory.
+fn default_jail() -> (TempDir, InitReport) {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let report = init(&options(tmp.path(), &[])).expect("init");
+    (tmp, report)
+}
+
+/// Resolve absolute `path` as the kernel would after `chroot(jail)`: symlinks are followed
+/// inside the jail, absolute targets from the jail's root. `None` if it does not resolve.
+fn resolve_in_jail(jail: &Path, path: &Path) -> Option<PathBuf> {
+    fn steps_reversed(path: &Path) -> Vec<OsString> {
+        path.components()
+            .rev()
+            .filter_map(|component| match component {
+                Component::Normal(name) => Some(name.to_os_string()),
+                Component::ParentDir => Some(OsString::from("..")),
+                _ => None,
+            })
+            .collect()
+    }
+    let mut pending = steps_reversed(path);
+    let mut current = PathBuf::from("/");
+    let mut links = 0;
+    while let Some(name) = pending.pop() {
+        if name == ".." {
+            current.pop();
+            continue;
+        }
+        let next = current.join(&name);
+        let on_host = jail.join(next.strip_prefix("/").ok()?);
+        if fs::symlink_metadata(&on_host)
+            .ok()?
+            .file_type()
+            .is_symlink()
+        {
+            links += 1;
+            if links > 40 {
+                return None;
+            }
+            let target = fs::read_link(&on_host).ok()?;
+            if target.is_absolute() {
+                current = PathBuf::from("/");
+            }
+            pending.extend(steps_reversed(&target));
+        } else {
+            current = next;
+        }
+    }
+    Some(jail.join(current.strip_prefix("/").ok()?))
+}
+
+/// Run `program` with `args` chrooted into `jail`, with a minimal environment.
+fn run_in_jail(jail: &Path, program: &str, args: &[&str]) -> Output {
+    let root = CString::new(jail.as_os_str().as_bytes()).expect("no NUL in path");
+    let mut command = Command::new(program);
+    command
+        .args(args)
+        .env_clear()
+        .env("PATH", "/usr/bin:/bin")
+        .current_dir("/");
+    let enter_jail = move || {
+        // SAFETY: `root` is a valid NUL-terminated string that lives as long as the
+        // closure; chroot(2) only reads it.
+        if unsafe { libc::chroot(root.as_ptr()) } != 0 {
+            return Err(io::Error::last_os_error());
+        }
+        // SAFETY: a static NUL-terminated string; chdir(2) only reads it.
+        if unsafe { libc::chdir(c"/".as_ptr()) } != 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(())
+    };
+    // SAFETY: the hook runs in the forked child before exec and makes only two
+    // async-signal-safe system calls on memory prepared before the fork; it allocates
+    // nothing and takes no lock.
+    unsafe {
+        command.pre_exec(enter_jail);
+    }
+    command.output().expect("run in jail")
+}
+
+/// Every entry under `dir`: (relative path, metadata), not following symlinks.
+fn walk(dir: &Path) -> Vec<(PathBuf, fs::Metadata)> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(current) = stack.pop() {
+        for entry in fs::read_dir(&current).expect("read_dir") {
+            let path = entry.expect("entry").path();
+            let meta = fs::symlink_metadata(&path).expect("lstat");
+            if meta.is_dir() {
+                stack.push(path.clone());
+            }
+            out.push((
+                path.strip_prefix(dir).expect("under dir").to_path_buf(),
+                meta,
+            ));
+        }
+    }
+    out.sort_by(|a, b| a.0.cmp(&b.0));
+    out
+}
+
+/// A comparable snapshot of the tree: path, type, mode, owner, size, symlink target.
+fn snapshot(dir: &Path) -> Vec<String> {
+    walk(dir)
+        .into_iter()
+        .map(|(path, meta)| {
+            let target = fs::read_link(dir.join(&path)).unwrap_or_default();
+            let size = if meta.is_dir() { 0 } else { meta.size() };
+            format!(
+                "{} {:o} {}:{} {} {} {}",
+                path.display(),
+                meta.mode(),
+                meta.uid(),
+                meta.gid(),
+                size,
+                meta.rdev(),
+                target.display()
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn shell_pipeline_runs_in_the_chroot() {
+    let (tmp, _) = default_jail();
+    let output = run_in_jail(
+        tmp.path(),
+        "/bin/sh",
+        &[
+            "-c",
+            r#"echo ok | tr a-z A-Z; awk "BEGIN{print 1+1}"; zcat --help >/dev/null && echo z"#,
+        ],
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&output.stderr),
+        "",
+        "stderr of the jailed shell"
+    );
+    assert_eq!(String::from_utf8_lossy(&output.stdout), "OK\n2\nz\n");
+    assert!(output.status.success(), "{:?}", output.status);
+}
+
+#[test]
+fn merged_usr_layout_is_reproduced() {
+    let (tmp, report) = default_jail();
+    let jail = tmp.path();
+    for link in [
+        "bin",
+        "lib",
+        "lib64",
+        "usr/bin/sh",
+        "usr/bin/awk",
+        "etc/alternatives/awk",
+    ] {
+        let host = Path::new("/").join(link);
+        if let Ok(target) = fs::read_link(&host) {
+            assert_eq!(
+                fs::read_link(jail.join(link)).expect(link),
+                target,
+                "{link} must be the host's symlink"
+            );
+        }
+    }
+    let sh = resolve_in_jail(jail, Path::new("/bin/sh")).expect("/bin/sh resolves in the jail");
+    assert!(sh.starts_with(jail) && sh.is_file(), "{}", sh.display());
+    assert!(report.programs.contains(&PathBuf::from("/usr/bin/sh")));
+    assert_eq!(report.programs.len(), DEFAULT_PROGRAMS.len());
+
+    // The loader (PT_INTERP of sh) and libc, where the kernel and ld.so will look.
+    let tree = lddtree::DependencyAnalyzer::new("/".into())
+        .analyze(fs::canonicalize("/bin/sh").expect("host sh"))
+        .expect("lddtree");
+    let interpreter = tree.interpreter.expect("sh is dynamically linked");
+    let loader = resolve_in_jail(jail, Path::new(&interpreter)).expect("loader in the jail");
+    assert!(loader.is_file());
+    let libc = &tree.libraries["libc.so.6"];
+    assert!(resolve_in_jail(jail, &libc.path).is_some_and(|p| p.is_file()));
+}
+
+#[test]
+fn every_library_lddtree_lists_is_in_the_jail() {
+    let (tmp, _) = default_jail();
+    for name in DEFAULT_PROGRAMS {
+        let program = locate_program(name).expect("located");
+        let real = fs::canonicalize(&program).expect("realpath");
+        let Ok(tree) = lddtree::DependencyAnalyzer::new("/".into()).analyze(&real) else {
+            // Not ELF: a #! script; its interpreter is checked below.
+            let head = fs::read(&real).expect("read script");
+            assert!(head.starts_with(b"#!"), "{name} is neither ELF nor script");
+            continue;
+        };
+        for library in tree.libraries.values() {
+            let in_jail = resolve_in_jail(tmp.path(), &library.path)
+                .unwrap_or_else(|| panic!("{name}: {} missing", library.path.display()));
+            let host_size = fs::metadata(&library.path).expect("host lib").len();
+            assert_eq!(fs::metadata(&in_jail).expect("jail lib").len(), host_size);
+        }
+    }
+    for script in ["egrep", "fgrep", "zcat", "gunzip"] {
+        let program = locate_program(script).expect("located");
+        let jailed = resolve_in_jail(tmp.path(), &program).expect("script in the jail");
+        assert_eq!(
+            fs::read(jailed).expect("jail"),
+            fs::read(&program).expect("host")
+        );
+    }
+}
+
+#[test]
+fn fixed_entries_have_the_right_modes() {
+    let (tmp, _) = default_jail();
+    let jail = tmp.path();
+    let tmp_meta = fs::symlink_metadata(jail.join("tmp")).expect("/tmp");
+    assert!(tmp_meta.is_dir());
+    assert_eq!(tmp_meta.mode() & 0o7777, 0o1777);
+
+    for (name, minor) in [("null", 3), ("zero", 5), ("urandom", 9)] {
+        let meta = fs::symlink_metadata(jail.join("dev").join(name)).expect(name);
+        assert!(meta.file_type().is_char_device(), "{name}");
+        assert_eq!(meta.rdev(), libc::makedev(1, minor), "{name}");
+        assert_eq!(meta.mode() & 0o7777, 0o666, "{name}");
+    }
+    let dev_entries = fs::read_dir(jail.join("dev")).expect("/dev").count();
+    assert_eq!(dev_entries, 3);
+
+    let passwd = fs::read_to_string(jail.join("etc/passwd")).expect("passwd");
+    assert_eq!(
+        passwd,
+        "nobody:x:65534:65534:CGI user:/nonexistent:/bin/false\n"
+    );
+    assert_eq!(passwd.lines().count(), 1);
+    let group = fs::read_to_string(jail.join("etc/group")).expect("group");
+    assert_eq!(group, "nogroup:x:65534:\n");
+
+    let localtime = fs::symlink_metadata(jail.join("etc/localtime"));
+    match fs::read("/etc/localtime") {
+        Ok(host) => {
+            let meta = localtime.expect("localtime copied");
+            assert!(meta.is_file(), "a regular file, not a symlink");
+            assert_eq!(meta.mode() & 0o7777, 0o644);
+            assert_eq!(fs::read(jail.join("etc/localtime")).expect("read"), host);
+        }
+        Err(_) => assert!(localtime.is_err()),
+    }
+
+    let cgi_bin = fs::symlink_metadata(jail.join("cgi-bin")).expect("/cgi-bin");
+    assert!(cgi_bin.is_dir());
+    assert_eq!(cgi_bin.mode() & 0o7777, 0o755);
+    let root = fs::metadata(jail).expect("root");
+    assert_eq!(root.mode() & 0o7777, 0o755, "tempdir's 0700 is fixed");
+}
+
+#[test]
+fn everything_is_root_owned_and_only_tmp_is_writable() {
+    let (tmp, _) = default_jail();
+    for (path, meta) in walk(tmp.path()) {
+        assert_eq!((meta.uid(), meta.gid()), (0, 0), "{}", path.display());
+        let mode = meta.mode() & 0o7777;
+        assert_eq!(mode & 0o6000, 0, "setuid/setgid: {}", path.display());
+        let writable_by_others = mode & 0o022 != 0;
+        let allowed = meta.file_type().is_symlink()
+            || meta.file_type().is_char_device()
+            || path == Path::new("tmp");
+        assert!(
+            !writable_by_others || allowed,
+            "{} is {mode:o}",
+            path.display()
+        );
+    }
+}
+
+#[test]
+fn reinit_is_idempotent_and_keeps_cgi_bin() {
+    let (tmp, first) = default_jail();
+    let jail = tmp.path();
+    fs::write(jail.join("cgi-bin/hello"), b"#!/bin/sh\necho hi\n").expect("script");
+    let before = snapshot(jail);
+    let second = init(&options(jail, &[])).expect("second init");
+    assert_eq!(first, second);
+    assert_eq!(snapshot(jail), before);
+    assert!(jail.join("cgi-bin/hello").is_file());
+}
+
+#[test]
+fn setuid_and_setgid_files_are_refused() {
+    let host = tempfile::tempdir().expect("tempdir");
+    for (name, mode) in [("suid-true", 0o4755), ("sgid-true", 0o2755)] {
+        let program = host.path().join(name);
+        fs::copy("/usr/bin/true", &program).expect("copy");
+        fs::set_permissions(&program, fs::Permissions::from_mode(mode)).expect("chmod");
+        let jail = tempfile::tempdir().expect("tempdir");
+        let err = init(&options(jail.path(), &[program.to_str().expect("utf-8")]))
+            .expect_err("setuid must be refused");
+        match &err {
+            JailInitError::SetuidRefused { path } => assert_eq!(path, &program),
+            other => panic!("wrong error: {other}"),
+        }
+        assert!(err.to_string().contains(name));
+        assert!(
+            resolve_in_jail(jail.path(), &program).is_none(),
+            "nothing was copied"
+        );
+    }
+}
+
+#[test]
+fn unknown_and_invalid_programs_are_named() {
+    let jail = tempfile::tempdir().expect("tempdir");
+    let err = init(&options(jail.path(), &["sh", "no-such-program-jailfs"])).expect_err("unknown");
+    assert!(
+        matches!(&err, JailInitError::ProgramNotFound { name } if name == "no-such-program-jailfs")
+    );
+    assert!(err.to_string().contains("no-such-program-jailfs"));
+    let err = init(&options(jail.path(), &["/no/such/program"])).expect_err("unknown path");
+    assert!(matches!(&err, JailInitError::ProgramNotFound { name } if name == "/no/such/program"));
+    let err = init(&options(jail.path(), &["bin/sh"])).expect_err("relative path");
+    assert!(matches!(err, JailInitError::InvalidProgramName { .. }));
+    // Phase 1 failed: DIR was not even populated.
+    assert_eq!(fs::read_dir(jail.path()).expect("dir").count(), 0);
+}
+
+#[test]
+fn script_interpreter_is_installed() {
+    let host = tempfile::tempdir().expect("tempdir");
+    let script = host.path().join("hello");
+    fs::write(&script, b"#!/bin/sh\necho \"hello $1\"\n").expect("script");
+    fs::set_permissions(&script, fs::Permissions::from_mode(0o755)).expect("chmod");
+    let jail = tempfile::tempdir().expect("tempdir");
+    let script_name = script.to_str().expect("utf-8");
+    let report = init(&options(jail.path(), &[script_name])).expect("init");
+    assert_eq!(report.programs, vec![script.clone()]);
+    // The script, /bin/sh (through /bin -> usr/bin and sh -> dash) and its libraries.
+    assert!(resolve_in_jail(jail.path(), Path::new("/bin/sh")).is_some_and(|p| p.is_file()));
+    let output = run_in_jail(jail.path(), script_name, &["jail"]);
+    assert_eq!(String::from_utf8_lossy(&output.stdout), "hello jail\n");
+    assert!(output.status.success());
+}
+
+#[test]
+fn jail_symlinks_are_never_followed() {
+    // An attacker-made (or stale) jail symlink pointing at a host directory must not be
+    // written through.
+    let victim = tempfile::tempdir().expect("tempdir");
+    let jail = tempfile::tempdir().expect("tempdir");
+    std::os::unix::fs::symlink(victim.path(), jail.path().join("usr")).expect("symlink");
+    let err = init(&options(jail.path(), &["true"])).expect_err("conflict");
+    assert!(matches!(err, JailInitError::Conflict { .. }), "{err}");
+    assert_eq!(fs::read_dir(victim.path()).expect("victim").count(), 0);
+
+    // A stale file symlink is replaced, not written through.
+    let jail = tempfile::tempdir().expect("tempdir");
+    init(&options(jail.path(), &["true"])).expect("init");
+    let victim_file = victim.path().join("passwd");
+    fs::write(&victim_file, b"untouched").expect("victim file");
+    let passwd = jail.path().join("etc/passwd");
+    fs::remove_file(&passwd).expect("rm");
+    std::os::unix::fs::symlink(&victim_file, &passwd).expect("symlink");
+    init(&options(jail.path(), &["true"])).expect("re-init");
+    assert_eq!(fs::read(&victim_file).expect("victim"), b"untouched");
+    assert!(fs::symlink_metadata(&passwd).expect("passwd").is_file());
+}
+
+#[test]
+fn root_cgi_user_is_refused() {
+    let jail = tempfile::tempdir().expect("tempdir");
+    let mut opts = options(jail.path(), &["true"]);
+    opts.user.uid = 0;
+    assert!(matches!(init(&opts), Err(JailInitError::RootUser { .. })));
+    let mut opts = options(jail.path(), &["true"]);
+    opts.user.name = "evil:0:0::/:/bin/sh\nx".into();
+    assert!(matches!(
+        init(&opts),
+        Err(JailInitError::InvalidUser { .. })
+    ));
+}
