@@ -1,0 +1,285 @@
+//! Failures map to exact statuses, leave no process behind, and never run what they must not.
+
+use std::thread;
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::{kill, Signal};
+use nix::unistd::Pid;
+
+use crate::harness::{require_root, Gateway, Jail, Opts};
+use crate::http::{client, raw_get};
+use crate::procfs::{self, ProcStat};
+
+const HELLO: &str = r"printf 'Content-Type: text/plain\n\nhello\n'";
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(15);
+
+async fn status_of(gw: &Gateway, path: &str) -> u16 {
+    client(REQUEST_TIMEOUT)
+        .get(gw.url(path))
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("GET {path}: {e}"))
+        .status()
+        .as_u16()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn error_statuses() {
+    require_root!();
+    let jail = Jail::new();
+    jail.cgi("hello", HELLO);
+    jail.file(
+        "notexec",
+        "#!/bin/sh\nprintf 'Content-Type: text/plain\\n\\nran\\n'\n",
+        0o644,
+    );
+    jail.cgi("fails", "exit 1");
+    jail.cgi("noblank", r"printf 'Content-Type: text/plain\n'");
+    let gw = jail.serve(Opts::default());
+
+    // The control: a good CGI on the same gateway answers 200.
+    assert_eq!(status_of(&gw, "/cgi-bin/hello").await, 200);
+    assert_eq!(
+        status_of(&gw, "/cgi-bin/missing").await,
+        404,
+        "missing script"
+    );
+    assert_eq!(
+        status_of(&gw, "/cgi-bin/notexec").await,
+        403,
+        "mode 0644 script"
+    );
+    assert_eq!(
+        status_of(&gw, "/cgi-bin/fails").await,
+        502,
+        "exit 1, no headers"
+    );
+    assert_eq!(
+        status_of(&gw, "/cgi-bin/noblank").await,
+        502,
+        "a header line and no blank line"
+    );
+    // The gateway is still fine after all that.
+    assert_eq!(status_of(&gw, "/cgi-bin/hello").await, 200);
+}
+
+/// Non-zombie processes named `comm` that descend from `ancestor`.
+fn descendants_named(ancestor: i32, comm: &str) -> Vec<ProcStat> {
+    procfs::descendants(&procfs::snapshot(), ancestor)
+        .into_iter()
+        .filter(|p| p.comm == comm && !p.is_zombie())
+        .collect()
+}
+
+/// Polls until `done(found)` holds for the descendants named `comm`, or `deadline` passes.
+fn poll_named(
+    ancestor: i32,
+    comm: &str,
+    deadline: Duration,
+    done: impl Fn(&[ProcStat]) -> bool,
+) -> Result<Vec<ProcStat>, Vec<ProcStat>> {
+    let end = Instant::now() + deadline;
+    loop {
+        let found = descendants_named(ancestor, comm);
+        if done(&found) {
+            return Ok(found);
+        }
+        if Instant::now() >= end {
+            return Err(found);
+        }
+        thread::sleep(Duration::from_millis(25));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn timeout_gives_504_and_kills_the_process_group() {
+    require_root!();
+    let jail = Jail::new();
+    jail.cgi("sleepy", "sleep 100 & sleep 100");
+    let gw = jail.serve(Opts {
+        workers: 2,
+        timeout_secs: Some(2),
+    });
+    let url = gw.url("/cgi-bin/sleepy");
+    let started = Instant::now();
+    let request = tokio::spawn(async move { client(REQUEST_TIMEOUT).get(url).send().await });
+
+    // Both sleeps run under the gateway before the timeout fires (so the check after it
+    // means something).
+    let pid = gw.pid();
+    let before = tokio::task::spawn_blocking(move || {
+        poll_named(pid, "sleep", Duration::from_secs(5), |f| f.len() == 2)
+    })
+    .await
+    .expect("poll task");
+    let sleeps =
+        before.unwrap_or_else(|f| panic!("expected 2 sleeps under the gateway, saw {f:?}"));
+
+    let response = request
+        .await
+        .expect("request task")
+        .expect("a response to the timed-out CGI");
+    assert_eq!(response.status().as_u16(), 504);
+    let elapsed = started.elapsed();
+    assert!(
+        elapsed >= Duration::from_millis(1500) && elapsed < Duration::from_secs(10),
+        "504 after {elapsed:?} with --timeout 2"
+    );
+
+    let after = tokio::task::spawn_blocking(move || {
+        poll_named(pid, "sleep", Duration::from_secs(3), <[ProcStat]>::is_empty)
+    })
+    .await
+    .expect("poll task");
+    if let Err(left) = after {
+        panic!("3 s after the 504, sleeps still run under the gateway: {left:?} (were {sleeps:?})");
+    }
+    // A zombie is not running, so it does not fail the test, but it means the worker (PID 1
+    // of its namespace) does not reap the orphans it inherits: say so.
+    for s in &sleeps {
+        if let Some(now) = procfs::still_exists(s) {
+            eprintln!("WARNING: sleep {s:?} left as {now:?} 3 s after the 504");
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn worker_killed_mid_request_gives_502_and_is_replaced() {
+    require_root!();
+    let jail = Jail::new();
+    jail.cgi("hello", HELLO);
+    jail.cgi(
+        "slowcgi",
+        r"sleep 5
+printf 'Content-Type: text/plain\n\nlate\n'",
+    );
+    let gw = jail.serve(Opts::default());
+    let original = gw.wait_for_workers(Duration::from_secs(5), &[]);
+    let url = gw.url("/cgi-bin/slowcgi");
+    let request =
+        tokio::spawn(async move { client(Duration::from_secs(10)).get(url).send().await });
+
+    // The CGI is the shell running the script (comm is the script's name); its parent is
+    // the worker proper.
+    let pid = gw.pid();
+    let cgi = tokio::task::spawn_blocking(move || {
+        poll_named(pid, "slowcgi", Duration::from_secs(5), |f| f.len() == 1)
+    })
+    .await
+    .expect("poll task")
+    .unwrap_or_else(|f| panic!("expected the slowcgi CGI under the gateway, saw {f:?}"));
+    let worker_pid = cgi[0].ppid;
+    let pair = original
+        .iter()
+        .find(|p| p.worker.pid == worker_pid)
+        .unwrap_or_else(|| panic!("parent {worker_pid} of the CGI is not a worker: {original:?}"))
+        .clone();
+    assert!(procfs::still_exists(&pair.worker).is_some());
+    kill(Pid::from_raw(worker_pid), Signal::SIGKILL).expect("kill -9 the worker");
+
+    let response = request
+        .await
+        .expect("request task")
+        .expect("a response (not a hang) when the worker dies");
+    assert_eq!(response.status().as_u16(), 502);
+
+    // Back to N workers, the killed one not among them, within 3 s.
+    let dead = [pair.worker.clone()];
+    let now = tokio::task::block_in_place(|| gw.wait_for_workers(Duration::from_secs(3), &dead));
+    assert_eq!(now.len(), gw.workers);
+    // The killed worker is dead. Its pid entry may linger as a zombie: the gateway SIGKILLs
+    // the old holder without letting it reap its worker, so the zombie goes to the host's
+    // init, which reaps it in its own time. Not in the contract, so only reported.
+    if let Some(left) = procfs::still_exists(&pair.worker) {
+        assert!(left.is_zombie(), "the killed worker still runs: {left:?}");
+        eprintln!(
+            "NOTE: the killed worker lingers as {left:?} (its holder was not left to reap it)"
+        );
+    }
+
+    let response = client(REQUEST_TIMEOUT)
+        .get(gw.url("/cgi-bin/hello"))
+        .send()
+        .await
+        .expect("GET /cgi-bin/hello after the worker's death");
+    assert_eq!(response.status().as_u16(), 200);
+    assert_eq!(&response.bytes().await.expect("body")[..], b"hello\n");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn traversal_is_rejected_and_runs_nothing() {
+    require_root!();
+    let jail = Jail::new();
+    // One worker: one private /tmp, so the checker sees what the marker would have written.
+    jail.cgi(
+        "marker",
+        r": > /tmp/jailgate-marker
+printf 'Content-Type: text/plain\n\nran\n'",
+    );
+    jail.cgi(
+        "check",
+        r"printf 'Content-Type: text/plain\n\n'
+if test -e /tmp/jailgate-marker; then echo yes; else echo no; fi",
+    );
+    let gw = jail.serve(Opts {
+        workers: 1,
+        timeout_secs: None,
+    });
+    let timeout = Duration::from_secs(10);
+    let check = |gw: &Gateway| {
+        let addr = gw.addr;
+        async move {
+            let r = raw_get(addr, "/cgi-bin/check", timeout)
+                .await
+                .expect("GET /cgi-bin/check");
+            assert_eq!(r.status, 200, "check CGI");
+            r.body_text()
+        }
+    };
+    assert_eq!(check(&gw).await, "no\n", "no marker before the test");
+
+    let targets = [
+        "/cgi-bin/../cgi-bin/marker",
+        "/cgi-bin/../x",
+        "/cgi-bin/%2e%2e/cgi-bin/marker",
+        "/cgi-bin/%2E%2E/cgi-bin/marker",
+        "/cgi-bin/.%2e/cgi-bin/marker",
+        "/cgi-bin/%2e%2e/x",
+        "/cgi-bin/..%2fcgi-bin%2fmarker",
+        "/cgi-bin/marker%2f",
+        "/cgi-bin/marker%2fx",
+        "/cgi-bin/%2fcgi-bin%2fmarker",
+        "/cgi-bin/marker%00",
+        "/cgi-bin/marker%00.sh",
+        "/cgi-bin/%00marker",
+    ];
+    for target in targets {
+        let response = raw_get(gw.addr, target, timeout)
+            .await
+            .unwrap_or_else(|e| panic!("GET {target}: {e}"));
+        assert!(
+            response.status == 400 || response.status == 404,
+            "GET {target} gave {} (want 400 or 404): {:?}",
+            response.status,
+            response.body_text()
+        );
+        assert_ne!(response.body_text(), "ran\n", "GET {target} ran the marker");
+    }
+    assert_eq!(
+        check(&gw).await,
+        "no\n",
+        "a traversal request ran the marker CGI"
+    );
+
+    // The positive control: the marker, asked for properly, runs and the checker sees it.
+    let response = raw_get(gw.addr, "/cgi-bin/marker", timeout)
+        .await
+        .expect("GET /cgi-bin/marker");
+    assert_eq!(response.status, 200);
+    assert_eq!(response.body_text(), "ran\n");
+    assert_eq!(
+        check(&gw).await,
+        "yes\n",
+        "the checker sees a marker once it ran"
+    );
+}

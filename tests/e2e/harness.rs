@@ -1,0 +1,490 @@
+//! The harness: finds the built binaries, builds a jail in a temp folder, starts the real
+//! `gateway` on `127.0.0.1:0`, and guarantees that everything it started is stopped by its pid
+//! and every temp folder removed, whatever way the test ends.
+
+use std::fs::{self, File};
+use std::io::{BufRead, BufReader, Read};
+use std::net::SocketAddr;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::mpsc;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::{kill, Signal};
+use nix::unistd::Pid;
+use tempfile::TempDir;
+
+use crate::procfs::{self, ProcStat};
+
+/// The uid and gid of `nobody` on this machine: the default CGI user.
+pub const NOBODY: u32 = 65534;
+
+/// The gateway's default program set, plus `ls`, `id` and `env` that the tests need.
+pub const JAIL_PROGRAMS: &[&str] = &[
+    "[", "cat", "chmod", "cp", "date", "echo", "expr", "mv", "rm", "sh", "sleep", "test", "awk",
+    "egrep", "fgrep", "grep", "gunzip", "zcat", "gzip", "head", "nice", "sed", "sort", "tail",
+    "touch", "tr", "true", "uniq", "wc", "ls", "id", "env",
+];
+
+/// Name and value of a variable put into the gateway's own environment: no CGI may see it.
+pub const LEAK_NAME: &str = "JAILGATE_TEST_LEAK";
+pub const LEAK_VALUE: &str = "jailgate-leak-canary-1";
+/// A component appended to the gateway's `PATH`, so a CGI `PATH` copied from the gateway shows.
+pub const LEAK_PATH_PART: &str = "/nonexistent/jailgate-leak-canary-path";
+
+/// How long the gateway may take to print its ready line.
+const READY_DEADLINE: Duration = Duration::from_secs(20);
+/// How long a stopped process gets between SIGTERM and SIGKILL, and after SIGKILL.
+const STOP_GRACE: Duration = Duration::from_secs(5);
+/// How long `gateway jail init` may take.
+const JAIL_INIT_DEADLINE: Duration = Duration::from_secs(60);
+
+/// True when running as root; tests that need root call [`require_root!`] first.
+pub fn is_root() -> bool {
+    nix::unistd::geteuid().is_root()
+}
+
+/// Skip (loudly) a test that needs root when not root. CI runs as root.
+macro_rules! require_root {
+    () => {
+        if !$crate::harness::is_root() {
+            eprintln!(
+                "SKIPPED {}: the end-to-end tests need root (chroot, namespaces, setuid)",
+                module_path!()
+            );
+            return;
+        }
+    };
+}
+pub(crate) use require_root;
+
+/// The folder holding the workspace binaries: the test executable is
+/// `target/<profile>/deps/e2e-HASH`, the binaries are in `target/<profile>/`.
+pub fn bin_dir() -> PathBuf {
+    let exe = std::env::current_exe().expect("path of the test executable");
+    exe.parent()
+        .and_then(Path::parent)
+        .expect("test executable lives in target/<profile>/deps")
+        .to_path_buf()
+}
+
+fn binary(name: &str) -> PathBuf {
+    let path = bin_dir().join(name);
+    assert!(
+        path.is_file(),
+        "{} not found: build the binaries first with `cargo build --workspace --bins`",
+        path.display()
+    );
+    path
+}
+
+pub fn gateway_bin() -> PathBuf {
+    binary("gateway")
+}
+
+pub fn worker_bin() -> PathBuf {
+    binary("jailgate-worker")
+}
+
+/// A child process that is stopped by its pid when dropped: SIGTERM, up to 5 s, SIGKILL,
+/// up to 5 s more. Never blocks forever.
+pub struct ChildGuard {
+    child: Child,
+    status: Option<ExitStatus>,
+}
+
+impl ChildGuard {
+    pub fn spawn(cmd: &mut Command) -> ChildGuard {
+        let child = cmd
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {cmd:?}: {e}"));
+        ChildGuard {
+            child,
+            status: None,
+        }
+    }
+
+    pub fn pid(&self) -> i32 {
+        i32::try_from(self.child.id()).expect("pid fits i32")
+    }
+
+    pub fn take_stdout(&mut self) -> Option<std::process::ChildStdout> {
+        self.child.stdout.take()
+    }
+
+    /// The exit status if the process has exited (and is now reaped).
+    pub fn try_wait(&mut self) -> Option<ExitStatus> {
+        if self.status.is_none() {
+            self.status = self.child.try_wait().ok().flatten();
+        }
+        self.status
+    }
+
+    /// Waits up to `timeout` for the process to exit by itself.
+    pub fn wait_timeout(&mut self, timeout: Duration) -> Option<ExitStatus> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(status) = self.try_wait() {
+                return Some(status);
+            }
+            if Instant::now() >= deadline {
+                return None;
+            }
+            thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Sends `signal` to this child (by its pid), unless it has been reaped already.
+    pub fn signal(&mut self, signal: Signal) {
+        if self.try_wait().is_none() {
+            // The child is not reaped, so the pid is still ours: no reuse possible.
+            let _ = kill(Pid::from_raw(self.pid()), signal);
+        }
+    }
+
+    /// SIGTERM, wait up to 5 s, SIGKILL, wait up to 5 s.
+    pub fn stop(&mut self) -> Option<ExitStatus> {
+        self.signal(Signal::SIGTERM);
+        if let Some(status) = self.wait_timeout(STOP_GRACE) {
+            return Some(status);
+        }
+        self.signal(Signal::SIGKILL);
+        let status = self.wait_timeout(STOP_GRACE);
+        if status.is_none() {
+            eprintln!(
+                "harness: pid {} did not die within {STOP_GRACE:?} of SIGKILL",
+                self.pid()
+            );
+        }
+        status
+    }
+}
+
+impl Drop for ChildGuard {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// What a short-lived command left behind.
+pub struct Finished {
+    pub status: ExitStatus,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+/// Runs a command to completion with a deadline (it is killed past it, and this panics), its
+/// output captured into files of a temp folder (no pipe can fill up and block it).
+pub fn run_bounded(cmd: &mut Command, deadline: Duration) -> Finished {
+    let out = TempDir::new().expect("temp dir for command output");
+    let stdout_path = out.path().join("stdout");
+    let stderr_path = out.path().join("stderr");
+    cmd.stdin(Stdio::null())
+        .stdout(File::create(&stdout_path).expect("stdout file"))
+        .stderr(File::create(&stderr_path).expect("stderr file"));
+    let mut child = ChildGuard::spawn(cmd);
+    let status = child.wait_timeout(deadline);
+    let stdout = fs::read_to_string(&stdout_path).unwrap_or_default();
+    let stderr = fs::read_to_string(&stderr_path).unwrap_or_default();
+    let Some(status) = status else {
+        drop(child);
+        panic!("{cmd:?} did not finish within {deadline:?}\nstdout:\n{stdout}\nstderr:\n{stderr}");
+    };
+    Finished {
+        status,
+        stdout,
+        stderr,
+    }
+}
+
+/// A jail built by `gateway jail init` in a fresh temp folder, not yet served.
+pub struct Jail {
+    dir: TempDir,
+    root: PathBuf,
+}
+
+impl Jail {
+    /// `gateway jail init DIR --with PROG...` with [`JAIL_PROGRAMS`].
+    pub fn new() -> Jail {
+        Jail::with_programs(JAIL_PROGRAMS)
+    }
+
+    /// `gateway jail init DIR --with PROG...` with exactly `programs`.
+    pub fn with_programs(programs: &[&str]) -> Jail {
+        let dir = TempDir::with_prefix("jailgate-e2e-").expect("temp dir");
+        let root = dir.path().join("jail");
+        let mut cmd = Command::new(gateway_bin());
+        cmd.args(["jail", "init"]).arg(&root);
+        for prog in programs {
+            cmd.args(["--with", prog]);
+        }
+        cmd.env_remove("LD_LIBRARY_PATH");
+        let done = run_bounded(&mut cmd, JAIL_INIT_DEADLINE);
+        assert!(
+            done.status.success(),
+            "`gateway jail init` failed ({}):\nstdout:\n{}\nstderr:\n{}",
+            done.status,
+            done.stdout,
+            done.stderr
+        );
+        let root = root.canonicalize().expect("jail init created the jail dir");
+        assert!(
+            root.join("cgi-bin").is_dir(),
+            "jail init made no cgi-bin in {}",
+            root.display()
+        );
+        Jail { dir, root }
+    }
+
+    /// The jail folder on the host, canonicalised.
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    /// Writes `/cgi-bin/NAME` as a `#!/bin/sh` script with `body`, mode 0755, root-owned.
+    pub fn cgi(&self, name: &str, body: &str) -> &Jail {
+        self.file(name, &format!("#!/bin/sh\n{body}\n"), 0o755)
+    }
+
+    /// Writes `/cgi-bin/NAME` with the exact `contents` and `mode`.
+    pub fn file(&self, name: &str, contents: &str, mode: u32) -> &Jail {
+        let path = self.root.join("cgi-bin").join(name);
+        fs::write(&path, contents).unwrap_or_else(|e| panic!("write {}: {e}", path.display()));
+        fs::set_permissions(&path, fs::Permissions::from_mode(mode))
+            .unwrap_or_else(|e| panic!("chmod {}: {e}", path.display()));
+        self
+    }
+
+    /// Starts the gateway on this jail.
+    pub fn serve(self, opts: Opts) -> Gateway {
+        Gateway::start(self, opts)
+    }
+}
+
+/// Gateway flags a test may change. `--listen 127.0.0.1:0` is always passed.
+#[derive(Clone, Debug)]
+pub struct Opts {
+    pub workers: usize,
+    pub timeout_secs: Option<u64>,
+}
+
+impl Default for Opts {
+    fn default() -> Opts {
+        Opts {
+            workers: 2,
+            timeout_secs: None,
+        }
+    }
+}
+
+/// A running gateway. Dropping it stops it by its pid (and, should any outlive it, the
+/// processes that were its descendants, each checked by pid and start time), prints its
+/// stderr if the test is failing, then removes the temp folder.
+pub struct Gateway {
+    child: ChildGuard,
+    pub addr: SocketAddr,
+    pub workers: usize,
+    stderr_path: PathBuf,
+    root: PathBuf,
+    // Last field: dropped after the processes are stopped.
+    _dir: TempDir,
+}
+
+/// One prespawned worker: the holder (a child of the gateway) and the worker proper.
+#[derive(Clone, Debug)]
+pub struct WorkerPair {
+    pub holder: ProcStat,
+    pub worker: ProcStat,
+}
+
+impl Gateway {
+    fn start(jail: Jail, opts: Opts) -> Gateway {
+        let Jail { dir, root } = jail;
+        let stderr_path = dir.path().join("gateway.stderr");
+        let stderr = File::create(&stderr_path).expect("gateway stderr file");
+        let mut cmd = Command::new(gateway_bin());
+        cmd.arg("--jail")
+            .arg(&root)
+            .args(["--workers", &opts.workers.to_string()])
+            .args(["--listen", "127.0.0.1:0"]);
+        if let Some(secs) = opts.timeout_secs {
+            cmd.args(["--timeout", &secs.to_string()]);
+        }
+        let path = std::env::var("PATH").unwrap_or_else(|_| "/usr/bin:/bin".to_owned());
+        cmd.env(LEAK_NAME, LEAK_VALUE)
+            .env("PATH", format!("{path}:{LEAK_PATH_PART}"))
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(stderr);
+        let mut child = ChildGuard::spawn(&mut cmd);
+
+        // A thread reads stdout: it hands over the first line, then drains the rest until
+        // EOF so the gateway can never block on a full pipe. It ends when the pipe closes.
+        let stdout = child.take_stdout().expect("piped stdout");
+        let (tx, rx) = mpsc::channel();
+        thread::spawn(move || {
+            let mut reader = BufReader::new(stdout);
+            let mut line = String::new();
+            let first = reader.read_line(&mut line).map(|_| line);
+            let _ = tx.send(first);
+            let _ = std::io::copy(&mut reader, &mut std::io::sink());
+        });
+
+        let mut gateway = Gateway {
+            child,
+            addr: SocketAddr::from(([127, 0, 0, 1], 0)),
+            workers: opts.workers,
+            stderr_path,
+            root,
+            _dir: dir,
+        };
+        let line = match rx.recv_timeout(READY_DEADLINE) {
+            Ok(Ok(line)) if !line.is_empty() => line,
+            Ok(Ok(_)) => gateway.fail("gateway closed stdout without a ready line"),
+            Ok(Err(e)) => gateway.fail(&format!("reading gateway stdout: {e}")),
+            Err(_) => gateway.fail(&format!("no ready line within {READY_DEADLINE:?}")),
+        };
+        let Some(addr) = line
+            .trim_end_matches('\n')
+            .strip_prefix("jailgate listening on http://")
+            .and_then(|a| a.parse::<SocketAddr>().ok())
+        else {
+            gateway.fail(&format!("unexpected ready line {line:?}"))
+        };
+        assert_eq!(
+            addr.ip().to_string(),
+            "127.0.0.1",
+            "gateway listens on loopback"
+        );
+        assert_ne!(addr.port(), 0, "gateway reports its real port");
+        gateway.addr = addr;
+        gateway
+    }
+
+    /// Panics with `why` and the exit status if any (`Drop` then prints the stderr).
+    fn fail(&mut self, why: &str) -> ! {
+        let status = self.child.try_wait();
+        panic!("gateway start: {why} (exit status: {status:?}); its stderr follows");
+    }
+
+    pub fn pid(&self) -> i32 {
+        self.child.pid()
+    }
+
+    /// The jail folder on the host, canonicalised.
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr)
+    }
+
+    /// Everything the gateway wrote to stderr so far.
+    pub fn stderr(&self) -> String {
+        let mut text = String::new();
+        if let Ok(mut f) = File::open(&self.stderr_path) {
+            let _ = f.read_to_string(&mut text);
+        }
+        text
+    }
+
+    /// The live (non-zombie) workers: each live child of the gateway with its live children.
+    /// Returns `None` unless every holder has exactly one live child.
+    pub fn workers_now(&self) -> Option<Vec<WorkerPair>> {
+        let all = procfs::snapshot();
+        let mut pairs = Vec::new();
+        for holder in procfs::children(&all, self.pid()) {
+            if holder.is_zombie() {
+                continue;
+            }
+            let kids: Vec<ProcStat> = procfs::children(&all, holder.pid)
+                .into_iter()
+                .filter(|p| !p.is_zombie())
+                .collect();
+            let [worker] = kids.as_slice() else {
+                return None;
+            };
+            pairs.push(WorkerPair {
+                holder,
+                worker: worker.clone(),
+            });
+        }
+        Some(pairs)
+    }
+
+    /// Polls until the gateway has exactly `self.workers` workers whose worker proper runs
+    /// the `jailgate-worker` binary, none of them in `excluded`; panics after `deadline`.
+    pub fn wait_for_workers(&self, deadline: Duration, excluded: &[ProcStat]) -> Vec<WorkerPair> {
+        let worker_bin = worker_bin();
+        let end = Instant::now() + deadline;
+        let mut last = None;
+        loop {
+            if let Some(pairs) = self.workers_now() {
+                let fresh = pairs.iter().all(|p| {
+                    procfs::exe_is(p.worker.pid, &worker_bin)
+                        && !excluded
+                            .iter()
+                            .any(|x| x.pid == p.worker.pid && x.starttime == p.worker.starttime)
+                });
+                if pairs.len() == self.workers && fresh {
+                    return pairs;
+                }
+                last = Some(pairs);
+            }
+            if Instant::now() >= end {
+                panic!(
+                    "gateway {} did not have {} workers within {deadline:?}; last seen: {last:?}",
+                    self.pid(),
+                    self.workers,
+                );
+            }
+            thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// All current descendants of the gateway.
+    pub fn descendants(&self) -> Vec<ProcStat> {
+        procfs::descendants(&procfs::snapshot(), self.pid())
+    }
+
+    /// Sends `signal` to the gateway by its pid.
+    pub fn signal(&mut self, signal: Signal) {
+        self.child.signal(signal);
+    }
+
+    /// Waits up to `timeout` for the gateway to exit by itself.
+    pub fn wait_exit(&mut self, timeout: Duration) -> Option<ExitStatus> {
+        self.child.wait_timeout(timeout)
+    }
+}
+
+impl Drop for Gateway {
+    fn drop(&mut self) {
+        let before = self.descendants();
+        let status = self.child.stop();
+        // The workers should die with the gateway; should one outlive it (a bug the lifecycle
+        // test reports), kill it by pid after checking its start time, so no test leaks.
+        let end = Instant::now() + Duration::from_secs(2);
+        let mut left: Vec<ProcStat> = before.clone();
+        while !left.is_empty() && Instant::now() < end {
+            left.retain(|p| procfs::still_exists(p).is_some_and(|now| !now.is_zombie()));
+            thread::sleep(Duration::from_millis(20));
+        }
+        for p in &left {
+            eprintln!("harness: {p:?} outlived gateway {}; SIGKILL", self.pid());
+            if procfs::still_exists(p).is_some() {
+                let _ = kill(Pid::from_raw(p.pid), Signal::SIGKILL);
+            }
+        }
+        if thread::panicking() {
+            eprintln!(
+                "--- gateway {} (exit status {status:?}) stderr ---\n{}\n--- end of gateway stderr ---",
+                self.pid(),
+                self.stderr()
+            );
+        }
+    }
+}

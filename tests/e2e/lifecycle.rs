@@ -1,0 +1,182 @@
+//! Start-up errors and shutdown: bad flags fail cleanly, SIGTERM leaves nothing behind.
+
+use std::process::Command;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::Signal;
+
+use crate::harness::{gateway_bin, require_root, run_bounded, Gateway, Jail, Opts};
+use crate::http::client;
+use crate::procfs::{self, ProcStat};
+
+/// SIGTERM the gateway, expect exit 0 within 10 s, then expect every process in `before`
+/// (recorded by pid and start time) gone, zombies included, after a 2 s grace for processes
+/// dying of their parent's death.
+fn sigterm_and_expect_all_gone(gw: &mut Gateway, before: &[ProcStat]) {
+    gw.signal(Signal::SIGTERM);
+    let signalled = Instant::now();
+    // Waits a little past the 10 s limit so that a late exit is measured and reported.
+    let status = gw
+        .wait_exit(Duration::from_secs(15))
+        .expect("the gateway exits after SIGTERM (not within 15 s)");
+    let took = signalled.elapsed();
+    assert_eq!(
+        status.code(),
+        Some(0),
+        "exit status after SIGTERM: {status}"
+    );
+
+    let end = Instant::now() + Duration::from_secs(2);
+    let mut left: Vec<ProcStat> = before.to_vec();
+    loop {
+        left.retain(|p| procfs::still_exists(p).is_some());
+        if left.is_empty() || Instant::now() >= end {
+            break;
+        }
+        thread::sleep(Duration::from_millis(25));
+    }
+    let left_now: Vec<ProcStat> = left.iter().filter_map(procfs::still_exists).collect();
+    assert!(
+        left_now.is_empty(),
+        "descendants of the gateway still exist 2 s after it exited: {left_now:?}"
+    );
+    // Checked last, so a slow exit still gets its leftovers checked first.
+    assert!(
+        took < Duration::from_secs(10),
+        "the gateway took {took:?} to exit after SIGTERM (limit 10 s)"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sigterm_exits_0_and_leaves_no_descendant() {
+    require_root!();
+    let jail = Jail::new();
+    jail.cgi("hello", r"printf 'Content-Type: text/plain\n\nhello\n'");
+    // May leave a sleep behind in the worker's PID namespace (output detached, so the
+    // response still ends), unless the worker kills the CGI's process group at its exit.
+    jail.cgi(
+        "orphan",
+        r"sleep 60 </dev/null >/dev/null 2>&1 &
+printf 'Content-Type: text/plain\n\nok\n'",
+    );
+    let mut gw = jail.serve(Opts::default());
+    gw.wait_for_workers(Duration::from_secs(5), &[]);
+    let http = client(Duration::from_secs(15));
+    for path in ["/cgi-bin/hello", "/cgi-bin/orphan"] {
+        let response = http.get(gw.url(path)).send().await.expect("GET");
+        assert_eq!(response.status().as_u16(), 200, "GET {path}");
+    }
+    drop(http);
+
+    let before: Vec<ProcStat> = gw.descendants();
+    assert!(
+        before.len() >= 2 * gw.workers,
+        "expected at least the {} holders and workers as descendants: {before:?}",
+        gw.workers
+    );
+    tokio::task::block_in_place(|| sigterm_and_expect_all_gone(&mut gw, &before));
+}
+
+/// The same with a CGI in the middle of a request: stopping the workers stops it too, and
+/// the gateway does not wait for it to finish its 30 s.
+#[tokio::test(flavor = "multi_thread")]
+async fn sigterm_during_a_request_leaves_no_descendant() {
+    require_root!();
+    let jail = Jail::new();
+    jail.cgi(
+        "busy",
+        r"sleep 30
+printf 'Content-Type: text/plain\n\nlate\n'",
+    );
+    let mut gw = jail.serve(Opts::default());
+    gw.wait_for_workers(Duration::from_secs(5), &[]);
+    let url = gw.url("/cgi-bin/busy");
+    // Its outcome does not matter (an error status or a closed connection); it must not hang.
+    let request =
+        tokio::spawn(async move { client(Duration::from_secs(20)).get(url).send().await });
+
+    let pid = gw.pid();
+    let end = Instant::now() + Duration::from_secs(5);
+    let before = loop {
+        let before = procfs::descendants(&procfs::snapshot(), pid);
+        if before.iter().any(|p| p.comm == "sleep") {
+            break before;
+        }
+        assert!(
+            Instant::now() < end,
+            "the busy CGI's sleep never showed up under the gateway: {before:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    };
+    assert!(
+        before.len() >= 2 * gw.workers + 2,
+        "expected holders, workers, the CGI and its sleep: {before:?}"
+    );
+    tokio::task::block_in_place(|| sigterm_and_expect_all_gone(&mut gw, &before));
+    let outcome = tokio::time::timeout(Duration::from_secs(25), request)
+        .await
+        .expect("the in-flight request ends once the gateway is gone");
+    if let Ok(Ok(response)) = outcome {
+        assert_ne!(
+            response.status().as_u16(),
+            200,
+            "a CGI killed by the shutdown cannot have answered 200"
+        );
+    }
+}
+
+#[test]
+fn bad_flag_exits_2_with_one_line() {
+    require_root!();
+    let done = run_bounded(
+        Command::new(gateway_bin()).arg("--bogus"),
+        Duration::from_secs(10),
+    );
+    assert_eq!(
+        done.status.code(),
+        Some(2),
+        "gateway --bogus: {}\nstderr:\n{}",
+        done.status,
+        done.stderr
+    );
+    assert!(!done.stderr.contains("panicked"), "panic: {}", done.stderr);
+    let lines: Vec<&str> = done.stderr.trim().lines().collect();
+    assert_eq!(
+        lines.len(),
+        1,
+        "a one-line message on stderr, got:\n{}",
+        done.stderr
+    );
+    assert!(!lines[0].trim().is_empty());
+}
+
+#[test]
+fn missing_jail_exits_2() {
+    require_root!();
+    let done = run_bounded(
+        Command::new(gateway_bin()).args([
+            "--jail",
+            "/nonexistent",
+            "--workers",
+            "1",
+            "--listen",
+            "127.0.0.1:0",
+        ]),
+        Duration::from_secs(20),
+    );
+    assert_eq!(
+        done.status.code(),
+        Some(2),
+        "gateway --jail /nonexistent: {}\nstderr:\n{}",
+        done.status,
+        done.stderr
+    );
+    assert!(!done.stderr.contains("panicked"), "panic: {}", done.stderr);
+    assert!(!done.stderr.trim().is_empty(), "no error message");
+    assert!(
+        !done.stdout.contains("listening"),
+        "it started serving: {}",
+        done.stdout
+    );
+}

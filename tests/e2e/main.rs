@@ -1,0 +1,13 @@
+//! End-to-end tests of Jailgate: the real `gateway` binary (built beforehand with
+//! `cargo build --workspace --bins`), a real jail made by `gateway jail init`, real `#!/bin/sh`
+//! CGIs, real HTTP over loopback. Needs root; each test has its own gateway and jail.
+
+mod harness;
+mod http;
+mod procfs;
+
+mod core;
+mod errors;
+mod jail;
+mod lifecycle;
+mod streaming;
