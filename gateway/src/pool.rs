@@ -9,6 +9,8 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
+use nix::sys::signal::{kill, Signal};
+use nix::unistd::Pid;
 use protocol::{
     Channel, ChannelError, ExitStatus, FromWorker, RecvBuffer, SpawnError, SpawnId, SpawnRequest,
     ToWorker,
@@ -25,6 +27,8 @@ use crate::error::RequestError;
 const READY_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long a worker told to shut down has before it is killed.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
+/// How long a holder has to exit once its worker is gone or told to go.
+const HOLDER_EXIT_WAIT: Duration = Duration::from_secs(2);
 /// Restart back-off after a worker dies: doubles from the first to the last value, and starts
 /// over once a worker has lived for [`HEALTHY_LIFETIME`].
 const BACKOFF_FIRST: Duration = Duration::from_millis(50);
@@ -286,28 +290,31 @@ async fn supervise(
                     let _ = first_start.send(Ok(()));
                 }
                 pool.slots[index].set(Some(link.clone()));
-                let stopping = tokio::select! {
-                    reason = read_messages(&link, &mut buffer) => {
-                        tracing::warn!(worker = index, "worker lost: {reason}; its requests fail with 502");
-                        false
-                    }
-                    _ = shutdown.wait_for(|stop| *stop) => true,
+                let lost = tokio::select! {
+                    reason = read_messages(&link, &mut buffer) => Some(reason),
+                    _ = shutdown.wait_for(|stop| *stop) => None,
                 };
                 pool.slots[index].set(None);
                 // Dropping the senders tells every waiting request that its worker is gone.
                 link.pending().clear();
-                if stopping {
-                    let _ = link.channel.send(&ToWorker::Shutdown, &[]).await;
-                    if timeout(SHUTDOWN_GRACE, child.wait()).await.is_ok() {
+                match lost {
+                    None => {
+                        let _ = link.channel.send(&ToWorker::Shutdown, &[]).await;
+                        stop_holder(&mut child, Stop::Wait(SHUTDOWN_GRACE)).await;
                         return;
                     }
-                }
-                // The holder's death takes the worker with it (parent-death signal), and the
-                // worker's takes every CGI (it is PID 1 of their namespace).
-                let _ = child.start_kill();
-                let _ = child.wait().await;
-                if stopping {
-                    return;
+                    Some(WorkerGone::Exited) => {
+                        tracing::warn!(worker = index, "worker exited; its requests fail with 502");
+                        // Its holder reaps it and exits right after.
+                        stop_holder(&mut child, Stop::Wait(HOLDER_EXIT_WAIT)).await;
+                    }
+                    Some(WorkerGone::Misbehaved(reason)) => {
+                        tracing::error!(
+                            worker = index,
+                            "stopping worker: {reason}; its requests fail with 502"
+                        );
+                        stop_holder(&mut child, Stop::Terminate).await;
+                    }
                 }
             }
             Err(reason) => {
@@ -413,26 +420,57 @@ async fn start_worker(
         Ok(Err(error)) => format!("bad handshake: {error}"),
         Err(_) => format!("not ready within {READY_TIMEOUT:?}"),
     };
-    let _ = child.start_kill();
-    let _ = child.wait().await;
+    stop_holder(&mut child, Stop::Terminate).await;
     Err(failure)
 }
 
-/// Serves one worker's messages until it goes away or breaks the protocol; returns why.
-async fn read_messages(link: &WorkerLink, buffer: &mut RecvBuffer) -> String {
+/// Why a worker's link ended.
+enum WorkerGone {
+    Exited,
+    /// Broke the protocol: it may be compromised, and is stopped.
+    Misbehaved(String),
+}
+
+/// Serves one worker's messages until it goes away or breaks the protocol.
+async fn read_messages(link: &WorkerLink, buffer: &mut RecvBuffer) -> WorkerGone {
+    let violation = |why: String| WorkerGone::Misbehaved(format!("protocol violation: {why}"));
     loop {
         match link.channel.recv::<FromWorker>(buffer).await {
-            Ok((_, fds)) if !fds.is_empty() => {
-                return "protocol violation: sent descriptors".into()
-            }
+            Ok((_, fds)) if !fds.is_empty() => return violation("sent descriptors".into()),
             Ok((message, _)) => {
-                if let Err(violation) = link.dispatch(message) {
-                    return format!("protocol violation: {violation}");
+                if let Err(why) = link.dispatch(message) {
+                    return violation(why);
                 }
             }
-            Err(ChannelError::Closed) => return "it exited".into(),
-            Err(error) => return format!("protocol violation: {error}"),
+            Err(ChannelError::Closed) => return WorkerGone::Exited,
+            Err(error) => return violation(error.to_string()),
         }
+    }
+}
+
+enum Stop {
+    /// The holder is expected to exit by itself within this time.
+    Wait(Duration),
+    /// Ask the holder to kill its worker (SIGTERM), so the worker is still reaped by it.
+    Terminate,
+}
+
+/// Makes sure a worker's holder is gone and reaped. SIGKILL is the last resort: the holder's
+/// death takes the worker with it (parent-death signal), and the worker's takes every CGI (it
+/// is PID 1 of their namespace), but a worker killed that way is reaped by the host's init.
+async fn stop_holder(holder: &mut Child, how: Stop) {
+    let wait = match how {
+        Stop::Wait(wait) => wait,
+        Stop::Terminate => {
+            if let Some(pid) = holder.id().and_then(|pid| i32::try_from(pid).ok()) {
+                let _ = kill(Pid::from_raw(pid), Signal::SIGTERM);
+            }
+            HOLDER_EXIT_WAIT
+        }
+    };
+    if timeout(wait, holder.wait()).await.is_err() {
+        let _ = holder.start_kill();
+        let _ = holder.wait().await;
     }
 }
 

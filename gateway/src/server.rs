@@ -20,8 +20,10 @@ pub const MAX_CONNECTIONS: usize = 4096;
 pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
 /// Largest request header block hyper buffers (it answers 431 beyond it).
 pub const MAX_HEADER_BUFFER: usize = 64 * 1024;
-/// How long in-flight requests get to finish after a stop is requested.
-pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long past `--timeout` a stop waits for open connections. No request outlives its own
+/// deadline (its CGI is killed then and it is answered 504), so after `--timeout` plus this
+/// grace every request has been answered and only idle connections remain.
+pub const DRAIN_GRACE: Duration = Duration::from_secs(1);
 
 /// Serves `listener` until `shutdown` resolves, then drains open connections.
 pub async fn run(listener: TcpListener, gateway: Arc<Gateway>, shutdown: impl Future<Output = ()>) {
@@ -70,10 +72,11 @@ pub async fn run(listener: TcpListener, gateway: Arc<Gateway>, shutdown: impl Fu
     }
     drop(listener);
     tracing::info!("stopped accepting; draining open connections");
-    if tokio::time::timeout(DRAIN_TIMEOUT, graceful.shutdown())
+    let drain = gateway.config.timeout + DRAIN_GRACE;
+    if tokio::time::timeout(drain, graceful.shutdown())
         .await
         .is_err()
     {
-        tracing::warn!("connections still open after {DRAIN_TIMEOUT:?}; closing them");
+        tracing::warn!("connections still open after {drain:?}; closing them");
     }
 }

@@ -5,13 +5,14 @@
 use std::os::fd::{AsFd, OwnedFd};
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::atomic::{AtomicI32, Ordering};
 
 use nix::errno::Errno;
 use nix::fcntl::{fcntl, FcntlArg, FdFlag};
 use nix::mount::{mount, MsFlags};
 use nix::sched::{unshare, CloneFlags};
 use nix::sys::prctl;
-use nix::sys::signal::Signal;
+use nix::sys::signal::{sigaction, SaFlags, SigAction, SigHandler, SigSet, Signal};
 use nix::sys::wait::{waitpid, WaitStatus};
 use nix::unistd::{chdir, chroot, fork, getppid, setgroups, setresgid, setresuid, ForkResult};
 use nix::unistd::{Gid, Pid, Uid};
@@ -101,15 +102,17 @@ pub enum Role {
     Worker,
 }
 
-/// Enters the jail: namespaces, mount tree, chroot, fork, drop privileges for good.
+/// Enters the jail: namespaces, mount tree, chroot, drop privileges for good, fork.
 pub fn enter(config: &Config) -> Result<Role, JailError> {
     let gateway = getppid();
     unshare_namespaces()?;
     make_mounts_private()?;
     enter_chroot(config)?;
-    let role = fork_namespace_init()?;
+    // Before the fork, so that neither process is ever root inside the jail (forking into the
+    // PID namespace made above needs no privilege).
     drop_privileges(config)?;
     forbid_privilege_regain()?;
+    let role = fork_namespace_init()?;
     match role {
         Role::Holder { .. } => die_with_parent(Some(gateway))?,
         // The holder is outside our PID namespace, so getppid() reads 0 here and cannot tell
@@ -183,8 +186,35 @@ fn die_with_parent(expected_parent: Option<Pid>) -> Result<(), JailError> {
     }
 }
 
-/// The holder's whole job: wait for the worker and exit the way it did.
+/// The worker the holder waits for, for its SIGTERM handler.
+static HELD_WORKER: AtomicI32 = AtomicI32::new(0);
+
+extern "C" fn kill_held_worker(_signal: libc::c_int) {
+    let worker = HELD_WORKER.load(Ordering::SeqCst);
+    if worker > 0 {
+        // SAFETY: kill(2) is async-signal-safe and touches no memory of ours.
+        unsafe {
+            libc::kill(worker, libc::SIGKILL);
+        }
+    }
+}
+
+/// The holder's whole job: wait for the worker and exit the way it did. SIGTERM (the gateway
+/// giving up on a worker) kills the worker first, so the holder still reaps it: a dead worker
+/// never lingers as a zombie of some other process.
 pub fn wait_for_worker(worker: Pid) -> ExitCode {
+    HELD_WORKER.store(worker.as_raw(), Ordering::SeqCst);
+    let action = SigAction::new(
+        SigHandler::Handler(kill_held_worker),
+        SaFlags::SA_RESTART,
+        SigSet::empty(),
+    );
+    // SAFETY: the handler only reads an atomic and calls kill(2), both async-signal-safe.
+    if unsafe { sigaction(Signal::SIGTERM, &action) }.is_err() {
+        // Without the handler SIGTERM still ends the holder, and the parent-death signal the
+        // worker holds takes the worker with it; only the zombie-free exit is lost.
+        eprintln!("jailgate-worker: cannot handle SIGTERM in the holder");
+    }
     loop {
         match waitpid(worker, None) {
             Ok(WaitStatus::Exited(_, code)) => return ExitCode::from(code as u8),

@@ -5,7 +5,7 @@ use std::ffi::OsStr;
 use std::os::fd::OwnedFd;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::process::CommandExt;
-use std::path::{Component, Path};
+use std::path::Path;
 use std::process::{Command, Stdio};
 
 use nix::errno::Errno;
@@ -56,11 +56,13 @@ pub fn spawn_cgi(request: &SpawnRequest, fds: Vec<OwnedFd>) -> Result<Pid, Spawn
 
 /// The script must be an executable regular file whose real path lies under [`CGI_DIR`].
 fn check_script(script: &str) -> Result<&Path, SpawnError> {
+    // Exactly `/cgi-bin/NAME[/...]` with no empty, `.` or `..` segment: `Path` would quietly
+    // normalise some of those away, so the raw text is checked.
+    let mut segments = script.split('/');
+    let rooted = segments.next() == Some("");
+    let plain = segments.all(|s| !s.is_empty() && s != "." && s != "..");
     let path = Path::new(script);
-    let plain = path
-        .components()
-        .all(|c| matches!(c, Component::RootDir | Component::Normal(_)));
-    if !plain || !path.starts_with(CGI_DIR) || script.contains('\0') {
+    if !rooted || !plain || !path.starts_with(CGI_DIR) || path == Path::new(CGI_DIR) {
         return Err(SpawnError::Forbidden);
     }
     let real = match std::fs::canonicalize(path) {

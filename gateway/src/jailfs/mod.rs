@@ -46,6 +46,9 @@ pub use user::{parse_user, UserSpecError};
 
 use mirror::Jail;
 
+/// Top-level folders that a merged-/usr host makes symlinks into /usr.
+const MERGED_USR_LINKS: &[&str] = &["/bin", "/sbin", "/lib", "/lib64"];
+
 /// The unprivileged account CGIs run as (resolved by the caller from --user).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CgiUser {
@@ -216,6 +219,14 @@ pub fn init(opts: &InitOptions) -> Result<InitReport, JailInitError> {
     let mut jail = Jail::open(&opts.dir)?;
     for path in &needed {
         jail.mirror(path)?;
+    }
+    // Programs are found at their /usr path first, but scripts name `#!/bin/sh`: on a
+    // merged-/usr host the top-level folders are symlinks, and the jail gets them all.
+    for top in MERGED_USR_LINKS {
+        let top = Path::new(top);
+        if fs::symlink_metadata(top).is_ok_and(|meta| meta.file_type().is_symlink()) {
+            jail.mirror(top)?;
+        }
     }
     install_devices(&jail)?;
     let localtime_copied = install_etc(&jail, &passwd, &group)?;
