@@ -159,7 +159,14 @@ impl Gateway {
                 let _ = delivered.send(());
             }
         });
-        let body = CgiBody::new(first_bytes, stdout, head.content_length, deadline, on_done);
+        let body = CgiBody::new(
+            first_bytes,
+            stdout,
+            head.content_length,
+            self.config.max_output_bytes,
+            deadline,
+            on_done,
+        );
         let mut response = Response::new(Either::Right(body));
         *response.status_mut() = head.status;
         *response.headers_mut() = head.headers;

@@ -16,13 +16,23 @@ pub const MAX_TIMEOUT_SECS: u64 = 86_400;
 pub const DEFAULT_MAX_BODY_BYTES: u64 = 1 << 30;
 /// CGIs one worker runs at once; with `--workers N` the gateway runs at most N times this.
 pub const DEFAULT_CGIS_PER_WORKER: usize = 128;
+/// Address space per CGI process: plenty for a shell and its tools, not for a memory bomb.
+pub const DEFAULT_LIMIT_MEMORY: u64 = 1 << 30;
+/// Largest file a CGI may write (its only writable place is the /tmp tmpfs anyway).
+pub const DEFAULT_LIMIT_FILE_SIZE: u64 = 64 << 20;
+pub const DEFAULT_LIMIT_OPEN_FILES: u64 = 256;
+/// RLIMIT_NPROC counts every process of the CGI user (workers included), so this bounds a
+/// fork bomb across the whole gateway, not per CGI.
+pub const DEFAULT_LIMIT_PROCESSES: u64 = 512;
+/// Size of each worker's private /tmp.
+pub const DEFAULT_TMP_SIZE: u64 = 64 << 20;
 
 /// The folder inside the jail that `/cgi-bin/` URLs map to.
 pub const CGI_DIR: &str = "/cgi-bin";
 
 #[derive(Debug, Clone)]
 pub struct Config {
-    /// The jail's root on the host, canonical.
+    /// The jail's root on the host (canonical once validated).
     pub jail: PathBuf,
     pub workers: usize,
     pub listen: SocketAddr,
@@ -33,7 +43,13 @@ pub struct Config {
     pub worker_exe: PathBuf,
     pub limits: Limits,
     pub max_body_bytes: u64,
+    /// Cap on one CGI's response body; `None`: unlimited.
+    pub max_output_bytes: Option<u64>,
     pub cgis_per_worker: usize,
+    pub tmp_size: u64,
+    pub no_network: bool,
+    /// Serve even if the jail audit finds problems.
+    pub allow_insecure_jail: bool,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -42,40 +58,68 @@ pub enum ConfigError {
     Workers(usize),
     #[error("--timeout must be between 1 and {MAX_TIMEOUT_SECS} seconds, not {0}")]
     Timeout(u64),
+    #[error("{0} must be at least 1")]
+    Zero(&'static str),
     #[error("jail {0}: {1}")]
     Jail(PathBuf, String),
     #[error("worker executable {0} not found (it is installed next to the gateway)")]
     WorkerExe(PathBuf),
 }
 
-/// The limits every CGI gets (flags for them come with the confinement work).
-pub fn default_limits(timeout: Duration) -> Limits {
-    Limits {
-        // CPU time can never usefully exceed the wall-clock limit.
-        cpu_seconds: Some(timeout.as_secs().max(1)),
-        address_space_bytes: Some(1 << 30),
-        file_size_bytes: Some(64 << 20),
-        open_files: Some(256),
-        processes: None,
-    }
-}
-
 impl Config {
-    pub fn new(
-        jail: PathBuf,
-        workers: usize,
-        listen: SocketAddr,
-        user: CgiUser,
-        timeout_secs: u64,
-    ) -> Result<Config, ConfigError> {
-        if workers == 0 || workers > MAX_WORKERS {
-            return Err(ConfigError::Workers(workers));
+    /// A configuration with every default, to be adjusted by the caller and then validated.
+    pub fn new(jail: PathBuf, user: CgiUser) -> Config {
+        let timeout = Duration::from_secs(30);
+        Config {
+            jail,
+            workers: std::thread::available_parallelism().map_or(1, |n| n.get()),
+            listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            user,
+            timeout,
+            worker_exe: worker_exe_path(),
+            limits: Limits {
+                cpu_seconds: Some(timeout.as_secs()),
+                address_space_bytes: Some(DEFAULT_LIMIT_MEMORY),
+                file_size_bytes: Some(DEFAULT_LIMIT_FILE_SIZE),
+                open_files: Some(DEFAULT_LIMIT_OPEN_FILES),
+                processes: Some(DEFAULT_LIMIT_PROCESSES),
+            },
+            max_body_bytes: DEFAULT_MAX_BODY_BYTES,
+            max_output_bytes: None,
+            cgis_per_worker: DEFAULT_CGIS_PER_WORKER,
+            tmp_size: DEFAULT_TMP_SIZE,
+            no_network: false,
+            allow_insecure_jail: false,
         }
-        if timeout_secs == 0 || timeout_secs > MAX_TIMEOUT_SECS {
-            return Err(ConfigError::Timeout(timeout_secs));
+    }
+
+    /// Checks every bound and the jail folder; the jail path becomes canonical.
+    pub fn validate(mut self) -> Result<Config, ConfigError> {
+        if self.workers == 0 || self.workers > MAX_WORKERS {
+            return Err(ConfigError::Workers(self.workers));
         }
-        let jail_error = |why: String| ConfigError::Jail(jail.clone(), why);
-        let canonical = std::fs::canonicalize(&jail).map_err(|e| jail_error(e.to_string()))?;
+        let timeout = self.timeout.as_secs();
+        if timeout == 0 || timeout > MAX_TIMEOUT_SECS {
+            return Err(ConfigError::Timeout(timeout));
+        }
+        if self.cgis_per_worker == 0 {
+            return Err(ConfigError::Zero("--max-cgis-per-worker"));
+        }
+        if self.tmp_size == 0 {
+            return Err(ConfigError::Zero("--tmp-size"));
+        }
+        let limits = [
+            (self.limits.cpu_seconds, "--limit-cpu"),
+            (self.limits.open_files, "--limit-open-files"),
+            (self.limits.processes, "--limit-processes"),
+        ];
+        for (limit, flag) in limits {
+            if limit == Some(0) {
+                return Err(ConfigError::Zero(flag));
+            }
+        }
+        let jail_error = |why: String| ConfigError::Jail(self.jail.clone(), why);
+        let canonical = std::fs::canonicalize(&self.jail).map_err(|e| jail_error(e.to_string()))?;
         if !canonical.is_dir() {
             return Err(jail_error("not a directory".into()));
         }
@@ -87,22 +131,11 @@ impl Config {
                 "has no {CGI_DIR} folder (build one with `gateway jail init`)"
             )));
         }
-        let worker_exe = worker_exe_path();
-        if !worker_exe.is_file() {
-            return Err(ConfigError::WorkerExe(worker_exe));
+        if !self.worker_exe.is_file() {
+            return Err(ConfigError::WorkerExe(self.worker_exe));
         }
-        let timeout = Duration::from_secs(timeout_secs);
-        Ok(Config {
-            jail: canonical,
-            workers,
-            listen,
-            user,
-            timeout,
-            worker_exe,
-            limits: default_limits(timeout),
-            max_body_bytes: DEFAULT_MAX_BODY_BYTES,
-            cgis_per_worker: DEFAULT_CGIS_PER_WORKER,
-        })
+        self.jail = canonical;
+        Ok(self)
     }
 }
 
@@ -110,4 +143,58 @@ impl Config {
 fn worker_exe_path() -> PathBuf {
     let exe = std::env::current_exe().unwrap_or_else(|_| PathBuf::from("gateway"));
     exe.with_file_name("jailgate-worker")
+}
+
+/// A byte count with an optional binary suffix: `65536`, `64K`, `64M`, `1G`.
+pub fn parse_size(text: &str) -> Result<u64, String> {
+    let (digits, shift) = match text.char_indices().last() {
+        Some((at, 'k' | 'K')) => (&text[..at], 10),
+        Some((at, 'm' | 'M')) => (&text[..at], 20),
+        Some((at, 'g' | 'G')) => (&text[..at], 30),
+        _ => (text, 0),
+    };
+    let value: u64 = digits
+        .parse()
+        .map_err(|_| format!("`{text}` is not a size like 65536, 64K, 64M or 1G"))?;
+    value
+        .checked_mul(1 << shift)
+        .ok_or_else(|| format!("`{text}` is too large"))
+}
+
+/// A size limit from the command line; `None` is `unlimited`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limit(pub Option<u64>);
+
+/// A limit: a size, or `unlimited` (which leaves the worker's own limit, i.e. none).
+pub fn parse_limit(text: &str) -> Result<Limit, String> {
+    if text == "unlimited" {
+        return Ok(Limit(None));
+    }
+    parse_size(text).map(|size| Limit(Some(size)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes_take_binary_suffixes() {
+        assert_eq!(parse_size("65536"), Ok(65536));
+        assert_eq!(parse_size("64K"), Ok(64 << 10));
+        assert_eq!(parse_size("64m"), Ok(64 << 20));
+        assert_eq!(parse_size("1G"), Ok(1 << 30));
+        assert_eq!(parse_limit("unlimited"), Ok(Limit(None)));
+        assert_eq!(parse_limit("2K"), Ok(Limit(Some(2048))));
+        for bad in [
+            "",
+            "M",
+            "1T",
+            "-1",
+            "1.5G",
+            "99999999999999999999",
+            "17179869184G",
+        ] {
+            assert!(parse_size(bad).is_err(), "{bad}");
+        }
+    }
 }

@@ -60,7 +60,10 @@ pub async fn run(listen: SocketAddr) -> anyhow::Result<()> {
     let workers = std::thread::available_parallelism()
         .map_or(2, |n| n.get())
         .min(4);
-    let config = Config::new(jail.clone(), workers, listen, user, 30)?;
+    let mut config = Config::new(jail.clone(), user);
+    config.workers = workers;
+    config.listen = listen;
+    let config = config.validate()?;
     let listener = tokio::net::TcpListener::bind(listen)
         .await
         .with_context(|| format!("cannot listen on {listen}"))?;

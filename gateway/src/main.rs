@@ -5,8 +5,11 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand};
-use gateway::config::Config;
+use std::time::Duration;
+
+use gateway::config::{self, parse_limit, parse_size, Config, Limit};
 use gateway::jailfs;
+use protocol::Limits;
 
 /// Jailgate: runs CGI programs confined in a chroot jail, as an unprivileged user, behind HTTP.
 #[derive(Parser)]
@@ -40,6 +43,36 @@ struct ServeArgs {
     /// Wall-clock limit per request in seconds; the CGI's process group is killed after it (504)
     #[arg(long, value_name = "SECS", default_value_t = 30)]
     timeout: u64,
+    /// CPU seconds per CGI process (RLIMIT_CPU) [default: the --timeout]
+    #[arg(long, value_name = "SECS")]
+    limit_cpu: Option<u64>,
+    /// Address space per CGI process (RLIMIT_AS), e.g. 512M, or `unlimited`
+    #[arg(long, value_name = "BYTES", default_value = "1G", value_parser = parse_limit)]
+    limit_memory: Limit,
+    /// Largest file a CGI may write (RLIMIT_FSIZE), or `unlimited`
+    #[arg(long, value_name = "BYTES", default_value = "64M", value_parser = parse_limit)]
+    limit_file_size: Limit,
+    /// Open files per CGI process (RLIMIT_NOFILE)
+    #[arg(long, value_name = "N", default_value_t = config::DEFAULT_LIMIT_OPEN_FILES)]
+    limit_open_files: u64,
+    /// Processes of the CGI user, all workers and CGIs together (RLIMIT_NPROC)
+    #[arg(long, value_name = "N", default_value_t = config::DEFAULT_LIMIT_PROCESSES)]
+    limit_processes: u64,
+    /// Largest response body of one CGI; beyond it the response is cut off and the CGI killed
+    #[arg(long, value_name = "BYTES", default_value = "unlimited", value_parser = parse_limit)]
+    max_output: Limit,
+    /// CGIs one worker runs at once; more requests wait, then get 503
+    #[arg(long, value_name = "N", default_value_t = config::DEFAULT_CGIS_PER_WORKER)]
+    max_cgis_per_worker: usize,
+    /// Size of each worker's private /tmp (a noexec tmpfs)
+    #[arg(long, value_name = "BYTES", default_value = "64M", value_parser = parse_size)]
+    tmp_size: u64,
+    /// Give CGIs an empty network namespace: no network at all, not even loopback
+    #[arg(long)]
+    no_network: bool,
+    /// Serve even if the jail audit finds problems (they are logged as errors)
+    #[arg(long)]
+    allow_insecure_jail: bool,
 }
 
 #[derive(Subcommand)]
@@ -110,11 +143,25 @@ fn serve(args: ServeArgs) -> ExitCode {
         Ok(user) => user,
         Err(error) => return usage_error(&format!("--user {}: {error}", args.user)),
     };
-    let workers = args
-        .workers
-        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
-    let jail = args.jail.unwrap_or_default();
-    let config = match Config::new(jail, workers, args.listen, user, args.timeout) {
+    let mut config = Config::new(args.jail.unwrap_or_default(), user);
+    if let Some(workers) = args.workers {
+        config.workers = workers;
+    }
+    config.listen = args.listen;
+    config.timeout = Duration::from_secs(args.timeout);
+    config.limits = Limits {
+        cpu_seconds: Some(args.limit_cpu.unwrap_or(args.timeout)),
+        address_space_bytes: args.limit_memory.0,
+        file_size_bytes: args.limit_file_size.0,
+        open_files: Some(args.limit_open_files),
+        processes: Some(args.limit_processes),
+    };
+    config.max_output_bytes = args.max_output.0;
+    config.cgis_per_worker = args.max_cgis_per_worker;
+    config.tmp_size = args.tmp_size;
+    config.no_network = args.no_network;
+    config.allow_insecure_jail = args.allow_insecure_jail;
+    let config = match config.validate() {
         Ok(config) => config,
         Err(error) => return usage_error(&error.to_string()),
     };

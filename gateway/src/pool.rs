@@ -221,12 +221,19 @@ impl Pool {
         mut request: SpawnRequest,
         cgi_fds: &[OwnedFd; 3],
     ) -> Result<CgiHandle, RequestError> {
+        let cap = self.config.cgis_per_worker;
         let link = self
             .slots
             .iter()
             .filter_map(Slot::get)
-            .min_by_key(|link| link.load())
+            .map(|link| (link.load(), link))
+            .min_by_key(|(load, _)| *load)
             .ok_or(RequestError::NoWorker)?;
+        let (load, link) = link;
+        if load >= cap {
+            // Only when workers are down: admission already bounds the total to workers × cap.
+            return Err(RequestError::Overloaded);
+        }
         request.id = link.next_id.fetch_add(1, Ordering::Relaxed);
         let (events_in, events) = mpsc::unbounded_channel();
         link.pending().insert(request.id, events_in);
@@ -357,6 +364,8 @@ async fn start_worker(
             "--gid",
             &config.user.gid.to_string(),
         ])
+        .args(["--tmp-size", &config.tmp_size.to_string()])
+        .args(config.no_network.then_some("--no-network"))
         // Nothing of the gateway's environment (LISTEN_FDS, NOTIFY_SOCKET, secrets) goes in.
         .env_clear()
         .stdin(Stdio::null())

@@ -158,6 +158,8 @@ pub enum BodyError {
     Timeout,
     #[error("CGI sent {sent} of the {declared} bytes its Content-Length declared")]
     Short { sent: u64, declared: u64 },
+    #[error("CGI output exceeded --max-output ({0} bytes); response cut off")]
+    OutputTooLarge(u64),
     #[error("reading CGI output: {0}")]
     Io(#[from] std::io::Error),
 }
@@ -173,6 +175,9 @@ pub struct CgiBody<R> {
     /// Bytes still owed under the CGI's Content-Length, if it declared one.
     remaining: Option<u64>,
     declared: Option<u64>,
+    /// Bytes the CGI may still send under `--max-output`, and that limit.
+    budget: Option<u64>,
+    max_output: Option<u64>,
     deadline: Pin<Box<Sleep>>,
     finished: bool,
     on_done: Option<OnDone>,
@@ -183,6 +188,7 @@ impl<R: AsyncRead + Unpin> CgiBody<R> {
         first: Bytes,
         stdout: R,
         content_length: Option<u64>,
+        max_output: Option<u64>,
         deadline: Instant,
         on_done: OnDone,
     ) -> Self {
@@ -191,10 +197,30 @@ impl<R: AsyncRead + Unpin> CgiBody<R> {
             stdout,
             remaining: content_length,
             declared: content_length,
+            budget: max_output,
+            max_output,
             deadline: Box::pin(tokio::time::sleep_until(deadline)),
             finished: false,
             on_done: Some(on_done),
         }
+    }
+
+    /// Counts `chunk` against `--max-output`; past it the response is cut off (an error makes
+    /// hyper abort the connection, so the client cannot take it for a whole response).
+    fn charge(&mut self, chunk: &Bytes) -> Result<(), BodyError> {
+        if let (Some(budget), Some(max)) = (self.budget.as_mut(), self.max_output) {
+            *budget = budget
+                .checked_sub(chunk.len() as u64)
+                .ok_or(BodyError::OutputTooLarge(max))?;
+        }
+        Ok(())
+    }
+
+    /// Ends the body with `error`, logged: the client sees only an aborted connection.
+    fn fail(&mut self, error: BodyError) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
+        self.finished = true;
+        tracing::warn!("{error}");
+        Poll::Ready(Some(Err(error)))
     }
 
     /// Cuts `chunk` to what the CGI's Content-Length still allows.
@@ -233,31 +259,30 @@ impl<R: AsyncRead + Unpin> Body for CgiBody<R> {
         let this = &mut *self;
         if let Some(first) = this.first.take() {
             let chunk = this.take_allowed(first);
+            if let Err(error) = this.charge(&chunk) {
+                return this.fail(error);
+            }
             return Poll::Ready(Some(Ok(Frame::data(chunk))));
         }
         if this.finished {
             return Poll::Ready(None);
         }
         if this.deadline.as_mut().poll(cx).is_ready() {
-            this.finished = true;
-            return Poll::Ready(Some(Err(BodyError::Timeout)));
+            return this.fail(BodyError::Timeout);
         }
         let mut chunk = BytesMut::zeroed(READ_CHUNK);
         let mut read_buf = ReadBuf::new(&mut chunk);
         let result = ready!(Pin::new(&mut this.stdout).poll_read(cx, &mut read_buf));
         if let Err(error) = result {
-            this.finished = true;
-            return Poll::Ready(Some(Err(BodyError::Io(error))));
+            return this.fail(BodyError::Io(error));
         }
         let filled = read_buf.filled().len();
         if filled == 0 {
             this.finished = true;
             if let (Some(remaining @ 1..), Some(declared)) = (this.remaining, this.declared) {
                 // Ending here would let the client take a short body for a whole one.
-                return Poll::Ready(Some(Err(BodyError::Short {
-                    sent: declared - remaining,
-                    declared,
-                })));
+                let sent = declared - remaining;
+                return this.fail(BodyError::Short { sent, declared });
             }
             if let Some(on_done) = this.on_done.take() {
                 on_done(true);
@@ -266,6 +291,9 @@ impl<R: AsyncRead + Unpin> Body for CgiBody<R> {
         }
         chunk.truncate(filled);
         let chunk = this.take_allowed(chunk.freeze());
+        if let Err(error) = this.charge(&chunk) {
+            return this.fail(error);
+        }
         Poll::Ready(Some(Ok(Frame::data(chunk))))
     }
 
@@ -362,6 +390,7 @@ mod tests {
             first,
             reader,
             None,
+            None,
             deadline,
             Box::new(move |complete| flag.store(complete, std::sync::atomic::Ordering::SeqCst)),
         );
@@ -377,6 +406,7 @@ mod tests {
             Bytes::from_static(b"abc"),
             &b""[..],
             Some(10),
+            None,
             deadline,
             Box::new(|_| {}),
         );
@@ -385,10 +415,37 @@ mod tests {
             Bytes::from_static(b"abc"),
             &b"defgh"[..],
             Some(4),
+            None,
             deadline,
             Box::new(|_| {}),
         );
         assert_eq!(&long.collect().await.unwrap().to_bytes()[..], b"abcd");
+    }
+
+    #[tokio::test]
+    async fn output_over_the_cap_is_cut_off() {
+        let deadline = Instant::now() + std::time::Duration::from_secs(5);
+        let within = CgiBody::new(
+            Bytes::from_static(b"abc"),
+            &b"de"[..],
+            None,
+            Some(5),
+            deadline,
+            Box::new(|_| {}),
+        );
+        assert_eq!(&within.collect().await.unwrap().to_bytes()[..], b"abcde");
+        let over = CgiBody::new(
+            Bytes::from_static(b"abc"),
+            &b"def"[..],
+            None,
+            Some(5),
+            deadline,
+            Box::new(|_| {}),
+        );
+        assert!(matches!(
+            over.collect().await,
+            Err(BodyError::OutputTooLarge(5))
+        ));
     }
 
     #[tokio::test]

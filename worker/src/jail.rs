@@ -23,36 +23,43 @@ pub struct Config {
     pub jail: PathBuf,
     pub uid: Uid,
     pub gid: Gid,
+    /// Size of each writable tmpfs (`/tmp` and friends), bytes.
+    pub tmp_size: u64,
+    /// CGIs get an empty network namespace: no interface but a down loopback.
+    pub no_network: bool,
 }
 
 impl Config {
+    /// `--jail DIR --uid UID --gid GID --tmp-size BYTES [--no-network]`
     pub fn from_args(mut args: impl Iterator<Item = String>) -> Result<Config, String> {
-        let (mut jail, mut uid, mut gid) = (None, None, None);
+        let (mut jail, mut uid, mut gid, mut tmp_size, mut no_network) =
+            (None, None, None, None, false);
+        let number = |flag: &str, value: Option<String>| -> Result<u64, String> {
+            let value = value.ok_or_else(|| format!("{flag} needs a value"))?;
+            value
+                .parse::<u64>()
+                .map_err(|_| format!("bad {flag} {value}"))
+        };
         while let Some(flag) = args.next() {
-            let value = args.next().ok_or_else(|| format!("{flag} needs a value"))?;
             match flag.as_str() {
-                "--jail" => jail = Some(PathBuf::from(value)),
-                "--uid" => {
-                    uid = Some(
-                        value
-                            .parse::<u32>()
-                            .map_err(|_| format!("bad --uid {value}"))?,
-                    )
-                }
-                "--gid" => {
-                    gid = Some(
-                        value
-                            .parse::<u32>()
-                            .map_err(|_| format!("bad --gid {value}"))?,
-                    )
-                }
+                "--jail" => jail = Some(PathBuf::from(args.next().ok_or("--jail needs a value")?)),
+                "--uid" => uid = Some(number("--uid", args.next())?),
+                "--gid" => gid = Some(number("--gid", args.next())?),
+                "--tmp-size" => tmp_size = Some(number("--tmp-size", args.next())?),
+                "--no-network" => no_network = true,
                 _ => return Err(format!("unknown flag {flag}")),
             }
         }
+        let id = |value: Option<u64>, flag: &str| -> Result<u32, String> {
+            let value = value.ok_or_else(|| format!("{flag} is required"))?;
+            u32::try_from(value).map_err(|_| format!("{flag} out of range"))
+        };
         let config = Config {
             jail: jail.ok_or("--jail is required")?,
-            uid: Uid::from_raw(uid.ok_or("--uid is required")?),
-            gid: Gid::from_raw(gid.ok_or("--gid is required")?),
+            uid: Uid::from_raw(id(uid, "--uid")?),
+            gid: Gid::from_raw(id(gid, "--gid")?),
+            tmp_size: tmp_size.ok_or("--tmp-size is required")?,
+            no_network,
         };
         if config.uid.is_root() || config.gid.as_raw() == 0 {
             // A root process can break out of a chroot: nothing in the jail may run as root.
@@ -64,10 +71,12 @@ impl Config {
 
 #[derive(Debug, thiserror::Error)]
 pub enum JailError {
-    #[error("unshare(mount, pid, ipc, uts namespaces): {0}")]
+    #[error("unshare(mount, pid, ipc, uts[, net] namespaces): {0}")]
     Unshare(Errno),
     #[error("making the mount tree private: {0}")]
     MakePrivate(Errno),
+    #[error("mount layout: {0}")]
+    Mount(#[from] crate::mounts::MountError),
     #[error("chroot({0}): {1}")]
     Chroot(PathBuf, Errno),
     #[error("chdir(/) inside the jail: {0}")]
@@ -105,8 +114,9 @@ pub enum Role {
 /// Enters the jail: namespaces, mount tree, chroot, drop privileges for good, fork.
 pub fn enter(config: &Config) -> Result<Role, JailError> {
     let gateway = getppid();
-    unshare_namespaces()?;
+    unshare_namespaces(config)?;
     make_mounts_private()?;
+    crate::mounts::build_layout(&config.jail, config.tmp_size)?;
     enter_chroot(config)?;
     // Before the fork, so that neither process is ever root inside the jail (forking into the
     // PID namespace made above needs no privilege).
@@ -122,11 +132,15 @@ pub fn enter(config: &Config) -> Result<Role, JailError> {
     Ok(role)
 }
 
-fn unshare_namespaces() -> Result<(), JailError> {
-    let namespaces = CloneFlags::CLONE_NEWNS
+fn unshare_namespaces(config: &Config) -> Result<(), JailError> {
+    let mut namespaces = CloneFlags::CLONE_NEWNS
         | CloneFlags::CLONE_NEWPID
         | CloneFlags::CLONE_NEWIPC
         | CloneFlags::CLONE_NEWUTS;
+    if config.no_network {
+        // A new network namespace has only a loopback interface, and it is down.
+        namespaces |= CloneFlags::CLONE_NEWNET;
+    }
     unshare(namespaces).map_err(JailError::Unshare)
 }
 

@@ -9,6 +9,7 @@ use std::os::fd::{FromRawFd, OwnedFd};
 use std::process::ExitCode;
 
 mod jail;
+mod mounts;
 mod serve;
 mod spawn;
 

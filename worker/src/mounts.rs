@@ -1,0 +1,146 @@
+//! The jail's mount layout, made inside the worker's private mount namespace before the
+//! chroot, so nothing of it is visible on the host or outlives the worker:
+//!
+//! | where | how | why |
+//! |---|---|---|
+//! | the jail tree | read-only, `noexec,nosuid,nodev` | nothing in it may be written or run... |
+//! | `/usr`, `/bin`, `/sbin`, `/lib`, `/lib64`, `/cgi-bin` | read-only, exec allowed, `nosuid,nodev` | ...but the program areas may be run |
+//! | `/tmp`, `/var/tmp`, `/usr/tmp` | size-limited tmpfs, `noexec,nosuid,nodev` | the only writable places |
+//! | `/dev` | read-only tmpfs with null, zero, urandom only | whatever nodes the tree holds |
+//!
+//! The rule: nothing writable is executable, nothing executable is writable. This is the
+//! "noexec main tree with an exec-allowed read-only area inside" of the classic chroot-jail
+//! advice, made with bind mounts instead of partitions.
+
+use std::path::{Path, PathBuf};
+
+use nix::errno::Errno;
+use nix::mount::{mount, MsFlags};
+use nix::sys::stat::{makedev, mknod, Mode, SFlag};
+
+/// Folders, relative to the jail root, where programs live. Mounted exec-allowed where they
+/// are real directories; on a merged-/usr jail `/bin` etc. are symlinks into `/usr`.
+const EXEC_AREAS: &[&str] = &["usr", "bin", "sbin", "lib", "lib64", "cgi-bin"];
+/// Folders that get a private writable tmpfs, where the jail has them.
+const WRITABLE_AREAS: &[&str] = &["tmp", "var/tmp", "usr/tmp"];
+/// The device nodes CGIs get: (name, major, minor).
+const DEVICES: &[(&str, u64, u64)] = &[("null", 1, 3), ("zero", 1, 5), ("urandom", 1, 9)];
+/// Room for the device nodes; /dev holds no data.
+const DEV_TMPFS_OPTIONS: &str = "size=16k,nr_inodes=16,mode=0755";
+
+#[derive(Debug, thiserror::Error)]
+pub enum MountError {
+    #[error("bind-mounting the jail {0} onto itself: {1}")]
+    BindJail(PathBuf, Errno),
+    #[error("{0} is not a directory or is a symlink: refusing to mount over it")]
+    NotADirectory(PathBuf),
+    #[error("mounting the program area {0} read-only with exec: {1}")]
+    ExecArea(PathBuf, Errno),
+    #[error("mounting a tmpfs on {0}: {1}")]
+    Tmpfs(PathBuf, Errno),
+    #[error("mounting /dev: {0}")]
+    Dev(Errno),
+    #[error("creating /dev/{0}: {1}")]
+    DeviceNode(&'static str, Errno),
+    #[error("making /dev read-only: {0}")]
+    SealDev(Errno),
+    #[error("making the jail tree read-only and noexec: {0}")]
+    SealJail(Errno),
+}
+
+/// Builds the layout on `jail` (canonical host path). Must run as root in a fresh, private
+/// mount namespace; leaves `jail` ready for the chroot.
+pub fn build_layout(jail: &Path, tmp_size: u64) -> Result<(), MountError> {
+    // The jail becomes a mount point of its own, so its flags can differ from the host's.
+    bind(jail, jail).map_err(|errno| MountError::BindJail(jail.to_path_buf(), errno))?;
+    for area in EXEC_AREAS {
+        if let Some(path) = real_directory(jail, area)? {
+            bind(&path, &path)
+                .and_then(|()| seal(&path, MsFlags::MS_NOSUID | MsFlags::MS_NODEV))
+                .map_err(|errno| MountError::ExecArea(path.clone(), errno))?;
+        }
+    }
+    let tmpfs_options = format!("size={tmp_size},mode=1777");
+    for area in WRITABLE_AREAS {
+        if let Some(path) = real_directory(jail, area)? {
+            let flags = MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC;
+            mount(
+                Some("tmpfs"),
+                &path,
+                Some("tmpfs"),
+                flags,
+                Some(tmpfs_options.as_str()),
+            )
+            .map_err(|errno| MountError::Tmpfs(path.clone(), errno))?;
+        }
+    }
+    if let Some(dev) = real_directory(jail, "dev")? {
+        build_dev(&dev)?;
+    }
+    let sealed = MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC;
+    seal(jail, sealed).map_err(MountError::SealJail)
+}
+
+/// A fresh tmpfs with exactly the allowed nodes, then read-only. Device nodes from the jail
+/// tree are never used: that tree is `nodev`, and whatever it holds is not ours to trust.
+fn build_dev(dev: &Path) -> Result<(), MountError> {
+    let flags = MsFlags::MS_NOSUID | MsFlags::MS_NOEXEC;
+    mount(
+        Some("tmpfs"),
+        dev,
+        Some("tmpfs"),
+        flags,
+        Some(DEV_TMPFS_OPTIONS),
+    )
+    .map_err(MountError::Dev)?;
+    for &(name, major, minor) in DEVICES {
+        let mode = Mode::from_bits_truncate(0o666);
+        mknod(&dev.join(name), SFlag::S_IFCHR, mode, makedev(major, minor))
+            .map_err(|errno| MountError::DeviceNode(name, errno))?;
+        // mknod obeys the umask; the nodes must be usable by the CGI user.
+        nix::sys::stat::fchmodat(
+            nix::fcntl::AT_FDCWD,
+            &dev.join(name),
+            mode,
+            nix::sys::stat::FchmodatFlags::FollowSymlink,
+        )
+        .map_err(|errno| MountError::DeviceNode(name, errno))?;
+    }
+    let remount = MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY | flags;
+    mount(
+        None::<&str>,
+        dev,
+        None::<&str>,
+        remount,
+        Some(DEV_TMPFS_OPTIONS),
+    )
+    .map_err(MountError::SealDev)
+}
+
+/// `jail/relative` if it is a real directory (not a symlink: a jail symlink followed here
+/// would resolve on the host); `None` if it does not exist.
+fn real_directory(jail: &Path, relative: &str) -> Result<Option<PathBuf>, MountError> {
+    let path = jail.join(relative);
+    match std::fs::symlink_metadata(&path) {
+        Ok(meta) if meta.file_type().is_dir() => Ok(Some(path)),
+        Ok(meta) if meta.file_type().is_symlink() && EXEC_AREAS.contains(&relative) => Ok(None),
+        Ok(_) => Err(MountError::NotADirectory(path)),
+        Err(_) => Ok(None),
+    }
+}
+
+fn bind(source: &Path, target: &Path) -> Result<(), Errno> {
+    mount(
+        Some(source),
+        target,
+        None::<&str>,
+        MsFlags::MS_BIND,
+        None::<&str>,
+    )
+}
+
+/// Remounts the bind mount at `path` read-only with `flags`.
+fn seal(path: &Path, flags: MsFlags) -> Result<(), Errno> {
+    let remount = MsFlags::MS_REMOUNT | MsFlags::MS_BIND | MsFlags::MS_RDONLY | flags;
+    mount(None::<&str>, path, None::<&str>, remount, None::<&str>)
+}
