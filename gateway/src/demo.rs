@@ -4,11 +4,12 @@
 use std::net::SocketAddr;
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
+use std::process::ExitCode;
 
 use anyhow::Context;
 
 use crate::config::Config;
-use crate::jailfs;
+use crate::jailfs::{self, CgiUser};
 
 /// The sample CGIs: (file name, script). Plain POSIX sh, using only the jail's programs.
 const SAMPLES: &[(&str, &str)] = &[
@@ -37,35 +38,33 @@ fi
     ),
 ];
 
-pub async fn run(listen: SocketAddr) -> anyhow::Result<()> {
+/// Builds the demo jail, serves it until SIGTERM or SIGINT, removes it. Root only.
+pub fn run(listen: SocketAddr, front_user: &CgiUser) -> anyhow::Result<ExitCode> {
     let folder = tempfile::Builder::new()
         .prefix("jailgate-demo-")
         .tempdir()
         .context("creating the demo folder")?;
     let jail = folder.path().join("jail");
     let user = jailfs::parse_user("nobody").context("the demo runs its CGIs as `nobody`")?;
-    let mut programs: Vec<String> = jailfs::DEFAULT_PROGRAMS
-        .iter()
-        .map(|p| p.to_string())
-        .collect();
-    programs.extend(["env", "id", "ls"].map(String::from));
-    jailfs::init(&jailfs::InitOptions {
+    let mut options = jailfs::InitOptions {
         dir: jail.clone(),
-        programs,
+        programs: jailfs::DEFAULT_PROGRAMS
+            .iter()
+            .map(|p| p.to_string())
+            .collect(),
         user: user.clone(),
-    })
-    .context("building the demo jail")?;
+    };
+    options
+        .programs
+        .extend(["env", "id", "ls"].map(String::from));
+    jailfs::init(&options).context("building the demo jail")?;
     write_samples(&jail.join("cgi-bin"))?;
 
-    let workers = std::thread::available_parallelism()
-        .map_or(2, |n| n.get())
-        .min(4);
     let mut config = Config::new(jail.clone(), user);
-    config.workers = workers;
+    config.workers = config.workers.min(4);
     config.listen = listen;
     let config = config.validate()?;
-    let listener = tokio::net::TcpListener::bind(listen)
-        .await
+    let listener = std::net::TcpListener::bind(listen)
         .with_context(|| format!("cannot listen on {listen}"))?;
     let address = listener.local_addr()?;
     eprintln!("Demo jail in {} (removed on exit). Try:", jail.display());
@@ -74,9 +73,9 @@ pub async fn run(listen: SocketAddr) -> anyhow::Result<()> {
     eprintln!("  curl --data-binary @/etc/os-release http://{address}/cgi-bin/echo.sh");
     eprintln!("  open http://{address}/cgi-bin/form.sh in a browser");
     eprintln!("Stop with Ctrl-C.");
-    let outcome = crate::run(config, listener, crate::stop_signal()).await;
+    let code = crate::privsep::run(config, listener, front_user);
     drop(folder);
-    outcome
+    Ok(code)
 }
 
 fn write_samples(cgi_bin: &Path) -> anyhow::Result<()> {

@@ -8,6 +8,7 @@ pub mod demo;
 pub mod error;
 pub mod jailfs;
 pub mod pool;
+pub mod privsep;
 pub mod response;
 pub mod router;
 pub mod server;
@@ -21,10 +22,11 @@ use std::sync::Arc;
 pub async fn run(
     config: config::Config,
     listener: tokio::net::TcpListener,
+    launcher: Arc<privsep::Launcher>,
     shutdown: impl Future<Output = ()>,
 ) -> anyhow::Result<()> {
     let config = Arc::new(config);
-    let pool = pool::Pool::start(config.clone()).await?;
+    let pool = pool::Pool::start(config.clone(), launcher).await?;
     let address = listener.local_addr()?;
     tracing::info!(workers = config.workers, jail = %config.jail.display(), user = %config.user.name, %address, "serving");
     // The one line on stdout: scripts and tests read the address from it.

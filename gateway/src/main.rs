@@ -73,6 +73,9 @@ struct ServeArgs {
     /// Serve even if the jail audit finds problems (they are logged as errors)
     #[arg(long)]
     allow_insecure_jail: bool,
+    /// The account the HTTP-facing process runs as after start-up (never root, never the CGI user)
+    #[arg(long, value_name = "NAME|UID[:GID]", default_value = "daemon")]
+    gateway_user: String,
 }
 
 #[derive(Subcommand)]
@@ -87,6 +90,9 @@ enum Command {
         /// Address to accept HTTP on
         #[arg(long, value_name = "HOST:PORT", default_value = "127.0.0.1:8080")]
         listen: SocketAddr,
+        /// The account the HTTP-facing process runs as
+        #[arg(long, value_name = "NAME|UID[:GID]", default_value = "daemon")]
+        gateway_user: String,
     },
 }
 
@@ -133,7 +139,10 @@ fn main() -> ExitCode {
                     user,
                 },
         }) => jail_init(dir, programs, &user),
-        Some(Command::Demo { listen }) => run_async(gateway::demo::run(listen)),
+        Some(Command::Demo {
+            listen,
+            gateway_user,
+        }) => demo(listen, &gateway_user),
         None => serve(cli.serve),
     }
 }
@@ -165,12 +174,49 @@ fn serve(args: ServeArgs) -> ExitCode {
         Ok(config) => config,
         Err(error) => return usage_error(&error.to_string()),
     };
-    run_async(async move {
-        let listener = tokio::net::TcpListener::bind(config.listen)
-            .await
-            .map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", config.listen))?;
-        gateway::run(config, listener, gateway::stop_signal()).await
-    })
+    let front_user = match front_user(&args.gateway_user, &config.user) {
+        Ok(user) => user,
+        Err(message) => return usage_error(&message),
+    };
+    let listener = match std::net::TcpListener::bind(config.listen) {
+        Ok(listener) => listener,
+        Err(error) => {
+            eprintln!("gateway: cannot listen on {}: {error}", config.listen);
+            return ExitCode::FAILURE;
+        }
+    };
+    gateway::privsep::run(config, listener, &front_user)
+}
+
+fn demo(listen: SocketAddr, gateway_user: &str) -> ExitCode {
+    let cgi_user = jailfs::parse_user("nobody");
+    let front_user = cgi_user
+        .map_err(|e| e.to_string())
+        .and_then(|cgi_user| front_user(gateway_user, &cgi_user));
+    let front_user = match front_user {
+        Ok(user) => user,
+        Err(message) => return usage_error(&message),
+    };
+    match gateway::demo::run(listen, &front_user) {
+        Ok(code) => code,
+        Err(error) => {
+            eprintln!("gateway: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// The HTTP front's account: never root (parse_user refuses it) and never the CGI user, whose
+/// processes (the CGIs) could otherwise signal or trace it.
+fn front_user(spec: &str, cgi_user: &jailfs::CgiUser) -> Result<jailfs::CgiUser, String> {
+    let user = jailfs::parse_user(spec).map_err(|e| format!("--gateway-user {spec}: {e}"))?;
+    if user.uid == cgi_user.uid {
+        return Err(format!(
+            "--gateway-user {spec}: must not be the CGI user ({})",
+            cgi_user.name
+        ));
+    }
+    Ok(user)
 }
 
 fn jail_init(dir: PathBuf, programs: Vec<String>, user: &str) -> ExitCode {
@@ -203,26 +249,6 @@ fn jail_init(dir: PathBuf, programs: Vec<String>, user: &str) -> ExitCode {
         }
         Err(error) => {
             eprintln!("gateway: jail init {}: {error}", dir.display());
-            ExitCode::FAILURE
-        }
-    }
-}
-
-fn run_async(task: impl std::future::Future<Output = anyhow::Result<()>>) -> ExitCode {
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(runtime) => runtime,
-        Err(error) => {
-            eprintln!("gateway: cannot start the runtime: {error}");
-            return ExitCode::FAILURE;
-        }
-    };
-    match runtime.block_on(task) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(error) => {
-            eprintln!("gateway: {error:#}");
             ExitCode::FAILURE
         }
     }

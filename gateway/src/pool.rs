@@ -3,32 +3,34 @@
 //! CGIs): a bad message ends that one worker, never the gateway.
 
 use std::collections::HashMap;
-use std::os::fd::{AsFd, AsRawFd, OwnedFd};
-use std::process::Stdio;
+use std::os::fd::{AsFd, OwnedFd};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
-use nix::sys::signal::{kill, Signal};
-use nix::unistd::Pid;
 use protocol::{
     Channel, ChannelError, ExitStatus, FromWorker, RecvBuffer, SpawnError, SpawnId, SpawnRequest,
     ToWorker,
 };
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, BufReader};
-use tokio::process::{Child, Command};
+use tokio::net::unix::pipe;
 use tokio::sync::{mpsc, oneshot, watch, OwnedSemaphorePermit, Semaphore};
 use tokio::time::{sleep, timeout, Instant};
 
 use crate::config::Config;
 use crate::error::RequestError;
+use crate::privsep::{Launcher, StartedWorker, Stop, HOLDER_EXIT_WAIT};
+
+fn wait(time: Duration) -> Stop {
+    Stop::Wait {
+        millis: time.as_millis() as u64,
+    }
+}
 
 /// How long a new worker has to enter its jail and report ready.
 const READY_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long a worker told to shut down has before it is killed.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
-/// How long a holder has to exit once its worker is gone or told to go.
-const HOLDER_EXIT_WAIT: Duration = Duration::from_secs(2);
 /// Restart back-off after a worker dies: doubles from the first to the last value, and starts
 /// over once a worker has lived for [`HEALTHY_LIFETIME`].
 const BACKOFF_FIRST: Duration = Duration::from_millis(50);
@@ -141,6 +143,7 @@ impl Slot {
 
 pub struct Pool {
     config: Arc<Config>,
+    launcher: Arc<Launcher>,
     slots: Vec<Slot>,
     /// One permit per CGI that may run at once.
     admission: Arc<Semaphore>,
@@ -159,7 +162,10 @@ pub struct StartError {
 impl Pool {
     /// Starts `config.workers` workers and returns once every one of them is in its jail and
     /// ready, or with the first failure (a broken jail fails the start, it is not retried).
-    pub async fn start(config: Arc<Config>) -> Result<Arc<Pool>, StartError> {
+    pub async fn start(
+        config: Arc<Config>,
+        launcher: Arc<Launcher>,
+    ) -> Result<Arc<Pool>, StartError> {
         let permits = config.workers * config.cgis_per_worker;
         let (shutdown, _) = watch::channel(false);
         let pool = Arc::new(Pool {
@@ -171,6 +177,7 @@ impl Pool {
             admission: Arc::new(Semaphore::new(permits)),
             waiting: AtomicUsize::new(0),
             config,
+            launcher,
             shutdown,
             supervisors: Mutex::new(Vec::new()),
         });
@@ -291,8 +298,8 @@ async fn supervise(
             return;
         }
         let started_at = Instant::now();
-        match start_worker(&pool.config, index, &mut buffer).await {
-            Ok((link, mut child)) => {
+        match start_worker(&pool.launcher, index, &mut buffer).await {
+            Ok((link, holder)) => {
                 if let Some(first_start) = first_start.take() {
                     let _ = first_start.send(Ok(()));
                 }
@@ -307,20 +314,24 @@ async fn supervise(
                 match lost {
                     None => {
                         let _ = link.channel.send(&ToWorker::Shutdown, &[]).await;
-                        stop_holder(&mut child, Stop::Wait(SHUTDOWN_GRACE)).await;
+                        pool.launcher
+                            .stop(index, holder, wait(SHUTDOWN_GRACE))
+                            .await;
                         return;
                     }
                     Some(WorkerGone::Exited) => {
                         tracing::warn!(worker = index, "worker exited; its requests fail with 502");
                         // Its holder reaps it and exits right after.
-                        stop_holder(&mut child, Stop::Wait(HOLDER_EXIT_WAIT)).await;
+                        pool.launcher
+                            .stop(index, holder, wait(HOLDER_EXIT_WAIT))
+                            .await;
                     }
                     Some(WorkerGone::Misbehaved(reason)) => {
                         tracing::error!(
                             worker = index,
                             "stopping worker: {reason}; its requests fail with 502"
                         );
-                        stop_holder(&mut child, Stop::Terminate).await;
+                        pool.launcher.stop(index, holder, Stop::Terminate).await;
                     }
                 }
             }
@@ -344,55 +355,22 @@ async fn supervise(
     }
 }
 
-/// Execs a fresh worker image (never a fork of this threaded process) with its end of the
-/// channel as descriptor 3, then waits for its Ready.
+/// Has the supervisor start a worker for `index`, then waits for the worker's Ready.
 async fn start_worker(
-    config: &Config,
+    launcher: &Launcher,
     index: usize,
     buffer: &mut RecvBuffer,
-) -> Result<(Arc<WorkerLink>, Child), String> {
-    let (ours, theirs) = Channel::pair().map_err(|e| format!("socketpair: {e}"))?;
-    let theirs: OwnedFd = theirs.into_owned_fd();
-    let theirs_raw = theirs.as_raw_fd();
-    let mut command = Command::new(&config.worker_exe);
-    command
-        .arg("--jail")
-        .arg(&config.jail)
-        .args([
-            "--uid",
-            &config.user.uid.to_string(),
-            "--gid",
-            &config.user.gid.to_string(),
-        ])
-        .args(["--tmp-size", &config.tmp_size.to_string()])
-        .args(config.no_network.then_some("--no-network"))
-        // Nothing of the gateway's environment (LISTEN_FDS, NOTIFY_SOCKET, secrets) goes in.
-        .env_clear()
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true);
-    // SAFETY: runs in the forked child before exec and only calls dup2/fcntl, which are
-    // async-signal-safe; it touches no memory shared with other threads.
-    unsafe {
-        command.pre_exec(move || {
-            if theirs_raw == 3 {
-                // Already in place: only the close-on-exec flag must go.
-                if libc::fcntl(3, libc::F_SETFD, 0) == -1 {
-                    return Err(std::io::Error::last_os_error());
-                }
-            } else if libc::dup2(theirs_raw, 3) == -1 {
-                return Err(std::io::Error::last_os_error());
-            }
-            Ok(())
-        });
-    }
-    let mut child = command
-        .spawn()
-        .map_err(|e| format!("cannot run {}: {e}", config.worker_exe.display()))?;
-    drop(theirs);
-    if let Some(stderr) = child.stderr.take() {
-        tokio::spawn(log_worker_stderr(index, stderr));
+) -> Result<(Arc<WorkerLink>, u32), String> {
+    let StartedWorker {
+        holder,
+        channel: ours,
+        stderr,
+    } = launcher.start(index).await?;
+    match pipe::Receiver::from_owned_fd(stderr) {
+        Ok(stderr) => {
+            tokio::spawn(log_worker_stderr(index, stderr));
+        }
+        Err(error) => tracing::warn!(worker = index, "cannot read the worker's stderr: {error}"),
     }
     let ready = timeout(READY_TIMEOUT, ours.recv::<FromWorker>(buffer)).await;
     let failure = match ready {
@@ -401,7 +379,7 @@ async fn start_worker(
         {
             tracing::info!(
                 worker = index,
-                holder_pid = child.id(),
+                holder_pid = holder,
                 worker_pid = pid,
                 "worker ready"
             );
@@ -411,7 +389,7 @@ async fn start_worker(
                 pending: Mutex::default(),
                 next_id: AtomicU64::new(1),
             });
-            return Ok((link, child));
+            return Ok((link, holder));
         }
         Ok(Ok((FromWorker::Ready { version, .. }, _))) => format!(
             "speaks protocol {version}, not {}",
@@ -419,17 +397,12 @@ async fn start_worker(
         ),
         Ok(Ok((other, _))) => format!("sent {other:?} before Ready"),
         Ok(Err(ChannelError::Closed)) => {
-            match timeout(Duration::from_secs(1), child.wait()).await {
-                Ok(Ok(status)) => {
-                    format!("exited during start-up ({status}); its message is logged above")
-                }
-                _ => "closed its channel during start-up".into(),
-            }
+            "exited during start-up; its message is logged above".to_string()
         }
         Ok(Err(error)) => format!("bad handshake: {error}"),
         Err(_) => format!("not ready within {READY_TIMEOUT:?}"),
     };
-    stop_holder(&mut child, Stop::Terminate).await;
+    launcher.stop(index, holder, Stop::Terminate).await;
     Err(failure)
 }
 
@@ -457,34 +430,8 @@ async fn read_messages(link: &WorkerLink, buffer: &mut RecvBuffer) -> WorkerGone
     }
 }
 
-enum Stop {
-    /// The holder is expected to exit by itself within this time.
-    Wait(Duration),
-    /// Ask the holder to kill its worker (SIGTERM), so the worker is still reaped by it.
-    Terminate,
-}
-
-/// Makes sure a worker's holder is gone and reaped. SIGKILL is the last resort: the holder's
-/// death takes the worker with it (parent-death signal), and the worker's takes every CGI (it
-/// is PID 1 of their namespace), but a worker killed that way is reaped by the host's init.
-async fn stop_holder(holder: &mut Child, how: Stop) {
-    let wait = match how {
-        Stop::Wait(wait) => wait,
-        Stop::Terminate => {
-            if let Some(pid) = holder.id().and_then(|pid| i32::try_from(pid).ok()) {
-                let _ = kill(Pid::from_raw(pid), Signal::SIGTERM);
-            }
-            HOLDER_EXIT_WAIT
-        }
-    };
-    if timeout(wait, holder.wait()).await.is_err() {
-        let _ = holder.start_kill();
-        let _ = holder.wait().await;
-    }
-}
-
 /// A worker's own messages (jail set-up failures, mostly), logged line by line, bounded.
-async fn log_worker_stderr(index: usize, stderr: tokio::process::ChildStderr) {
+async fn log_worker_stderr(index: usize, stderr: pipe::Receiver) {
     let mut lines = BufReader::new(stderr);
     let mut line = Vec::new();
     loop {
