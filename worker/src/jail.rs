@@ -93,6 +93,8 @@ pub enum JailError {
     PrivilegesRemain,
     #[error("prctl(PR_SET_NO_NEW_PRIVS): {0}")]
     NoNewPrivs(Errno),
+    #[error(transparent)]
+    SyscallFilter(#[from] crate::seccomp::FilterError),
     #[error("prctl(PR_SET_DUMPABLE, 0): {0}")]
     NotDumpable(Errno),
     #[error("prctl(PR_SET_PDEATHSIG): {0}")]
@@ -122,6 +124,7 @@ pub fn enter(config: &Config) -> Result<Role, JailError> {
     // PID namespace made above needs no privilege).
     drop_privileges(config)?;
     forbid_privilege_regain()?;
+    crate::seccomp::install()?;
     let role = fork_namespace_init()?;
     match role {
         Role::Holder { .. } => die_with_parent(Some(gateway))?,

@@ -10,6 +10,7 @@ use std::process::ExitCode;
 
 mod jail;
 mod mounts;
+mod seccomp;
 mod serve;
 mod spawn;
 
