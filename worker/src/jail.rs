@@ -95,6 +95,8 @@ pub enum JailError {
     NoNewPrivs(Errno),
     #[error(transparent)]
     SyscallFilter(#[from] crate::seccomp::FilterError),
+    #[error("landlock scoping: {0}")]
+    Landlock(#[from] landlock::RulesetError),
     #[error("prctl(PR_SET_DUMPABLE, 0): {0}")]
     NotDumpable(Errno),
     #[error("prctl(PR_SET_PDEATHSIG): {0}")]
@@ -125,6 +127,7 @@ pub fn enter(config: &Config) -> Result<Role, JailError> {
     drop_privileges(config)?;
     forbid_privilege_regain()?;
     crate::seccomp::install()?;
+    scope_ipc()?;
     let role = fork_namespace_init()?;
     match role {
         Role::Holder { .. } => die_with_parent(Some(gateway))?,
@@ -191,6 +194,25 @@ fn forbid_privilege_regain() -> Result<(), JailError> {
     prctl::set_no_new_privs().map_err(JailError::NoNewPrivs)?;
     // Keeps CGIs of the same uid from ptrace-attaching to the worker or reading its memory.
     prctl::set_dumpable(false).map_err(JailError::NotDumpable)
+}
+
+/// Landlock scopes (Linux 6.12+): CGIs cannot connect to abstract Unix sockets or signal
+/// processes outside this worker's domain. Abstract sockets belong to the network namespace,
+/// not the file system, so neither the chroot nor the mount layout hides the host's (those of
+/// a desktop session or a database, say). Best effort: older kernels get a warning.
+fn scope_ipc() -> Result<(), JailError> {
+    use landlock::{Ruleset, RulesetAttr, RulesetStatus, Scope};
+    let status = Ruleset::default()
+        .scope(Scope::AbstractUnixSocket | Scope::Signal)?
+        .create()?
+        .restrict_self()?;
+    if status.ruleset != RulesetStatus::FullyEnforced {
+        eprintln!(
+            "jailgate-worker: this kernel does not scope abstract Unix sockets (Landlock ABI < 6): \
+             use --no-network to keep CGIs from the host's"
+        );
+    }
+    Ok(())
 }
 
 /// `PR_SET_PDEATHSIG` is cleared by `setresuid`, so it is set after dropping privileges, and
