@@ -267,3 +267,42 @@ pub fn wait_for_worker(worker: Pid) -> ExitCode {
 pub fn set_cloexec(fd: &OwnedFd) -> Result<(), Errno> {
     fcntl(fd.as_fd(), FcntlArg::F_SETFD(FdFlag::FD_CLOEXEC)).map(|_| ())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(args: &str) -> Result<Config, String> {
+        Config::from_args(args.split_whitespace().map(String::from))
+    }
+
+    #[test]
+    fn command_line_is_parsed() {
+        let config =
+            parse("--jail /j --uid 65534 --gid 65533 --tmp-size 1024 --no-network").expect("valid");
+        assert_eq!(config.jail, PathBuf::from("/j"));
+        assert_eq!((config.uid.as_raw(), config.gid.as_raw()), (65534, 65533));
+        assert_eq!((config.tmp_size, config.no_network), (1024, true));
+        assert!(
+            !parse("--jail /j --uid 1 --gid 1 --tmp-size 1")
+                .expect("valid")
+                .no_network
+        );
+    }
+
+    #[test]
+    fn root_and_bad_command_lines_are_refused() {
+        for bad in [
+            "--jail /j --uid 0 --gid 1 --tmp-size 1",
+            "--jail /j --uid 1 --gid 0 --tmp-size 1",
+            "--jail /j --uid 1 --gid 1",
+            "--uid 1 --gid 1 --tmp-size 1",
+            "--jail /j --uid 4294967296 --gid 1 --tmp-size 1",
+            "--jail /j --uid x --gid 1 --tmp-size 1",
+            "--jail /j --uid 1 --gid 1 --tmp-size 1 --bogus",
+            "--jail",
+        ] {
+            assert!(parse(bad).is_err(), "{bad}");
+        }
+    }
+}
