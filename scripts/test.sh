@@ -12,8 +12,14 @@ fi
 
 # What the tests need beyond the Rust toolchain; installed only when missing.
 need=()
-command -v cc >/dev/null || need+=(gcc)
-getent passwd nobody >/dev/null || { echo "no 'nobody' user on this machine" >&2; exit 2; }
+# gcc and libc6-dev: the escape tests build static attack programs; busybox-static: the
+# busybox profile's one static binary.
+for package in gcc libc6-dev busybox-static; do
+  dpkg -s "$package" >/dev/null 2>&1 || need+=("$package")
+done
+for account in nobody daemon; do
+  getent passwd "$account" >/dev/null || { echo "no '$account' user on this machine" >&2; exit 2; }
+done
 if [ ${#need[@]} -gt 0 ]; then
   apt-get update -qq
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}"

@@ -46,14 +46,8 @@ pub fn run(listen: SocketAddr, front_user: &CgiUser) -> anyhow::Result<ExitCode>
         .context("creating the demo folder")?;
     let jail = folder.path().join("jail");
     let user = jailfs::parse_user("nobody").context("the demo runs its CGIs as `nobody`")?;
-    let mut options = jailfs::InitOptions {
-        dir: jail.clone(),
-        programs: jailfs::DEFAULT_PROGRAMS
-            .iter()
-            .map(|p| p.to_string())
-            .collect(),
-        user: user.clone(),
-    };
+    // The classic profile, plus what the sample CGIs use.
+    let mut options = jailfs::InitOptions::new(jail.clone(), user.clone());
     options
         .programs
         .extend(["env", "id", "ls"].map(String::from));

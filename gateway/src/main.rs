@@ -108,6 +108,20 @@ enum JailOp {
         /// The CGI user to name in the jail's /etc/passwd
         #[arg(long, value_name = "NAME|UID[:GID]", default_value = "nobody")]
         user: String,
+        /// The base set: classic (the shell-CGI programs from the host), busybox (one static
+        /// busybox, no shared libraries) or minimal (sh only); --with adds to it
+        #[arg(long, value_name = "NAME", default_value = "classic")]
+        profile: jailfs::Profile,
+        /// Copy a host file or tree to JAIL (default: the same path) in the jail; repeatable
+        #[arg(long = "add", value_name = "HOST[:JAIL]")]
+        adds: Vec<jailfs::AddSpec>,
+    },
+    /// Audit the jail in DIR: exit 0 if clean, 1 with one line per finding, 2 if it cannot
+    Check {
+        dir: PathBuf,
+        /// The CGI user the jail is for
+        #[arg(long, value_name = "NAME|UID[:GID]", default_value = "nobody")]
+        user: String,
     },
 }
 
@@ -137,8 +151,13 @@ fn main() -> ExitCode {
                     dir,
                     programs,
                     user,
+                    profile,
+                    adds,
                 },
-        }) => jail_init(dir, programs, &user),
+        }) => jail_init(dir, programs, &user, profile, adds),
+        Some(Command::Jail {
+            op: JailOp::Check { dir, user },
+        }) => jail_check(dir, &user),
         Some(Command::Demo {
             listen,
             gateway_user,
@@ -174,6 +193,9 @@ fn serve(args: ServeArgs) -> ExitCode {
         Ok(config) => config,
         Err(error) => return usage_error(&error.to_string()),
     };
+    if let Err(code) = audit_before_serving(&config) {
+        return code;
+    }
     let front_user = match front_user(&args.gateway_user, &config.user) {
         Ok(user) => user,
         Err(message) => return usage_error(&message),
@@ -186,6 +208,43 @@ fn serve(args: ServeArgs) -> ExitCode {
         }
     };
     gateway::privsep::run(config, listener, &front_user)
+}
+
+/// The same audit as `gateway jail check`, at every start: a jail with findings is refused
+/// (fail closed) unless --allow-insecure-jail, which starts anyway and says so loudly.
+fn audit_before_serving(config: &Config) -> Result<(), ExitCode> {
+    let options = jailfs::AuditOptions::new(config.jail.clone(), config.user.clone());
+    let findings = match jailfs::audit(&options) {
+        Ok(findings) => findings,
+        Err(error) => {
+            eprintln!(
+                "gateway: cannot audit the jail {}: {error}",
+                config.jail.display()
+            );
+            return Err(ExitCode::FAILURE);
+        }
+    };
+    if findings.is_empty() {
+        return Ok(());
+    }
+    for finding in &findings {
+        eprintln!("gateway: jail {}: {finding}", config.jail.display());
+    }
+    if !config.allow_insecure_jail {
+        eprintln!(
+            "gateway: refusing to serve from an insecure jail ({} findings above); fix them \
+             (`gateway jail check {}` lists them) or pass --allow-insecure-jail",
+            findings.len(),
+            config.jail.display()
+        );
+        return Err(ExitCode::FAILURE);
+    }
+    tracing::error!(
+        findings = findings.len(),
+        "SERVING FROM AN INSECURE JAIL (--allow-insecure-jail): the findings above weaken \
+         the confinement of every CGI"
+    );
+    Ok(())
 }
 
 fn demo(listen: SocketAddr, gateway_user: &str) -> ExitCode {
@@ -219,24 +278,51 @@ fn front_user(spec: &str, cgi_user: &jailfs::CgiUser) -> Result<jailfs::CgiUser,
     Ok(user)
 }
 
-fn jail_init(dir: PathBuf, programs: Vec<String>, user: &str) -> ExitCode {
+fn jail_check(dir: PathBuf, user: &str) -> ExitCode {
     let user = match jailfs::parse_user(user) {
         Ok(user) => user,
         Err(error) => return usage_error(&format!("--user {user}: {error}")),
     };
-    let programs = if programs.is_empty() {
-        jailfs::DEFAULT_PROGRAMS
-            .iter()
-            .map(|p| p.to_string())
-            .collect()
-    } else {
-        programs
+    match jailfs::audit(&jailfs::AuditOptions::new(dir.clone(), user)) {
+        Ok(findings) if findings.is_empty() => {
+            println!("jail {}: no findings", dir.display());
+            ExitCode::SUCCESS
+        }
+        Ok(findings) => {
+            for finding in &findings {
+                println!("{finding}");
+            }
+            eprintln!(
+                "gateway: jail check {}: {} findings",
+                dir.display(),
+                findings.len()
+            );
+            ExitCode::FAILURE
+        }
+        Err(error) => {
+            eprintln!("gateway: jail check {}: {error}", dir.display());
+            ExitCode::from(USAGE)
+        }
+    }
+}
+
+fn jail_init(
+    dir: PathBuf,
+    programs: Vec<String>,
+    user: &str,
+    profile: jailfs::Profile,
+    adds: Vec<jailfs::AddSpec>,
+) -> ExitCode {
+    let user = match jailfs::parse_user(user) {
+        Ok(user) => user,
+        Err(error) => return usage_error(&format!("--user {user}: {error}")),
     };
-    match jailfs::init(&jailfs::InitOptions {
-        dir: dir.clone(),
-        programs,
-        user,
-    }) {
+    // --with adds to the profile's set (classic here until --profile is wired).
+    let mut options = jailfs::InitOptions::new(dir.clone(), user);
+    options.programs = programs;
+    options.profile = profile;
+    options.adds = adds;
+    match jailfs::init(&options) {
         Ok(report) => {
             println!(
                 "jail ready in {}: {} programs, {} files; put CGIs in {}",

@@ -362,10 +362,7 @@ async fn supervise(config: Config, front: Pid, control: OwnedFd) -> u8 {
     for (_, mut holder) in holders.drain() {
         stop_holder(&mut holder, Stop::Terminate).await;
     }
-    let code = match front_exit.or_else(|| reap_front(front, true)) {
-        Some(code) => code,
-        None => 1,
-    };
+    let code = front_exit.or_else(|| reap_front(front, true)).unwrap_or(1);
     tracing::info!("stopped");
     code
 }

@@ -37,14 +37,56 @@ enum Format {
     Other,
 }
 
-/// Add `program` and every host path it needs to start to `needed` (each once).
-pub(super) fn collect(program: &Path, needed: &mut Vec<PathBuf>) -> Result<(), JailInitError> {
-    collect_at_depth(program, needed, 0)
+/// Add `program` and every host path it needs to start to `needed` (each once). A `#!`
+/// interpreter listed in `provided` (a jail path the profile itself installs, such as
+/// busybox's `/bin/sh`) is taken from the jail and not collected from the host.
+pub(super) fn collect(
+    program: &Path,
+    needed: &mut Vec<PathBuf>,
+    provided: &[PathBuf],
+) -> Result<(), JailInitError> {
+    collect_at_depth(program, needed, provided, 0)
+}
+
+/// Add what the file `path` of an `--add` tree needs (not `path` itself, which goes to its
+/// own jail path): the libraries of an ELF file, executable or not (a shared library in the
+/// tree needs its own dependencies), and the interpreter of an executable `#!` script. Any
+/// other file needs nothing; an executable one that is neither is copied as it is (a shell
+/// falls back to running such a file as a script).
+pub(super) fn collect_file_needs(
+    path: &Path,
+    needed: &mut Vec<PathBuf>,
+    provided: &[PathBuf],
+) -> Result<(), JailInitError> {
+    let meta = fs::metadata(path).map_err(|e| JailInitError::io(path, e))?;
+    match classify(path)? {
+        Format::Elf => {
+            for dependency in elf_dependencies(path)? {
+                push_unique(needed, dependency);
+            }
+            Ok(())
+        }
+        Format::Script { interpreter } if is_executable(&meta) => {
+            collect_interpreter(path, interpreter, needed, provided, 0)
+        }
+        Format::Script { .. } | Format::Other => Ok(()),
+    }
+}
+
+/// True if `path` is an ELF file that needs neither a loader nor a shared library (a static
+/// or static-pie executable), read from its headers.
+pub(super) fn is_static_elf(path: &Path) -> Result<bool, JailInitError> {
+    if classify(path)? != Format::Elf {
+        return Ok(false);
+    }
+    let (_, tree) = analyse(path)?;
+    Ok(tree.interpreter.is_none() && tree.needed.is_empty())
 }
 
 fn collect_at_depth(
     program: &Path,
     needed: &mut Vec<PathBuf>,
+    provided: &[PathBuf],
     depth: usize,
 ) -> Result<(), JailInitError> {
     push_unique(needed, program.to_path_buf());
@@ -55,28 +97,7 @@ fn collect_at_depth(
             }
         }
         Format::Script { interpreter } => {
-            if depth >= MAX_INTERPRETER_DEPTH {
-                return Err(JailInitError::InterpreterTooDeep {
-                    path: program.to_path_buf(),
-                });
-            }
-            let meta = fs::metadata(&interpreter).map_err(|e| {
-                if e.kind() == io::ErrorKind::NotFound {
-                    JailInitError::InterpreterNotFound {
-                        script: program.to_path_buf(),
-                        interpreter: interpreter.clone(),
-                    }
-                } else {
-                    JailInitError::io(&interpreter, e)
-                }
-            })?;
-            if !meta.is_file() {
-                return Err(JailInitError::UnsupportedFileType { path: interpreter });
-            }
-            if !is_executable(&meta) {
-                return Err(JailInitError::NotExecutable { path: interpreter });
-            }
-            collect_at_depth(&interpreter, needed, depth + 1)?;
+            collect_interpreter(program, interpreter, needed, provided, depth)?;
         }
         Format::Other => {
             // A data file or a non-ELF library named by path is copied as it is; an
@@ -90,6 +111,41 @@ fn collect_at_depth(
         }
     }
     Ok(())
+}
+
+/// The `#!` interpreter of `script` and what it needs, unless the jail provides it.
+fn collect_interpreter(
+    script: &Path,
+    interpreter: PathBuf,
+    needed: &mut Vec<PathBuf>,
+    provided: &[PathBuf],
+    depth: usize,
+) -> Result<(), JailInitError> {
+    if provided.contains(&interpreter) {
+        return Ok(());
+    }
+    if depth >= MAX_INTERPRETER_DEPTH {
+        return Err(JailInitError::InterpreterTooDeep {
+            path: script.to_path_buf(),
+        });
+    }
+    let meta = fs::metadata(&interpreter).map_err(|e| {
+        if e.kind() == io::ErrorKind::NotFound {
+            JailInitError::InterpreterNotFound {
+                script: script.to_path_buf(),
+                interpreter: interpreter.clone(),
+            }
+        } else {
+            JailInitError::io(&interpreter, e)
+        }
+    })?;
+    if !meta.is_file() {
+        return Err(JailInitError::UnsupportedFileType { path: interpreter });
+    }
+    if !is_executable(&meta) {
+        return Err(JailInitError::NotExecutable { path: interpreter });
+    }
+    collect_at_depth(&interpreter, needed, provided, depth + 1)
 }
 
 fn push_unique(paths: &mut Vec<PathBuf>, path: PathBuf) {
@@ -153,29 +209,30 @@ fn parse_shebang(head: &[u8]) -> Result<PathBuf, &'static str> {
     Ok(interpreter)
 }
 
-/// Host paths an ELF program needs: its PT_INTERP (literally, as the kernel opens it) and
-/// every library of its dependency tree, at the path the search found it.
-fn elf_dependencies(program: &Path) -> Result<Vec<PathBuf>, JailInitError> {
+/// The dependency tree of ELF file `program`, analysed against `/` at its real path, with
+/// that path.
+fn analyse(program: &Path) -> Result<(PathBuf, DependencyTree), JailInitError> {
     let real = fs::canonicalize(program).map_err(|e| JailInitError::io(program, e))?;
     // lddtree panics on some malformed input (a PT_INTERP of "/", a non-UTF-8 $ORIGIN
     // directory); a bad file must be an error, not a crash of `jail init`.
     let analysed =
         panic::catch_unwind(|| DependencyAnalyzer::new(PathBuf::from("/")).analyze(&real));
-    let tree = match analysed {
-        Ok(Ok(tree)) => tree,
-        Ok(Err(source)) => {
-            return Err(JailInitError::Elf {
-                path: program.to_path_buf(),
-                source,
-            })
-        }
-        Err(_) => {
-            return Err(JailInitError::ElfReaderPanicked {
-                path: program.to_path_buf(),
-            })
-        }
-    };
+    match analysed {
+        Ok(Ok(tree)) => Ok((real, tree)),
+        Ok(Err(source)) => Err(JailInitError::Elf {
+            path: program.to_path_buf(),
+            source,
+        }),
+        Err(_) => Err(JailInitError::ElfReaderPanicked {
+            path: program.to_path_buf(),
+        }),
+    }
+}
 
+/// Host paths an ELF program needs: its PT_INTERP (literally, as the kernel opens it) and
+/// every library of its dependency tree, at the path the search found it.
+fn elf_dependencies(program: &Path) -> Result<Vec<PathBuf>, JailInitError> {
+    let (real, tree) = analyse(program)?;
     let mut dependencies = Vec::new();
     if let Some(interpreter) = &tree.interpreter {
         let path = PathBuf::from(interpreter);

@@ -27,6 +27,7 @@ use nix::sys::stat::{
 };
 use nix::unistd::{fchown, fchownat, symlinkat, unlinkat, Gid, Uid, UnlinkatFlags};
 
+use super::add::Node;
 use super::{refuse_setuid, JailInitError};
 
 /// Linux's limit on symlinks followed while resolving one path (`MAXSYMLINKS`,
@@ -168,6 +169,135 @@ impl Jail {
         }
         self.mirrored.insert(host.to_path_buf());
         Ok(())
+    }
+
+    /// The directory at absolute jail path `path`, created (0755 root:root) where missing,
+    /// opened. Jail symlinks met on the way are resolved inside the jail, by this code: an
+    /// absolute target restarts from the jail root and `..` never climbs above it, so the
+    /// walk cannot leave the jail whatever the symlinks say (`--add X:/bin/x` on a
+    /// merged-/usr jail lands in `/usr/bin`). Every directory passed through is set to
+    /// 0755 root:root, as [`Jail::mirror`] does.
+    pub(super) fn make_dir(&self, path: &Path) -> Result<OwnedFd, JailInitError> {
+        let mut pending = Vec::new();
+        push_steps(&mut pending, path);
+        let mut dirs: Vec<OwnedFd> = Vec::new();
+        let mut jail_cur = PathBuf::from("/");
+        let mut links = 0;
+        while let Some(step) = pending.pop() {
+            let name = match step {
+                Step::Parent => {
+                    if dirs.pop().is_some() {
+                        jail_cur.pop();
+                    }
+                    continue;
+                }
+                Step::Name(name) => name,
+            };
+            let parent = dirs.last().map_or(self.root.as_fd(), |fd| fd.as_fd());
+            let jail_next = jail_cur.join(&name);
+            let shown = self.shown(&jail_next);
+            match readlinkat(parent, name.as_os_str()) {
+                Ok(target) => {
+                    links += 1;
+                    if links > MAX_SYMLINKS {
+                        return Err(JailInitError::SymlinkLoop { path: shown });
+                    }
+                    let target = PathBuf::from(target);
+                    if target.as_os_str().is_empty() {
+                        return Err(JailInitError::io(&shown, Errno::ENOENT));
+                    }
+                    if target.is_absolute() {
+                        dirs.clear();
+                        jail_cur = PathBuf::from("/");
+                    }
+                    push_steps(&mut pending, &target);
+                }
+                // EINVAL: there, but not a symlink; ensure_dir says if it is no directory.
+                Err(Errno::EINVAL | Errno::ENOENT) => {
+                    dirs.push(ensure_dir(parent, &name, DIR_MODE, &shown)?);
+                    jail_cur = jail_next;
+                }
+                Err(e) => return Err(JailInitError::io(&shown, e)),
+            }
+        }
+        match dirs.pop() {
+            Some(fd) => Ok(fd),
+            None => self
+                .root
+                .try_clone()
+                .map_err(|e| JailInitError::io(&self.dir, e)),
+        }
+    }
+
+    /// Copy host regular file `host` (final component not a symlink) to absolute jail path
+    /// `path`, its directory made as by [`Jail::make_dir`]; whatever non-directory was at
+    /// `path` is replaced, never written through.
+    pub(super) fn install_file(&mut self, host: &Path, path: &Path) -> Result<(), JailInitError> {
+        let (parent, name) = self.make_parent(path)?;
+        copy_file(parent.as_fd(), name, host, &self.shown(path))?;
+        tracing::debug!(host = %host.display(), jail = %path.display(), "copied into jail");
+        self.copied.insert(host.to_path_buf());
+        Ok(())
+    }
+
+    /// Symlink at absolute jail path `path` -> `target` (kept if it matches; a file or
+    /// other symlink there is replaced, a directory is a conflict).
+    pub(super) fn install_symlink(&self, path: &Path, target: &Path) -> Result<(), JailInitError> {
+        let (parent, name) = self.make_parent(path)?;
+        ensure_symlink(parent.as_fd(), name, target, &self.shown(path))
+    }
+
+    /// Install the planned `--add` tree `node` at absolute jail path `path`: the top as by
+    /// [`Jail::install_file`] / [`Jail::make_dir`]; below it nothing is resolved any more,
+    /// and a jail symlink where the tree has a directory is a conflict.
+    pub(super) fn install_tree(&mut self, path: &Path, node: &Node) -> Result<(), JailInitError> {
+        match node {
+            Node::File { host } => self.install_file(host, path),
+            Node::Symlink { target } => self.install_symlink(path, target),
+            Node::Dir { entries } => {
+                let fd = self.make_dir(path)?;
+                self.install_entries(fd.as_fd(), &self.shown(path), entries)
+            }
+        }
+    }
+
+    fn install_entries(
+        &mut self,
+        dir: BorrowedFd<'_>,
+        shown: &Path,
+        entries: &[(OsString, Node)],
+    ) -> Result<(), JailInitError> {
+        for (name, node) in entries {
+            let shown = shown.join(name);
+            match node {
+                Node::File { host } => {
+                    copy_file(dir, name, host, &shown)?;
+                    self.copied.insert(host.clone());
+                }
+                Node::Symlink { target } => ensure_symlink(dir, name, target, &shown)?,
+                Node::Dir { entries } => {
+                    let fd = ensure_dir(dir, name, DIR_MODE, &shown)?;
+                    self.install_entries(fd.as_fd(), &shown, entries)?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The directory holding absolute jail path `path` (made as by [`Jail::make_dir`]) and
+    /// `path`'s last component.
+    fn make_parent<'a>(&self, path: &'a Path) -> Result<(OwnedFd, &'a OsStr), JailInitError> {
+        let name = match path.components().next_back() {
+            Some(Component::Normal(name)) => name,
+            _ => {
+                return Err(JailInitError::Conflict {
+                    path: self.shown(path),
+                    reason: "names no file below the jail root",
+                })
+            }
+        };
+        let parent = path.parent().unwrap_or(Path::new("/"));
+        Ok((self.make_dir(parent)?, name))
     }
 
     /// The directory `name` directly under the jail root, with `mode`, root-owned.

@@ -1,16 +1,19 @@
-//! `gateway jail init DIR`: build the chroot tree the workers enter.
+//! `gateway jail init DIR`: build the chroot tree the workers enter; `gateway jail check
+//! DIR`: audit one (see `audit.rs`).
 //!
-//! The tree holds the programs named by the profile, each with exactly the files the kernel
-//! and the dynamic loader will open to start it (the `#!` interpreter of a script, the ELF
-//! `PT_INTERP` loader, every `DT_NEEDED` library, resolved by reading the files with
-//! `lddtree`, never by running them), the three harmless device nodes, an `/etc` that names
-//! only the CGI user, a sticky `/tmp` and the CGI folder. Host paths are reproduced exactly,
-//! symlinks included (`/bin -> usr/bin`, `/usr/bin/sh -> dash`), so that `#!/bin/sh` and
-//! `PT_INTERP` paths work unchanged after the chroot.
+//! The tree holds the programs of the profile (`profile.rs`) and those named with `--with`,
+//! each with exactly the files the kernel and the dynamic loader will open to start it (the
+//! `#!` interpreter of a script, the ELF `PT_INTERP` loader, every `DT_NEEDED` library,
+//! resolved by reading the files with `lddtree`, never by running them), the trees named
+//! with `--add` (`add.rs`), the three harmless device nodes, an `/etc` that names only the
+//! CGI user, a sticky `/tmp` and the CGI folder. Host paths are reproduced exactly, symlinks
+//! included (`/bin -> usr/bin`, `/usr/bin/sh -> dash`), so that `#!/bin/sh` and
+//! `PT_INTERP` paths work unchanged after the chroot; the busybox profile is the exception,
+//! with a real `/bin` of its own.
 //!
-//! The work is done in two phases: first every program is located and its dependencies are
-//! resolved on the host, and only then is DIR touched. A missing program or library
-//! therefore leaves no half-built jail behind.
+//! The work is done in two phases: first every program and every `--add` tree is located,
+//! read and its dependencies resolved on the host, and only then is DIR touched. A missing
+//! program or library, or a refused file, therefore leaves no half-built jail behind.
 //!
 //! Choices made here (see also the docs of `elf.rs` and `mirror.rs`):
 //! - `LD_LIBRARY_PATH`: `lddtree` reads it when analysing against `/`. We neither clear it
@@ -21,7 +24,15 @@
 //! - `/etc/localtime`: copied as a regular file when the host has one; when it has none the
 //!   jail gets none either (glibc then uses UTC, which is what a written UTC file would say),
 //!   and one left by an earlier init is removed so the jail keeps matching the host.
-//! - An empty [`InitOptions::programs`] means [`DEFAULT_PROGRAMS`].
+//! - The [`Profile`] gives the base set; [`InitOptions::programs`] (`--with`) are added to
+//!   it, and [`InitOptions::adds`] (`--add`) are copied after both (so an add can replace a
+//!   program file); the fixed entries (`/dev`, `/etc/passwd`, `/etc/group`,
+//!   `/etc/localtime`, `/tmp`, `/cgi-bin`) are written last and win over an add.
+//! - A re-init never deletes what an earlier one put there (only `/etc/localtime`, see
+//!   above): build a jail for another profile in a fresh DIR.
+//! - `/dev/stdin`, `/dev/stdout`, `/dev/stderr`, `/dev/fd`: not made here, because the
+//!   worker replaces `/dev` with its own tmpfs at run time; [`STD_DEVICE_LINKS`] lists them
+//!   for the worker.
 //! - A bare name must be an executable regular file on the fixed search path, like
 //!   `execvp`. An absolute path may also name a non-executable file (a library that is
 //!   loaded with `dlopen`, which `lddtree` cannot see, or a data file): it is copied, with
@@ -30,10 +41,17 @@
 //!   root:root, `/tmp` to 1777; a jail entry of the wrong kind where a directory belongs is
 //!   an error ([`JailInitError::Conflict`]), never deleted.
 
+mod add;
+pub mod audit;
 mod elf;
 mod mirror;
+mod profile;
 pub mod user;
 
+#[cfg(test)]
+mod audit_tests;
+#[cfg(test)]
+mod profile_tests;
 #[cfg(test)]
 mod tests;
 
@@ -42,9 +60,13 @@ use std::io::{self, Read};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
+pub use add::{AddSpec, AddSpecError};
+pub use audit::{audit, AuditError, AuditOptions, DeviceKind, Finding, Problem};
+pub use profile::{Profile, UnknownProfile, BUSYBOX_APPLETS, BUSYBOX_HOST_PATH};
 pub use user::{parse_user, UserSpecError};
 
 use mirror::Jail;
+use profile::Busybox;
 
 /// Top-level folders that a merged-/usr host makes symlinks into /usr.
 const MERGED_USR_LINKS: &[&str] = &["/bin", "/sbin", "/lib", "/lib64"];
@@ -63,14 +85,31 @@ pub struct CgiUser {
 pub struct InitOptions {
     /// The jail's root on the host; created if missing.
     pub dir: PathBuf,
-    /// Bare names (looked up on [`SEARCH_PATH`]) or absolute host paths; empty means
-    /// [`DEFAULT_PROGRAMS`].
+    /// `--with`: programs added to the profile's set. Bare names (looked up on
+    /// [`SEARCH_PATH`]) or absolute host paths; each is copied with what it needs to start.
     pub programs: Vec<String>,
     /// The account named in the jail's `/etc/passwd` and `/etc/group`.
     pub user: CgiUser,
+    /// `--profile`: the base set.
+    pub profile: Profile,
+    /// `--add`: host files and trees copied to jail paths.
+    pub adds: Vec<AddSpec>,
 }
 
-/// The classic shell-CGI jail set, used when no --with is given.
+impl InitOptions {
+    /// The [`Profile::Classic`] jail at `dir` for `user`, with no `--with` and no `--add`.
+    pub fn new(dir: impl Into<PathBuf>, user: CgiUser) -> Self {
+        InitOptions {
+            dir: dir.into(),
+            programs: Vec::new(),
+            user,
+            profile: Profile::Classic,
+            adds: Vec::new(),
+        }
+    }
+}
+
+/// The classic shell-CGI jail set: the programs of [`Profile::Classic`].
 pub const DEFAULT_PROGRAMS: &[&str] = &[
     "[", "cat", "chmod", "cp", "date", "echo", "expr", "mv", "rm", "sh", "sleep", "test", "awk",
     "egrep", "fgrep", "grep", "gunzip", "zcat", "gzip", "head", "nice", "sed", "sort", "tail",
@@ -86,6 +125,17 @@ pub const SEARCH_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin
 /// give no access to anything (mem(4): null, zero, urandom). Name, major, minor.
 const DEVICES: &[(&str, u32, u32)] = &[("null", 1, 3), ("zero", 1, 5), ("urandom", 1, 9)];
 
+/// Symlinks the worker puts in the `/dev` it builds at run time, for scripts that name
+/// `/dev/stdin` and friends: (name in `/dev`, target). Not made by `init`: the worker's
+/// tmpfs replaces the jail tree's `/dev`, so anything init wrote there is never seen. They
+/// resolve only where `/proc` is mounted for the CGIs.
+pub const STD_DEVICE_LINKS: &[(&str, &str)] = &[
+    ("stdin", "/proc/self/fd/0"),
+    ("stdout", "/proc/self/fd/1"),
+    ("stderr", "/proc/self/fd/2"),
+    ("fd", "/proc/self/fd"),
+];
+
 /// Upper bound on the host's `/etc/localtime`. TZif files are a few KiB; the cap keeps a
 /// host symlink to something odd (a huge file) from being slurped into memory.
 const MAX_LOCALTIME_BYTES: u64 = 1 << 20;
@@ -97,7 +147,8 @@ pub struct InitReport {
     /// `/etc/localtime`), each counted once. Written files (`passwd`, `group`) and device
     /// nodes are not counted. A re-init copies everything again, so it reports the same.
     pub files_copied: usize,
-    /// Jail paths of the programs, in the order asked for, without duplicates.
+    /// Jail paths of the programs: the profile's (busybox: the applet links), then the
+    /// `--with` ones, in the order asked for, without duplicates.
     pub programs: Vec<PathBuf>,
 }
 
@@ -166,6 +217,20 @@ pub enum JailInitError {
     Conflict { path: PathBuf, reason: &'static str },
     #[error("{path}: larger than {MAX_LOCALTIME_BYTES} bytes, not a time zone file")]
     LocaltimeTooLarge { path: PathBuf },
+    #[error(
+        "{path} not found: the busybox profile needs a statically linked busybox \
+         (apt-get install busybox-static)"
+    )]
+    BusyboxMissing { path: PathBuf },
+    #[error(
+        "{path} is not a statically linked ELF executable: the busybox profile puts no \
+         loader and no shared library in the jail (apt-get install busybox-static)"
+    )]
+    BusyboxNotStatic { path: PathBuf },
+    #[error("--add {0}")]
+    InvalidAdd(#[from] AddSpecError),
+    #[error("{path}: --add tree deeper than {} levels", add::MAX_ADD_DEPTH)]
+    AddTooDeep { path: PathBuf },
     #[error("{path}: {source}")]
     Io {
         path: PathBuf,
@@ -193,21 +258,36 @@ pub fn init(opts: &InitOptions) -> Result<InitReport, JailInitError> {
     let (passwd, group) = account_files(&opts.user)?;
 
     // Phase 1: resolve everything on the host.
-    let names: Vec<&str> = if opts.programs.is_empty() {
-        DEFAULT_PROGRAMS.to_vec()
-    } else {
-        opts.programs.iter().map(String::as_str).collect()
+    let busybox = match opts.profile {
+        Profile::Busybox => Some(Busybox::locate()?),
+        Profile::Classic | Profile::Minimal => None,
     };
-    let mut programs: Vec<PathBuf> = Vec::new();
+    let provided = if busybox.is_some() {
+        Busybox::provided()
+    } else {
+        Vec::new()
+    };
+    let mut programs: Vec<PathBuf> = if busybox.is_some() {
+        Busybox::applet_paths()
+    } else {
+        Vec::new()
+    };
     let mut needed: Vec<PathBuf> = Vec::new();
-    for name in names {
+    let names = opts.profile.host_programs().iter().copied();
+    for name in names.chain(opts.programs.iter().map(String::as_str)) {
         let path = locate_program(name)?;
-        if programs.contains(&path) {
+        // Also skips a --with program at a path the profile provides (busybox's /bin/sh).
+        if programs.contains(&path) || provided.contains(&path) {
             continue;
         }
-        elf::collect(&path, &mut needed)?;
+        elf::collect(&path, &mut needed, &provided)?;
         programs.push(path);
     }
+    let adds = opts
+        .adds
+        .iter()
+        .map(|spec| add::plan(spec, &mut needed, &provided))
+        .collect::<Result<Vec<_>, _>>()?;
     // Checked again on the open descriptor when copying; checking here as well refuses
     // before anything is written.
     for path in &needed {
@@ -217,16 +297,26 @@ pub fn init(opts: &InitOptions) -> Result<InitReport, JailInitError> {
 
     // Phase 2: write the jail.
     let mut jail = Jail::open(&opts.dir)?;
-    for path in &needed {
-        jail.mirror(path)?;
-    }
-    // Programs are found at their /usr path first, but scripts name `#!/bin/sh`: on a
-    // merged-/usr host the top-level folders are symlinks, and the jail gets them all.
-    for top in MERGED_USR_LINKS {
-        let top = Path::new(top);
-        if fs::symlink_metadata(top).is_ok_and(|meta| meta.file_type().is_symlink()) {
-            jail.mirror(top)?;
+    if let Some(busybox) = &busybox {
+        busybox.install(&mut jail)?;
+        for path in &needed {
+            install_beside_busybox(&mut jail, path)?;
         }
+    } else {
+        for path in &needed {
+            jail.mirror(path)?;
+        }
+        // Programs are found at their /usr path first, but scripts name `#!/bin/sh`: on a
+        // merged-/usr host the top-level folders are symlinks, and the jail gets them all.
+        for top in MERGED_USR_LINKS {
+            let top = Path::new(top);
+            if fs::symlink_metadata(top).is_ok_and(|meta| meta.file_type().is_symlink()) {
+                jail.mirror(top)?;
+            }
+        }
+    }
+    for add in &adds {
+        jail.install_tree(&add.jail, &add.node)?;
     }
     install_devices(&jail)?;
     let localtime_copied = install_etc(&jail, &passwd, &group)?;
@@ -240,11 +330,33 @@ pub fn init(opts: &InitOptions) -> Result<InitReport, JailInitError> {
     };
     tracing::info!(
         dir = %opts.dir.display(),
+        profile = %opts.profile,
         programs = report.programs.len(),
         files_copied = report.files_copied,
         "jail initialised"
     );
     Ok(report)
+}
+
+/// Mirror host path `path` into a busybox jail, whose `/bin` is a real directory. A path
+/// under a host `/bin` that is a symlink (merged /usr) cannot be mirrored through it, so
+/// it is mirrored at its host location (`/usr/bin/x`), with a jail symlink `/bin/x` to it
+/// for the `#!` lines and `--with` paths that name it.
+fn install_beside_busybox(jail: &mut Jail, path: &Path) -> Result<(), JailInitError> {
+    let host_bin = Path::new("/bin");
+    let bin_is_symlink =
+        fs::symlink_metadata(host_bin).is_ok_and(|meta| meta.file_type().is_symlink());
+    if !(bin_is_symlink && path.starts_with(host_bin)) {
+        return jail.mirror(path);
+    }
+    let (Some(parent), Some(name)) = (path.parent(), path.file_name()) else {
+        return jail.mirror(path);
+    };
+    let resolved = fs::canonicalize(parent)
+        .map_err(|e| JailInitError::io(parent, e))?
+        .join(name);
+    jail.mirror(&resolved)?;
+    jail.install_symlink(path, &resolved)
 }
 
 /// `SetuidRefused` if `mode` has the setuid or setgid bit: a setuid file in the jail is the

@@ -12,7 +12,7 @@ use std::process::{Command, Output};
 
 use tempfile::TempDir;
 
-fn nobody() -> CgiUser {
+pub(super) fn nobody() -> CgiUser {
     CgiUser {
         name: "nobody".into(),
         uid: 65534,
@@ -21,16 +21,27 @@ fn nobody() -> CgiUser {
     }
 }
 
-fn options(dir: &Path, programs: &[&str]) -> InitOptions {
+/// `profile` plus `programs` (--with) at `dir`, for [`nobody`].
+pub(super) fn profile_options(dir: &Path, profile: Profile, programs: &[&str]) -> InitOptions {
     InitOptions {
-        dir: dir.to_path_buf(),
+        profile,
         programs: programs.iter().map(|p| p.to_string()).collect(),
-        user: nobody(),
+        ..InitOptions::new(dir, nobody())
     }
 }
 
+/// The classic profile plus `programs` (--with) at `dir`.
+fn options(dir: &Path, programs: &[&str]) -> InitOptions {
+    profile_options(dir, Profile::Classic, programs)
+}
+
+/// The minimal profile (sh only) plus `programs` (--with) at `dir`.
+fn minimal(dir: &Path, programs: &[&str]) -> InitOptions {
+    profile_options(dir, Profile::Minimal, programs)
+}
+
 /// A jail with the default program set in a fresh temporary directory.
-fn default_jail() -> (TempDir, InitReport) {
+pub(super) fn default_jail() -> (TempDir, InitReport) {
     let tmp = tempfile::tempdir().expect("tempdir");
     let report = init(&options(tmp.path(), &[])).expect("init");
     (tmp, report)
@@ -38,7 +49,7 @@ fn default_jail() -> (TempDir, InitReport) {
 
 /// Resolve absolute `path` as the kernel would after `chroot(jail)`: symlinks are followed
 /// inside the jail, absolute targets from the jail's root. `None` if it does not resolve.
-fn resolve_in_jail(jail: &Path, path: &Path) -> Option<PathBuf> {
+pub(super) fn resolve_in_jail(jail: &Path, path: &Path) -> Option<PathBuf> {
     fn steps_reversed(path: &Path) -> Vec<OsString> {
         path.components()
             .rev()
@@ -81,7 +92,7 @@ fn resolve_in_jail(jail: &Path, path: &Path) -> Option<PathBuf> {
 }
 
 /// Run `program` with `args` chrooted into `jail`, with a minimal environment.
-fn run_in_jail(jail: &Path, program: &str, args: &[&str]) -> Output {
+pub(super) fn run_in_jail(jail: &Path, program: &str, args: &[&str]) -> Output {
     let root = CString::new(jail.as_os_str().as_bytes()).expect("no NUL in path");
     let mut command = Command::new(program);
     command
@@ -111,7 +122,7 @@ fn run_in_jail(jail: &Path, program: &str, args: &[&str]) -> Output {
 }
 
 /// Every entry under `dir`: (relative path, metadata), not following symlinks.
-fn walk(dir: &Path) -> Vec<(PathBuf, fs::Metadata)> {
+pub(super) fn walk(dir: &Path) -> Vec<(PathBuf, fs::Metadata)> {
     let mut out = Vec::new();
     let mut stack = vec![dir.to_path_buf()];
     while let Some(current) = stack.pop() {
@@ -132,7 +143,7 @@ fn walk(dir: &Path) -> Vec<(PathBuf, fs::Metadata)> {
 }
 
 /// A comparable snapshot of the tree: path, type, mode, owner, size, symlink target.
-fn snapshot(dir: &Path) -> Vec<String> {
+pub(super) fn snapshot(dir: &Path) -> Vec<String> {
     walk(dir)
         .into_iter()
         .map(|(path, meta)| {
@@ -321,7 +332,7 @@ fn setuid_and_setgid_files_are_refused() {
         fs::copy("/usr/bin/true", &program).expect("copy");
         fs::set_permissions(&program, fs::Permissions::from_mode(mode)).expect("chmod");
         let jail = tempfile::tempdir().expect("tempdir");
-        let err = init(&options(jail.path(), &[program.to_str().expect("utf-8")]))
+        let err = init(&minimal(jail.path(), &[program.to_str().expect("utf-8")]))
             .expect_err("setuid must be refused");
         match &err {
             JailInitError::SetuidRefused { path } => assert_eq!(path, &program),
@@ -338,14 +349,14 @@ fn setuid_and_setgid_files_are_refused() {
 #[test]
 fn unknown_and_invalid_programs_are_named() {
     let jail = tempfile::tempdir().expect("tempdir");
-    let err = init(&options(jail.path(), &["sh", "no-such-program-jailfs"])).expect_err("unknown");
+    let err = init(&minimal(jail.path(), &["no-such-program-jailfs"])).expect_err("unknown");
     assert!(
         matches!(&err, JailInitError::ProgramNotFound { name } if name == "no-such-program-jailfs")
     );
     assert!(err.to_string().contains("no-such-program-jailfs"));
-    let err = init(&options(jail.path(), &["/no/such/program"])).expect_err("unknown path");
+    let err = init(&minimal(jail.path(), &["/no/such/program"])).expect_err("unknown path");
     assert!(matches!(&err, JailInitError::ProgramNotFound { name } if name == "/no/such/program"));
-    let err = init(&options(jail.path(), &["bin/sh"])).expect_err("relative path");
+    let err = init(&minimal(jail.path(), &["bin/sh"])).expect_err("relative path");
     assert!(matches!(err, JailInitError::InvalidProgramName { .. }));
     // Phase 1 failed: DIR was not even populated.
     assert_eq!(fs::read_dir(jail.path()).expect("dir").count(), 0);
@@ -359,8 +370,11 @@ fn script_interpreter_is_installed() {
     fs::set_permissions(&script, fs::Permissions::from_mode(0o755)).expect("chmod");
     let jail = tempfile::tempdir().expect("tempdir");
     let script_name = script.to_str().expect("utf-8");
-    let report = init(&options(jail.path(), &[script_name])).expect("init");
-    assert_eq!(report.programs, vec![script.clone()]);
+    let report = init(&minimal(jail.path(), &[script_name])).expect("init");
+    assert_eq!(
+        report.programs,
+        vec![PathBuf::from("/usr/bin/sh"), script.clone()]
+    );
     // The script, /bin/sh (through /bin -> usr/bin and sh -> dash) and its libraries.
     assert!(resolve_in_jail(jail.path(), Path::new("/bin/sh")).is_some_and(|p| p.is_file()));
     let output = run_in_jail(jail.path(), script_name, &["jail"]);
@@ -375,19 +389,19 @@ fn jail_symlinks_are_never_followed() {
     let victim = tempfile::tempdir().expect("tempdir");
     let jail = tempfile::tempdir().expect("tempdir");
     std::os::unix::fs::symlink(victim.path(), jail.path().join("usr")).expect("symlink");
-    let err = init(&options(jail.path(), &["true"])).expect_err("conflict");
+    let err = init(&minimal(jail.path(), &["true"])).expect_err("conflict");
     assert!(matches!(err, JailInitError::Conflict { .. }), "{err}");
     assert_eq!(fs::read_dir(victim.path()).expect("victim").count(), 0);
 
     // A stale file symlink is replaced, not written through.
     let jail = tempfile::tempdir().expect("tempdir");
-    init(&options(jail.path(), &["true"])).expect("init");
+    init(&minimal(jail.path(), &["true"])).expect("init");
     let victim_file = victim.path().join("passwd");
     fs::write(&victim_file, b"untouched").expect("victim file");
     let passwd = jail.path().join("etc/passwd");
     fs::remove_file(&passwd).expect("rm");
     std::os::unix::fs::symlink(&victim_file, &passwd).expect("symlink");
-    init(&options(jail.path(), &["true"])).expect("re-init");
+    init(&minimal(jail.path(), &["true"])).expect("re-init");
     assert_eq!(fs::read(&victim_file).expect("victim"), b"untouched");
     assert!(fs::symlink_metadata(&passwd).expect("passwd").is_file());
 }
@@ -395,10 +409,10 @@ fn jail_symlinks_are_never_followed() {
 #[test]
 fn root_cgi_user_is_refused() {
     let jail = tempfile::tempdir().expect("tempdir");
-    let mut opts = options(jail.path(), &["true"]);
+    let mut opts = minimal(jail.path(), &["true"]);
     opts.user.uid = 0;
     assert!(matches!(init(&opts), Err(JailInitError::RootUser { .. })));
-    let mut opts = options(jail.path(), &["true"]);
+    let mut opts = minimal(jail.path(), &["true"]);
     opts.user.name = "evil:0:0::/:/bin/sh\nx".into();
     assert!(matches!(
         init(&opts),
