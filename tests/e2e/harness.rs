@@ -8,7 +8,7 @@ use std::net::SocketAddr;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
-use std::sync::mpsc;
+use std::sync::{mpsc, Condvar, Mutex, MutexGuard};
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -199,6 +199,68 @@ pub fn run_bounded(cmd: &mut Command, deadline: Duration) -> Finished {
     }
 }
 
+/// Who is using the machine's shared resources right now: any number of ordinary gateways, or
+/// one test that must have the machine to itself. The resources in question are real and
+/// machine-wide: `RLIMIT_NPROC` counts every process of the CGI uid (a fork bomb in one test
+/// would make every other test's CGIs fail to fork), and the escape tests measure request
+/// latency during an attack, which a concurrent 50 MiB upload would drown. A nested shared
+/// use (a test with two gateways) never waits for a queued exclusive one, so nothing deadlocks.
+struct MachineUse {
+    shared: usize,
+    exclusive: bool,
+}
+
+static MACHINE: Mutex<MachineUse> = Mutex::new(MachineUse {
+    shared: 0,
+    exclusive: false,
+});
+static MACHINE_FREED: Condvar = Condvar::new();
+
+/// Held by every running [`Gateway`]: shared by default, exclusive for [`Jail::serve_alone`].
+pub struct MachineGuard {
+    exclusive: bool,
+}
+
+fn machine() -> MutexGuard<'static, MachineUse> {
+    // A test that panicked while holding the lock left consistent counters: carry on.
+    MACHINE.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+impl MachineGuard {
+    fn acquire(exclusive: bool) -> MachineGuard {
+        let mut state = machine();
+        loop {
+            let free = if exclusive {
+                !state.exclusive && state.shared == 0
+            } else {
+                !state.exclusive
+            };
+            if free {
+                break;
+            }
+            state = MACHINE_FREED.wait(state).unwrap_or_else(|e| e.into_inner());
+        }
+        if exclusive {
+            state.exclusive = true;
+        } else {
+            state.shared += 1;
+        }
+        MachineGuard { exclusive }
+    }
+}
+
+impl Drop for MachineGuard {
+    fn drop(&mut self) {
+        let mut state = machine();
+        if self.exclusive {
+            state.exclusive = false;
+        } else {
+            state.shared -= 1;
+        }
+        MACHINE_FREED.notify_all();
+    }
+}
+
 /// A jail built by `gateway jail init` in a fresh temp folder, not yet served.
 pub struct Jail {
     dir: TempDir,
@@ -213,13 +275,16 @@ impl Jail {
 
     /// `gateway jail init DIR --with PROG...` with exactly `programs`.
     pub fn with_programs(programs: &[&str]) -> Jail {
+        let args: Vec<&str> = programs.iter().flat_map(|p| ["--with", p]).collect();
+        Jail::with_init_args(&args)
+    }
+
+    /// `gateway jail init DIR ARGS...` (for instance `--profile minimal`).
+    pub fn with_init_args(args: &[&str]) -> Jail {
         let dir = TempDir::with_prefix("jailgate-e2e-").expect("temp dir");
         let root = dir.path().join("jail");
         let mut cmd = Command::new(gateway_bin());
-        cmd.args(["jail", "init"]).arg(&root);
-        for prog in programs {
-            cmd.args(["--with", prog]);
-        }
+        cmd.args(["jail", "init"]).arg(&root).args(args);
         cmd.env_remove("LD_LIBRARY_PATH");
         let done = run_bounded(&mut cmd, JAIL_INIT_DEADLINE);
         assert!(
@@ -257,9 +322,77 @@ impl Jail {
         self
     }
 
+    /// Copies the file at `source` to `/cgi-bin/NAME` with `mode` (root-owned: the tests run
+    /// as root). For compiled attack programs.
+    pub fn install(&self, name: &str, source: &Path, mode: u32) -> &Jail {
+        let path = self.root.join("cgi-bin").join(name);
+        fs::copy(source, &path)
+            .unwrap_or_else(|e| panic!("copy {} to {}: {e}", source.display(), path.display()));
+        fs::set_permissions(&path, fs::Permissions::from_mode(mode))
+            .unwrap_or_else(|e| panic!("chmod {}: {e}", path.display()));
+        self
+    }
+
     /// Starts the gateway on this jail.
     pub fn serve(self, opts: Opts) -> Gateway {
-        Gateway::start(self, opts)
+        Gateway::start(self, opts, &[], false)
+    }
+
+    /// Starts the gateway on this jail with `extra` flags after the usual ones.
+    pub fn serve_with(self, opts: Opts, extra: &[&str]) -> Gateway {
+        Gateway::start(self, opts, extra, false)
+    }
+
+    /// Like [`Jail::serve_with`], but first waits until no other gateway of this test binary
+    /// runs, and keeps every other one from starting until this one is dropped (see
+    /// [`MachineGuard`]): for attacks on machine-wide resources and latency measurements.
+    pub fn serve_alone(self, opts: Opts, extra: &[&str]) -> Gateway {
+        Gateway::start(self, opts, extra, true)
+    }
+
+    /// Starts the gateway on this jail with `extra` flags and expects it to refuse: to exit by
+    /// itself within 20 s without a ready line. If it serves instead, it is stopped and this
+    /// panics with what it printed.
+    pub fn start_refused(&self, extra: &[&str]) -> Finished {
+        let out = TempDir::new().expect("temp dir for gateway output");
+        let stdout_path = out.path().join("stdout");
+        let stderr_path = out.path().join("stderr");
+        let mut cmd = Command::new(gateway_bin());
+        cmd.arg("--jail")
+            .arg(&self.root)
+            .args(["--workers", "1", "--listen", "127.0.0.1:0"])
+            .args(extra)
+            .stdin(Stdio::null())
+            .stdout(File::create(&stdout_path).expect("stdout file"))
+            .stderr(File::create(&stderr_path).expect("stderr file"));
+        let _machine = MachineGuard::acquire(false);
+        let mut child = ChildGuard::spawn(&mut cmd);
+        // Exits by itself (the refusal), or prints its ready line (it serves: stop it now).
+        let end = Instant::now() + READY_DEADLINE;
+        let status = loop {
+            if let Some(status) = child.try_wait() {
+                break Some(status);
+            }
+            let serving = fs::read_to_string(&stdout_path).is_ok_and(|t| t.contains("listening"));
+            if serving || Instant::now() >= end {
+                child.stop();
+                break None;
+            }
+            thread::sleep(Duration::from_millis(50));
+        };
+        let stdout = fs::read_to_string(&stdout_path).unwrap_or_default();
+        let stderr = fs::read_to_string(&stderr_path).unwrap_or_default();
+        let Some(status) = status else {
+            panic!(
+                "the gateway did not refuse to start (it served, or still ran after \
+                 {READY_DEADLINE:?}; now stopped)\nstdout:\n{stdout}\nstderr:\n{stderr}"
+            );
+        };
+        Finished {
+            status,
+            stdout,
+            stderr,
+        }
     }
 }
 
@@ -288,8 +421,9 @@ pub struct Gateway {
     pub workers: usize,
     stderr_path: PathBuf,
     root: PathBuf,
-    // Last field: dropped after the processes are stopped.
+    // Last fields: dropped after the processes are stopped.
     _dir: TempDir,
+    _machine: MachineGuard,
 }
 
 /// One prespawned worker: the holder (a child of the gateway) and the worker proper.
@@ -300,7 +434,8 @@ pub struct WorkerPair {
 }
 
 impl Gateway {
-    fn start(jail: Jail, opts: Opts) -> Gateway {
+    fn start(jail: Jail, opts: Opts, extra: &[&str], exclusive: bool) -> Gateway {
+        let machine = MachineGuard::acquire(exclusive);
         let Jail { dir, root } = jail;
         let stderr_path = dir.path().join("gateway.stderr");
         let stderr = File::create(&stderr_path).expect("gateway stderr file");
@@ -312,6 +447,7 @@ impl Gateway {
         if let Some(secs) = opts.timeout_secs {
             cmd.args(["--timeout", &secs.to_string()]);
         }
+        cmd.args(extra);
         let path = std::env::var("PATH").unwrap_or_else(|_| "/usr/bin:/bin".to_owned());
         cmd.env(LEAK_NAME, LEAK_VALUE)
             .env("PATH", format!("{path}:{LEAK_PATH_PART}"))
@@ -339,6 +475,7 @@ impl Gateway {
             stderr_path,
             root,
             _dir: dir,
+            _machine: machine,
         };
         let line = match rx.recv_timeout(READY_DEADLINE) {
             Ok(Ok(line)) if !line.is_empty() => line,
@@ -391,13 +528,53 @@ impl Gateway {
         text
     }
 
-    /// The live (non-zombie) workers: each live child of the gateway with its live children.
-    /// Returns `None` unless every holder has exactly one live child.
+    /// The front: the process that accepts and parses HTTP, a child of the gateway pid (the
+    /// root supervisor) next to the worker holders. The criterion is the executable, not the
+    /// user: the front is the one live child whose `/proc/PID/exe` is the gateway binary
+    /// (fork or re-exec of the gateway alike), while every holder runs `jailgate-worker`. The
+    /// users are configurable (`--user`, `--gateway-user`) and may even be equal, so a uid
+    /// cannot tell the two apart; the binary always does. `None` while there is none (a
+    /// gateway built before the front existed has none at all).
+    pub fn front(&self) -> Option<ProcStat> {
+        let gateway_bin = gateway_bin();
+        let fronts: Vec<ProcStat> = procfs::children(&procfs::snapshot(), self.pid())
+            .into_iter()
+            .filter(|p| !p.is_zombie() && procfs::exe_is(p.pid, &gateway_bin))
+            .collect();
+        match fronts.as_slice() {
+            [front] => Some(front.clone()),
+            _ => None,
+        }
+    }
+
+    /// Polls for [`Gateway::front`]; panics after `deadline`.
+    pub fn wait_for_front(&self, deadline: Duration) -> ProcStat {
+        let end = Instant::now() + deadline;
+        loop {
+            if let Some(front) = self.front() {
+                return front;
+            }
+            if Instant::now() >= end {
+                let children = procfs::children(&procfs::snapshot(), self.pid());
+                panic!(
+                    "gateway {} has no front (a child running the gateway binary) within \
+                     {deadline:?}; its children: {children:?}",
+                    self.pid()
+                );
+            }
+            thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// The live (non-zombie) workers: each live child of the gateway with its live children,
+    /// leaving out the front (see [`Gateway::front`]). Returns `None` unless every holder has
+    /// exactly one live child.
     pub fn workers_now(&self) -> Option<Vec<WorkerPair>> {
         let all = procfs::snapshot();
+        let gateway_bin = gateway_bin();
         let mut pairs = Vec::new();
         for holder in procfs::children(&all, self.pid()) {
-            if holder.is_zombie() {
+            if holder.is_zombie() || procfs::exe_is(holder.pid, &gateway_bin) {
                 continue;
             }
             let kids: Vec<ProcStat> = procfs::children(&all, holder.pid)

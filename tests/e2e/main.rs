@@ -8,6 +8,7 @@ mod procfs;
 
 mod core;
 mod errors;
+mod escape;
 mod jail;
 mod lifecycle;
 mod streaming;
