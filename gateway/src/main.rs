@@ -228,7 +228,10 @@ fn audit_before_serving(config: &Config) -> Result<(), ExitCode> {
         return Ok(());
     }
     for finding in &findings {
-        eprintln!("gateway: insecure jail {}: {finding}", config.jail.display());
+        eprintln!(
+            "gateway: insecure jail {}: {finding}",
+            config.jail.display()
+        );
     }
     if !config.allow_insecure_jail {
         eprintln!(
