@@ -9,6 +9,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
+use http::request::Parts;
 use http::{header, HeaderValue, Request, Response, StatusCode};
 use http_body_util::{BodyExt, Either, Full};
 use hyper::body::Incoming;
@@ -23,7 +24,7 @@ use crate::cgi_env::{meta_variables, Connection};
 use crate::config::Config;
 use crate::error::RequestError;
 use crate::pool::{CgiEvent, CgiHandle, Pool};
-use crate::response::{read_head, CgiBody};
+use crate::response::{read_head, CgiBody, HeadStyle};
 use crate::router::route;
 
 /// What every response body is: a short text of ours, or a CGI's output.
@@ -61,26 +62,45 @@ impl Gateway {
         let span = tracing::info_span!("request", id);
         let method = request.method().clone();
         let target = request.uri().path().to_owned();
-        let response = match self
-            .run_cgi(request, connection)
+        let response = self
+            .serve(request, connection)
             .instrument(span.clone())
-            .await
-        {
-            Ok(response) => response,
-            Err(error) => error_response(&error),
-        };
+            .await;
         span.in_scope(|| tracing::info!(%method, target = %target.escape_debug(), status = response.status().as_u16(), "request"));
         Ok(response)
     }
 
-    async fn run_cgi(
+    /// Runs the request's CGI, and the CGIs its local redirects name (RFC 3875 §6.2.2).
+    async fn serve(
         &self,
         request: Request<Incoming>,
         connection: Connection,
-    ) -> Result<Response<ResponseBody>, RequestError> {
-        let (parts, body) = request.into_parts();
+    ) -> Response<ResponseBody> {
+        let (mut parts, body) = request.into_parts();
+        let mut body = Some(body);
+        for _ in 0..=MAX_LOCAL_REDIRECTS {
+            match self.run_cgi(&parts, body.take(), connection).await {
+                Ok(Outcome::Response(response)) => return response,
+                Ok(Outcome::LocalRedirect(location)) => match redirected(&parts, &location) {
+                    Ok(next) => parts = next,
+                    Err(error) => return error_response(&error),
+                },
+                Err(error) => return error_response(&error),
+            }
+        }
+        error_response(&RequestError::BadCgiOutput(format!(
+            "more than {MAX_LOCAL_REDIRECTS} local redirects"
+        )))
+    }
+
+    async fn run_cgi(
+        &self,
+        parts: &Parts,
+        body: Option<Incoming>,
+        connection: Connection,
+    ) -> Result<Outcome, RequestError> {
         let route = route(parts.uri.path(), parts.uri.query())?;
-        let content_length = match parts.headers.get(header::CONTENT_LENGTH) {
+        let declared = match parts.headers.get(header::CONTENT_LENGTH) {
             Some(value) => Some(
                 value
                     .to_str()
@@ -90,25 +110,48 @@ impl Gateway {
             ),
             None => None,
         };
-        if content_length.is_some_and(|length| length > self.config.max_body_bytes) {
-            return Err(RequestError::BodyTooLarge(
-                content_length.unwrap_or_default(),
-            ));
+        if let Some(length) = declared.filter(|&length| length > self.config.max_body_bytes) {
+            return Err(RequestError::BodyTooLarge(length));
         }
-        if content_length.is_none() && parts.headers.contains_key(header::TRANSFER_ENCODING) {
-            // CGI needs CONTENT_LENGTH before the body (RFC 3875 §4.1.2); a chunked body has
-            // none until it ends. Front servers (nginx) de-chunk; direct clients get 411.
-            return Err(RequestError::LengthRequired);
-        }
-        let env = meta_variables(&parts, &route, connection);
+        let chunked = declared.is_none() && parts.headers.contains_key(header::TRANSFER_ENCODING);
+        let (body, content_length) = match body {
+            Some(body) if chunked => {
+                // CGI needs CONTENT_LENGTH before the body (RFC 3875 §4.1.2), and a chunked
+                // body has none until it ends: spool it, up to --max-body.
+                let (file, length) = spool(body, self.config.max_body_bytes).await?;
+                (RequestBody::Spooled(file), Some(length))
+            }
+            Some(body) if declared.unwrap_or(0) > 0 => (RequestBody::Stream(body), declared),
+            _ => (RequestBody::Empty, None),
+        };
+        let style = if route
+            .script_name
+            .rsplit('/')
+            .next()
+            .is_some_and(|name| name.starts_with("nph-"))
+        {
+            HeadStyle::Nph
+        } else {
+            HeadStyle::Cgi
+        };
+        let env = meta_variables(parts, &route, connection, content_length, &self.config.env);
         let permit = self.pool.admit().await?;
 
         let (stdin, cgi_stdin) = pipe::pipe().map_err(internal)?;
         let (cgi_stdout, stdout) = pipe::pipe().map_err(internal)?;
         let (cgi_stderr, stderr) = pipe::pipe().map_err(internal)?;
         // The CGI gets plain blocking descriptors, as a program started from a shell would.
+        let (stdin, cgi_stdin) = match body {
+            RequestBody::Spooled(file) => (None, OwnedFd::from(file)),
+            RequestBody::Stream(body) => (
+                Some((body, stdin)),
+                cgi_stdin.into_blocking_fd().map_err(internal)?,
+            ),
+            // No body: the CGI reads end-of-file at once.
+            RequestBody::Empty => (None, cgi_stdin.into_blocking_fd().map_err(internal)?),
+        };
         let cgi_fds: [OwnedFd; 3] = [
-            cgi_stdin.into_blocking_fd().map_err(internal)?,
+            cgi_stdin,
             cgi_stdout.into_blocking_fd().map_err(internal)?,
             cgi_stderr.into_blocking_fd().map_err(internal)?,
         ];
@@ -136,13 +179,9 @@ impl Gateway {
             }
         }
 
-        let feeder = if content_length.unwrap_or(0) > 0 {
-            Some(tokio::spawn(feed_stdin(body, stdin).in_current_span()).abort_handle())
-        } else {
-            // No body: the CGI reads end-of-file at once.
-            drop(stdin);
-            None
-        };
+        let feeder = stdin.map(|(body, stdin)| {
+            tokio::spawn(feed_stdin(body, stdin).in_current_span()).abort_handle()
+        });
         tokio::spawn(log_stderr(stderr).in_current_span());
         // Sent once the CGI's whole output is delivered; dropped unsent if the request is
         // abandoned for any reason (error, client gone, this future cancelled), which kills it.
@@ -150,10 +189,14 @@ impl Gateway {
         tokio::spawn(watch(cgi, deadline, delivery, feeder, permit).in_current_span());
 
         let mut stdout = stdout;
-        let (head, first_bytes) = match timeout_at(deadline, read_head(&mut stdout)).await {
+        let (head, first_bytes) = match timeout_at(deadline, read_head(&mut stdout, style)).await {
             Ok(parsed) => parsed?,
             Err(_) => return Err(RequestError::Timeout),
         };
+        if let Some(location) = head.local_redirect {
+            // This CGI's part is done; dropping `delivered` unsent stops whatever it still runs.
+            return Ok(Outcome::LocalRedirect(location));
+        }
         let on_done = Box::new(move |complete: bool| {
             if complete {
                 let _ = delivered.send(());
@@ -170,8 +213,68 @@ impl Gateway {
         let mut response = Response::new(Either::Right(body));
         *response.status_mut() = head.status;
         *response.headers_mut() = head.headers;
-        Ok(response)
+        Ok(Outcome::Response(response))
     }
+}
+
+/// Local redirects one request may follow; more is a loop (Apache allows 10 too).
+const MAX_LOCAL_REDIRECTS: usize = 10;
+
+/// What running one CGI came to.
+enum Outcome {
+    Response(Response<ResponseBody>),
+    /// RFC 3875 §6.2.2: serve this local path instead.
+    LocalRedirect(String),
+}
+
+/// The request body, as the CGI will read it.
+enum RequestBody {
+    Empty,
+    /// Streamed into a pipe while the CGI runs (Content-Length known).
+    Stream(Incoming),
+    /// A chunked body, spooled whole to an unlinked temporary file that becomes the CGI's stdin.
+    Spooled(std::fs::File),
+}
+
+/// The request a local redirect makes: a GET of `location` with the original headers but no
+/// body (RFC 3875 §6.2.2: the server treats it as a new request for that path).
+fn redirected(parts: &Parts, location: &str) -> Result<Parts, RequestError> {
+    let uri = location
+        .parse::<http::Uri>()
+        .map_err(|_| RequestError::BadCgiOutput("local redirect to an invalid path".into()))?;
+    let mut next = Request::new(());
+    *next.method_mut() = http::Method::GET;
+    *next.uri_mut() = uri;
+    *next.version_mut() = parts.version;
+    *next.headers_mut() = parts.headers.clone();
+    for framing in [
+        header::CONTENT_LENGTH,
+        header::CONTENT_TYPE,
+        header::TRANSFER_ENCODING,
+    ] {
+        next.headers_mut().remove(framing);
+    }
+    Ok(next.into_parts().0)
+}
+
+/// Reads a chunked request body into an unlinked temporary file, refusing it past `limit`.
+async fn spool(mut body: Incoming, limit: u64) -> Result<(std::fs::File, u64), RequestError> {
+    use std::io::{Seek, SeekFrom, Write};
+    // Writes go to the page cache of an unlinked file: short enough not to need a thread.
+    let mut file = tempfile::tempfile().map_err(internal)?;
+    let mut length: u64 = 0;
+    while let Some(frame) = body.frame().await {
+        let frame = frame.map_err(|_| RequestError::BadRequest("request body ended early"))?;
+        if let Ok(data) = frame.into_data() {
+            length += data.len() as u64;
+            if length > limit {
+                return Err(RequestError::BodyTooLarge(length));
+            }
+            file.write_all(&data).map_err(internal)?;
+        }
+    }
+    file.seek(SeekFrom::Start(0)).map_err(internal)?;
+    Ok((file, length))
 }
 
 /// The one teardown path of a CGI: it ends when the CGI exits, or is killed when the deadline

@@ -42,9 +42,103 @@ fn is_withheld(name: &HeaderName) -> bool {
     )
 }
 
-/// Builds the CGI's whole environment, `NAME=value` each.
-pub fn meta_variables(request: &Parts, route: &Route, connection: Connection) -> Vec<Vec<u8>> {
-    let mut env = Vec::with_capacity(24 + request.headers.keys_len());
+/// What, beyond the request itself, decides a CGI's environment.
+#[derive(Debug, Clone, Default)]
+pub struct EnvPolicy {
+    /// Export `Authorization` as HTTP_AUTHORIZATION (`--pass-authorization`).
+    pub pass_authorization: bool,
+    /// Peers whose X-Forwarded-For/-Proto/-Host are believed (`--trusted-proxy`).
+    pub trusted_proxies: Vec<ipnet::IpNet>,
+    /// Fixed variables for every CGI (`--env`); never override a meta-variable.
+    pub fixed: Vec<(String, Vec<u8>)>,
+}
+
+/// Names `--env` may not set: the meta-variables and their extensions (RFC 3875 §4.1).
+pub fn is_meta_variable(name: &str) -> bool {
+    const NAMES: &[&str] = &[
+        "PATH",
+        "AUTH_TYPE",
+        "CONTENT_LENGTH",
+        "CONTENT_TYPE",
+        "DOCUMENT_ROOT",
+        "GATEWAY_INTERFACE",
+        "HTTPS",
+        "PATH_INFO",
+        "PATH_TRANSLATED",
+        "QUERY_STRING",
+        "REMOTE_ADDR",
+        "REMOTE_HOST",
+        "REMOTE_IDENT",
+        "REMOTE_PORT",
+        "REMOTE_USER",
+        "REQUEST_METHOD",
+        "REQUEST_SCHEME",
+        "REQUEST_URI",
+        "SCRIPT_FILENAME",
+        "SCRIPT_NAME",
+        "SERVER_ADDR",
+        "SERVER_NAME",
+        "SERVER_PORT",
+        "SERVER_PROTOCOL",
+        "SERVER_SOFTWARE",
+    ];
+    NAMES.contains(&name) || name.starts_with("HTTP_")
+}
+
+/// The client as the CGI should see it: the peer, or, behind a trusted proxy, whom the proxy
+/// says it serves.
+struct Client<'a> {
+    address: String,
+    port: Option<u16>,
+    https: bool,
+    host: Option<&'a str>,
+}
+
+fn client<'a>(request: &'a Parts, connection: Connection, policy: &EnvPolicy) -> Client<'a> {
+    let peer = connection.remote.ip().to_canonical();
+    let direct = Client {
+        address: peer.to_string(),
+        port: Some(connection.remote.port()),
+        https: false,
+        host: None,
+    };
+    let trusted = |ip: std::net::IpAddr| policy.trusted_proxies.iter().any(|net| net.contains(&ip));
+    if !trusted(peer) {
+        return direct;
+    }
+    let header = |name: &str| request.headers.get(name).and_then(|v| v.to_str().ok());
+    // The right-most address that is not itself a trusted proxy is the client: everything left
+    // of it was written by the client and proves nothing.
+    let forwarded_for = header("x-forwarded-for").and_then(|list| {
+        list.rsplit(',')
+            .filter_map(|part| part.trim().parse::<std::net::IpAddr>().ok())
+            .map(|ip| ip.to_canonical())
+            .find(|ip| !trusted(*ip))
+    });
+    Client {
+        address: forwarded_for.map_or(direct.address, |ip| ip.to_string()),
+        port: if forwarded_for.is_some() {
+            None
+        } else {
+            direct.port
+        },
+        https: header("x-forwarded-proto")
+            .is_some_and(|proto| proto.trim().eq_ignore_ascii_case("https")),
+        host: header("x-forwarded-host").map(|host| host.split(',').next().unwrap_or(host).trim()),
+    }
+}
+
+/// Builds the CGI's whole environment, `NAME=value` each. `content_length` is the length of
+/// the body the CGI will read, if there is one (RFC 3875 §4.1.2: unset without a body).
+pub fn meta_variables(
+    request: &Parts,
+    route: &Route,
+    connection: Connection,
+    content_length: Option<u64>,
+    policy: &EnvPolicy,
+) -> Vec<Vec<u8>> {
+    let client = client(request, connection, policy);
+    let mut env = Vec::with_capacity(28 + request.headers.keys_len() + policy.fixed.len());
     let mut set = |name: &str, value: &[u8]| {
         let mut variable = Vec::with_capacity(name.len() + 1 + value.len());
         variable.extend_from_slice(name.as_bytes());
@@ -56,34 +150,51 @@ pub fn meta_variables(request: &Parts, route: &Route, connection: Connection) ->
     set("GATEWAY_INTERFACE", b"CGI/1.1");
     set("SERVER_SOFTWARE", SERVER_SOFTWARE.as_bytes());
     set("SERVER_PROTOCOL", protocol_name(request.version).as_bytes());
-    set("SERVER_NAME", server_name(request, connection).as_bytes());
-    set("SERVER_ADDR", connection.local.ip().to_string().as_bytes());
+    set(
+        "SERVER_NAME",
+        server_name(request, client.host, connection).as_bytes(),
+    );
+    set(
+        "SERVER_ADDR",
+        connection.local.ip().to_canonical().to_string().as_bytes(),
+    );
     set(
         "SERVER_PORT",
         connection.local.port().to_string().as_bytes(),
     );
     set("REQUEST_METHOD", request.method.as_str().as_bytes());
     set("REQUEST_URI", request_uri(request).as_bytes());
+    set(
+        "REQUEST_SCHEME",
+        if client.https { b"https" } else { b"http" },
+    );
+    if client.https {
+        set("HTTPS", b"on");
+    }
+    // URL paths map one to one onto the jail: /cgi-bin/x is the jail's /cgi-bin/x. So the
+    // jail's root is the document root, and PATH_TRANSLATED (§4.1.6) is PATH_INFO under it.
+    set("DOCUMENT_ROOT", b"/");
     set("SCRIPT_NAME", route.script_name.as_bytes());
     set("SCRIPT_FILENAME", route.script_path.as_bytes());
     set("PATH_INFO", &route.path_info);
+    if !route.path_info.is_empty() {
+        set("PATH_TRANSLATED", &route.path_info);
+    }
     set("QUERY_STRING", route.query_string.as_bytes());
-    set(
-        "REMOTE_ADDR",
-        connection.remote.ip().to_canonical().to_string().as_bytes(),
-    );
-    set(
-        "REMOTE_PORT",
-        connection.remote.port().to_string().as_bytes(),
-    );
-    if let Some(length) = request.headers.get(header::CONTENT_LENGTH) {
-        set("CONTENT_LENGTH", length.as_bytes());
+    set("REMOTE_ADDR", client.address.as_bytes());
+    if let Some(port) = client.port {
+        set("REMOTE_PORT", port.to_string().as_bytes());
+    }
+    if let Some(length) = content_length.filter(|&length| length > 0) {
+        set("CONTENT_LENGTH", length.to_string().as_bytes());
     }
     if let Some(content_type) = request.headers.get(header::CONTENT_TYPE) {
         set("CONTENT_TYPE", content_type.as_bytes());
     }
     for name in request.headers.keys() {
-        if is_withheld(name)
+        let exported =
+            !is_withheld(name) || (policy.pass_authorization && name == header::AUTHORIZATION);
+        if !exported
             || !name
                 .as_str()
                 .bytes()
@@ -107,6 +218,12 @@ pub fn meta_variables(request: &Parts, route: &Route, connection: Connection) ->
         }
         set(&variable, &value);
     }
+    for (name, value) in &policy.fixed {
+        // Refused at start-up too; this also keeps a request header from being shadowed.
+        if !is_meta_variable(name) {
+            set(name, value);
+        }
+    }
     env
 }
 
@@ -119,10 +236,9 @@ fn protocol_name(version: Version) -> &'static str {
 }
 
 /// The host name the client asked for (RFC 3875 §4.1.14), else the address it connected to.
-fn server_name(request: &Parts, connection: Connection) -> String {
-    let host = request
-        .uri
-        .host()
+fn server_name(request: &Parts, forwarded_host: Option<&str>, connection: Connection) -> String {
+    let host = forwarded_host
+        .or_else(|| request.uri.host())
         .or_else(|| {
             request
                 .headers
@@ -160,13 +276,25 @@ mod tests {
     use std::collections::HashMap;
 
     fn env_of(request: http::Request<()>) -> HashMap<String, String> {
+        env_with(request, &EnvPolicy::default(), "[::ffff:10.1.2.3]:5555")
+    }
+
+    fn env_with(
+        request: http::Request<()>,
+        policy: &EnvPolicy,
+        peer: &str,
+    ) -> HashMap<String, String> {
         let (parts, ()) = request.into_parts();
+        let length = parts
+            .headers
+            .get("content-length")
+            .map(|v| v.to_str().unwrap().parse::<u64>().unwrap());
         let route = route(parts.uri.path(), parts.uri.query()).unwrap();
         let connection = Connection {
             local: "127.0.0.1:8080".parse().unwrap(),
-            remote: "[::ffff:10.1.2.3]:5555".parse().unwrap(),
+            remote: peer.parse().unwrap(),
         };
-        meta_variables(&parts, &route, connection)
+        meta_variables(&parts, &route, connection, length, policy)
             .into_iter()
             .map(|v| {
                 let v = String::from_utf8(v).unwrap();
@@ -237,6 +365,88 @@ mod tests {
         }
         assert_eq!(env["SERVER_NAME"], "127.0.0.1");
         assert_eq!(env["QUERY_STRING"], "");
+    }
+
+    #[test]
+    fn extensions_and_path_translated_follow_the_jail_mapping() {
+        let env = env_of(http::Request::get("/cgi-bin/x/a/b").body(()).unwrap());
+        assert_eq!(env["DOCUMENT_ROOT"], "/");
+        assert_eq!(env["SCRIPT_FILENAME"], "/cgi-bin/x");
+        assert_eq!(env["PATH_TRANSLATED"], "/a/b");
+        assert_eq!(env["REQUEST_SCHEME"], "http");
+        assert!(!env.contains_key("HTTPS"));
+        let bare = env_of(http::Request::get("/cgi-bin/x").body(()).unwrap());
+        assert!(
+            !bare.contains_key("PATH_TRANSLATED"),
+            "no PATH_INFO, no PATH_TRANSLATED"
+        );
+    }
+
+    #[test]
+    fn empty_body_sets_no_content_length() {
+        let env = env_of(
+            http::Request::post("/cgi-bin/x")
+                .header("content-length", "0")
+                .body(())
+                .unwrap(),
+        );
+        assert!(!env.contains_key("CONTENT_LENGTH"));
+    }
+
+    #[test]
+    fn forwarded_headers_count_only_from_trusted_proxies() {
+        let request = || {
+            http::Request::get("/cgi-bin/x")
+                .header("x-forwarded-for", "6.6.6.6, 203.0.113.9, 10.0.0.2")
+                .header("x-forwarded-proto", "https")
+                .header("x-forwarded-host", "www.example.org")
+                .body(())
+                .unwrap()
+        };
+        let untrusted = env_with(request(), &EnvPolicy::default(), "10.0.0.1:4000");
+        assert_eq!(untrusted["REMOTE_ADDR"], "10.0.0.1");
+        assert_eq!(untrusted["REMOTE_PORT"], "4000");
+        assert_eq!(untrusted["REQUEST_SCHEME"], "http");
+        assert_eq!(untrusted["SERVER_NAME"], "127.0.0.1");
+        let policy = EnvPolicy {
+            trusted_proxies: vec!["10.0.0.0/24".parse().unwrap()],
+            ..EnvPolicy::default()
+        };
+        let trusted = env_with(request(), &policy, "10.0.0.1:4000");
+        // 10.0.0.2 is a trusted hop too; 203.0.113.9 is the client; 6.6.6.6 is the client's claim.
+        assert_eq!(trusted["REMOTE_ADDR"], "203.0.113.9");
+        assert!(!trusted.contains_key("REMOTE_PORT"));
+        assert_eq!(
+            (
+                trusted["REQUEST_SCHEME"].as_str(),
+                trusted["HTTPS"].as_str()
+            ),
+            ("https", "on")
+        );
+        assert_eq!(trusted["SERVER_NAME"], "www.example.org");
+    }
+
+    #[test]
+    fn authorization_only_on_request_and_fixed_variables_never_override() {
+        let policy = EnvPolicy {
+            pass_authorization: true,
+            fixed: vec![
+                ("APP_DATA".into(), b"/data".to_vec()),
+                ("QUERY_STRING".into(), b"evil".to_vec()),
+            ],
+            ..EnvPolicy::default()
+        };
+        let request = || {
+            http::Request::get("/cgi-bin/x?q")
+                .header("authorization", "Basic eDp5")
+                .body(())
+                .unwrap()
+        };
+        let env = env_with(request(), &policy, "127.0.0.1:1");
+        assert_eq!(env["HTTP_AUTHORIZATION"], "Basic eDp5");
+        assert_eq!(env["APP_DATA"], "/data");
+        assert_eq!(env["QUERY_STRING"], "q");
+        assert!(!env_of(request()).contains_key("HTTP_AUTHORIZATION"));
     }
 
     #[test]

@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use protocol::Limits;
 
+use crate::cgi_env::{is_meta_variable, EnvPolicy};
 use crate::jailfs::CgiUser;
 
 /// Most workers one gateway starts; more would only contend for the same cores.
@@ -50,6 +51,8 @@ pub struct Config {
     pub no_network: bool,
     /// Serve even if the jail audit finds problems.
     pub allow_insecure_jail: bool,
+    /// What besides the request goes into a CGI's environment.
+    pub env: EnvPolicy,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -90,6 +93,7 @@ impl Config {
             tmp_size: DEFAULT_TMP_SIZE,
             no_network: false,
             allow_insecure_jail: false,
+            env: EnvPolicy::default(),
         }
     }
 
@@ -171,6 +175,29 @@ pub fn parse_limit(text: &str) -> Result<Limit, String> {
         return Ok(Limit(None));
     }
     parse_size(text).map(|size| Limit(Some(size)))
+}
+
+/// `NAME=VALUE` for `--env`: a portable variable name that is not a meta-variable.
+pub fn parse_env(text: &str) -> Result<(String, Vec<u8>), String> {
+    let (name, value) = text
+        .split_once('=')
+        .ok_or_else(|| format!("`{text}` is not NAME=VALUE"))?;
+    let portable = name.starts_with(|c: char| c.is_ascii_alphabetic() || c == '_')
+        && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_');
+    if !portable {
+        return Err(format!(
+            "`{name}` is not a variable name (letters, digits, _)"
+        ));
+    }
+    if is_meta_variable(name) {
+        return Err(format!(
+            "`{name}` is a CGI meta-variable; --env cannot set it"
+        ));
+    }
+    if value.contains('\0') {
+        return Err(format!("the value of {name} contains NUL"));
+    }
+    Ok((name.to_owned(), value.as_bytes().to_vec()))
 }
 
 #[cfg(test)]

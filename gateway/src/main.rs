@@ -7,6 +7,7 @@ use std::process::ExitCode;
 use clap::{Args, Parser, Subcommand};
 use std::time::Duration;
 
+use gateway::cgi_env::EnvPolicy;
 use gateway::config::{self, parse_limit, parse_size, Config, Limit};
 use gateway::jailfs;
 use protocol::Limits;
@@ -76,6 +77,18 @@ struct ServeArgs {
     /// The account the HTTP-facing process runs as after start-up (never root, never the CGI user)
     #[arg(long, value_name = "NAME|UID[:GID]", default_value = "daemon")]
     gateway_user: String,
+    /// Largest request body passed to a CGI (413 above it); chunked bodies are spooled up to it
+    #[arg(long, value_name = "BYTES", default_value = "1G", value_parser = parse_size)]
+    max_body: u64,
+    /// Pass the Authorization header to CGIs as HTTP_AUTHORIZATION (off: credentials stay here)
+    #[arg(long)]
+    pass_authorization: bool,
+    /// A proxy (address or CIDR) whose X-Forwarded-For/-Proto/-Host are believed; repeatable
+    #[arg(long = "trusted-proxy", value_name = "CIDR", value_parser = parse_network)]
+    trusted_proxies: Vec<ipnet::IpNet>,
+    /// A fixed variable for every CGI (like Apache's SetEnv); never a meta-variable; repeatable
+    #[arg(long = "env", value_name = "NAME=VALUE", value_parser = config::parse_env)]
+    fixed_env: Vec<(String, Vec<u8>)>,
 }
 
 #[derive(Subcommand)]
@@ -189,6 +202,12 @@ fn serve(args: ServeArgs) -> ExitCode {
     config.tmp_size = args.tmp_size;
     config.no_network = args.no_network;
     config.allow_insecure_jail = args.allow_insecure_jail;
+    config.max_body_bytes = args.max_body;
+    config.env = EnvPolicy {
+        pass_authorization: args.pass_authorization,
+        trusted_proxies: args.trusted_proxies,
+        fixed: args.fixed_env,
+    };
     let config = match config.validate() {
         Ok(config) => config,
         Err(error) => return usage_error(&error.to_string()),
@@ -346,6 +365,13 @@ fn jail_init(
 fn usage_error(message: &str) -> ExitCode {
     eprintln!("gateway: {message} (see gateway --help)");
     ExitCode::from(USAGE)
+}
+
+/// A network in CIDR notation, or one address.
+fn parse_network(text: &str) -> Result<ipnet::IpNet, String> {
+    text.parse::<ipnet::IpNet>()
+        .or_else(|_| text.parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
+        .map_err(|_| format!("`{text}` is not an address or a CIDR network"))
 }
 
 fn first_line(text: &str) -> &str {

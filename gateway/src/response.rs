@@ -26,18 +26,31 @@ pub struct CgiHead {
     pub headers: HeaderMap,
     /// The CGI's own Content-Length, enforced on the body.
     pub content_length: Option<u64>,
+    /// `Location: /local/path` without a Status: the gateway serves that path itself
+    /// (RFC 3875 §6.2.2) and this response is not sent.
+    pub local_redirect: Option<String>,
+}
+
+/// How a CGI writes its header block.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HeadStyle {
+    /// CGI header fields (RFC 3875 §6.3), `Status:` optional.
+    Cgi,
+    /// A non-parsed-header script (`nph-` name, RFC 3875 §5): an HTTP status line first.
+    Nph,
 }
 
 /// Reads from `stdout` until the blank line that ends the header block. Returns the parsed head
 /// and whatever body bytes came in the same reads.
 pub async fn read_head<R: AsyncRead + Unpin>(
     stdout: &mut R,
+    style: HeadStyle,
 ) -> Result<(CgiHead, Bytes), RequestError> {
     let mut buffer = BytesMut::with_capacity(4096);
     let mut scanned = 0;
     loop {
         if let Some((head_end, body_start)) = find_blank_line(&buffer, scanned) {
-            let head = parse_head(&buffer[..head_end])?;
+            let head = parse_head(&buffer[..head_end], style)?;
             let body = buffer.split_off(body_start).freeze();
             return Ok((head, body));
         }
@@ -85,12 +98,21 @@ fn find_blank_line(buffer: &[u8], from: usize) -> Option<(usize, usize)> {
 
 /// Parses header lines (RFC 3875 §6.3). Strict: a malformed line makes the response a 502
 /// rather than a guess, since whatever we guess is passed on to the client.
-pub fn parse_head(block: &[u8]) -> Result<CgiHead, RequestError> {
+pub fn parse_head(block: &[u8], style: HeadStyle) -> Result<CgiHead, RequestError> {
     let bad = |why: String| RequestError::BadCgiOutput(why);
     let mut status = None;
     let mut headers = HeaderMap::new();
     let mut content_length = None;
-    for raw_line in block.split(|&b| b == b'\n') {
+    let mut lines = block.split(|&b| b == b'\n');
+    if style == HeadStyle::Nph {
+        let line = lines.next().unwrap_or_default();
+        let line = line.strip_suffix(b"\r").unwrap_or(line);
+        status = Some(
+            parse_status_line(line)
+                .ok_or_else(|| bad("NPH output without an HTTP status line".into()))?,
+        );
+    }
+    for raw_line in lines {
         let line = raw_line.strip_suffix(b"\r").unwrap_or(raw_line);
         if line.is_empty() {
             continue;
@@ -123,12 +145,31 @@ pub fn parse_head(block: &[u8]) -> Result<CgiHead, RequestError> {
     if headers.is_empty() && status.is_none() && content_length.is_none() {
         return Err(bad("no header fields".into()));
     }
+    let location = headers.get(header::LOCATION).and_then(|l| l.to_str().ok());
+    // RFC 3875 §6.2.2: a local path with no Status is for the server to serve.
+    let local_redirect = match (style, status, location) {
+        (HeadStyle::Cgi, None, Some(location)) if location.starts_with('/') => {
+            Some(location.to_owned())
+        }
+        _ => None,
+    };
     let status = match status {
         Some(status) => status,
-        // A Location without Status is a redirect (RFC 3875 §6.2.3, §6.2.4).
-        None if headers.contains_key(header::LOCATION) => StatusCode::FOUND,
+        // An absolute Location without Status is a client redirect (§6.2.3, §6.2.4).
+        None if location.is_some() => StatusCode::FOUND,
         None => StatusCode::OK,
     };
+    // §6.3.1: a document response must say what it is; redirects and body-less statuses need not.
+    let bodiless = status.is_informational()
+        || status == StatusCode::NO_CONTENT
+        || status == StatusCode::NOT_MODIFIED;
+    if style == HeadStyle::Cgi
+        && location.is_none()
+        && !bodiless
+        && !headers.contains_key(header::CONTENT_TYPE)
+    {
+        return Err(bad("document response without Content-Type".into()));
+    }
     if let Some(length) = content_length {
         headers.insert(header::CONTENT_LENGTH, HeaderValue::from(length));
     }
@@ -136,7 +177,25 @@ pub fn parse_head(block: &[u8]) -> Result<CgiHead, RequestError> {
         status,
         headers,
         content_length,
+        local_redirect,
     })
+}
+
+/// `HTTP/1.1 200 OK` (or `HTTP/1.0`, reason optional) → 200.
+fn parse_status_line(line: &[u8]) -> Option<StatusCode> {
+    let text = std::str::from_utf8(line).ok()?;
+    let mut parts = text.splitn(3, ' ');
+    let version = parts.next()?;
+    if version != "HTTP/1.1" && version != "HTTP/1.0" {
+        return None;
+    }
+    let code = parts.next()?;
+    if code.len() != 3 {
+        return None;
+    }
+    StatusCode::from_bytes(code.as_bytes())
+        .ok()
+        .filter(|s| s.as_u16() >= 200)
 }
 
 /// `Status: 404 Not Found` → 404. The reason phrase is not passed on (HTTP/1.1 makes it
@@ -336,24 +395,80 @@ mod tests {
 
     #[test]
     fn status_location_and_headers_are_parsed() {
-        let head =
-            parse_head(b"Status: 404 Not Found\nContent-Type: text/plain\nX-A: 1\nX-A: 2").unwrap();
+        let head = parse_head(
+            b"Status: 404 Not Found\nContent-Type: text/plain\nX-A: 1\nX-A: 2",
+            HeadStyle::Cgi,
+        )
+        .unwrap();
         assert_eq!(head.status, StatusCode::NOT_FOUND);
         assert_eq!(head.headers.get_all("x-a").iter().count(), 2);
-        let redirect = parse_head(b"Location: http://example.org/").unwrap();
+        let redirect = parse_head(b"Location: http://example.org/", HeadStyle::Cgi).unwrap();
         assert_eq!(redirect.status, StatusCode::FOUND);
-        let plain = parse_head(b"Content-Type: text/html\r\nContent-Length: 5\r").unwrap();
+        let plain = parse_head(
+            b"Content-Type: text/html\r\nContent-Length: 5\r",
+            HeadStyle::Cgi,
+        )
+        .unwrap();
         assert_eq!(
             (plain.status, plain.content_length),
             (StatusCode::OK, Some(5))
         );
-        let framing =
-            parse_head(b"Content-Type: a/b\nTransfer-Encoding: chunked\nConnection: close")
-                .unwrap();
+        let framing = parse_head(
+            b"Content-Type: a/b\nTransfer-Encoding: chunked\nConnection: close",
+            HeadStyle::Cgi,
+        )
+        .unwrap();
         assert!(
             framing.headers.get("transfer-encoding").is_none()
                 && framing.headers.get("connection").is_none()
         );
+    }
+
+    #[test]
+    fn response_kinds_of_rfc3875_section_6() {
+        let local = parse_head(b"Location: /cgi-bin/other?x=1", HeadStyle::Cgi).unwrap();
+        assert_eq!(local.local_redirect.as_deref(), Some("/cgi-bin/other?x=1"));
+        let client = parse_head(b"Location: https://example.org/", HeadStyle::Cgi).unwrap();
+        assert_eq!(
+            (client.status, client.local_redirect),
+            (StatusCode::FOUND, None)
+        );
+        let with_document = parse_head(
+            b"Status: 301 Moved\nLocation: https://example.org/\nContent-Type: text/html",
+            HeadStyle::Cgi,
+        )
+        .unwrap();
+        assert_eq!(with_document.status, StatusCode::MOVED_PERMANENTLY);
+        let local_with_status = parse_head(b"Status: 302\nLocation: /x", HeadStyle::Cgi).unwrap();
+        assert_eq!(
+            (local_with_status.status, local_with_status.local_redirect),
+            (StatusCode::FOUND, None)
+        );
+        assert!(
+            parse_head(b"X-Only: 1", HeadStyle::Cgi).is_err(),
+            "no Content-Type"
+        );
+        assert!(
+            parse_head(b"Status: 204", HeadStyle::Cgi).is_ok(),
+            "204 has no body to describe"
+        );
+        let nph = parse_head(b"HTTP/1.1 201 Created\r\nX-A: 1\r", HeadStyle::Nph).unwrap();
+        assert_eq!(nph.status, StatusCode::CREATED);
+        let nph_bare =
+            parse_head(b"HTTP/1.0 404\nContent-Type: text/plain", HeadStyle::Nph).unwrap();
+        assert_eq!(nph_bare.status, StatusCode::NOT_FOUND);
+        for bad in [
+            &b"Content-Type: text/plain"[..],
+            b"HTTP/2 200 OK",
+            b"HTTP/1.1 20 OK",
+            b"HTTP/1.1 099 x",
+        ] {
+            assert!(
+                parse_head(bad, HeadStyle::Nph).is_err(),
+                "{:?}",
+                String::from_utf8_lossy(bad)
+            );
+        }
     }
 
     #[test]
@@ -370,7 +485,7 @@ mod tests {
             b"",
         ] {
             assert!(
-                parse_head(block).is_err(),
+                parse_head(block, HeadStyle::Cgi).is_err(),
                 "{:?}",
                 String::from_utf8_lossy(block)
             );
@@ -381,7 +496,7 @@ mod tests {
     async fn head_then_body_stream() {
         let output: &[u8] = b"Content-Type: text/plain\r\n\r\nhello, world";
         let mut reader = output;
-        let (head, first) = read_head(&mut reader).await.unwrap();
+        let (head, first) = read_head(&mut reader, HeadStyle::Cgi).await.unwrap();
         assert_eq!(head.status, StatusCode::OK);
         let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
         let flag = done.clone();
@@ -453,12 +568,12 @@ mod tests {
         let endless = vec![b'a'; MAX_HEADER_BYTES * 2];
         let mut reader = &endless[..];
         assert!(matches!(
-            read_head(&mut reader).await,
+            read_head(&mut reader, HeadStyle::Cgi).await,
             Err(RequestError::BadCgiOutput(_))
         ));
         let mut empty: &[u8] = b"";
-        assert!(read_head(&mut empty).await.is_err());
+        assert!(read_head(&mut empty, HeadStyle::Cgi).await.is_err());
         let mut unterminated: &[u8] = b"Content-Type: text/plain\n";
-        assert!(read_head(&mut unterminated).await.is_err());
+        assert!(read_head(&mut unterminated, HeadStyle::Cgi).await.is_err());
     }
 }
