@@ -221,6 +221,8 @@ impl Gateway {
 const MAX_LOCAL_REDIRECTS: usize = 10;
 
 /// What running one CGI came to.
+// Returned once per request and unpacked at once: boxing would only add an allocation.
+#[allow(clippy::large_enum_variant)]
 enum Outcome {
     Response(Response<ResponseBody>),
     /// RFC 3875 §6.2.2: serve this local path instead.
