@@ -121,7 +121,29 @@ impl Gateway {
                 let (file, length) = spool(body, self.config.max_body_bytes).await?;
                 (RequestBody::Spooled(file), Some(length))
             }
-            Some(body) if declared.unwrap_or(0) > 0 => (RequestBody::Stream(body), declared),
+            Some(mut body) if declared.unwrap_or(0) > 0 => {
+                // A client that sent `Expect: 100-continue` waits for the interim response
+                // before sending its body, and hyper sends it when the body is first read. Read
+                // now, so that it cannot lose the race with the CGI's final response (after
+                // which the client would never send the body the CGI waits for).
+                let expects_continue = parts
+                    .headers
+                    .get(header::EXPECT)
+                    .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"100-continue"));
+                let first = if expects_continue {
+                    match timeout_at(Instant::now() + self.config.timeout, body.frame()).await {
+                        Ok(Some(Ok(frame))) => frame.into_data().ok(),
+                        Ok(None) => None,
+                        Ok(Some(Err(_))) => {
+                            return Err(RequestError::BadRequest("request body ended early"))
+                        }
+                        Err(_) => return Err(RequestError::Timeout),
+                    }
+                } else {
+                    None
+                };
+                (RequestBody::Stream(body, first), declared)
+            }
             _ => (RequestBody::Empty, None),
         };
         let style = if route
@@ -143,8 +165,8 @@ impl Gateway {
         // The CGI gets plain blocking descriptors, as a program started from a shell would.
         let (stdin, cgi_stdin) = match body {
             RequestBody::Spooled(file) => (None, OwnedFd::from(file)),
-            RequestBody::Stream(body) => (
-                Some((body, stdin)),
+            RequestBody::Stream(body, first) => (
+                Some((body, first, stdin)),
                 cgi_stdin.into_blocking_fd().map_err(internal)?,
             ),
             // No body: the CGI reads end-of-file at once.
@@ -179,8 +201,8 @@ impl Gateway {
             }
         }
 
-        let feeder = stdin.map(|(body, stdin)| {
-            tokio::spawn(feed_stdin(body, stdin).in_current_span()).abort_handle()
+        let feeder = stdin.map(|(body, first, stdin)| {
+            tokio::spawn(feed_stdin(body, first, stdin).in_current_span()).abort_handle()
         });
         tokio::spawn(log_stderr(stderr).in_current_span());
         // Sent once the CGI's whole output is delivered; dropped unsent if the request is
@@ -232,8 +254,9 @@ enum Outcome {
 /// The request body, as the CGI will read it.
 enum RequestBody {
     Empty,
-    /// Streamed into a pipe while the CGI runs (Content-Length known).
-    Stream(Incoming),
+    /// Streamed into a pipe while the CGI runs (Content-Length known), after the data already
+    /// read, if any.
+    Stream(Incoming, Option<Bytes>),
     /// A chunked body, spooled whole to an unlinked temporary file that becomes the CGI's stdin.
     Spooled(std::fs::File),
 }
@@ -338,7 +361,12 @@ async fn wait_exit(cgi: &mut CgiHandle) -> Option<protocol::ExitStatus> {
 
 /// Copies the request body into the CGI's stdin, concurrently with reading its output, so a
 /// CGI that answers before (or without) reading its input cannot deadlock us.
-async fn feed_stdin(mut body: Incoming, mut stdin: pipe::Sender) {
+async fn feed_stdin(mut body: Incoming, first: Option<Bytes>, mut stdin: pipe::Sender) {
+    if let Some(first) = first {
+        if stdin.write_all(&first).await.is_err() {
+            return;
+        }
+    }
     while let Some(frame) = body.frame().await {
         let Ok(frame) = frame else {
             tracing::debug!("client request body ended early");

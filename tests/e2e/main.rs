@@ -6,6 +6,7 @@ mod harness;
 mod http;
 mod procfs;
 
+mod conformance;
 mod core;
 mod errors;
 mod escape;

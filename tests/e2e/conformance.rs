@@ -1,0 +1,390 @@
+//! CGI/1.1 conformance (RFC 3875) beyond the basics in `core`: the response kinds of §6,
+//! request bodies (§4.1.2 CONTENT_LENGTH, chunked uploads, `Expect: 100-continue`), the common
+//! extensions and the proxy-aware, policy-driven parts of the environment.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::net::TcpStream;
+
+use crate::harness::{gateway_bin, require_root, run_bounded, Jail, Opts};
+use crate::http::{client, raw_get, read_response, RawResponse};
+
+const TIMEOUT: Duration = Duration::from_secs(15);
+const ENV_CGI: &str = r"printf 'Content-Type: text/plain\n\n'; exec env";
+
+fn one_worker() -> Opts {
+    Opts {
+        workers: 1,
+        ..Opts::default()
+    }
+}
+
+fn parse_env(text: &str) -> BTreeMap<String, String> {
+    text.lines()
+        .filter_map(|line| line.split_once('='))
+        .map(|(name, value)| (name.to_owned(), value.to_owned()))
+        .collect()
+}
+
+/// Sends `head` (a request head without the final blank line) and `body` on a new
+/// connection, and reads one response.
+async fn raw_exchange(addr: SocketAddr, head: &str, body: &[u8]) -> RawResponse {
+    exchange(addr, head, body, false).await
+}
+
+async fn exchange(addr: SocketAddr, head: &str, body: &[u8], head_request: bool) -> RawResponse {
+    let exchange = async {
+        let stream = TcpStream::connect(addr).await?;
+        let (read, mut write) = stream.into_split();
+        write
+            .write_all(format!("{head}\r\n\r\n").as_bytes())
+            .await?;
+        write.write_all(body).await?;
+        let mut reader = BufReader::new(read);
+        read_response(&mut reader, head_request).await
+    };
+    tokio::time::timeout(TIMEOUT, exchange)
+        .await
+        .expect("exchange within the timeout")
+        .expect("a complete response")
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn local_redirect_is_served_by_the_gateway() {
+    require_root!();
+    let jail = Jail::new();
+    jail.cgi(
+        "redir",
+        r"printf 'Location: /cgi-bin/target?from=redir\n\n'",
+    );
+    jail.cgi(
+        "target",
+        r#"printf 'Content-Type: text/plain\n\n'; echo "QS=$QUERY_STRING M=$REQUEST_METHOD CL=${CONTENT_LENGTH:-none}""#,
+    );
+    jail.cgi("loop", r"printf 'Location: /cgi-bin/loop\n\n'");
+    jail.cgi("outside", r"printf 'Location: /etc/passwd\n\n'");
+    let gw = jail.serve(one_worker());
+    let http = client(TIMEOUT);
+
+    // RFC 3875 §6.2.2: the server answers the redirect's target itself, as a GET.
+    let response = http
+        .get(gw.url("/cgi-bin/redir"))
+        .send()
+        .await
+        .expect("response");
+    assert_eq!(response.status().as_u16(), 200);
+    assert!(
+        response.headers().get("location").is_none(),
+        "a local redirect is not seen by the client"
+    );
+    assert_eq!(
+        response.text().await.expect("body"),
+        "QS=from=redir M=GET CL=none\n"
+    );
+    let posted = http
+        .post(gw.url("/cgi-bin/redir"))
+        .body("payload")
+        .send()
+        .await
+        .expect("response");
+    assert_eq!(
+        posted.text().await.expect("body"),
+        "QS=from=redir M=GET CL=none\n",
+        "the body is not replayed"
+    );
+
+    // A redirect loop ends (502), and a local path outside /cgi-bin/ is not a CGI (404).
+    let looped = http
+        .get(gw.url("/cgi-bin/loop"))
+        .send()
+        .await
+        .expect("response");
+    assert_eq!(looped.status().as_u16(), 502);
+    let outside = http
+        .get(gw.url("/cgi-bin/outside"))
+        .send()
+        .await
+        .expect("response");
+    assert_eq!(outside.status().as_u16(), 404);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn client_redirects_with_and_without_document() {
+    require_root!();
+    let jail = Jail::new();
+    jail.cgi("away", r"printf 'Location: https://example.org/new\n\n'");
+    jail.cgi(
+        "moved",
+        r"printf 'Status: 301 Moved Permanently\nLocation: https://example.org/moved\nContent-Type: text/html\n\n<a href=https://example.org/moved>moved</a>\n'",
+    );
+    let gw = jail.serve(one_worker());
+    // §6.2.3: an absolute Location alone is a 302 to it.
+    let away = raw_get(gw.addr, "/cgi-bin/away", TIMEOUT)
+        .await
+        .expect("response");
+    assert_eq!(away.status, 302);
+    assert_eq!(away.header("location"), Some("https://example.org/new"));
+    // §6.2.4: with a Status and a document, both are passed on.
+    let moved = raw_get(gw.addr, "/cgi-bin/moved", TIMEOUT)
+        .await
+        .expect("response");
+    assert_eq!(moved.status, 301);
+    assert_eq!(moved.header("location"), Some("https://example.org/moved"));
+    assert_eq!(moved.header("content-type"), Some("text/html"));
+    assert_eq!(
+        moved.body_text(),
+        "<a href=https://example.org/moved>moved</a>\n"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn document_responses_status_and_framing() {
+    require_root!();
+    let jail = Jail::new();
+    jail.cgi(
+        "bare",
+        r"printf 'Status: 404\nContent-Type: text/plain\n\nnope\n'",
+    );
+    jail.cgi(
+        "reason",
+        r"printf 'Status: 404 Gone Fishing\r\nContent-Type: text/plain\r\n\r\nnope\n'",
+    );
+    jail.cgi("notype", r"printf 'X-Only: 1\n\nbody\n'");
+    jail.cgi("nocontent", r"printf 'Status: 204\n\n'");
+    jail.cgi(
+        "sized",
+        r"printf 'Content-Type: text/plain\nContent-Length: 6\n\nsized\n'",
+    );
+    jail.cgi(
+        "streamed",
+        r"printf 'Content-Type: text/plain\n\nstreamed\n'",
+    );
+    jail.cgi("nph-tea", r"printf 'HTTP/1.1 418 Teapot\r\nContent-Type: text/plain\r\nX-Nph: yes\r\n\r\nshort and stout\n'");
+    let gw = jail.serve(one_worker());
+
+    // §6.3.3 Status, with and without a reason phrase; LF and CRLF line ends (§6.1).
+    for path in ["/cgi-bin/bare", "/cgi-bin/reason"] {
+        let response = raw_get(gw.addr, path, TIMEOUT).await.expect("response");
+        assert_eq!(
+            (response.status, response.body_text().as_str()),
+            (404, "nope\n"),
+            "{path}"
+        );
+    }
+    // §6.3.1: a document needs a Content-Type; a 204 has no document.
+    assert_eq!(
+        raw_get(gw.addr, "/cgi-bin/notype", TIMEOUT)
+            .await
+            .expect("response")
+            .status,
+        502
+    );
+    assert_eq!(
+        raw_get(gw.addr, "/cgi-bin/nocontent", TIMEOUT)
+            .await
+            .expect("response")
+            .status,
+        204
+    );
+    // The CGI's Content-Length is passed through; without one the body is chunked.
+    let sized = raw_get(gw.addr, "/cgi-bin/sized", TIMEOUT)
+        .await
+        .expect("response");
+    assert_eq!(
+        (sized.header("content-length"), sized.body_text().as_str()),
+        (Some("6"), "sized\n")
+    );
+    let streamed = raw_get(gw.addr, "/cgi-bin/streamed", TIMEOUT)
+        .await
+        .expect("response");
+    assert_eq!(streamed.header("transfer-encoding"), Some("chunked"));
+    assert_eq!(streamed.body_text(), "streamed\n");
+    // §5: a non-parsed-header script's status line and headers are the response's.
+    let nph = raw_get(gw.addr, "/cgi-bin/nph-tea", TIMEOUT)
+        .await
+        .expect("response");
+    assert_eq!((nph.status, nph.header("x-nph")), (418, Some("yes")));
+    assert_eq!(nph.body_text(), "short and stout\n");
+    // HEAD: the same head, no body.
+    let head_request = format!(
+        "HEAD /cgi-bin/sized HTTP/1.1\r\nHost: {}\r\nConnection: close",
+        gw.addr
+    );
+    let head = exchange(gw.addr, &head_request, b"", true).await;
+    assert_eq!(
+        (head.status, head.header("content-type")),
+        (200, Some("text/plain"))
+    );
+    assert!(head.body.is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn request_bodies_chunked_and_expect_continue() {
+    require_root!();
+    let jail = Jail::new();
+    jail.cgi(
+        "echo",
+        r#"printf 'Content-Type: text/plain\n\nCL=%s\n' "${CONTENT_LENGTH:-none}"; exec cat"#,
+    );
+    let gw = jail.serve_with(one_worker(), &["--max-body", "64K"]);
+    let host = gw.addr;
+
+    // A chunked body has no length up front: it is spooled so CONTENT_LENGTH is set (§4.1.2).
+    let chunked = raw_exchange(
+        gw.addr,
+        &format!("POST /cgi-bin/echo HTTP/1.1\r\nHost: {host}\r\nTransfer-Encoding: chunked\r\nConnection: close"),
+        b"5\r\nhello\r\n7\r\n chunks\r\n0\r\n\r\n",
+    )
+    .await;
+    assert_eq!(
+        (chunked.status, chunked.body_text().as_str()),
+        (200, "CL=12\nhello chunks")
+    );
+
+    // Over --max-body: 413, for chunked and declared lengths alike.
+    let mut big = format!("{:x}\r\n", 70_000).into_bytes();
+    big.extend(std::iter::repeat_n(b'x', 70_000));
+    big.extend_from_slice(b"\r\n0\r\n\r\n");
+    let too_big = raw_exchange(
+        gw.addr,
+        &format!("POST /cgi-bin/echo HTTP/1.1\r\nHost: {host}\r\nTransfer-Encoding: chunked\r\nConnection: close"),
+        &big,
+    )
+    .await;
+    assert_eq!(too_big.status, 413);
+    let declared = raw_exchange(
+        gw.addr,
+        &format!("POST /cgi-bin/echo HTTP/1.1\r\nHost: {host}\r\nContent-Length: 70000\r\nConnection: close"),
+        b"",
+    )
+    .await;
+    assert_eq!(declared.status, 413);
+
+    // Expect: 100-continue: the client waits for the interim response before sending the body.
+    let stream = TcpStream::connect(gw.addr).await.expect("connect");
+    let (read, mut write) = stream.into_split();
+    let mut reader = BufReader::new(read);
+    let head = format!("POST /cgi-bin/echo HTTP/1.1\r\nHost: {host}\r\nContent-Length: 4\r\nExpect: 100-continue\r\nConnection: close\r\n\r\n");
+    write.write_all(head.as_bytes()).await.expect("send head");
+    let mut interim = String::new();
+    tokio::time::timeout(TIMEOUT, reader.read_line(&mut interim))
+        .await
+        .expect("interim in time")
+        .expect("read");
+    assert!(interim.starts_with("HTTP/1.1 100"), "got {interim:?}");
+    let mut blank = String::new();
+    reader.read_line(&mut blank).await.expect("read");
+    write.write_all(b"ping").await.expect("send body");
+    let response = tokio::time::timeout(TIMEOUT, read_response(&mut reader, false))
+        .await
+        .expect("in time")
+        .expect("response");
+    assert_eq!(
+        (response.status, response.body_text().as_str()),
+        (200, "CL=4\nping")
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn environment_extensions_and_defaults() {
+    require_root!();
+    let jail = Jail::new();
+    jail.cgi("env", ENV_CGI);
+    let gw = jail.serve(one_worker());
+    let http = client(TIMEOUT);
+    let text = http
+        .post(gw.url("/cgi-bin/env/a/b?x=1"))
+        .header("authorization", "Basic eDp5")
+        .header("x-forwarded-for", "203.0.113.9")
+        .header("x-forwarded-proto", "https")
+        .send()
+        .await
+        .expect("response")
+        .text()
+        .await
+        .expect("body");
+    let env = parse_env(&text);
+    // §4.1.2: an empty body sets no CONTENT_LENGTH.
+    assert!(!env.contains_key("CONTENT_LENGTH"), "{text}");
+    // §4.1.6 and the extensions: URL paths map 1:1 onto the jail, whose root is the docroot.
+    assert_eq!(env.get("PATH_TRANSLATED").map(String::as_str), Some("/a/b"));
+    assert_eq!(env.get("DOCUMENT_ROOT").map(String::as_str), Some("/"));
+    assert_eq!(
+        env.get("SCRIPT_FILENAME").map(String::as_str),
+        Some("/cgi-bin/env")
+    );
+    // Untrusted peer: forwarded headers change nothing; credentials are not passed.
+    assert_eq!(
+        env.get("REMOTE_ADDR").map(String::as_str),
+        Some("127.0.0.1")
+    );
+    assert_eq!(env.get("REQUEST_SCHEME").map(String::as_str), Some("http"));
+    assert!(
+        !env.contains_key("HTTPS") && !env.contains_key("HTTP_AUTHORIZATION"),
+        "{text}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn trusted_proxy_authorization_and_fixed_variables() {
+    require_root!();
+    let jail = Jail::new();
+    jail.cgi("env", ENV_CGI);
+    let flags = [
+        "--trusted-proxy",
+        "127.0.0.1",
+        "--pass-authorization",
+        "--env",
+        "APP_DATA=/srv/data",
+    ];
+    let gw = jail.serve_with(one_worker(), &flags);
+    let text = client(TIMEOUT)
+        .get(gw.url("/cgi-bin/env?QUERY_STRING=evil"))
+        .header("authorization", "Basic eDp5")
+        .header("x-forwarded-for", "198.51.100.7, 203.0.113.9")
+        .header("x-forwarded-proto", "https")
+        .header("x-forwarded-host", "www.example.org")
+        .send()
+        .await
+        .expect("response")
+        .text()
+        .await
+        .expect("body");
+    let env = parse_env(&text);
+    let get = |name: &str| env.get(name).map(String::as_str);
+    // The right-most untrusted address is the client; what the client itself claimed is not.
+    assert_eq!(get("REMOTE_ADDR"), Some("203.0.113.9"), "{text}");
+    assert_eq!(
+        (get("HTTPS"), get("REQUEST_SCHEME")),
+        (Some("on"), Some("https"))
+    );
+    assert_eq!(get("SERVER_NAME"), Some("www.example.org"));
+    assert_eq!(get("HTTP_AUTHORIZATION"), Some("Basic eDp5"));
+    assert_eq!(get("APP_DATA"), Some("/srv/data"));
+    assert_eq!(get("QUERY_STRING"), Some("QUERY_STRING=evil"));
+}
+
+#[test]
+fn env_flag_cannot_set_a_meta_variable() {
+    require_root!();
+    let jail = Jail::new();
+    for flag in ["QUERY_STRING=x", "HTTP_HOST=x", "PATH=/tmp", "1BAD=x"] {
+        let done = run_bounded(
+            std::process::Command::new(gateway_bin())
+                .arg("--jail")
+                .arg(jail.root())
+                .args(["--listen", "127.0.0.1:0", "--env", flag]),
+            Duration::from_secs(20),
+        );
+        assert_eq!(done.status.code(), Some(2), "--env {flag}: {}", done.stderr);
+        assert_eq!(
+            done.stderr.trim().lines().count(),
+            1,
+            "one line: {}",
+            done.stderr
+        );
+    }
+}
