@@ -13,14 +13,20 @@ fi
 # What the tests need beyond the Rust toolchain; installed only when missing.
 need=()
 # gcc and libc6-dev: the escape tests build static attack programs; busybox-static: the
-# busybox profile's one static binary.
-for package in gcc libc6-dev busybox-static; do
+# busybox profile's one static binary; nginx: the tests that put nginx in front.
+for package in gcc libc6-dev busybox-static nginx-light; do
   dpkg -s "$package" >/dev/null 2>&1 || need+=("$package")
 done
 for account in nobody daemon; do
   getent passwd "$account" >/dev/null || { echo "no '$account' user on this machine" >&2; exit 2; }
 done
 if [ ${#need[@]} -gt 0 ]; then
+  # Packages with services (nginx) must not start them: the tests start their own, by pid.
+  if [ ! -e /usr/sbin/policy-rc.d ]; then
+    printf '#!/bin/sh\nexit 101\n' > /usr/sbin/policy-rc.d
+    chmod +x /usr/sbin/policy-rc.d
+    trap 'rm -f /usr/sbin/policy-rc.d' EXIT
+  fi
   apt-get update -qq
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}"
 fi

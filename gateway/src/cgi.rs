@@ -14,7 +14,7 @@ use http::{header, HeaderValue, Request, Response, StatusCode};
 use http_body_util::{BodyExt, Either, Full};
 use hyper::body::Incoming;
 use protocol::SpawnRequest;
-use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, BufReader};
 use tokio::net::unix::pipe;
 use tokio::sync::{oneshot, OwnedSemaphorePermit};
 use tokio::time::{sleep_until, timeout_at, Instant};
@@ -201,20 +201,35 @@ impl Gateway {
             }
         }
 
-        let feeder = stdin.map(|(body, first, stdin)| {
-            tokio::spawn(feed_stdin(body, first, stdin).in_current_span()).abort_handle()
+        let body_received = stdin.map(|(body, first, stdin)| {
+            let (received, body_received) = oneshot::channel();
+            tokio::spawn(
+                crate::stdin::feed(body, first, stdin, deadline, received).in_current_span(),
+            );
+            body_received
         });
         tokio::spawn(log_stderr(stderr).in_current_span());
         // Sent once the CGI's whole output is delivered; dropped unsent if the request is
         // abandoned for any reason (error, client gone, this future cancelled), which kills it.
         let (delivered, delivery) = oneshot::channel::<()>();
-        tokio::spawn(watch(cgi, deadline, delivery, feeder, permit).in_current_span());
+        tokio::spawn(watch(cgi, deadline, delivery, permit).in_current_span());
 
         let mut stdout = stdout;
         let (head, first_bytes) = match timeout_at(deadline, read_head(&mut stdout, style)).await {
             Ok(parsed) => parsed?,
             Err(_) => return Err(RequestError::Timeout),
         };
+        if let Some(body_received) = body_received {
+            // The response waits for the whole request body: a client (nginx among them) that
+            // sees a response while it is still sending stops sending, and a CGI still reading
+            // its input would then wait forever. The body is read whatever the CGI does, so
+            // this wait depends on the client alone.
+            match timeout_at(deadline, body_received).await {
+                Ok(Ok(())) => {}
+                Ok(Err(_)) => return Err(RequestError::BadRequest("request body ended early")),
+                Err(_) => return Err(RequestError::Timeout),
+            }
+        }
         if let Some(location) = head.local_redirect {
             // This CGI's part is done; dropping `delivered` unsent stops whatever it still runs.
             return Ok(Outcome::LocalRedirect(location));
@@ -308,7 +323,6 @@ async fn watch(
     mut cgi: CgiHandle,
     deadline: Instant,
     delivery: oneshot::Receiver<()>,
-    feeder: Option<tokio::task::AbortHandle>,
     permit: OwnedSemaphorePermit,
 ) {
     let abandoned = async {
@@ -334,10 +348,6 @@ async fn watch(
         Some(status) => tracing::debug!(%status, "CGI exited"),
         None => tracing::warn!("CGI's worker was lost"),
     }
-    if let Some(feeder) = feeder {
-        // Nobody reads the rest of the request body any more.
-        feeder.abort();
-    }
     drop(permit);
 }
 
@@ -355,28 +365,6 @@ async fn wait_exit(cgi: &mut CgiHandle) -> Option<protocol::ExitStatus> {
         match cgi.next_event().await? {
             CgiEvent::Exited(status) => return Some(status),
             _ => continue,
-        }
-    }
-}
-
-/// Copies the request body into the CGI's stdin, concurrently with reading its output, so a
-/// CGI that answers before (or without) reading its input cannot deadlock us.
-async fn feed_stdin(mut body: Incoming, first: Option<Bytes>, mut stdin: pipe::Sender) {
-    if let Some(first) = first {
-        if stdin.write_all(&first).await.is_err() {
-            return;
-        }
-    }
-    while let Some(frame) = body.frame().await {
-        let Ok(frame) = frame else {
-            tracing::debug!("client request body ended early");
-            return;
-        };
-        if let Ok(data) = frame.into_data() {
-            if stdin.write_all(&data).await.is_err() {
-                // The CGI closed its stdin or exited: it does not want the rest.
-                return;
-            }
         }
     }
 }

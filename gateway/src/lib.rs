@@ -12,6 +12,7 @@ pub mod privsep;
 pub mod response;
 pub mod router;
 pub mod server;
+pub mod stdin;
 
 use std::future::Future;
 use std::io::Write;

@@ -61,6 +61,9 @@ pub async fn run(listener: TcpListener, gateway: Arc<Gateway>, shutdown: impl Fu
             .header_read_timeout(HEADER_READ_TIMEOUT)
             .max_buf_size(MAX_HEADER_BUFFER)
             .keep_alive(true)
+            // A client may shut down its sending side once its request is out and still
+            // wait for the answer; without this, hyper would take that for an abort.
+            .half_close(true)
             .serve_connection(TokioIo::new(stream), service);
         let connection = graceful.watch(connection);
         tokio::spawn(async move {

@@ -12,4 +12,5 @@ mod errors;
 mod escape;
 mod jail;
 mod lifecycle;
+mod nginx;
 mod streaming;

@@ -1,0 +1,259 @@
+//! Request body → the CGI's stdin, without ever making the client wait for the CGI.
+//!
+//! Many clients, nginx among them, send a whole request body before they read any of the
+//! response. A CGI that writes more output than a pipe holds before it has read all its input
+//! (an echo, a filter) then blocks on its stdout, stops reading its stdin, and with a plain copy
+//! the gateway stops reading the client: nobody moves again until the timeout (nginx +
+//! fcgiwrap wedges exactly so). Here the body is always read as fast as the client sends it;
+//! what the CGI has not read yet waits in memory, and past [`SPILL_AFTER`] in an unlinked
+//! temporary file. The body's size is bounded by its Content-Length, which is bounded by
+//! `--max-body`, and the whole copy by the request's deadline.
+
+use std::collections::VecDeque;
+use std::fs::File;
+use std::os::unix::fs::FileExt;
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use bytes::Bytes;
+use http_body_util::BodyExt;
+use hyper::body::Incoming;
+use tokio::io::AsyncWriteExt;
+use tokio::net::unix::pipe;
+use tokio::sync::{oneshot, Notify};
+use tokio::time::{timeout_at, Instant};
+
+/// Bytes of a body kept in memory while the CGI is behind; beyond, they go to a file.
+const SPILL_AFTER: usize = 256 * 1024;
+/// Largest piece read back from the spill file at once.
+const SPILL_READ: usize = 64 * 1024;
+
+/// What the client has sent and the CGI not yet read.
+#[derive(Default)]
+struct Backlog {
+    memory: VecDeque<Bytes>,
+    memory_bytes: usize,
+    spill: Option<File>,
+    /// Spill file offsets: written up to, read up to.
+    spilled: u64,
+    drained: u64,
+    /// The client's body has ended (or failed, or the deadline passed).
+    ended: bool,
+    /// The CGI stopped reading (closed stdin or exited): the rest is dropped.
+    cgi_gone: bool,
+}
+
+struct Shared {
+    backlog: Mutex<Backlog>,
+    changed: Notify,
+}
+
+impl Shared {
+    fn lock(&self) -> MutexGuard<'_, Backlog> {
+        self.backlog
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}
+
+/// Copies `first` (data already read) and the rest of `body` into the CGI's `stdin`, until the
+/// body ends or `deadline`; returns when both the client's side and the CGI's are done.
+/// `received` is sent once the whole body has arrived from the client (dropped if it never
+/// does).
+pub async fn feed(
+    mut body: Incoming,
+    first: Option<Bytes>,
+    stdin: pipe::Sender,
+    deadline: Instant,
+    received: oneshot::Sender<()>,
+) {
+    let shared = Arc::new(Shared {
+        backlog: Mutex::default(),
+        changed: Notify::new(),
+    });
+    let writer = tokio::spawn(write_out(shared.clone(), stdin));
+    let read = async {
+        if let Some(first) = first {
+            push(&shared, first)?;
+        }
+        while let Some(frame) = body.frame().await {
+            let frame = frame.map_err(|_| "the client's request body ended early".to_string())?;
+            if let Ok(data) = frame.into_data() {
+                push(&shared, data)?;
+            }
+        }
+        Ok::<(), String>(())
+    };
+    match timeout_at(deadline, read).await {
+        Ok(Ok(())) => {
+            let _ = received.send(());
+        }
+        Ok(Err(why)) => tracing::debug!("{why}"),
+        Err(_) => tracing::debug!("request body still arriving at the deadline"),
+    }
+    shared.lock().ended = true;
+    shared.changed.notify_one();
+    let abort = writer.abort_handle();
+    if timeout_at(deadline, writer).await.is_err() {
+        abort.abort();
+    }
+}
+
+/// Queues one piece of the body for the CGI.
+fn push(shared: &Shared, data: Bytes) -> Result<(), String> {
+    let mut backlog = shared.lock();
+    if backlog.cgi_gone {
+        // Still read, so the client is never stuck sending; but nobody wants it.
+        return Ok(());
+    }
+    let spill_drained = backlog.spilled == backlog.drained;
+    if spill_drained && backlog.memory_bytes + data.len() <= SPILL_AFTER {
+        backlog.memory_bytes += data.len();
+        backlog.memory.push_back(data);
+    } else {
+        // Once spilling, everything goes to the file until the CGI has read it all, so the
+        // order of the bytes is kept (memory holds only what came before).
+        if backlog.spill.is_none() {
+            backlog.spill = Some(tempfile::tempfile().map_err(|e| format!("spill file: {e}"))?);
+        }
+        let offset = backlog.spilled;
+        if let Some(spill) = &backlog.spill {
+            // Page-cache writes of one frame: short enough not to need a thread.
+            spill
+                .write_all_at(&data, offset)
+                .map_err(|e| format!("spill file: {e}"))?;
+        }
+        backlog.spilled += data.len() as u64;
+    }
+    drop(backlog);
+    shared.changed.notify_one();
+    Ok(())
+}
+
+/// Takes the oldest bytes not yet given to the CGI; `None` once there will be no more.
+enum Next {
+    Data(Bytes),
+    Wait,
+    Done,
+}
+
+fn take(backlog: &mut Backlog) -> Result<Next, std::io::Error> {
+    if let Some(data) = backlog.memory.pop_front() {
+        backlog.memory_bytes -= data.len();
+        return Ok(Next::Data(data));
+    }
+    if backlog.drained < backlog.spilled {
+        let want = (backlog.spilled - backlog.drained).min(SPILL_READ as u64) as usize;
+        let mut data = vec![0; want];
+        if let Some(spill) = &backlog.spill {
+            spill.read_exact_at(&mut data, backlog.drained)?;
+        }
+        backlog.drained += want as u64;
+        if backlog.drained == backlog.spilled {
+            // All read back: start the file over instead of letting it grow.
+            backlog.spilled = 0;
+            backlog.drained = 0;
+            if let Some(spill) = &backlog.spill {
+                spill.set_len(0)?;
+            }
+        }
+        return Ok(Next::Data(Bytes::from(data)));
+    }
+    Ok(if backlog.ended {
+        Next::Done
+    } else {
+        Next::Wait
+    })
+}
+
+async fn write_out(shared: Arc<Shared>, mut stdin: pipe::Sender) {
+    loop {
+        let next = take(&mut shared.lock());
+        let data = match next {
+            Ok(Next::Data(data)) => data,
+            // notify_one keeps a permit when nobody waits, so no wake-up is lost here.
+            Ok(Next::Wait) => {
+                shared.changed.notified().await;
+                continue;
+            }
+            // Dropping stdin gives the CGI its end of file.
+            Ok(Next::Done) => return,
+            Err(error) => {
+                tracing::warn!("reading back the spilled request body: {error}");
+                break;
+            }
+        };
+        if stdin.write_all(&data).await.is_err() {
+            // The CGI closed its stdin or exited: it does not want the rest.
+            break;
+        }
+    }
+    let mut backlog = shared.lock();
+    backlog.cgi_gone = true;
+    backlog.memory.clear();
+    backlog.memory_bytes = 0;
+    backlog.spill = None;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn drain(shared: &Shared) -> Vec<u8> {
+        let mut out = Vec::new();
+        while let Ok(Next::Data(data)) = take(&mut shared.lock()) {
+            out.extend_from_slice(&data);
+        }
+        out
+    }
+
+    #[test]
+    fn bytes_keep_their_order_through_memory_and_spill_file() {
+        let shared = Shared {
+            backlog: Mutex::default(),
+            changed: Notify::new(),
+        };
+        let piece = |n: u8, len: usize| Bytes::from(vec![n; len]);
+        let mut expected = Vec::new();
+        // Fill memory, spill, take part, push more (must follow the spill), drain, then memory again.
+        for n in 0..12u8 {
+            let data = piece(n, 50_000);
+            expected.extend_from_slice(&data);
+            push(&shared, data).expect("push");
+        }
+        assert!(
+            shared.lock().spilled > 0,
+            "past SPILL_AFTER the backlog spills to the file"
+        );
+        let mut got = Vec::new();
+        for _ in 0..3 {
+            if let Ok(Next::Data(data)) = take(&mut shared.lock()) {
+                got.extend_from_slice(&data);
+            }
+        }
+        for n in 12..20u8 {
+            let data = piece(n, 30_000);
+            expected.extend_from_slice(&data);
+            push(&shared, data).expect("push");
+        }
+        got.extend(drain(&shared));
+        assert_eq!(shared.lock().spilled, 0, "a drained spill file starts over");
+        push(&shared, piece(99, 10)).expect("push");
+        expected.extend_from_slice(&[99; 10]);
+        got.extend(drain(&shared));
+        assert_eq!(got, expected);
+        assert!(matches!(take(&mut shared.lock()), Ok(Next::Wait)));
+        shared.lock().ended = true;
+        assert!(matches!(take(&mut shared.lock()), Ok(Next::Done)));
+    }
+
+    #[test]
+    fn nothing_is_kept_once_the_cgi_is_gone() {
+        let shared = Shared {
+            backlog: Mutex::default(),
+            changed: Notify::new(),
+        };
+        shared.lock().cgi_gone = true;
+        push(&shared, Bytes::from_static(b"unwanted")).expect("push");
+        assert!(matches!(take(&mut shared.lock()), Ok(Next::Wait)));
+    }
+}
