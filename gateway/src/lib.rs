@@ -6,6 +6,7 @@ pub mod cgi_env;
 pub mod config;
 pub mod demo;
 pub mod error;
+pub mod fastcgi;
 pub mod jailfs;
 pub mod pool;
 pub mod privsep;

@@ -13,7 +13,7 @@ pub mod params;
 pub mod record;
 mod server;
 
-pub use params::{decode_params, encode_params};
+pub use params::{decode_params, encode_params, NameValuePairs};
 pub use server::{serve_connection, FcgiRequest, FcgiResponse, FcgiStdin};
 
 /// The PARAMS stream of one request is at most this long (all records joined): nginx's stock
@@ -38,6 +38,12 @@ pub const STDIN_QUEUE_CHUNKS: usize = 2;
 /// Output records queued for the socket per connection: bounds what a slow front server
 /// costs us; the CGI's output pipe waits when this is full.
 pub const OUTPUT_QUEUE_RECORDS: usize = 4;
+
+/// STDOUT held back while STDIN is still arriving: nginx stops sending the request body once
+/// the response header is out, so a CGI's early output waits (like fcgiwrap, which writes all
+/// of STDIN before reading any output) — but only this much, so a CGI that writes a lot before
+/// reading its input is not deadlocked. About what a pipe holds.
+pub const STDOUT_HOLD_BYTES: usize = 64 * 1024;
 
 /// Bytes of STDOUT/STDERR per record: below the 65535-byte record limit and a multiple of 8,
 /// so no padding is needed; bounded memory is [`OUTPUT_QUEUE_RECORDS`] times this.

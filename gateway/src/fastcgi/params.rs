@@ -4,12 +4,15 @@
 
 use super::{FcgiError, MAX_PARAMS_BYTES};
 
+/// Name-value pairs in the order sent, as raw bytes (CGI variables need not be UTF-8).
+pub type NameValuePairs = Vec<(Vec<u8>, Vec<u8>)>;
+
 /// The largest length a four-byte length field can carry.
 const MAX_ENCODABLE_LEN: usize = 0x7FFF_FFFF;
 
 /// Parses a whole name-value stream (all PARAMS records up to the empty one, joined).
 /// A truncated length, name or value, or a length beyond [`MAX_PARAMS_BYTES`], is an error.
-pub fn decode_params(bytes: &[u8]) -> Result<Vec<(Vec<u8>, Vec<u8>)>, FcgiError> {
+pub fn decode_params(bytes: &[u8]) -> Result<NameValuePairs, FcgiError> {
     let mut pairs = Vec::new();
     let mut rest = bytes;
     while !rest.is_empty() {
@@ -88,9 +91,7 @@ fn put_len(out: &mut Vec<u8>, len: usize) -> Result<(), FcgiError> {
 mod tests {
     use super::*;
 
-    type Pairs = Vec<(Vec<u8>, Vec<u8>)>;
-
-    fn pairs(list: &[(&[u8], &[u8])]) -> Pairs {
+    fn pairs(list: &[(&[u8], &[u8])]) -> NameValuePairs {
         list.iter().map(|(n, v)| (n.to_vec(), v.to_vec())).collect()
     }
 

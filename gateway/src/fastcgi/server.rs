@@ -7,6 +7,14 @@
 //! same time) and the STDIN feed proceed together, so a CGI that answers before it reads its
 //! input does not deadlock; when the handler does not read STDIN, the connection is not read
 //! either, which is the backpressure nginx sees.
+//!
+//! STDOUT is held back (up to [`STDOUT_HOLD_BYTES`]) until STDIN has ended, because nginx stops
+//! sending the request body once it has passed the response header on to its client
+//! (`ngx_http_upstream_send_response` closes the buffered body, and the upstream write handler
+//! becomes a no-op): a shell CGI that prints its headers and then reads a large POST body
+//! would otherwise wait forever for the rest of it. fcgiwrap gets the same effect by writing
+//! all of STDIN to the CGI before reading its output; past the hold limit we send anyway,
+//! rather than deadlock the way fcgiwrap does.
 
 use std::future::Future;
 use std::io;
@@ -15,17 +23,17 @@ use std::task::{ready, Context, Poll};
 
 use bytes::{BufMut, Bytes, BytesMut};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 use tokio_util::codec::{Decoder, Encoder};
 
-use super::params::{decode_params, encode_params};
+use super::params::{decode_params, encode_params, NameValuePairs};
 use super::record::{
     unknown_type_body, BeginRequestBody, EndRequestBody, Record, RecordCodec, RecordType,
     FCGI_CANT_MPX_CONN, FCGI_REQUEST_COMPLETE, FCGI_RESPONDER, FCGI_UNKNOWN_ROLE, NULL_REQUEST_ID,
 };
 use super::{
     FcgiError, ADVERTISED_MAX_CONNS, MAX_PARAMS_BYTES, OUTPUT_CHUNK, OUTPUT_QUEUE_RECORDS,
-    STDIN_QUEUE_CHUNKS,
+    STDIN_QUEUE_CHUNKS, STDOUT_HOLD_BYTES,
 };
 
 /// One RESPONDER request, handed to the handler once its PARAMS stream is complete.
@@ -33,7 +41,7 @@ pub struct FcgiRequest {
     /// The FastCGI request id (for logs; the connection takes care of it).
     pub request_id: u16,
     /// The FCGI_PARAMS name-value pairs, in the order sent.
-    pub params: Vec<(Vec<u8>, Vec<u8>)>,
+    pub params: NameValuePairs,
     /// The FCGI_STDIN stream, read as it arrives.
     pub stdin: FcgiStdin,
 }
@@ -120,7 +128,8 @@ impl<O> FcgiResponse<O> {
 /// Serves one FastCGI connection until it closes, one request at a time: for each request,
 /// calls `handler(request).await` once the PARAMS stream is complete, and streams the returned
 /// stdout and stderr as FCGI_STDOUT / FCGI_STDERR records while STDIN keeps flowing to the
-/// handler, then sends END_REQUEST. Closes the connection after a request without
+/// handler (stdout held back until STDIN ends, up to [`STDOUT_HOLD_BYTES`]: see the module
+/// documentation), then sends END_REQUEST. Closes the connection after a request without
 /// FCGI_KEEP_CONN. Answers GET_VALUES and unknown management records; ABORT_REQUEST drops the
 /// handler's future and streams (the caller's drop guards stop the CGI) and ends the request;
 /// a role other than RESPONDER, or a second request while one is active, is refused with
@@ -157,9 +166,18 @@ where
     tokio::pin!(inbound, outbound);
     tokio::select! {
         result = &mut inbound => match result {
-            // Finished: let the queued records out (the queue ends when the inbound half and
-            // its response are gone), then shut the write side.
-            Ok(()) => Ok(outbound.await?),
+            // The peer closed its side: still try to deliver what is queued (the END_REQUEST
+            // of a request it saw finish, for a peer that only half-closed); a peer that is
+            // wholly gone makes that fail at once, which is no error of the connection.
+            Ok(Ending::PeerClosed) => {
+                if let Err(error) = outbound.await {
+                    tracing::debug!(%error, "FastCGI peer gone before the last records");
+                }
+                Ok(())
+            }
+            // A request without FCGI_KEEP_CONN is done: let the queued records out (the queue
+            // ends once the inbound half and its response are gone), then shut the write side.
+            Ok(Ending::AfterRequest) => Ok(outbound.await?),
             // The outbound half failed first: its error says why.
             Err(FcgiError::OutputClosed) => {
                 outbound.await?;
@@ -168,12 +186,27 @@ where
             // A bad peer: no point in sending it anything more.
             Err(error) => Err(error),
         },
-        result = &mut outbound => {
-            result?;
-            // The queue only ends once every sender is gone, that is once inbound is done.
-            inbound.await
+        result = &mut outbound => match result {
+            // nginx closes the connection when its client goes away: not our error.
+            Err(error) if peer_gone(&error) => {
+                tracing::debug!(%error, "FastCGI peer closed the connection while we wrote");
+                Ok(())
+            }
+            Err(error) => Err(error.into()),
+            // Unreachable in practice: the queue ends only once every sender is gone, that
+            // is once inbound has returned, which ends this select in the branch above.
+            Ok(()) => inbound.await.map(drop),
         }
     }
+}
+
+fn peer_gone(error: &io::Error) -> bool {
+    matches!(
+        error.kind(),
+        io::ErrorKind::BrokenPipe
+            | io::ErrorKind::ConnectionReset
+            | io::ErrorKind::ConnectionAborted
+    )
 }
 
 /// Writes encoded records in order; shuts the write side once every sender is gone.
@@ -269,6 +302,8 @@ struct Running<F> {
     /// A STDIN chunk read from the connection, waiting for room in the handler's queue; while
     /// it waits the connection is not read (an empty chunk is the end of STDIN).
     pending: Option<Bytes>,
+    /// Set once the handler will get no more STDIN: releases the held STDOUT.
+    stdin_ended: watch::Sender<bool>,
     response: Pin<Box<F>>,
 }
 
@@ -305,6 +340,9 @@ impl<F> Running<F> {
         if end {
             self.stdin = StdinFeed::Done;
         }
+        if !matches!(self.stdin, StdinFeed::Open(_)) {
+            self.stdin_ended.send_replace(true);
+        }
     }
 }
 
@@ -312,6 +350,14 @@ enum Event {
     Record(Option<Record>),
     StdinRoom(Option<mpsc::OwnedPermit<Bytes>>),
     Finished(Result<u32, FcgiError>),
+}
+
+/// Why the inbound half stopped.
+enum Ending {
+    /// End of file between records (if a request was active, it was dropped).
+    PeerClosed,
+    /// A request without FCGI_KEEP_CONN (or a refused one) was answered.
+    AfterRequest,
 }
 
 /// What the connection does after a record.
@@ -322,7 +368,7 @@ enum Flow {
     Start {
         id: u16,
         keep_conn: bool,
-        params: Vec<(Vec<u8>, Vec<u8>)>,
+        params: NameValuePairs,
     },
 }
 
@@ -330,7 +376,7 @@ async fn run_inbound<R, H, Fut, O, E>(
     reader: R,
     mut handler: H,
     output: Output,
-) -> Result<(), FcgiError>
+) -> Result<Ending, FcgiError>
 where
     R: AsyncRead + Unpin,
     H: FnMut(FcgiRequest) -> Fut,
@@ -349,7 +395,7 @@ where
                 if let Some((request_id, _)) = state.active() {
                     tracing::debug!(request_id, "FastCGI peer closed the connection mid-request");
                 }
-                return Ok(());
+                return Ok(Ending::PeerClosed);
             }
             Event::Record(Some(record)) => on_record(&mut state, record, &output).await?,
             Event::StdinRoom(permit) => {
@@ -380,24 +426,27 @@ where
         };
         match flow {
             Flow::Continue => {}
-            Flow::Close => return Ok(()),
+            Flow::Close => return Ok(Ending::AfterRequest),
             Flow::Start {
                 id,
                 keep_conn,
                 params,
             } => {
                 let (chunks, queue) = mpsc::channel(STDIN_QUEUE_CHUNKS);
+                let (stdin_ended, stdin_end) = watch::channel(false);
                 let response = handler(FcgiRequest {
                     request_id: id,
                     params,
                     stdin: FcgiStdin::new(queue),
                 });
+                let response = respond(id, response, stdin_end, output.clone());
                 state = State::Running(Running {
                     id,
                     keep_conn,
                     stdin: StdinFeed::Open(chunks),
                     pending: None,
-                    response: Box::pin(respond(id, response, output.clone())),
+                    stdin_ended,
+                    response: Box::pin(response),
                 });
             }
         }
@@ -611,8 +660,14 @@ fn on_stdin<F>(state: &mut State<F>, id: u16, content: Bytes) -> Result<Flow, Fc
 }
 
 /// Awaits the handler, then pumps its stdout and stderr at the same time (a CGI blocked on a
-/// full stderr pipe would otherwise never finish its stdout). Returns the app status.
-async fn respond<Fut, O, E>(id: u16, response: Fut, output: Output) -> Result<u32, FcgiError>
+/// full stderr pipe would otherwise never finish its stdout), stdout held back until STDIN
+/// ends (see the module documentation). Returns the app status.
+async fn respond<Fut, O, E>(
+    id: u16,
+    response: Fut,
+    stdin_end: watch::Receiver<bool>,
+    output: Output,
+) -> Result<u32, FcgiError>
 where
     Fut: Future<Output = FcgiResponse<O, E>>,
     O: AsyncRead + Unpin,
@@ -623,10 +678,18 @@ where
         stderr,
         app_status,
     } = response.await;
-    let stdout = pump_stream(stdout, RecordType::Stdout, id, &output, true);
+    let stdout = async {
+        let mut stdout = stdout;
+        let (held, ended) = hold_until_stdin_ends(&mut stdout, id, stdin_end).await;
+        let source = (!ended).then_some(stdout);
+        pump_stream(source, held, RecordType::Stdout, id, &output, true).await
+    };
     let stderr = async {
         match stderr {
-            Some(stderr) => pump_stream(stderr, RecordType::Stderr, id, &output, false).await,
+            Some(stderr) => {
+                let held = Bytes::new();
+                pump_stream(Some(stderr), held, RecordType::Stderr, id, &output, false).await
+            }
             None => Ok(()),
         }
     };
@@ -636,33 +699,79 @@ where
     Ok(app_status)
 }
 
-/// Copies `source` into records of `stream` type, at most [`OUTPUT_CHUNK`] bytes each, then the
-/// empty record that ends the stream (always for STDOUT; for STDERR only if it was used).
+/// Reads `source` without sending it until STDIN has ended (or will never be read), the
+/// source ends, or [`STDOUT_HOLD_BYTES`] are held. Returns what was read, and whether the
+/// source ended (or failed).
+async fn hold_until_stdin_ends<R: AsyncRead + Unpin>(
+    source: &mut R,
+    id: u16,
+    mut stdin_end: watch::Receiver<bool>,
+) -> (Bytes, bool) {
+    let mut held = BytesMut::new();
+    while held.len() < STDOUT_HOLD_BYTES {
+        let room = STDOUT_HOLD_BYTES - held.len();
+        held.reserve(room);
+        let read = {
+            let mut window = (&mut held).limit(room);
+            tokio::select! {
+                biased;
+                // An error means the request is being dropped: nothing to wait for either.
+                _ = stdin_end.wait_for(|ended| *ended) => None,
+                read = source.read_buf(&mut window) => Some(read),
+            }
+        };
+        match read {
+            None => break,
+            Some(Ok(0)) => return (held.freeze(), true),
+            Some(Ok(_)) => {}
+            Some(Err(error)) => {
+                tracing::warn!(request_id = id, %error, "reading the response failed");
+                return (held.freeze(), true);
+            }
+        }
+    }
+    (held.freeze(), false)
+}
+
+/// Sends `held`, then copies `source` (if any), as records of `stream` type of at most
+/// [`OUTPUT_CHUNK`] bytes each, then the empty record that ends the stream (always for STDOUT;
+/// for STDERR only if it was used).
 async fn pump_stream<R: AsyncRead + Unpin>(
-    mut source: R,
+    source: Option<R>,
+    held: Bytes,
     stream: RecordType,
     id: u16,
     output: &Output,
     always_terminate: bool,
 ) -> Result<(), FcgiError> {
-    let mut chunk = BytesMut::new();
-    let mut used = false;
-    loop {
-        // Reuses the allocation once the previous record has been encoded and dropped.
-        chunk.reserve(OUTPUT_CHUNK);
-        match source.read_buf(&mut (&mut chunk).limit(OUTPUT_CHUNK)).await {
-            Ok(0) => break,
-            Ok(_) => {
-                output
-                    .send(Record::new(stream, id, chunk.split().freeze()))
-                    .await?;
-                used = true;
-            }
-            Err(error) => {
-                // The handler's side failed, not the connection: end the stream so the front
-                // server sees a short response, and keep the connection.
-                tracing::warn!(request_id = id, ?stream, %error, "reading the response failed");
-                break;
+    let mut used = !held.is_empty();
+    let mut offset = 0;
+    while offset < held.len() {
+        let end = held.len().min(offset + OUTPUT_CHUNK);
+        output
+            .send(Record::new(stream, id, held.slice(offset..end)))
+            .await?;
+        offset = end;
+    }
+    if let Some(mut source) = source {
+        let mut chunk = BytesMut::new();
+        loop {
+            // Reuses the allocation once the previous record has been encoded and dropped.
+            chunk.reserve(OUTPUT_CHUNK);
+            match source.read_buf(&mut (&mut chunk).limit(OUTPUT_CHUNK)).await {
+                Ok(0) => break,
+                Ok(_) => {
+                    output
+                        .send(Record::new(stream, id, chunk.split().freeze()))
+                        .await?;
+                    used = true;
+                }
+                Err(error) => {
+                    // The handler's side failed, not the connection: end the stream so the
+                    // front server sees a short response, and keep the connection.
+                    tracing::warn!(request_id = id, ?stream, %error, "reading the response failed");
+                    break;
+                }
             }
         }
     }

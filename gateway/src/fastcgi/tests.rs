@@ -211,6 +211,8 @@ async fn print_params(request: FcgiRequest) -> FcgiResponse<Cursor<Vec<u8>>> {
 struct Endless {
     first: Cursor<&'static [u8]>,
     dropped: Arc<AtomicBool>,
+    /// Kept, unread, like a CGI that has not got to its input yet.
+    _stdin: FcgiStdin,
 }
 
 impl AsyncRead for Endless {
@@ -236,10 +238,11 @@ impl Drop for Endless {
 fn endless_handler(
     dropped: Arc<AtomicBool>,
 ) -> impl FnMut(FcgiRequest) -> std::future::Ready<FcgiResponse<Endless>> {
-    move |_request| {
+    move |request| {
         std::future::ready(FcgiResponse::new(Endless {
             first: Cursor::new(b"Content-Type: text/plain\r\n\r\npartial"),
             dropped: dropped.clone(),
+            _stdin: request.stdin,
         }))
     }
 }
@@ -474,6 +477,74 @@ async fn unread_stdin_stalls_the_connection_until_the_handler_reads() {
     finished(served).await.expect("clean close");
 }
 
+/// A shell CGI that prints its headers first and then reads its body: nginx stops sending
+/// the body once it has the response header, so the output waits until STDIN has ended.
+#[tokio::test]
+async fn stdout_is_held_until_stdin_ends() {
+    let (mut writer, mut reader, served) = start(|request: FcgiRequest| async move {
+        let (mut pipe_in, pipe_out) = duplex(64 * 1024);
+        tokio::spawn(async move {
+            let mut stdin = request.stdin;
+            pipe_in.write_all(HEADERS).await?;
+            let read = tokio::io::copy(&mut stdin, &mut tokio::io::sink()).await?;
+            pipe_in.write_all(format!("read {read}").as_bytes()).await?;
+            std::io::Result::Ok(())
+        });
+        FcgiResponse::new(pipe_out)
+    });
+    writer.begin(1, FCGI_RESPONDER, false).await;
+    writer.params(1, &[], 100).await;
+    writer.record(RecordType::Stdin, 1, &body(50_000)).await;
+    let early = tokio::time::timeout(Duration::from_millis(200), reader.next()).await;
+    assert!(early.is_err(), "nothing sent before STDIN ends: {early:?}");
+    writer.record(RecordType::Stdin, 1, &body(10_000)).await;
+    writer.record(RecordType::Stdin, 1, b"").await;
+    let reply = within(reader.reply(1)).await;
+    reply.assert_complete(0);
+    assert_eq!(&reply.stdout[HEADERS.len()..], b"read 60000");
+    finished(served).await.expect("clean close");
+}
+
+/// A handler whose output ends before its STDIN does (an early error page) answers at once.
+#[tokio::test]
+async fn held_stdout_goes_out_when_the_handler_output_ends() {
+    let (mut writer, mut reader, served) = start(|request: FcgiRequest| async move {
+        // Keeps its stdin open (unread) for as long as the response lives.
+        FcgiResponse::new(
+            Cursor::new(b"Status: 403\r\n\r\nno".to_vec()).chain(Unread(request.stdin)),
+        )
+    });
+    writer.begin(1, FCGI_RESPONDER, true).await;
+    writer.params(1, &[], 100).await;
+    writer
+        .record(RecordType::Stdin, 1, b"some of the body")
+        .await;
+    let reply = within(reader.reply(1)).await;
+    reply.assert_complete(0);
+    assert_eq!(reply.stdout, b"Status: 403\r\n\r\nno");
+    // The rest of that body is ignored; the connection goes on.
+    writer.stream(RecordType::Stdin, 1, b"rest", 100).await;
+    writer.begin(2, FCGI_RESPONDER, false).await;
+    writer.params(2, &[], 100).await;
+    writer.stream(RecordType::Stdin, 2, b"", 1).await;
+    let reply = within(reader.reply(2)).await;
+    reply.assert_complete(0);
+    finished(served).await.expect("clean close");
+}
+
+/// Holds a stream without reading it, and reads as empty.
+struct Unread<T>(#[allow(dead_code)] T);
+
+impl<T: Unpin> AsyncRead for Unread<T> {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        _cx: &mut Context<'_>,
+        _buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        Poll::Ready(Ok(()))
+    }
+}
+
 // ---------------------------------------------------------------- management and refusals
 
 #[tokio::test]
@@ -493,7 +564,7 @@ async fn get_values_is_answered() {
     assert_eq!(answer.request_id, 0);
     let max = ADVERTISED_MAX_CONNS.to_string();
     let values = decode_params(&answer.content).expect("valid pairs");
-    let expected: Vec<(Vec<u8>, Vec<u8>)> = vec![
+    let expected: NameValuePairs = vec![
         (b"FCGI_MAX_CONNS".to_vec(), max.clone().into_bytes()),
         (b"FCGI_MAX_REQS".to_vec(), max.into_bytes()),
         (b"FCGI_MPXS_CONNS".to_vec(), b"0".to_vec()),
@@ -520,19 +591,15 @@ async fn unknown_management_record_gets_unknown_type() {
 }
 
 #[tokio::test]
-async fn abort_request_mid_response_drops_the_handler_and_ends_the_request() {
+async fn abort_request_mid_request_drops_the_handler_and_ends_the_request() {
     let dropped = Arc::new(AtomicBool::new(false));
     let (mut writer, mut reader, served) = start(endless_handler(dropped.clone()));
+    // Aborted while STDIN is still arriving (the handler's output is held back meanwhile).
     writer.begin(1, FCGI_RESPONDER, true).await;
     writer
         .params(1, &[("SCRIPT_NAME", "/cgi-bin/slow")], 100)
         .await;
     writer.record(RecordType::Stdin, 1, b"part of a body").await;
-    // The response has started streaming.
-    let first = within(reader.next()).await.expect("STDOUT");
-    assert_eq!(first.record_type, RecordType::Stdout);
-    assert!(first.content.ends_with(b"partial"));
-    assert!(!dropped.load(Ordering::SeqCst));
     writer.record(RecordType::AbortRequest, 1, b"").await;
     let reply = within(reader.reply(1)).await;
     assert_eq!(
@@ -542,22 +609,28 @@ async fn abort_request_mid_response_drops_the_handler_and_ends_the_request() {
             protocol_status: FCGI_REQUEST_COMPLETE
         })
     );
-    assert!(
-        dropped.load(Ordering::SeqCst),
-        "the CGI's stream was dropped"
-    );
+    assert!(reply.stdout.is_empty(), "output held until STDIN ends");
+    assert!(dropped.swap(false, Ordering::SeqCst), "the CGI was dropped");
     // Late records of the aborted request are ignored; the connection serves the next one.
     writer.stream(RecordType::Stdin, 1, b"rest", 100).await;
+    // Aborted while the response streams.
     writer.begin(2, FCGI_RESPONDER, false).await;
     writer.params(2, &[], 100).await;
+    writer.stream(RecordType::Stdin, 2, b"", 1).await;
     let first = within(reader.next()).await.expect("STDOUT of request 2");
     assert_eq!(
         (first.record_type, first.request_id),
         (RecordType::Stdout, 2)
     );
+    assert!(first.content.ends_with(b"partial"));
+    assert!(!dropped.load(Ordering::SeqCst));
     writer.record(RecordType::AbortRequest, 2, b"").await;
     let reply = within(reader.reply(2)).await;
-    assert!(reply.end.is_some());
+    assert_eq!(
+        reply.end.map(|end| end.protocol_status),
+        Some(FCGI_REQUEST_COMPLETE)
+    );
+    assert!(dropped.load(Ordering::SeqCst), "the CGI was dropped");
     assert!(
         within(reader.next()).await.is_none(),
         "no KEEP_CONN: closed"
@@ -645,6 +718,7 @@ async fn peer_closing_mid_request_drops_the_handler() {
     let (mut writer, mut reader, served) = start(endless_handler(dropped.clone()));
     writer.begin(1, FCGI_RESPONDER, true).await;
     writer.params(1, &[], 100).await;
+    writer.stream(RecordType::Stdin, 1, b"", 1).await;
     let first = within(reader.next()).await.expect("STDOUT");
     assert_eq!(first.record_type, RecordType::Stdout);
     writer.close().await;
@@ -756,6 +830,16 @@ async fn other_protocol_violations_end_the_connection() {
     writer.record(RecordType::Stdin, 1, b"early").await;
     let error = finished(served).await.expect_err("protocol");
     assert!(matches!(error, FcgiError::Protocol { .. }), "{error:?}");
+}
+
+#[test]
+fn public_types_fit_a_multi_threaded_gateway() {
+    fn stream<T: AsyncRead + Send + Unpin + 'static>() {}
+    fn shared<T: Send + Sync + 'static>() {}
+    fn sendable<T: Send + 'static>() {}
+    stream::<FcgiStdin>();
+    sendable::<FcgiRequest>();
+    shared::<FcgiError>();
 }
 
 // ---------------------------------------------------------------- random input
