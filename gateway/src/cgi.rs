@@ -26,6 +26,7 @@ use crate::error::RequestError;
 use crate::pool::{CgiEvent, CgiHandle, Pool};
 use crate::response::{read_head, CgiBody, HeadStyle};
 use crate::router::route;
+use crate::stdin::BodySource;
 
 /// What every response body is: a short text of ours, or a CGI's output.
 pub type ResponseBody = Either<Full<Bytes>, CgiBody<pipe::Receiver>>;
@@ -58,7 +59,7 @@ impl Gateway {
         request: Request<Incoming>,
         connection: Connection,
     ) -> Result<Response<ResponseBody>, Infallible> {
-        let id = self.next_request.fetch_add(1, Ordering::Relaxed);
+        let id = self.next_request_id();
         let span = tracing::info_span!("request", id);
         let method = request.method().clone();
         let target = request.uri().path().to_owned();
@@ -68,6 +69,11 @@ impl Gateway {
             .await;
         span.in_scope(|| tracing::info!(%method, target = %target.escape_debug(), status = response.status().as_u16(), "request"));
         Ok(response)
+    }
+
+    /// Numbers requests for the logs.
+    pub(crate) fn next_request_id(&self) -> u64 {
+        self.next_request.fetch_add(1, Ordering::Relaxed)
     }
 
     /// Runs the request's CGI, and the CGIs its local redirects name (RFC 3875 §6.2.2).
@@ -142,7 +148,7 @@ impl Gateway {
                 } else {
                     None
                 };
-                (RequestBody::Stream(body, first), declared)
+                (RequestBody::Stream(BodySource::Http(body), first), declared)
             }
             _ => (RequestBody::Empty, None),
         };
@@ -157,79 +163,18 @@ impl Gateway {
             HeadStyle::Cgi
         };
         let env = meta_variables(parts, &route, connection, content_length, &self.config.env);
-        let permit = self.pool.admit().await?;
-
-        let (stdin, cgi_stdin) = pipe::pipe().map_err(internal)?;
-        let (cgi_stdout, stdout) = pipe::pipe().map_err(internal)?;
-        let (cgi_stderr, stderr) = pipe::pipe().map_err(internal)?;
-        // The CGI gets plain blocking descriptors, as a program started from a shell would.
-        let (stdin, cgi_stdin) = match body {
-            RequestBody::Spooled(file) => (None, OwnedFd::from(file)),
-            RequestBody::Stream(body, first) => (
-                Some((body, first, stdin)),
-                cgi_stdin.into_blocking_fd().map_err(internal)?,
-            ),
-            // No body: the CGI reads end-of-file at once.
-            RequestBody::Empty => (None, cgi_stdin.into_blocking_fd().map_err(internal)?),
-        };
-        let cgi_fds: [OwnedFd; 3] = [
-            cgi_stdin,
-            cgi_stdout.into_blocking_fd().map_err(internal)?,
-            cgi_stderr.into_blocking_fd().map_err(internal)?,
-        ];
-        let deadline = Instant::now() + self.config.timeout;
-        let spawn = SpawnRequest {
-            id: 0,
-            script: route.script_path.clone(),
-            env,
-            limits: self.config.limits,
-        };
-        let mut cgi = self.pool.spawn(spawn, &cgi_fds).await?;
-        // Our copies must go, or we would never see end-of-file on the CGI's output.
-        drop(cgi_fds);
-
-        match timeout_at(deadline, cgi.next_event()).await {
-            Ok(Some(CgiEvent::Spawned { pid })) => {
-                tracing::debug!(worker = cgi.worker(), pid, script = %route.script_path, "CGI started")
-            }
-            Ok(Some(CgiEvent::SpawnFailed(error))) => return Err(RequestError::Spawn(error)),
-            Ok(Some(CgiEvent::Exited(_))) => return Err(RequestError::WorkerLost),
-            Ok(None) => return Err(RequestError::WorkerLost),
-            Err(_) => {
-                cgi.kill().await;
-                return Err(RequestError::Timeout);
-            }
-        }
-
-        let body_received = stdin.map(|(body, first, stdin)| {
-            let (received, body_received) = oneshot::channel();
-            tokio::spawn(
-                crate::stdin::feed(body, first, stdin, deadline, received).in_current_span(),
-            );
-            body_received
-        });
-        tokio::spawn(log_stderr(stderr).in_current_span());
-        // Sent once the CGI's whole output is delivered; dropped unsent if the request is
-        // abandoned for any reason (error, client gone, this future cancelled), which kills it.
-        let (delivered, delivery) = oneshot::channel::<()>();
-        tokio::spawn(watch(cgi, deadline, delivery, permit).in_current_span());
-
-        let mut stdout = stdout;
+        let started = self.start_cgi(&route.script_path, env, body).await?;
+        let Started {
+            mut stdout,
+            delivered,
+            body_received,
+            deadline,
+        } = started;
         let (head, first_bytes) = match timeout_at(deadline, read_head(&mut stdout, style)).await {
             Ok(parsed) => parsed?,
             Err(_) => return Err(RequestError::Timeout),
         };
-        if let Some(body_received) = body_received {
-            // The response waits for the whole request body: a client (nginx among them) that
-            // sees a response while it is still sending stops sending, and a CGI still reading
-            // its input would then wait forever. The body is read whatever the CGI does, so
-            // this wait depends on the client alone.
-            match timeout_at(deadline, body_received).await {
-                Ok(Ok(())) => {}
-                Ok(Err(_)) => return Err(RequestError::BadRequest("request body ended early")),
-                Err(_) => return Err(RequestError::Timeout),
-            }
-        }
+        body_complete(body_received, deadline).await?;
         if let Some(location) = head.local_redirect {
             // This CGI's part is done; dropping `delivered` unsent stops whatever it still runs.
             return Ok(Outcome::LocalRedirect(location));
@@ -252,6 +197,104 @@ impl Gateway {
         *response.headers_mut() = head.headers;
         Ok(Outcome::Response(response))
     }
+
+    /// Starts `script` on a worker with `env`, its stdin fed from `body`: everything a run
+    /// needs before its output is read, for the HTTP and the FastCGI front alike.
+    pub(crate) async fn start_cgi(
+        &self,
+        script: &str,
+        env: Vec<Vec<u8>>,
+        body: RequestBody,
+    ) -> Result<Started, RequestError> {
+        let permit = self.pool.admit().await?;
+        let (stdin, cgi_stdin) = pipe::pipe().map_err(internal)?;
+        let (cgi_stdout, stdout) = pipe::pipe().map_err(internal)?;
+        let (cgi_stderr, stderr) = pipe::pipe().map_err(internal)?;
+        // The CGI gets plain blocking descriptors, as a program started from a shell would.
+        let (stdin, cgi_stdin) = match body {
+            RequestBody::Spooled(file) => (None, OwnedFd::from(file)),
+            RequestBody::Stream(body, first) => (
+                Some((body, first, stdin)),
+                cgi_stdin.into_blocking_fd().map_err(internal)?,
+            ),
+            // No body: the CGI reads end-of-file at once.
+            RequestBody::Empty => (None, cgi_stdin.into_blocking_fd().map_err(internal)?),
+        };
+        let cgi_fds: [OwnedFd; 3] = [
+            cgi_stdin,
+            cgi_stdout.into_blocking_fd().map_err(internal)?,
+            cgi_stderr.into_blocking_fd().map_err(internal)?,
+        ];
+        let deadline = Instant::now() + self.config.timeout;
+        let spawn = SpawnRequest {
+            id: 0,
+            script: script.to_owned(),
+            env,
+            limits: self.config.limits,
+        };
+        let mut cgi = self.pool.spawn(spawn, &cgi_fds).await?;
+        // Our copies must go, or we would never see end-of-file on the CGI's output.
+        drop(cgi_fds);
+
+        match timeout_at(deadline, cgi.next_event()).await {
+            Ok(Some(CgiEvent::Spawned { pid })) => {
+                tracing::debug!(worker = cgi.worker(), pid, script, "CGI started")
+            }
+            Ok(Some(CgiEvent::SpawnFailed(error))) => return Err(RequestError::Spawn(error)),
+            Ok(Some(CgiEvent::Exited(_))) => return Err(RequestError::WorkerLost),
+            Ok(None) => return Err(RequestError::WorkerLost),
+            Err(_) => {
+                cgi.kill().await;
+                return Err(RequestError::Timeout);
+            }
+        }
+        let body_received = stdin.map(|(body, first, stdin)| {
+            let (received, body_received) = oneshot::channel();
+            tokio::spawn(
+                crate::stdin::feed(body, first, stdin, deadline, received).in_current_span(),
+            );
+            body_received
+        });
+        tokio::spawn(log_stderr(stderr).in_current_span());
+        // Sent once the CGI's whole output is delivered; dropped unsent if the request is
+        // abandoned for any reason (error, client gone, this future cancelled), which kills it.
+        let (delivered, delivery) = oneshot::channel::<()>();
+        tokio::spawn(watch(cgi, deadline, delivery, permit).in_current_span());
+        Ok(Started {
+            stdout,
+            delivered,
+            body_received,
+            deadline,
+        })
+    }
+}
+
+/// A CGI that runs: its output still to read, and the signals that end its run.
+pub(crate) struct Started {
+    pub stdout: pipe::Receiver,
+    /// Send once the output is delivered in full; dropping it unsent kills the CGI.
+    pub delivered: oneshot::Sender<()>,
+    /// Fires when the whole request body has arrived; `None` without a streamed body.
+    pub body_received: Option<oneshot::Receiver<()>>,
+    pub deadline: Instant,
+}
+
+/// Waits for the whole request body before the response goes out: a client (nginx among
+/// them) that sees a response while it is still sending stops sending, and a CGI still
+/// reading its input would then wait forever. The body is read whatever the CGI does, so
+/// this wait depends on the client alone.
+pub(crate) async fn body_complete(
+    body_received: Option<oneshot::Receiver<()>>,
+    deadline: Instant,
+) -> Result<(), RequestError> {
+    let Some(body_received) = body_received else {
+        return Ok(());
+    };
+    match timeout_at(deadline, body_received).await {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(_)) => Err(RequestError::BadRequest("request body ended early")),
+        Err(_) => Err(RequestError::Timeout),
+    }
 }
 
 /// Local redirects one request may follow; more is a loop (Apache allows 10 too).
@@ -267,11 +310,11 @@ enum Outcome {
 }
 
 /// The request body, as the CGI will read it.
-enum RequestBody {
+pub(crate) enum RequestBody {
     Empty,
     /// Streamed into a pipe while the CGI runs (Content-Length known), after the data already
     /// read, if any.
-    Stream(Incoming, Option<Bytes>),
+    Stream(BodySource, Option<Bytes>),
     /// A chunked body, spooled whole to an unlinked temporary file that becomes the CGI's stdin.
     Spooled(std::fs::File),
 }

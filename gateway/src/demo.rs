@@ -67,7 +67,7 @@ pub fn run(listen: SocketAddr, front_user: &CgiUser) -> anyhow::Result<ExitCode>
     eprintln!("  curl --data-binary @/etc/os-release http://{address}/cgi-bin/echo.sh");
     eprintln!("  open http://{address}/cgi-bin/form.sh in a browser");
     eprintln!("Stop with Ctrl-C.");
-    let code = crate::privsep::run(config, listener, front_user);
+    let code = crate::privsep::run(config, listener, None, front_user);
     drop(folder);
     Ok(code)
 }

@@ -7,6 +7,7 @@ pub mod config;
 pub mod demo;
 pub mod error;
 pub mod fastcgi;
+pub mod fcgi_front;
 pub mod jailfs;
 pub mod pool;
 pub mod privsep;
@@ -24,6 +25,7 @@ use std::sync::Arc;
 pub async fn run(
     config: config::Config,
     listener: tokio::net::TcpListener,
+    fastcgi: Option<tokio::net::TcpListener>,
     launcher: Arc<privsep::Launcher>,
     shutdown: impl Future<Output = ()>,
 ) -> anyhow::Result<()> {
@@ -34,10 +36,28 @@ pub async fn run(
     // The one line on stdout: scripts and tests read the address from it.
     let mut stdout = std::io::stdout().lock();
     writeln!(stdout, "jailgate listening on http://{address}")?;
+    if let Some(fastcgi) = &fastcgi {
+        writeln!(stdout, "jailgate fastcgi on {}", fastcgi.local_addr()?)?;
+    }
     stdout.flush()?;
     drop(stdout);
     let gateway = Arc::new(cgi::Gateway::new(config, pool.clone()));
-    server::run(listener, gateway, shutdown).await;
+    // One stop for both fronts.
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let stopping = |mut stopped: tokio::sync::watch::Receiver<bool>| async move {
+        let _ = stopped.wait_for(|stop| *stop).await;
+    };
+    let http = server::run(listener, gateway.clone(), stopping(stopped.clone()));
+    let fastcgi = async {
+        if let Some(listener) = fastcgi {
+            server::run_fastcgi(listener, gateway.clone(), stopping(stopped.clone())).await;
+        }
+    };
+    let trigger = async {
+        shutdown.await;
+        let _ = stop.send(true);
+    };
+    tokio::join!(http, fastcgi, trigger);
     pool.shutdown().await;
     tracing::info!("stopped");
     Ok(())

@@ -38,6 +38,9 @@ struct ServeArgs {
     /// Address to accept HTTP on
     #[arg(long, value_name = "HOST:PORT", default_value = "127.0.0.1:8080")]
     listen: SocketAddr,
+    /// Also accept FastCGI (nginx's fastcgi_pass, stock fastcgi_params) on this address
+    #[arg(long, value_name = "HOST:PORT")]
+    fastcgi: Option<SocketAddr>,
     /// The unprivileged user CGIs run as (never root)
     #[arg(long, value_name = "NAME|UID[:GID]", default_value = "nobody")]
     user: String,
@@ -226,7 +229,14 @@ fn serve(args: ServeArgs) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    gateway::privsep::run(config, listener, &front_user)
+    let fastcgi = match args.fastcgi.map(std::net::TcpListener::bind).transpose() {
+        Ok(fastcgi) => fastcgi,
+        Err(error) => {
+            eprintln!("gateway: cannot listen for FastCGI: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    gateway::privsep::run(config, listener, fastcgi, &front_user)
 }
 
 /// The same audit as `gateway jail check`, at every start: a jail with findings is refused

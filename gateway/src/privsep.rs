@@ -64,7 +64,12 @@ pub enum Stop {
 /// Splits into supervisor and front (see the module documentation) and serves `listener`
 /// until SIGTERM or SIGINT. Must be called as root, before any thread is started. Returns
 /// the exit code in the supervisor; the front never returns from here.
-pub fn run(config: Config, listener: std::net::TcpListener, front_user: &CgiUser) -> ExitCode {
+pub fn run(
+    config: Config,
+    listener: std::net::TcpListener,
+    fastcgi: Option<std::net::TcpListener>,
+    front_user: &CgiUser,
+) -> ExitCode {
     use nix::sys::socket::{socketpair, AddressFamily, SockFlag, SockType};
     let pair = socketpair(
         AddressFamily::Unix,
@@ -88,13 +93,14 @@ pub fn run(config: Config, listener: std::net::TcpListener, front_user: &CgiUser
             // Exit here: nothing of the caller's stack (a demo's temporary folder, say) is the
             // front's to clean up.
             std::process::exit(run_front(
-                config, listener, front_end, front_user, supervisor,
+                config, listener, fastcgi, front_end, front_user, supervisor,
             ))
         }
         Ok(ForkResult::Parent { child }) => {
             drop(front_end);
             // Only the front accepts connections.
             drop(listener);
+            drop(fastcgi);
             run_supervisor(config, child, supervisor_end)
         }
         Err(error) => {
@@ -111,6 +117,7 @@ pub fn run(config: Config, listener: std::net::TcpListener, front_user: &CgiUser
 fn run_front(
     config: Config,
     listener: std::net::TcpListener,
+    fastcgi: Option<std::net::TcpListener>,
     control: OwnedFd,
     user: &CgiUser,
     supervisor: Pid,
@@ -133,7 +140,14 @@ fn run_front(
         let launcher = Launcher::new(control)?;
         listener.set_nonblocking(true)?;
         let listener = tokio::net::TcpListener::from_std(listener)?;
-        crate::run(config, listener, launcher, crate::stop_signal()).await
+        let fastcgi = match fastcgi {
+            Some(fastcgi) => {
+                fastcgi.set_nonblocking(true)?;
+                Some(tokio::net::TcpListener::from_std(fastcgi)?)
+            }
+            None => None,
+        };
+        crate::run(config, listener, fastcgi, launcher, crate::stop_signal()).await
     });
     match served {
         Ok(()) => 0,

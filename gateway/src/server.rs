@@ -83,3 +83,50 @@ pub async fn run(listener: TcpListener, gateway: Arc<Gateway>, shutdown: impl Fu
         tracing::warn!("connections still open after {drain:?}; closing them");
     }
 }
+
+/// Serves FastCGI (from nginx's `fastcgi_pass`) on `listener` until `shutdown` resolves, then
+/// waits for open connections as `run` does.
+pub async fn run_fastcgi(
+    listener: TcpListener,
+    gateway: Arc<Gateway>,
+    shutdown: impl Future<Output = ()>,
+) {
+    let connections = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+    let mut shutdown = std::pin::pin!(shutdown);
+    loop {
+        let permit = tokio::select! {
+            permit = connections.clone().acquire_owned() => permit,
+            _ = &mut shutdown => break,
+        };
+        let Ok(permit) = permit else { break };
+        let (stream, remote) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(accepted) => accepted,
+                Err(error) => {
+                    tracing::warn!("fastcgi accept failed: {error}");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            _ = &mut shutdown => break,
+        };
+        let _ = stream.set_nodelay(true);
+        let gateway = gateway.clone();
+        tokio::spawn(async move {
+            let handler = move |request| gateway.clone().handle_fastcgi(request);
+            if let Err(error) = crate::fastcgi::serve_connection(stream, handler).await {
+                tracing::warn!(%remote, "fastcgi connection ended: {error}");
+            }
+            drop(permit);
+        });
+    }
+    drop(listener);
+    let drain = gateway.config.timeout + DRAIN_GRACE;
+    let all = u32::try_from(MAX_CONNECTIONS).unwrap_or(u32::MAX);
+    if tokio::time::timeout(drain, connections.acquire_many(all))
+        .await
+        .is_err()
+    {
+        tracing::warn!("fastcgi connections still open after {drain:?}; closing them");
+    }
+}

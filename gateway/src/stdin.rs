@@ -14,10 +14,12 @@ use std::fs::File;
 use std::os::unix::fs::FileExt;
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use bytes::Bytes;
+use std::pin::Pin;
+
+use bytes::{Bytes, BytesMut};
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
-use tokio::io::AsyncWriteExt;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 use tokio::net::unix::pipe;
 use tokio::sync::{oneshot, Notify};
 use tokio::time::{timeout_at, Instant};
@@ -55,12 +57,44 @@ impl Shared {
     }
 }
 
+/// Where a request body comes from: an HTTP request, or any byte stream (FastCGI's STDIN).
+pub enum BodySource {
+    Http(Incoming),
+    Stream(Pin<Box<dyn AsyncRead + Send>>),
+}
+
+impl BodySource {
+    /// The next piece of the body; `None` at its end.
+    async fn next(&mut self) -> Option<Result<Bytes, String>> {
+        match self {
+            BodySource::Http(body) => loop {
+                match body.frame().await? {
+                    Ok(frame) => {
+                        if let Ok(data) = frame.into_data() {
+                            return Some(Ok(data));
+                        }
+                    }
+                    Err(_) => return Some(Err("the client's request body ended early".into())),
+                }
+            },
+            BodySource::Stream(reader) => {
+                let mut buffer = BytesMut::with_capacity(SPILL_READ);
+                match reader.read_buf(&mut buffer).await {
+                    Ok(0) => None,
+                    Ok(_) => Some(Ok(buffer.freeze())),
+                    Err(error) => Some(Err(format!("the request body ended early: {error}"))),
+                }
+            }
+        }
+    }
+}
+
 /// Copies `first` (data already read) and the rest of `body` into the CGI's `stdin`, until the
 /// body ends or `deadline`; returns when both the client's side and the CGI's are done.
 /// `received` is sent once the whole body has arrived from the client (dropped if it never
 /// does).
 pub async fn feed(
-    mut body: Incoming,
+    mut body: BodySource,
     first: Option<Bytes>,
     stdin: pipe::Sender,
     deadline: Instant,
@@ -75,11 +109,8 @@ pub async fn feed(
         if let Some(first) = first {
             push(&shared, first)?;
         }
-        while let Some(frame) = body.frame().await {
-            let frame = frame.map_err(|_| "the client's request body ended early".to_string())?;
-            if let Ok(data) = frame.into_data() {
-                push(&shared, data)?;
-            }
+        while let Some(data) = body.next().await {
+            push(&shared, data?)?;
         }
         Ok::<(), String>(())
     };
