@@ -8,8 +8,10 @@ use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
-use tokio::net::TcpListener;
-use tokio::sync::Semaphore;
+use std::net::SocketAddr;
+
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use crate::cgi::Gateway;
 use crate::cgi_env::Connection;
@@ -27,8 +29,79 @@ pub const DRAIN_GRACE: Duration = Duration::from_secs(1);
 
 /// Serves `listener` until `shutdown` resolves, then drains open connections.
 pub async fn run(listener: TcpListener, gateway: Arc<Gateway>, shutdown: impl Future<Output = ()>) {
-    let connections = Arc::new(Semaphore::new(MAX_CONNECTIONS));
     let graceful = GracefulShutdown::new();
+    let serve = |stream: TcpStream, remote: SocketAddr, permit: OwnedSemaphorePermit| {
+        let Ok(local) = stream.local_addr() else {
+            return;
+        };
+        let connection_info = Connection { local, remote };
+        let gateway = gateway.clone();
+        let service = service_fn(move |request| gateway.clone().handle(request, connection_info));
+        let connection = http1::Builder::new()
+            .timer(TokioTimer::new())
+            .header_read_timeout(HEADER_READ_TIMEOUT)
+            .max_buf_size(MAX_HEADER_BUFFER)
+            .keep_alive(true)
+            // A client may shut down its sending side once its request is out and still
+            // wait for the answer; without this, hyper would take that for an abort.
+            .half_close(true)
+            .serve_connection(TokioIo::new(stream), service);
+        let connection = graceful.watch(connection);
+        tokio::spawn(async move {
+            if let Err(error) = connection.await {
+                tracing::debug!(%remote, "connection ended: {error}");
+            }
+            drop(permit);
+        });
+    };
+    accept_until(listener, shutdown, serve).await;
+    tracing::info!("stopped accepting; draining open connections");
+    let drain = gateway.config.timeout + DRAIN_GRACE;
+    if tokio::time::timeout(drain, graceful.shutdown())
+        .await
+        .is_err()
+    {
+        tracing::warn!("connections still open after {drain:?}; closing them");
+    }
+}
+
+/// Serves FastCGI (from nginx's `fastcgi_pass`) on `listener` until `shutdown` resolves, then
+/// waits for open connections as `run` does.
+pub async fn run_fastcgi(
+    listener: TcpListener,
+    gateway: Arc<Gateway>,
+    shutdown: impl Future<Output = ()>,
+) {
+    let serve = |stream: TcpStream, remote: SocketAddr, permit: OwnedSemaphorePermit| {
+        let gateway = gateway.clone();
+        tokio::spawn(async move {
+            let handler = move |request| gateway.clone().handle_fastcgi(request);
+            if let Err(error) = crate::fastcgi::serve_connection(stream, handler).await {
+                tracing::warn!(%remote, "fastcgi connection ended: {error}");
+            }
+            drop(permit);
+        });
+    };
+    let connections = accept_until(listener, shutdown, serve).await;
+    let drain = gateway.config.timeout + DRAIN_GRACE;
+    let all = u32::try_from(MAX_CONNECTIONS).unwrap_or(u32::MAX);
+    if tokio::time::timeout(drain, connections.acquire_many(all))
+        .await
+        .is_err()
+    {
+        tracing::warn!("fastcgi connections still open after {drain:?}; closing them");
+    }
+}
+
+/// Accepts connections until `shutdown` resolves, at most [`MAX_CONNECTIONS`] open at once,
+/// handing each to `serve` with the permit it must hold while open. Returns the semaphore, so
+/// the caller can wait for the permits to come back.
+async fn accept_until(
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()>,
+    mut serve: impl FnMut(TcpStream, SocketAddr, OwnedSemaphorePermit),
+) -> Arc<Semaphore> {
+    let connections = Arc::new(Semaphore::new(MAX_CONNECTIONS));
     let mut shutdown = std::pin::pin!(shutdown);
     loop {
         // Admission before accepting: at the limit we stop taking connections off the backlog.
@@ -49,84 +122,8 @@ pub async fn run(listener: TcpListener, gateway: Arc<Gateway>, shutdown: impl Fu
             },
             _ = &mut shutdown => break,
         };
-        let Ok(local) = stream.local_addr() else {
-            continue;
-        };
         let _ = stream.set_nodelay(true);
-        let connection_info = Connection { local, remote };
-        let gateway = gateway.clone();
-        let service = service_fn(move |request| gateway.clone().handle(request, connection_info));
-        let connection = http1::Builder::new()
-            .timer(TokioTimer::new())
-            .header_read_timeout(HEADER_READ_TIMEOUT)
-            .max_buf_size(MAX_HEADER_BUFFER)
-            .keep_alive(true)
-            // A client may shut down its sending side once its request is out and still
-            // wait for the answer; without this, hyper would take that for an abort.
-            .half_close(true)
-            .serve_connection(TokioIo::new(stream), service);
-        let connection = graceful.watch(connection);
-        tokio::spawn(async move {
-            if let Err(error) = connection.await {
-                tracing::debug!(%remote, "connection ended: {error}");
-            }
-            drop(permit);
-        });
+        serve(stream, remote, permit);
     }
-    drop(listener);
-    tracing::info!("stopped accepting; draining open connections");
-    let drain = gateway.config.timeout + DRAIN_GRACE;
-    if tokio::time::timeout(drain, graceful.shutdown())
-        .await
-        .is_err()
-    {
-        tracing::warn!("connections still open after {drain:?}; closing them");
-    }
-}
-
-/// Serves FastCGI (from nginx's `fastcgi_pass`) on `listener` until `shutdown` resolves, then
-/// waits for open connections as `run` does.
-pub async fn run_fastcgi(
-    listener: TcpListener,
-    gateway: Arc<Gateway>,
-    shutdown: impl Future<Output = ()>,
-) {
-    let connections = Arc::new(Semaphore::new(MAX_CONNECTIONS));
-    let mut shutdown = std::pin::pin!(shutdown);
-    loop {
-        let permit = tokio::select! {
-            permit = connections.clone().acquire_owned() => permit,
-            _ = &mut shutdown => break,
-        };
-        let Ok(permit) = permit else { break };
-        let (stream, remote) = tokio::select! {
-            accepted = listener.accept() => match accepted {
-                Ok(accepted) => accepted,
-                Err(error) => {
-                    tracing::warn!("fastcgi accept failed: {error}");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
-            },
-            _ = &mut shutdown => break,
-        };
-        let _ = stream.set_nodelay(true);
-        let gateway = gateway.clone();
-        tokio::spawn(async move {
-            let handler = move |request| gateway.clone().handle_fastcgi(request);
-            if let Err(error) = crate::fastcgi::serve_connection(stream, handler).await {
-                tracing::warn!(%remote, "fastcgi connection ended: {error}");
-            }
-            drop(permit);
-        });
-    }
-    drop(listener);
-    let drain = gateway.config.timeout + DRAIN_GRACE;
-    let all = u32::try_from(MAX_CONNECTIONS).unwrap_or(u32::MAX);
-    if tokio::time::timeout(drain, connections.acquire_many(all))
-        .await
-        .is_err()
-    {
-        tracing::warn!("fastcgi connections still open after {drain:?}; closing them");
-    }
+    connections
 }
