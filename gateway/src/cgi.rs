@@ -25,7 +25,7 @@ use crate::config::Config;
 use crate::error::RequestError;
 use crate::pool::{CgiEvent, CgiHandle, Pool};
 use crate::response::{read_head, CgiBody, HeadStyle};
-use crate::router::route;
+use crate::router::{route, Route};
 use crate::stdin::BodySource;
 
 /// What every response body is: a short text of ours, or a CGI's output.
@@ -152,8 +152,17 @@ impl Gateway {
             }
             _ => (RequestBody::Empty, None),
         };
-        let style = if route
-            .script_name
+        let env = meta_variables(parts, &route, connection, content_length, &self.config.env);
+        let started = self.start_cgi(&route, env, body).await?;
+        let Started {
+            mut stdout,
+            delivered,
+            body_received,
+            deadline,
+            script,
+        } = started;
+        // RFC 3875 §5: a script whose name starts with nph- writes the HTTP head itself.
+        let style = if script
             .rsplit('/')
             .next()
             .is_some_and(|name| name.starts_with("nph-"))
@@ -162,14 +171,6 @@ impl Gateway {
         } else {
             HeadStyle::Cgi
         };
-        let env = meta_variables(parts, &route, connection, content_length, &self.config.env);
-        let started = self.start_cgi(&route.script_path, env, body).await?;
-        let Started {
-            mut stdout,
-            delivered,
-            body_received,
-            deadline,
-        } = started;
         let (head, first_bytes) = match timeout_at(deadline, read_head(&mut stdout, style)).await {
             Ok(parsed) => parsed?,
             Err(_) => return Err(RequestError::Timeout),
@@ -198,11 +199,11 @@ impl Gateway {
         Ok(Outcome::Response(response))
     }
 
-    /// Starts `script` on a worker with `env`, its stdin fed from `body`: everything a run
+    /// Starts the script `route` names on a worker with `env`, its stdin fed from `body`: everything a run
     /// needs before its output is read, for the HTTP and the FastCGI front alike.
     pub(crate) async fn start_cgi(
         &self,
-        script: &str,
+        route: &Route,
         env: Vec<Vec<u8>>,
         body: RequestBody,
     ) -> Result<Started, RequestError> {
@@ -228,7 +229,7 @@ impl Gateway {
         let deadline = Instant::now() + self.config.timeout;
         let spawn = SpawnRequest {
             id: 0,
-            script: script.to_owned(),
+            path: route.segments.clone(),
             env,
             limits: self.config.limits,
         };
@@ -236,10 +237,26 @@ impl Gateway {
         // Our copies must go, or we would never see end-of-file on the CGI's output.
         drop(cgi_fds);
 
-        match timeout_at(deadline, cgi.next_event()).await {
-            Ok(Some(CgiEvent::Spawned { pid })) => {
-                tracing::debug!(worker = cgi.worker(), pid, script, "CGI started")
-            }
+        let script = match timeout_at(deadline, cgi.next_event()).await {
+            // The worker is untrusted: the script it names must be a part of the request's path.
+            Ok(Some(CgiEvent::Spawned {
+                pid,
+                script_segments,
+            })) => match usize::try_from(script_segments) {
+                Ok(count @ 1..) if count <= route.segments.len() => {
+                    let script = route.url_path(count);
+                    tracing::debug!(worker = cgi.worker(), pid, script, "CGI started");
+                    script
+                }
+                _ => {
+                    tracing::error!(
+                        worker = cgi.worker(),
+                        "worker named a script outside the request"
+                    );
+                    cgi.kill().await;
+                    return Err(RequestError::WorkerLost);
+                }
+            },
             Ok(Some(CgiEvent::SpawnFailed(error))) => return Err(RequestError::Spawn(error)),
             Ok(Some(CgiEvent::Exited(_))) => return Err(RequestError::WorkerLost),
             Ok(None) => return Err(RequestError::WorkerLost),
@@ -247,7 +264,7 @@ impl Gateway {
                 cgi.kill().await;
                 return Err(RequestError::Timeout);
             }
-        }
+        };
         let body_received = stdin.map(|(body, first, stdin)| {
             let (received, body_received) = oneshot::channel();
             tokio::spawn(
@@ -265,6 +282,7 @@ impl Gateway {
             delivered,
             body_received,
             deadline,
+            script,
         })
     }
 }
@@ -277,6 +295,8 @@ pub(crate) struct Started {
     /// Fires when the whole request body has arrived; `None` without a streamed body.
     pub body_received: Option<oneshot::Receiver<()>>,
     pub deadline: Instant,
+    /// The script's URL path, as the worker found it.
+    pub script: String,
 }
 
 /// Waits for the whole request body before the response goes out: a client (nginx among

@@ -79,9 +79,10 @@ impl Gateway {
             delivered,
             body_received,
             deadline,
-        } = self.start_cgi(&route.script_path, env, body).await?;
+            ..
+        } = self.start_cgi(&route, env, body).await?;
         body_complete(body_received, deadline).await?;
-        tracing::info!(script = %route.script_name, "fastcgi request");
+        tracing::info!(path = %route.url_path(route.segments.len()), "fastcgi request");
         Ok(CgiStdout {
             stdout,
             deadline: Box::pin(tokio::time::sleep_until(deadline)),
@@ -122,13 +123,8 @@ impl Gateway {
         set(b"PATH", CGI_PATH.as_bytes());
         set(b"GATEWAY_INTERFACE", b"CGI/1.1");
         set(b"SERVER_SOFTWARE", SERVER_SOFTWARE.as_bytes());
-        set(b"SCRIPT_NAME", route.script_name.as_bytes());
-        set(b"SCRIPT_FILENAME", route.script_path.as_bytes());
+        // SCRIPT_NAME, SCRIPT_FILENAME, PATH_INFO, PATH_TRANSLATED: the worker's (see cgi_env).
         set(b"DOCUMENT_ROOT", b"/");
-        set(b"PATH_INFO", &route.path_info);
-        if !route.path_info.is_empty() {
-            set(b"PATH_TRANSLATED", &route.path_info);
-        }
         set(b"QUERY_STRING", route.query_string.as_bytes());
         if length > 0 {
             set(b"CONTENT_LENGTH", length.to_string().as_bytes());
@@ -247,8 +243,8 @@ mod tests {
         assert_eq!(encode_path(b"/cgi-bin/\xff"), "/cgi-bin/%FF");
         let routed = route(&encode_path(b"/cgi-bin/x/with space"), None).expect("routes");
         assert_eq!(
-            (routed.script_name.as_str(), routed.path_info.as_slice()),
-            ("/cgi-bin/x", &b"/with space"[..])
+            (routed.url_path(1).as_str(), routed.segments[1].as_slice()),
+            ("/cgi-bin/x", &b"with space"[..])
         );
         assert!(route(&encode_path(b"/cgi-bin/../etc/passwd"), None).is_err());
         assert!(route(&encode_path(b"/etc/passwd"), None).is_err());

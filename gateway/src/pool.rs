@@ -44,7 +44,7 @@ const MAX_LOG_LINE: usize = 4096;
 /// What a worker reports about one CGI.
 #[derive(Debug)]
 pub enum CgiEvent {
-    Spawned { pid: u32 },
+    Spawned { pid: u32, script_segments: u32 },
     SpawnFailed(SpawnError),
     Exited(ExitStatus),
 }
@@ -74,7 +74,17 @@ impl WorkerLink {
     /// Routes one message from the worker to the request it belongs to.
     fn dispatch(&self, message: FromWorker) -> Result<(), String> {
         let (id, event) = match message {
-            FromWorker::Spawned { id, pid } => (id, CgiEvent::Spawned { pid }),
+            FromWorker::Spawned {
+                id,
+                pid,
+                script_segments,
+            } => (
+                id,
+                CgiEvent::Spawned {
+                    pid,
+                    script_segments,
+                },
+            ),
             FromWorker::SpawnFailed { id, error } => (id, CgiEvent::SpawnFailed(error)),
             FromWorker::Exited { id, status } => (id, CgiEvent::Exited(status)),
             FromWorker::Ready { .. } => return Err("second Ready message".into()),

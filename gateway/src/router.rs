@@ -10,25 +10,32 @@ pub const CGI_PREFIX: &str = "/cgi-bin/";
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Route {
-    /// `/cgi-bin/NAME`: the URL path of the script, decoded (RFC 3875 §4.1.13).
-    pub script_name: String,
-    /// The script's path inside the jail.
-    pub script_path: String,
-    /// What follows the script name, decoded (RFC 3875 §4.1.5); may be empty.
-    pub path_info: Vec<u8>,
+    /// The path below `/cgi-bin/`, decoded, one entry per segment. Which leading segments
+    /// name the script (RFC 3875 §4.1.13: the first that is a file) and which are PATH_INFO
+    /// (§4.1.5) only the worker can tell, from inside the jail.
+    pub segments: Vec<Vec<u8>>,
     /// The query exactly as sent, still encoded (RFC 3875 §4.1.7).
     pub query_string: String,
+}
+
+impl Route {
+    /// The URL path of the first `count` segments (the script, once the worker has said),
+    /// for logs and SCRIPT_NAME checks.
+    pub fn url_path(&self, count: usize) -> String {
+        let mut path = CGI_DIR.to_owned();
+        for segment in self.segments.iter().take(count) {
+            path.push('/');
+            path.push_str(&String::from_utf8_lossy(segment));
+        }
+        path
+    }
 }
 
 pub fn route(path: &str, query: Option<&str>) -> Result<Route, RequestError> {
     let rest = path
         .strip_prefix(CGI_PREFIX)
         .ok_or(RequestError::NotFound)?;
-    let (raw_name, raw_extra) = match rest.find('/') {
-        Some(slash) => rest.split_at(slash),
-        None => (rest, ""),
-    };
-    if raw_name.is_empty() {
+    if rest.is_empty() || rest.starts_with('/') {
         return Err(RequestError::NotFound);
     }
     // Every segment of the whole path, not just the script's: dot segments in PATH_INFO are
@@ -45,16 +52,16 @@ pub fn route(path: &str, query: Option<&str>) -> Result<Route, RequestError> {
             return Err(RequestError::BadRequest("encoded slash in path"));
         }
     }
-    let name = String::from_utf8(percent_decode(raw_name)?)
-        .map_err(|_| RequestError::BadRequest("script name is not UTF-8"))?;
-    if name.starts_with('.') {
+    let segments = rest
+        .split('/')
+        .map(percent_decode)
+        .collect::<Result<Vec<_>, _>>()?;
+    if segments[0].starts_with(b".") {
         // Hidden files in the CGI folder are not scripts (editor backups, .htaccess, ...).
         return Err(RequestError::NotFound);
     }
     Ok(Route {
-        script_name: format!("{CGI_PREFIX}{name}"),
-        script_path: format!("{CGI_DIR}/{name}"),
-        path_info: percent_decode(raw_extra)?,
+        segments,
         query_string: query.unwrap_or("").to_owned(),
     })
 }
@@ -89,21 +96,18 @@ mod tests {
     use super::*;
 
     #[test]
-    fn script_path_info_and_query_are_split() {
+    fn segments_and_query_are_kept_decoded_and_raw() {
         let route = route("/cgi-bin/hello.sh/a/b%20c", Some("x=%20y")).unwrap();
-        assert_eq!(route.script_name, "/cgi-bin/hello.sh");
-        assert_eq!(route.script_path, "/cgi-bin/hello.sh");
-        assert_eq!(route.path_info, b"/a/b c");
+        assert_eq!(route.segments, [&b"hello.sh"[..], b"a", b"b c"]);
         assert_eq!(route.query_string, "x=%20y");
+        assert_eq!(route.url_path(1), "/cgi-bin/hello.sh");
         let bare = route_ok("/cgi-bin/env");
+        assert_eq!((bare.segments.len(), bare.query_string.as_str()), (1, ""));
+        assert_eq!(route_ok("/cgi-bin/env/").segments, [&b"env"[..], b""]);
+        assert_eq!(route_ok("/cgi-bin/hello%2Esh").segments, [&b"hello.sh"[..]]);
         assert_eq!(
-            (bare.path_info.as_slice(), bare.query_string.as_str()),
-            (&b""[..], "")
-        );
-        assert_eq!(route_ok("/cgi-bin/env/").path_info, b"/");
-        assert_eq!(
-            route_ok("/cgi-bin/hello%2Esh").script_name,
-            "/cgi-bin/hello.sh"
+            route_ok("/cgi-bin/app/run.sh/x").url_path(2),
+            "/cgi-bin/app/run.sh"
         );
     }
 
@@ -146,7 +150,6 @@ mod tests {
             "/cgi-bin/hello%",
             "/cgi-bin/hello%4",
             "/cgi-bin/hello%zz",
-            "/cgi-bin/%ff%fe",
         ];
         for path in hostile {
             assert!(

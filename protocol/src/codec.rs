@@ -59,7 +59,7 @@ mod tests {
     fn spawn_request() -> ToWorker {
         ToWorker::Spawn(SpawnRequest {
             id: 7,
-            script: "/cgi-bin/hello.sh".into(),
+            path: vec![b"hello.sh".to_vec(), b"extra".to_vec()],
             env: vec![b"QUERY_STRING=a=1".to_vec(), b"HTTP_X=\xff\x00".to_vec()],
             limits: Limits {
                 cpu_seconds: Some(30),
@@ -89,7 +89,11 @@ mod tests {
                 version: PROTOCOL_VERSION,
                 pid: 1,
             },
-            FromWorker::Spawned { id: 1, pid: 42 },
+            FromWorker::Spawned {
+                id: 1,
+                pid: 42,
+                script_segments: 1,
+            },
             FromWorker::SpawnFailed {
                 id: 2,
                 error: SpawnError::NoResources { errno: 11 },
@@ -119,7 +123,7 @@ mod tests {
     fn oversize_message_is_not_encoded() {
         let huge = ToWorker::Spawn(SpawnRequest {
             id: 1,
-            script: "/cgi-bin/x".into(),
+            path: vec![b"x".to_vec()],
             env: vec![vec![b'a'; MAX_MESSAGE_BYTES]],
             limits: Limits {
                 cpu_seconds: None,
@@ -143,11 +147,11 @@ mod tests {
 
     #[test]
     fn forged_length_does_not_allocate() {
-        // Variant 0 of ToWorker (Spawn), id 1, then a string length of u64::MAX (varint 253 + 8 bytes).
+        // Variant 0 of ToWorker (Spawn), id 1, then a path of u64::MAX segments (varint 253 + 8 bytes).
         let mut packet = vec![0u8, 1, 253];
         packet.extend_from_slice(&u64::MAX.to_le_bytes());
         assert!(decode::<ToWorker>(&packet).is_err());
-        // An env vector that claims 2^32 entries.
+        // A path of one 1-byte segment, then an env vector that claims 2^32 entries.
         let mut packet = vec![0u8, 1, 1, b'/', 252];
         packet.extend_from_slice(&u32::MAX.to_le_bytes());
         assert!(decode::<ToWorker>(&packet).is_err());

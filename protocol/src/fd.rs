@@ -179,16 +179,30 @@ mod tests {
         let (a, b) = UnixSeqpacket::pair().unwrap();
         let (a, b) = (Channel { socket: a }, Channel { socket: b });
         a.socket.send(&[0xff, 0xff, 0xff]).await.unwrap();
-        a.send(&FromWorker::Spawned { id: 1, pid: 2 }, &[])
-            .await
-            .unwrap();
+        a.send(
+            &FromWorker::Spawned {
+                id: 1,
+                pid: 2,
+                script_segments: 1,
+            },
+            &[],
+        )
+        .await
+        .unwrap();
         let mut buffer = RecvBuffer::default();
         assert!(matches!(
             b.recv::<FromWorker>(&mut buffer).await,
             Err(ChannelError::Codec(_))
         ));
         let (message, _): (FromWorker, _) = b.recv(&mut buffer).await.unwrap();
-        assert_eq!(message, FromWorker::Spawned { id: 1, pid: 2 });
+        assert_eq!(
+            message,
+            FromWorker::Spawned {
+                id: 1,
+                pid: 2,
+                script_segments: 1
+            }
+        );
     }
 
     #[tokio::test]
@@ -212,7 +226,12 @@ mod tests {
         let b = Channel { socket: b };
         let (reader, writer) = std::io::pipe().unwrap();
         let fds = [writer.as_fd(); 4];
-        let bytes = codec::encode(&FromWorker::Spawned { id: 1, pid: 1 }).unwrap();
+        let bytes = codec::encode(&FromWorker::Spawned {
+            id: 1,
+            pid: 1,
+            script_segments: 1,
+        })
+        .unwrap();
         let mut ancillary_buffer = [0u8; 256];
         let mut ancillary = AncillaryMessageWriter::new(&mut ancillary_buffer);
         ancillary.add_fds(fds).unwrap();

@@ -3,7 +3,7 @@
 use serde::{Deserialize, Serialize};
 
 /// Bumped on every incompatible change; the gateway refuses a worker that reports another.
-pub const PROTOCOL_VERSION: u32 = 1;
+pub const PROTOCOL_VERSION: u32 = 2;
 
 /// Identifies one CGI run across both processes. Chosen by the gateway, unique per worker.
 pub type SpawnId = u64;
@@ -40,8 +40,11 @@ pub enum ToWorker {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SpawnRequest {
     pub id: SpawnId,
-    /// Absolute path of the script inside the jail, e.g. `/cgi-bin/hello.sh`.
-    pub script: String,
+    /// The request's path below the CGI folder, decoded, one entry per segment: the script is
+    /// the shortest prefix that names a regular file, the rest is PATH_INFO (RFC 3875 §4.1.5,
+    /// §4.1.13). Only the worker can look: the jail's files are seen right only from inside.
+    /// The worker adds SCRIPT_NAME, SCRIPT_FILENAME, PATH_INFO and PATH_TRANSLATED to `env`.
+    pub path: Vec<Vec<u8>>,
     /// The complete environment, `NAME=value` each: nothing else is inherited.
     /// Bytes, not strings: header values need not be UTF-8.
     pub env: Vec<Vec<u8>>,
@@ -53,8 +56,13 @@ pub struct SpawnRequest {
 pub enum FromWorker {
     /// Sent once, after the worker has entered the jail and dropped its privileges.
     Ready { version: u32, pid: u32 },
-    /// The CGI runs; `pid` is its pid inside the worker's PID namespace (for logs).
-    Spawned { id: SpawnId, pid: u32 },
+    /// The CGI runs; `pid` is its pid inside the worker's PID namespace (for logs), and the
+    /// first `script_segments` entries of the request's path named the script.
+    Spawned {
+        id: SpawnId,
+        pid: u32,
+        script_segments: u32,
+    },
     /// The CGI could not be started; nothing is left running.
     SpawnFailed { id: SpawnId, error: SpawnError },
     /// The CGI's main process ended (anything left in its process group has been killed).

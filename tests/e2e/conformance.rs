@@ -388,3 +388,57 @@ fn env_flag_cannot_set_a_meta_variable() {
         );
     }
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn script_is_the_first_path_segment_that_is_a_file() {
+    require_root!();
+    let jail = Jail::new();
+    std::fs::create_dir_all(jail.root().join("cgi-bin/app/deeper")).expect("sub-folders");
+    let show = r#"printf 'Content-Type: text/plain\n\n%s|%s|%s|%s\n' "$SCRIPT_NAME" "$PATH_INFO" "$SCRIPT_FILENAME" "${PATH_TRANSLATED:-unset}""#;
+    jail.cgi("app/run", show);
+    jail.cgi(
+        "app/deeper/nph-raw",
+        r"printf 'HTTP/1.1 202 Accepted\r\nContent-Type: text/plain\r\n\r\nraw\n'",
+    );
+    jail.cgi("top", show);
+    let gw = jail.serve(one_worker());
+    let http = client(TIMEOUT);
+    let text = |path: &'static str| {
+        let http = http.clone();
+        let url = gw.url(path);
+        async move {
+            let response = http.get(url).send().await.expect("response");
+            (
+                response.status().as_u16(),
+                response.text().await.expect("body"),
+            )
+        }
+    };
+    // RFC 3875 §4.1.13 / §4.1.5: SCRIPT_NAME ends at the first segment that is a file.
+    assert_eq!(
+        text("/cgi-bin/app/run/x/y%20z").await,
+        (
+            200,
+            "/cgi-bin/app/run|/x/y z|/cgi-bin/app/run|/x/y z\n".into()
+        )
+    );
+    assert_eq!(
+        text("/cgi-bin/app/run").await,
+        (200, "/cgi-bin/app/run||/cgi-bin/app/run|unset\n".into())
+    );
+    assert_eq!(
+        text("/cgi-bin/top/app/run").await,
+        (200, "/cgi-bin/top|/app/run|/cgi-bin/top|/app/run\n".into())
+    );
+    // NPH is decided by the script's own name, however deep.
+    assert_eq!(
+        text("/cgi-bin/app/deeper/nph-raw/extra").await,
+        (202, "raw\n".into())
+    );
+    // A folder alone, or a path through a missing one, names no script.
+    assert_eq!(text("/cgi-bin/app").await.0, 404);
+    assert_eq!(text("/cgi-bin/app/deeper").await.0, 404);
+    assert_eq!(text("/cgi-bin/nope/run").await.0, 404);
+    // Hidden segments are never part of a script's path.
+    assert_eq!(text("/cgi-bin/app/.hidden/run").await.0, 404);
+}

@@ -70,10 +70,11 @@ async fn serve(channel_fd: OwnedFd) -> Result<(), ChannelError> {
                 Ok((ToWorker::Spawn(request), fds)) => {
                     let id = request.id;
                     let reply = match spawn_cgi(&request, fds) {
-                        Ok(pid) => {
+                        Ok((pid, script_segments)) => {
                             running.by_pid.insert(pid, id);
                             running.by_id.insert(id, pid);
-                            FromWorker::Spawned { id, pid: pid.as_raw() as u32 }
+                            let script_segments = script_segments as u32;
+                            FromWorker::Spawned { id, pid: pid.as_raw() as u32, script_segments }
                         }
                         Err(error) => FromWorker::SpawnFailed { id, error },
                     };

@@ -5,7 +5,7 @@ use std::ffi::OsStr;
 use std::os::fd::OwnedFd;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::process::CommandExt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
 use nix::errno::Errno;
@@ -19,15 +19,17 @@ use protocol::{Limits, SpawnError, SpawnRequest};
 pub const CGI_DIR: &str = "/cgi-bin";
 
 /// Starts the CGI described by `request`, its stdin, stdout and stderr being `fds` (in that
-/// order). Returns the CGI's pid, which is also its process group id.
-pub fn spawn_cgi(request: &SpawnRequest, fds: Vec<OwnedFd>) -> Result<Pid, SpawnError> {
+/// order). Returns the CGI's pid, which is also its process group id, and how many segments
+/// of the request's path named the script.
+pub fn spawn_cgi(request: &SpawnRequest, fds: Vec<OwnedFd>) -> Result<(Pid, usize), SpawnError> {
     let [stdin, stdout, stderr]: [OwnedFd; 3] = fds.try_into().map_err(|fds: Vec<OwnedFd>| {
         SpawnError::BadRequest(format!("{} descriptors, want 3", fds.len()))
     })?;
-    let script = check_script(&request.script)?;
+    let (script, script_segments) = find_script(&request.path)?;
+    check_script(&script)?;
     let directory = script.parent().unwrap_or(Path::new(CGI_DIR));
 
-    let mut command = Command::new(script);
+    let mut command = Command::new(&script);
     command
         .env_clear()
         .current_dir(directory)
@@ -37,6 +39,21 @@ pub fn spawn_cgi(request: &SpawnRequest, fds: Vec<OwnedFd>) -> Result<Pid, Spawn
     for variable in &request.env {
         let (name, value) = split_variable(variable)?;
         command.env(name, value);
+    }
+    // URL paths map one to one onto the jail (`/cgi-bin/` is the CGI folder, the jail's root
+    // the document root), so the script's URL path is its path, and PATH_TRANSLATED is
+    // PATH_INFO (RFC 3875 §4.1.5, §4.1.6, §4.1.13).
+    let mut path_info = Vec::new();
+    for segment in &request.path[script_segments..] {
+        path_info.push(b'/');
+        path_info.extend_from_slice(segment);
+    }
+    command
+        .env("SCRIPT_NAME", &script)
+        .env("SCRIPT_FILENAME", &script);
+    command.env("PATH_INFO", OsStr::from_bytes(&path_info));
+    if !path_info.is_empty() {
+        command.env("PATH_TRANSLATED", OsStr::from_bytes(&path_info));
     }
     let limits = request.limits;
     // SAFETY: the closure runs in the forked child before exec and only makes async-signal-safe
@@ -51,20 +68,42 @@ pub fn spawn_cgi(request: &SpawnRequest, fds: Vec<OwnedFd>) -> Result<Pid, Spawn
     }
     // std's Command resets the signal mask and SIGPIPE in the child, and reports exec's errno.
     let child = command.spawn().map_err(classify_exec_error)?;
-    Ok(Pid::from_raw(child.id() as i32))
+    Ok((Pid::from_raw(child.id() as i32), script_segments))
+}
+
+/// The shortest prefix of `segments` under [`CGI_DIR`] that is a regular file (symlinks are
+/// followed here and judged by [`check_script`]), and its length. A hidden, empty, `.` or
+/// `..` segment on the way is never part of a script's path.
+fn find_script(segments: &[Vec<u8>]) -> Result<(PathBuf, usize), SpawnError> {
+    let mut path = PathBuf::from(CGI_DIR);
+    for (index, segment) in segments.iter().enumerate() {
+        let plain = !segment.is_empty()
+            && !segment.starts_with(b".")
+            && !segment.contains(&b'/')
+            && !segment.contains(&0);
+        if !plain {
+            return Err(SpawnError::NotFound);
+        }
+        path.push(OsStr::from_bytes(segment));
+        match std::fs::metadata(&path) {
+            Ok(metadata) if metadata.is_file() => return Ok((path, index + 1)),
+            Ok(metadata) if metadata.is_dir() => continue,
+            Ok(_) => return Err(SpawnError::Forbidden),
+            Err(error) if error.kind() == std::io::ErrorKind::NotFound => {
+                return Err(SpawnError::NotFound)
+            }
+            Err(error) if error.raw_os_error() == Some(libc::ENOTDIR) => {
+                return Err(SpawnError::NotFound)
+            }
+            Err(_) => return Err(SpawnError::Forbidden),
+        }
+    }
+    // Only folders: nothing to run.
+    Err(SpawnError::NotFound)
 }
 
 /// The script must be an executable regular file whose real path lies under [`CGI_DIR`].
-fn check_script(script: &str) -> Result<&Path, SpawnError> {
-    // Exactly `/cgi-bin/NAME[/...]` with no empty, `.` or `..` segment: `Path` would quietly
-    // normalise some of those away, so the raw text is checked.
-    let mut segments = script.split('/');
-    let rooted = segments.next() == Some("");
-    let plain = segments.all(|s| !s.is_empty() && s != "." && s != "..");
-    let path = Path::new(script);
-    if !rooted || !plain || !path.starts_with(CGI_DIR) || path == Path::new(CGI_DIR) {
-        return Err(SpawnError::Forbidden);
-    }
+fn check_script(path: &Path) -> Result<(), SpawnError> {
     let real = match std::fs::canonicalize(path) {
         Ok(real) => real,
         Err(error) if error.kind() == std::io::ErrorKind::NotFound => {
@@ -80,7 +119,7 @@ fn check_script(script: &str) -> Result<&Path, SpawnError> {
         return Err(SpawnError::Forbidden);
     }
     match access(&real, AccessFlags::X_OK) {
-        Ok(()) => Ok(path),
+        Ok(()) => Ok(()),
         Err(Errno::EACCES) => Err(SpawnError::NotExecutable),
         Err(_) => Err(SpawnError::Forbidden),
     }
@@ -167,16 +206,29 @@ mod tests {
     }
 
     #[test]
-    fn scripts_outside_the_cgi_folder_are_forbidden() {
-        for script in [
-            "/bin/sh",
-            "/cgi-bin/../bin/sh",
-            "cgi-bin/x",
-            "/cgi-bin/./x",
-            "/cgi-binx/y",
-            "/cgi-bin",
+    fn odd_segments_are_never_part_of_a_script_path() {
+        for segments in [
+            &[&b".."[..]][..],
+            &[b"."],
+            &[b""],
+            &[b".hidden"],
+            &[b"a/b"],
+            &[b"a\0"],
+            &[],
         ] {
-            assert_eq!(check_script(script), Err(SpawnError::Forbidden), "{script}");
+            let segments: Vec<Vec<u8>> = segments.iter().map(|s| s.to_vec()).collect();
+            assert_eq!(
+                find_script(&segments),
+                Err(SpawnError::NotFound),
+                "{segments:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn scripts_outside_the_cgi_folder_are_forbidden() {
+        for script in ["/bin/sh", "/cgi-bin"] {
+            assert!(check_script(Path::new(script)).is_err(), "{script}");
         }
     }
 }
