@@ -13,4 +13,5 @@ mod escape;
 mod jail;
 mod lifecycle;
 mod nginx;
+mod realworld;
 mod streaming;

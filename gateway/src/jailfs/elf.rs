@@ -59,7 +59,15 @@ pub(super) fn collect_file_needs(
     provided: &[PathBuf],
 ) -> Result<(), JailInitError> {
     let meta = fs::metadata(path).map_err(|e| JailInitError::io(path, e))?;
-    match classify(path)? {
+    // A file of an added tree is data first: a library module may carry a `#!` line that no
+    // kernel would run (Perl's `#!perl`), or name an interpreter this host does not have
+    // (Python's cgi.py names /usr/local/bin/python). Neither is a reason to refuse the tree.
+    let format = match classify(path) {
+        Ok(format) => format,
+        Err(JailInitError::BadShebang { .. }) => return Ok(()),
+        Err(error) => return Err(error),
+    };
+    match format {
         Format::Elf => {
             for dependency in elf_dependencies(path)? {
                 push_unique(needed, dependency);
@@ -67,7 +75,20 @@ pub(super) fn collect_file_needs(
             Ok(())
         }
         Format::Script { interpreter } if is_executable(&meta) => {
-            collect_interpreter(path, interpreter, needed, provided, 0)
+            match collect_interpreter(path, interpreter, needed, provided, 0) {
+                Err(JailInitError::InterpreterNotFound {
+                    script,
+                    interpreter,
+                }) => {
+                    tracing::warn!(
+                        script = %script.display(),
+                        interpreter = %interpreter.display(),
+                        "added file's #! interpreter is not on this host; copied anyway"
+                    );
+                    Ok(())
+                }
+                other => other,
+            }
         }
         Format::Script { .. } | Format::Other => Ok(()),
     }

@@ -355,3 +355,30 @@ fn busybox_reinit_is_idempotent_and_profiles_do_not_mix() {
         "{err}"
     );
 }
+
+/// Interpreter library trees hold modules with `#!` lines that are not for running: Perl's
+/// `Getopt/Long.pm` starts `#!perl`, Python's executable `cgi.py` names /usr/local/bin/python.
+/// Regression: `--add` refused whole trees over them.
+#[test]
+fn add_takes_library_trees_whose_modules_carry_odd_shebangs() {
+    let host = tempfile::tempdir().expect("tempdir");
+    let lib = host.path().join("lib");
+    fs::create_dir_all(lib.join("Getopt")).expect("mkdir");
+    fs::write(
+        lib.join("Getopt/Long.pm"),
+        b"#!perl\npackage Getopt::Long;\n1;\n",
+    )
+    .expect("module");
+    chmod(&lib.join("Getopt/Long.pm"), 0o644);
+    fs::write(lib.join("cgi.py"), b"#! /nonexistent/python\nprint('hi')\n").expect("script");
+    chmod(&lib.join("cgi.py"), 0o755);
+    let spec = format!("{}:/usr/lib/odd", lib.display());
+    let (tmp, _) = build(Profile::Minimal, &[], &[&spec]);
+    for copied in ["usr/lib/odd/Getopt/Long.pm", "usr/lib/odd/cgi.py"] {
+        assert!(tmp.path().join(copied).is_file(), "{copied} copied");
+    }
+    assert!(
+        !tmp.path().join("nonexistent").exists(),
+        "no interpreter invented"
+    );
+}
