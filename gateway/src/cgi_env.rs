@@ -139,16 +139,8 @@ pub fn meta_variables(
 ) -> Vec<Vec<u8>> {
     let client = client(request, connection, policy);
     let mut env = Vec::with_capacity(28 + request.headers.keys_len() + policy.fixed.len());
-    let mut set = |name: &str, value: &[u8]| {
-        let mut variable = Vec::with_capacity(name.len() + 1 + value.len());
-        variable.extend_from_slice(name.as_bytes());
-        variable.push(b'=');
-        variable.extend_from_slice(value);
-        env.push(variable);
-    };
-    set("PATH", CGI_PATH.as_bytes());
-    set("GATEWAY_INTERFACE", b"CGI/1.1");
-    set("SERVER_SOFTWARE", SERVER_SOFTWARE.as_bytes());
+    push_gateway_variables(&mut env);
+    let mut set = |name: &str, value: &[u8]| push_variable(&mut env, name.as_bytes(), value);
     set("SERVER_PROTOCOL", protocol_name(request.version).as_bytes());
     set(
         "SERVER_NAME",
@@ -171,9 +163,6 @@ pub fn meta_variables(
     if client.https {
         set("HTTPS", b"on");
     }
-    // URL paths map one to one onto the jail: /cgi-bin/x is the jail's /cgi-bin/x. So the
-    // jail's root is the document root, and PATH_TRANSLATED (§4.1.6) is PATH_INFO under it.
-    set("DOCUMENT_ROOT", b"/");
     // SCRIPT_NAME, SCRIPT_FILENAME, PATH_INFO and PATH_TRANSLATED depend on which segments
     // of the path name a file: the worker sets them, from inside the jail.
     set("QUERY_STRING", route.query_string.as_bytes());
@@ -214,13 +203,37 @@ pub fn meta_variables(
         }
         set(&variable, &value);
     }
+    push_fixed_variables(&mut env, policy);
+    env
+}
+
+/// Appends `NAME=value` to a CGI environment.
+pub fn push_variable(env: &mut Vec<Vec<u8>>, name: &[u8], value: &[u8]) {
+    let mut variable = Vec::with_capacity(name.len() + 1 + value.len());
+    variable.extend_from_slice(name);
+    variable.push(b'=');
+    variable.extend_from_slice(value);
+    env.push(variable);
+}
+
+/// What every CGI gets from the gateway itself, whichever front the request came through.
+pub fn push_gateway_variables(env: &mut Vec<Vec<u8>>) {
+    push_variable(env, b"PATH", CGI_PATH.as_bytes());
+    push_variable(env, b"GATEWAY_INTERFACE", b"CGI/1.1");
+    push_variable(env, b"SERVER_SOFTWARE", SERVER_SOFTWARE.as_bytes());
+    // URL paths map one to one onto the jail: /cgi-bin/x is the jail's /cgi-bin/x. So the
+    // jail's root is the document root, and PATH_TRANSLATED (§4.1.6) is PATH_INFO under it.
+    push_variable(env, b"DOCUMENT_ROOT", b"/");
+}
+
+/// The `--env` variables, last. They are refused at start-up if they name a meta-variable;
+/// checking again keeps a request header from ever being shadowed.
+pub fn push_fixed_variables(env: &mut Vec<Vec<u8>>, policy: &EnvPolicy) {
     for (name, value) in &policy.fixed {
-        // Refused at start-up too; this also keeps a request header from being shadowed.
         if !is_meta_variable(name) {
-            set(name, value);
+            push_variable(env, name.as_bytes(), value);
         }
     }
-    env
 }
 
 fn protocol_name(version: Version) -> &'static str {

@@ -16,7 +16,7 @@ use tokio::time::Sleep;
 use tracing::Instrument;
 
 use crate::cgi::{body_complete, Gateway, RequestBody, Started};
-use crate::cgi_env::{is_meta_variable, CGI_PATH, SERVER_SOFTWARE};
+use crate::cgi_env::{push_fixed_variables, push_gateway_variables, push_variable};
 use crate::error::RequestError;
 use crate::fastcgi::{FcgiRequest, FcgiResponse};
 use crate::router::{route, Route};
@@ -113,18 +113,9 @@ impl Gateway {
             "QUERY_STRING",
         ];
         let mut env = Vec::with_capacity(params.len() + 12);
-        let mut set = |name: &[u8], value: &[u8]| {
-            let mut variable = Vec::with_capacity(name.len() + 1 + value.len());
-            variable.extend_from_slice(name);
-            variable.push(b'=');
-            variable.extend_from_slice(value);
-            env.push(variable);
-        };
-        set(b"PATH", CGI_PATH.as_bytes());
-        set(b"GATEWAY_INTERFACE", b"CGI/1.1");
-        set(b"SERVER_SOFTWARE", SERVER_SOFTWARE.as_bytes());
+        push_gateway_variables(&mut env);
+        let mut set = |name: &[u8], value: &[u8]| push_variable(&mut env, name, value);
         // SCRIPT_NAME, SCRIPT_FILENAME, PATH_INFO, PATH_TRANSLATED: the worker's (see cgi_env).
-        set(b"DOCUMENT_ROOT", b"/");
         set(b"QUERY_STRING", route.query_string.as_bytes());
         if length > 0 {
             set(b"CONTENT_LENGTH", length.to_string().as_bytes());
@@ -142,11 +133,7 @@ impl Gateway {
                 set(name, value);
             }
         }
-        for (name, value) in &policy.fixed {
-            if !is_meta_variable(name) {
-                set(name.as_bytes(), value);
-            }
-        }
+        push_fixed_variables(&mut env, policy);
         env
     }
 }

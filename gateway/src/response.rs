@@ -8,8 +8,9 @@ use std::task::{ready, Context, Poll};
 use bytes::{Bytes, BytesMut};
 use http::{header, HeaderMap, HeaderName, HeaderValue, StatusCode};
 use http_body::{Body, Frame, SizeHint};
-use tokio::io::{AsyncRead, AsyncReadExt, ReadBuf};
+use tokio::io::{AsyncRead, AsyncReadExt};
 use tokio::time::{Instant, Sleep};
+use tokio_util::io::poll_read_buf;
 
 use crate::error::RequestError;
 
@@ -240,6 +241,9 @@ pub struct CgiBody<R> {
     deadline: Pin<Box<Sleep>>,
     finished: bool,
     on_done: Option<OnDone>,
+    /// Read buffer, kept across reads: once hyper has written (and dropped) a chunk, the next
+    /// `reserve` takes its memory back instead of allocating again.
+    buffer: BytesMut,
 }
 
 impl<R: AsyncRead + Unpin> CgiBody<R> {
@@ -260,6 +264,7 @@ impl<R: AsyncRead + Unpin> CgiBody<R> {
             max_output,
             deadline: Box::pin(tokio::time::sleep_until(deadline)),
             finished: false,
+            buffer: BytesMut::new(),
             on_done: Some(on_done),
         }
     }
@@ -329,13 +334,16 @@ impl<R: AsyncRead + Unpin> Body for CgiBody<R> {
         if this.deadline.as_mut().poll(cx).is_ready() {
             return this.fail(BodyError::Timeout);
         }
-        let mut chunk = BytesMut::zeroed(READ_CHUNK);
-        let mut read_buf = ReadBuf::new(&mut chunk);
-        let result = ready!(Pin::new(&mut this.stdout).poll_read(cx, &mut read_buf));
-        if let Err(error) = result {
-            return this.fail(BodyError::Io(error));
-        }
-        let filled = read_buf.filled().len();
+        this.buffer.reserve(READ_CHUNK);
+        let result = ready!(poll_read_buf(
+            Pin::new(&mut this.stdout),
+            cx,
+            &mut this.buffer
+        ));
+        let filled = match result {
+            Ok(filled) => filled,
+            Err(error) => return this.fail(BodyError::Io(error)),
+        };
         if filled == 0 {
             this.finished = true;
             if let (Some(remaining @ 1..), Some(declared)) = (this.remaining, this.declared) {
@@ -348,8 +356,8 @@ impl<R: AsyncRead + Unpin> Body for CgiBody<R> {
             }
             return Poll::Ready(None);
         }
-        chunk.truncate(filled);
-        let chunk = this.take_allowed(chunk.freeze());
+        let chunk = this.buffer.split().freeze();
+        let chunk = this.take_allowed(chunk);
         if let Err(error) = this.charge(&chunk) {
             return this.fail(error);
         }

@@ -1,7 +1,6 @@
 //! The basics: a CGI answers, keep-alive works, the CGI is confined, its environment is clean.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::fs;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
@@ -9,7 +8,8 @@ use tokio::io::{AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
 
 use crate::harness::{
-    require_root, run_bounded, Jail, Opts, LEAK_NAME, LEAK_PATH_PART, LEAK_VALUE, NOBODY,
+    jail_root_entries, require_root, run_bounded, Jail, Opts, LEAK_NAME, LEAK_PATH_PART,
+    LEAK_VALUE, NOBODY,
 };
 use crate::http::{client, read_response};
 use crate::procfs;
@@ -168,17 +168,7 @@ exec id -u",
     assert_eq!(response.status().as_u16(), 200);
     let listing = response.text().await.expect("ls body");
     let seen: BTreeSet<String> = listing.lines().map(str::to_owned).collect();
-    let mut expected: BTreeSet<String> = fs::read_dir(&root)
-        .expect("read jail dir")
-        .map(|e| {
-            e.expect("jail dir entry")
-                .file_name()
-                .to_string_lossy()
-                .into_owned()
-        })
-        .collect();
-    expected.insert(".".to_owned());
-    expected.insert("..".to_owned());
+    let expected = jail_root_entries(&root);
     assert_eq!(
         seen, expected,
         "`ls -a /` in the CGI lists exactly the jail dir"

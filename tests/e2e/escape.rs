@@ -20,7 +20,8 @@ use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
 use crate::harness::{
-    bin_dir, gateway_bin, require_root, run_bounded, Gateway, Jail, Opts, LEAK_VALUE, NOBODY,
+    bin_dir, gateway_bin, jail_root_entries, require_root, run_bounded, Gateway, Jail, Opts,
+    LEAK_VALUE, NOBODY,
 };
 use crate::http::client;
 use crate::procfs::{self, ProcStat};
@@ -384,22 +385,6 @@ fn assert_none_named(gw: &Gateway, comm: &str, deadline: Duration) {
         );
         std::thread::sleep(Duration::from_millis(50));
     }
-}
-
-/// The entries of the jail's root folder on the host, plus `.` and `..`.
-fn jail_root_entries(root: &Path) -> BTreeSet<String> {
-    let mut names: BTreeSet<String> = fs::read_dir(root)
-        .expect("read jail dir")
-        .map(|e| {
-            e.expect("jail dir entry")
-                .file_name()
-                .to_string_lossy()
-                .into_owned()
-        })
-        .collect();
-    names.insert(".".to_owned());
-    names.insert("..".to_owned());
-    names
 }
 
 fn one_worker() -> Opts {

@@ -2,6 +2,7 @@
 //! `gateway` on `127.0.0.1:0`, and guarantees that everything it started is stopped by its pid
 //! and every temp folder removed, whatever way the test ends.
 
+use std::collections::BTreeSet;
 use std::fs::{self, File};
 use std::io::{BufRead, BufReader, Read};
 use std::net::SocketAddr;
@@ -664,4 +665,20 @@ impl Drop for Gateway {
             );
         }
     }
+}
+
+/// The entries of the jail's root folder on the host, plus `.` and `..`.
+pub fn jail_root_entries(root: &Path) -> BTreeSet<String> {
+    let mut names: BTreeSet<String> = fs::read_dir(root)
+        .expect("read jail dir")
+        .map(|e| {
+            e.expect("jail dir entry")
+                .file_name()
+                .to_string_lossy()
+                .into_owned()
+        })
+        .collect();
+    names.insert(".".to_owned());
+    names.insert("..".to_owned());
+    names
 }

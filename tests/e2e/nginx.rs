@@ -129,21 +129,16 @@ async fn proxy_pass_gives_the_same_answers_as_direct() {
     let http = client(TIMEOUT);
 
     let get = |http: &reqwest::Client, url: String| http.get(url);
-    for path in [
+    let paths = [
         "/cgi-bin/hello",
         "/cgi-bin/redir",
         "/cgi-bin/teapot",
         "/cgi-bin/broken",
         "/cgi-bin/missing",
         "/cgi-bin/length/x/y",
-    ] {
-        let [direct, proxied] = both(&http, &gw, &nginx, get, path).await;
-        assert_eq!(direct.0, proxied.0, "{path}: status");
-        if direct.0 < 500 {
-            // nginx answers gateway errors with its own page; everything else is ours.
-            assert_eq!(direct, proxied, "{path}");
-        }
-    }
+    ];
+    // nginx answers gateway errors with its own page; everything else is ours.
+    assert_same_answers(&http, &gw, &nginx, get, &paths, 500).await;
 
     assert_uploads_match(&http, &gw, &nginx).await;
 
@@ -181,19 +176,14 @@ async fn fastcgi_pass_gives_the_same_answers_as_direct() {
     let http = client(TIMEOUT);
 
     let get = |http: &reqwest::Client, url: String| http.get(url).header("proxy", "http://evil:1");
-    for path in [
+    let paths = [
         "/cgi-bin/hello",
         "/cgi-bin/teapot",
         "/cgi-bin/missing",
         "/cgi-bin/length/x/y",
         "/cgi-bin/query?a=%20b",
-    ] {
-        let [direct, proxied] = both(&http, &gw, &nginx, get, path).await;
-        assert_eq!(direct.0, proxied.0, "{path}: status");
-        if direct.0 < 400 {
-            assert_eq!(direct, proxied, "{path}");
-        }
-    }
+    ];
+    assert_same_answers(&http, &gw, &nginx, get, &paths, 400).await;
     // Traversal that nginx would normalise away is refused by nginx or by us, never run.
     let escaped = http
         .get(nginx.url("/cgi-bin/%2e%2e/etc/passwd"))
@@ -207,6 +197,26 @@ async fn fastcgi_pass_gives_the_same_answers_as_direct() {
     );
 
     assert_uploads_match(&http, &gw, &nginx).await;
+}
+
+/// Each path answers with the same status directly and through nginx, and, below
+/// `compare_below`, with the same content type and body (error pages at or above it are the
+/// front's own).
+async fn assert_same_answers(
+    http: &reqwest::Client,
+    gw: &Gateway,
+    nginx: &Nginx,
+    request: impl Fn(&reqwest::Client, String) -> reqwest::RequestBuilder + Copy,
+    paths: &[&str],
+    compare_below: u16,
+) {
+    for path in paths {
+        let [direct, proxied] = both(http, gw, nginx, request, path).await;
+        assert_eq!(direct.0, proxied.0, "{path}: status");
+        if direct.0 < compare_below {
+            assert_eq!(direct, proxied, "{path}");
+        }
+    }
 }
 
 /// A 4 MiB upload comes back byte-identical through `/cgi-bin/echo`, directly and through
