@@ -13,8 +13,9 @@ fi
 # What the tests need beyond the Rust toolchain; installed only when missing.
 need=()
 # gcc and libc6-dev: the escape tests build static attack programs; busybox-static: the
-# busybox profile's one static binary; nginx: the tests that put nginx in front.
-for package in gcc libc6-dev busybox-static nginx-light; do
+# busybox profile's one static binary; nginx: the tests that put nginx in front; git: its
+# git-http-backend is the Debian-packaged CGI the real-world tests run.
+for package in gcc libc6-dev busybox-static nginx-light git; do
   dpkg -s "$package" >/dev/null 2>&1 || need+=("$package")
 done
 for account in nobody daemon; do

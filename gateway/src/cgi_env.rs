@@ -14,10 +14,20 @@ pub const SERVER_SOFTWARE: &str = concat!("jailgate/", env!("CARGO_PKG_VERSION")
 
 /// Where the request came from and arrived at.
 #[derive(Debug, Clone, Copy)]
-pub struct Connection {
-    pub local: SocketAddr,
-    pub remote: SocketAddr,
+pub enum Connection {
+    Tcp {
+        local: SocketAddr,
+        remote: SocketAddr,
+    },
+    /// A Unix socket (`--listen unix:/path`): the peer is a local front server, and which
+    /// one the socket file's mode decides. Its X-Forwarded-* headers are believed, as a
+    /// trusted proxy's.
+    Unix,
 }
+
+/// REMOTE_ADDR over a Unix socket when the front server sends no X-Forwarded-For: the client
+/// is a process on this machine.
+const UNIX_PEER_ADDRESS: &str = "127.0.0.1";
 
 /// Request headers never exported as `HTTP_*`.
 fn is_withheld(name: &HeaderName) -> bool {
@@ -92,18 +102,36 @@ struct Client<'a> {
     port: Option<u16>,
     https: bool,
     host: Option<&'a str>,
+    /// Whom the proxy authenticated (X-Forwarded-User).
+    user: Option<&'a str>,
 }
 
 fn client<'a>(request: &'a Parts, connection: Connection, policy: &EnvPolicy) -> Client<'a> {
-    let peer = connection.remote.ip().to_canonical();
-    let direct = Client {
-        address: peer.to_string(),
-        port: Some(connection.remote.port()),
-        https: false,
-        host: None,
-    };
     let trusted = |ip: std::net::IpAddr| policy.trusted_proxies.iter().any(|net| net.contains(&ip));
-    if !trusted(peer) {
+    let (direct, peer_trusted) = match connection {
+        Connection::Tcp { remote, .. } => {
+            let peer = remote.ip().to_canonical();
+            let direct = Client {
+                address: peer.to_string(),
+                port: Some(remote.port()),
+                https: false,
+                host: None,
+                user: None,
+            };
+            (direct, trusted(peer))
+        }
+        Connection::Unix => {
+            let direct = Client {
+                address: UNIX_PEER_ADDRESS.to_owned(),
+                port: None,
+                https: false,
+                host: None,
+                user: None,
+            };
+            (direct, true)
+        }
+    };
+    if !peer_trusted {
         return direct;
     }
     let header = |name: &str| request.headers.get(name).and_then(|v| v.to_str().ok());
@@ -125,6 +153,9 @@ fn client<'a>(request: &'a Parts, connection: Connection, policy: &EnvPolicy) ->
         https: header("x-forwarded-proto")
             .is_some_and(|proto| proto.trim().eq_ignore_ascii_case("https")),
         host: header("x-forwarded-host").map(|host| host.split(',').next().unwrap_or(host).trim()),
+        user: header("x-forwarded-user")
+            .map(str::trim)
+            .filter(|user| !user.is_empty()),
     }
 }
 
@@ -142,18 +173,29 @@ pub fn meta_variables(
     push_gateway_variables(&mut env);
     let mut set = |name: &str, value: &[u8]| push_variable(&mut env, name.as_bytes(), value);
     set("SERVER_PROTOCOL", protocol_name(request.version).as_bytes());
-    set(
-        "SERVER_NAME",
-        server_name(request, client.host, connection).as_bytes(),
-    );
-    set(
-        "SERVER_ADDR",
-        connection.local.ip().to_canonical().to_string().as_bytes(),
-    );
-    set(
-        "SERVER_PORT",
-        connection.local.port().to_string().as_bytes(),
-    );
+    let host = requested_host(request, client.host);
+    match connection {
+        Connection::Tcp { local, .. } => {
+            let name = host.map_or_else(|| local.ip().to_string(), |(name, _)| name.to_owned());
+            set("SERVER_NAME", name.as_bytes());
+            set(
+                "SERVER_ADDR",
+                local.ip().to_canonical().to_string().as_bytes(),
+            );
+            set("SERVER_PORT", local.port().to_string().as_bytes());
+        }
+        Connection::Unix => {
+            // No address of ours the client used: the port is the one it asked for (the
+            // front server's), else the scheme's.
+            set(
+                "SERVER_NAME",
+                host.map_or("localhost", |(name, _)| name).as_bytes(),
+            );
+            let default_port = if client.https { 443 } else { 80 };
+            let port = host.and_then(|(_, port)| port).unwrap_or(default_port);
+            set("SERVER_PORT", port.to_string().as_bytes());
+        }
+    }
     set("REQUEST_METHOD", request.method.as_str().as_bytes());
     set("REQUEST_URI", request_uri(request).as_bytes());
     set(
@@ -169,6 +211,13 @@ pub fn meta_variables(
     set("REMOTE_ADDR", client.address.as_bytes());
     if let Some(port) = client.port {
         set("REMOTE_PORT", port.to_string().as_bytes());
+    }
+    if let Some(user) = client.user {
+        // §4.1.11 and §4.1.1: set only when the front server authenticated the request.
+        set("REMOTE_USER", user.as_bytes());
+        if let Some(scheme) = auth_scheme(request.headers.get(header::AUTHORIZATION)) {
+            set("AUTH_TYPE", scheme);
+        }
     }
     if let Some(length) = content_length.filter(|&length| length > 0) {
         set("CONTENT_LENGTH", length.to_string().as_bytes());
@@ -205,6 +254,14 @@ pub fn meta_variables(
     }
     push_fixed_variables(&mut env, policy);
     env
+}
+
+/// The auth-scheme token of an Authorization header (`Basic`, `Digest`, ...): AUTH_TYPE.
+pub fn auth_scheme(authorization: Option<&http::HeaderValue>) -> Option<&[u8]> {
+    let value = authorization?.as_bytes();
+    let scheme = value.split(|&b| b == b' ').next()?;
+    let token = |b: &u8| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(b);
+    (!scheme.is_empty() && scheme.iter().all(token)).then_some(scheme)
 }
 
 /// Appends `NAME=value` to a CGI environment.
@@ -244,30 +301,35 @@ fn protocol_name(version: Version) -> &'static str {
     }
 }
 
-/// The host name the client asked for (RFC 3875 §4.1.14), else the address it connected to.
-fn server_name(request: &Parts, forwarded_host: Option<&str>, connection: Connection) -> String {
+/// The host name the client asked for (RFC 3875 §4.1.14) and the port if it named one: from a
+/// trusted proxy's X-Forwarded-Host, an absolute-form target, or Host.
+fn requested_host<'a>(
+    request: &'a Parts,
+    forwarded_host: Option<&'a str>,
+) -> Option<(&'a str, Option<u16>)> {
     let host = forwarded_host
-        .or_else(|| request.uri.host())
+        .or_else(|| request.uri.authority().map(|authority| authority.as_str()))
         .or_else(|| {
             request
                 .headers
                 .get(header::HOST)
                 .and_then(|h| h.to_str().ok())
-        })
-        .map(strip_port)
-        .filter(|host| !host.is_empty() && host.bytes().all(|b| b.is_ascii_graphic()));
-    match host {
-        Some(host) => host.to_owned(),
-        None => connection.local.ip().to_string(),
-    }
+        })?;
+    let (name, port) = split_port(host);
+    let valid = !name.is_empty() && name.bytes().all(|b| b.is_ascii_graphic() && b != b'@');
+    valid.then_some((name, port))
 }
 
-fn strip_port(host: &str) -> &str {
-    if host.starts_with('[') {
-        // [v6]:port keeps its brackets, as in a URL.
-        return host.find(']').map_or(host, |end| &host[..=end]);
-    }
-    host.rsplit_once(':').map_or(host, |(name, _)| name)
+/// `name:port` → (name, port); `[v6]:port` keeps its brackets, as in a URL.
+pub fn split_port(host: &str) -> (&str, Option<u16>) {
+    let name_end = if host.starts_with('[') {
+        host.find(']').map_or(host.len(), |end| end + 1)
+    } else {
+        host.rfind(':').unwrap_or(host.len())
+    };
+    let (name, rest) = host.split_at(name_end);
+    let port = rest.strip_prefix(':').and_then(|port| port.parse().ok());
+    (name, port)
 }
 
 fn request_uri(request: &Parts) -> String {
@@ -299,9 +361,13 @@ mod tests {
             .get("content-length")
             .map(|v| v.to_str().unwrap().parse::<u64>().unwrap());
         let route = route(parts.uri.path(), parts.uri.query()).unwrap();
-        let connection = Connection {
-            local: "127.0.0.1:8080".parse().unwrap(),
-            remote: peer.parse().unwrap(),
+        let connection = if peer == "unix" {
+            Connection::Unix
+        } else {
+            Connection::Tcp {
+                local: "127.0.0.1:8080".parse().unwrap(),
+                remote: peer.parse().unwrap(),
+            }
         };
         meta_variables(&parts, &route, connection, length, policy)
             .into_iter()
@@ -411,6 +477,8 @@ mod tests {
                 .header("x-forwarded-for", "6.6.6.6, 203.0.113.9, 10.0.0.2")
                 .header("x-forwarded-proto", "https")
                 .header("x-forwarded-host", "www.example.org")
+                .header("x-forwarded-user", "alice")
+                .header("authorization", "Basic YWxpY2U6c2VjcmV0")
                 .body(())
                 .unwrap()
         };
@@ -419,6 +487,7 @@ mod tests {
         assert_eq!(untrusted["REMOTE_PORT"], "4000");
         assert_eq!(untrusted["REQUEST_SCHEME"], "http");
         assert_eq!(untrusted["SERVER_NAME"], "127.0.0.1");
+        assert!(!untrusted.contains_key("REMOTE_USER") && !untrusted.contains_key("AUTH_TYPE"));
         let policy = EnvPolicy {
             trusted_proxies: vec!["10.0.0.0/24".parse().unwrap()],
             ..EnvPolicy::default()
@@ -435,6 +504,49 @@ mod tests {
             ("https", "on")
         );
         assert_eq!(trusted["SERVER_NAME"], "www.example.org");
+        // The proxy authenticated alice; the credentials themselves stay withheld.
+        assert_eq!(trusted["REMOTE_USER"], "alice");
+        assert_eq!(trusted["AUTH_TYPE"], "Basic");
+        assert!(!trusted.contains_key("HTTP_AUTHORIZATION"));
+    }
+
+    #[test]
+    fn auth_type_is_the_scheme_token() {
+        let value = |text: &'static str| http::HeaderValue::from_static(text);
+        assert_eq!(
+            auth_scheme(Some(&value("Digest username=x"))),
+            Some(&b"Digest"[..])
+        );
+        assert_eq!(auth_scheme(Some(&value("Bearer"))), Some(&b"Bearer"[..]));
+        assert_eq!(auth_scheme(Some(&value("B@d x"))), None);
+        assert_eq!(auth_scheme(Some(&value(" Basic x"))), None);
+        assert_eq!(auth_scheme(None), None);
+    }
+
+    #[test]
+    fn a_unix_socket_peer_is_a_trusted_local_front_server() {
+        let proxied = http::Request::get("/cgi-bin/x")
+            .header("host", "www.example.org:8443")
+            .header("x-forwarded-for", "6.6.6.6, 203.0.113.9")
+            .header("x-forwarded-proto", "https")
+            .body(())
+            .unwrap();
+        let env = env_with(proxied, &EnvPolicy::default(), "unix");
+        assert_eq!(env["REMOTE_ADDR"], "203.0.113.9");
+        assert_eq!(env["SERVER_NAME"], "www.example.org");
+        assert_eq!(env["SERVER_PORT"], "8443");
+        assert_eq!(env["HTTPS"], "on");
+        assert!(!env.contains_key("SERVER_ADDR"));
+        assert!(!env.contains_key("REMOTE_PORT"));
+        // Nothing forwarded, no port in Host: a local client, the scheme's port.
+        let bare = http::Request::get("/cgi-bin/x")
+            .header("host", "[::1]")
+            .body(())
+            .unwrap();
+        let env = env_with(bare, &EnvPolicy::default(), "unix");
+        assert_eq!(env["REMOTE_ADDR"], "127.0.0.1");
+        assert_eq!(env["SERVER_NAME"], "[::1]");
+        assert_eq!(env["SERVER_PORT"], "80");
     }
 
     #[test]
@@ -461,10 +573,11 @@ mod tests {
     }
 
     #[test]
-    fn host_ports_are_stripped() {
-        assert_eq!(strip_port("example.org:80"), "example.org");
-        assert_eq!(strip_port("[::1]:80"), "[::1]");
-        assert_eq!(strip_port("[::1]"), "[::1]");
-        assert_eq!(strip_port("example.org"), "example.org");
+    fn host_ports_are_split_off() {
+        assert_eq!(split_port("example.org:80"), ("example.org", Some(80)));
+        assert_eq!(split_port("[::1]:8443"), ("[::1]", Some(8443)));
+        assert_eq!(split_port("[::1]"), ("[::1]", None));
+        assert_eq!(split_port("example.org"), ("example.org", None));
+        assert_eq!(split_port("example.org:x"), ("example.org", None));
     }
 }

@@ -8,6 +8,7 @@ use protocol::Limits;
 
 use crate::cgi_env::{is_meta_variable, EnvPolicy};
 use crate::jailfs::CgiUser;
+use crate::listen::{ListenAddr, SocketAccess};
 
 /// Most workers one gateway starts; more would only contend for the same cores.
 pub const MAX_WORKERS: usize = 1024;
@@ -36,7 +37,12 @@ pub struct Config {
     /// The jail's root on the host (canonical once validated).
     pub jail: PathBuf,
     pub workers: usize,
-    pub listen: SocketAddr,
+    /// Where HTTP is accepted.
+    pub listen: ListenAddr,
+    /// Where FastCGI is accepted, if anywhere.
+    pub fastcgi: Option<ListenAddr>,
+    /// Mode and group of the Unix socket files we create.
+    pub socket_access: SocketAccess,
     pub user: CgiUser,
     /// Wall-clock limit per request, from spawn to the last byte of output.
     pub timeout: Duration,
@@ -76,7 +82,9 @@ impl Config {
         Config {
             jail,
             workers: std::thread::available_parallelism().map_or(1, |n| n.get()),
-            listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            listen: ListenAddr::Tcp(SocketAddr::from(([127, 0, 0, 1], 8080))),
+            fastcgi: None,
+            socket_access: SocketAccess::default(),
             user,
             timeout,
             worker_exe: worker_exe_path(),

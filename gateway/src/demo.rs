@@ -56,7 +56,7 @@ pub fn run(listen: SocketAddr, front_user: &CgiUser) -> anyhow::Result<ExitCode>
 
     let mut config = Config::new(jail.clone(), user);
     config.workers = config.workers.min(4);
-    config.listen = listen;
+    config.listen = crate::listen::ListenAddr::Tcp(listen);
     let config = config.validate()?;
     let listener = std::net::TcpListener::bind(listen)
         .with_context(|| format!("cannot listen on {listen}"))?;
@@ -67,6 +67,7 @@ pub fn run(listen: SocketAddr, front_user: &CgiUser) -> anyhow::Result<ExitCode>
     eprintln!("  curl --data-binary @/etc/os-release http://{address}/cgi-bin/echo.sh");
     eprintln!("  open http://{address}/cgi-bin/form.sh in a browser");
     eprintln!("Stop with Ctrl-C.");
+    let listener = crate::listen::Bound::Tcp(listener);
     let code = crate::privsep::run(config, listener, None, front_user);
     drop(folder);
     Ok(code)

@@ -16,7 +16,9 @@ use tokio::time::Sleep;
 use tracing::Instrument;
 
 use crate::cgi::{body_complete, Gateway, RequestBody, Started};
-use crate::cgi_env::{push_fixed_variables, push_gateway_variables, push_variable};
+use crate::cgi_env::{
+    auth_scheme, push_fixed_variables, push_gateway_variables, push_variable, split_port,
+};
 use crate::error::RequestError;
 use crate::fastcgi::{FcgiRequest, FcgiResponse};
 use crate::router::{route, Route};
@@ -111,6 +113,7 @@ impl Gateway {
             "DOCUMENT_ROOT",
             "CONTENT_LENGTH",
             "QUERY_STRING",
+            "SERVER_NAME",
         ];
         let mut env = Vec::with_capacity(params.len() + 12);
         push_gateway_variables(&mut env);
@@ -120,6 +123,34 @@ impl Gateway {
         if length > 0 {
             set(b"CONTENT_LENGTH", length.to_string().as_bytes());
         }
+        // Set only with a value: nginx sends them empty when it has none (no body, no login).
+        const ONLY_WITH_A_VALUE: &[&str] = &["CONTENT_TYPE", "REMOTE_USER", "AUTH_TYPE", "HTTPS"];
+        let param = |wanted: &str| {
+            params
+                .iter()
+                .find(|(name, _)| name == wanted.as_bytes())
+                .map(|(_, value)| value.as_slice())
+                .filter(|value| !value.is_empty())
+        };
+        // §4.1.14: SERVER_NAME is never empty. nginx's is `$server_name`, empty in a server
+        // block without one: then the host the client asked for, else the address.
+        let server_name = param("SERVER_NAME")
+            .or_else(|| {
+                param("HTTP_HOST")
+                    .and_then(|host| std::str::from_utf8(host).ok())
+                    .map(|host| split_port(host).0.as_bytes())
+            })
+            .or_else(|| param("SERVER_ADDR"))
+            .unwrap_or(b"localhost");
+        set(b"SERVER_NAME", server_name);
+        // §4.1.1: with a login, the scheme it used (nginx passes REMOTE_USER, not AUTH_TYPE).
+        if param("REMOTE_USER").is_some() && param("AUTH_TYPE").is_none() {
+            let authorization = param("HTTP_AUTHORIZATION")
+                .and_then(|value| http::HeaderValue::from_bytes(value).ok());
+            if let Some(scheme) = auth_scheme(authorization.as_ref()) {
+                set(b"AUTH_TYPE", scheme);
+            }
+        }
         let policy = &self.config.env;
         for (name, value) in params {
             let Ok(text) = std::str::from_utf8(name) else {
@@ -128,7 +159,8 @@ impl Gateway {
             let plain =
                 !text.is_empty() && text.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_');
             let withheld = text == "HTTP_PROXY"
-                || (text == "HTTP_AUTHORIZATION" && !policy.pass_authorization);
+                || (text == "HTTP_AUTHORIZATION" && !policy.pass_authorization)
+                || (value.is_empty() && ONLY_WITH_A_VALUE.contains(&text));
             if plain && !withheld && !OURS.contains(&text) && !value.contains(&0) {
                 set(name, value);
             }

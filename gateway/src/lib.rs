@@ -9,6 +9,7 @@ pub mod error;
 pub mod fastcgi;
 pub mod fcgi_front;
 pub mod jailfs;
+pub mod listen;
 pub mod pool;
 pub mod privsep;
 pub mod response;
@@ -24,23 +25,28 @@ use std::sync::Arc;
 /// open requests drain, workers exit, and with them every CGI.
 pub async fn run(
     config: config::Config,
-    listener: tokio::net::TcpListener,
-    fastcgi: Option<tokio::net::TcpListener>,
+    listener: listen::Bound,
+    fastcgi: Option<listen::Bound>,
     launcher: Arc<privsep::Launcher>,
     shutdown: impl Future<Output = ()>,
 ) -> anyhow::Result<()> {
     let config = Arc::new(config);
     let pool = pool::Pool::start(config.clone(), launcher).await?;
-    let address = listener.local_addr()?;
+    let address = listener.address();
     tracing::info!(workers = config.workers, jail = %config.jail.display(), user = %config.user.name, %address, "serving");
     // The one line on stdout: scripts and tests read the address from it.
     let mut stdout = std::io::stdout().lock();
-    writeln!(stdout, "jailgate listening on http://{address}")?;
+    match &listener {
+        listen::Bound::Tcp(_) => writeln!(stdout, "jailgate listening on http://{address}")?,
+        listen::Bound::Unix(..) => writeln!(stdout, "jailgate listening on {address}")?,
+    }
     if let Some(fastcgi) = &fastcgi {
-        writeln!(stdout, "jailgate fastcgi on {}", fastcgi.local_addr()?)?;
+        writeln!(stdout, "jailgate fastcgi on {}", fastcgi.address())?;
     }
     stdout.flush()?;
     drop(stdout);
+    let listener = listener.into_listener()?;
+    let fastcgi = fastcgi.map(listen::Bound::into_listener).transpose()?;
     let gateway = Arc::new(cgi::Gateway::new(config, pool.clone()));
     // One stop for both fronts.
     let (stop, stopped) = tokio::sync::watch::channel(false);

@@ -10,6 +10,7 @@ use std::time::Duration;
 use gateway::cgi_env::EnvPolicy;
 use gateway::config::{self, parse_limit, parse_size, Config, Limit};
 use gateway::jailfs;
+use gateway::listen::{self, Bound, ListenAddr, SocketAccess};
 use protocol::Limits;
 
 /// Jailgate: runs CGI programs confined in a chroot jail, as an unprivileged user, behind HTTP.
@@ -35,12 +36,19 @@ struct ServeArgs {
     /// Worker processes to prespawn [default: number of CPUs]
     #[arg(long, value_name = "N")]
     workers: Option<usize>,
-    /// Address to accept HTTP on
-    #[arg(long, value_name = "HOST:PORT", default_value = "127.0.0.1:8080")]
-    listen: SocketAddr,
-    /// Also accept FastCGI (nginx's fastcgi_pass, stock fastcgi_params) on this address
-    #[arg(long, value_name = "HOST:PORT")]
-    fastcgi: Option<SocketAddr>,
+    /// Where to accept HTTP: an address, or a Unix socket [default: 127.0.0.1:8080, or the
+    /// sockets systemd passes (LISTEN_FDS)]
+    #[arg(long, value_name = "HOST:PORT|unix:/PATH", overrides_with = "listen")]
+    listen: Option<ListenAddr>,
+    /// Also accept FastCGI (nginx's fastcgi_pass, stock fastcgi_params) here
+    #[arg(long, value_name = "HOST:PORT|unix:/PATH")]
+    fastcgi: Option<ListenAddr>,
+    /// Permissions of the Unix socket files created for --listen/--fastcgi (octal)
+    #[arg(long, value_name = "MODE", default_value = "0660", value_parser = parse_mode)]
+    socket_mode: u32,
+    /// Group of the Unix socket files (the front server's, e.g. www-data) [default: root's]
+    #[arg(long, value_name = "GROUP|GID", value_parser = parse_group)]
+    socket_group: Option<u32>,
     /// The unprivileged user CGIs run as (never root)
     #[arg(long, value_name = "NAME|UID[:GID]", default_value = "nobody")]
     user: String,
@@ -191,7 +199,15 @@ fn serve(args: ServeArgs) -> ExitCode {
     if let Some(workers) = args.workers {
         config.workers = workers;
     }
-    config.listen = args.listen;
+    let listen_given = args.listen.is_some();
+    if let Some(listen) = args.listen {
+        config.listen = listen;
+    }
+    config.fastcgi = args.fastcgi;
+    config.socket_access = SocketAccess {
+        mode: args.socket_mode,
+        group: args.socket_group,
+    };
     config.timeout = Duration::from_secs(args.timeout);
     config.limits = Limits {
         cpu_seconds: Some(args.limit_cpu.unwrap_or(args.timeout)),
@@ -222,21 +238,45 @@ fn serve(args: ServeArgs) -> ExitCode {
         Ok(user) => user,
         Err(message) => return usage_error(&message),
     };
-    let listener = match std::net::TcpListener::bind(config.listen) {
-        Ok(listener) => listener,
+    let (listener, fastcgi) = match listeners(&config, listen_given) {
+        Ok(listeners) => listeners,
         Err(error) => {
-            eprintln!("gateway: cannot listen on {}: {error}", config.listen);
-            return ExitCode::FAILURE;
-        }
-    };
-    let fastcgi = match args.fastcgi.map(std::net::TcpListener::bind).transpose() {
-        Ok(fastcgi) => fastcgi,
-        Err(error) => {
-            eprintln!("gateway: cannot listen for FastCGI: {error}");
+            eprintln!("gateway: {error}");
             return ExitCode::FAILURE;
         }
     };
     gateway::privsep::run(config, listener, fastcgi, &front_user)
+}
+
+/// The HTTP and FastCGI listeners: the sockets systemd passed (socket activation: the one
+/// named `fastcgi` in LISTEN_FDNAMES serves FastCGI, the other HTTP), else bound here.
+/// An explicit --listen wins over an inherited socket.
+fn listeners(config: &Config, listen_given: bool) -> Result<(Bound, Option<Bound>), String> {
+    let mut http = None;
+    let mut fastcgi = None;
+    for (name, fd) in listen::take_inherited()? {
+        let slot = if name == "fastcgi" {
+            &mut fastcgi
+        } else {
+            &mut http
+        };
+        if slot.is_some() {
+            return Err(format!(
+                "systemd passed more than one {} socket",
+                if name == "fastcgi" { "fastcgi" } else { "HTTP" }
+            ));
+        }
+        *slot = Some(Bound::inherit(fd)?);
+    }
+    let http = match http {
+        Some(inherited) if !listen_given => inherited,
+        _ => Bound::bind(&config.listen, config.socket_access)?,
+    };
+    let fastcgi = match (fastcgi, &config.fastcgi) {
+        (_, Some(address)) => Some(Bound::bind(address, config.socket_access)?),
+        (inherited, None) => inherited,
+    };
+    Ok((http, fastcgi))
 }
 
 /// The same audit as `gateway jail check`, at every start: a jail with findings is refused
@@ -375,6 +415,25 @@ fn jail_init(
 fn usage_error(message: &str) -> ExitCode {
     eprintln!("gateway: {message} (see gateway --help)");
     ExitCode::from(USAGE)
+}
+
+/// Permission bits in octal, as chmod takes them.
+fn parse_mode(text: &str) -> Result<u32, String> {
+    u32::from_str_radix(text, 8)
+        .ok()
+        .filter(|mode| *mode <= 0o777)
+        .ok_or_else(|| format!("`{text}` is not an octal mode like 0660"))
+}
+
+/// A group name or number.
+fn parse_group(text: &str) -> Result<u32, String> {
+    if let Ok(gid) = text.parse() {
+        return Ok(gid);
+    }
+    match nix::unistd::Group::from_name(text) {
+        Ok(Some(group)) => Ok(group.gid.as_raw()),
+        _ => Err(format!("no group `{text}` on this machine")),
+    }
 }
 
 /// A network in CIDR notation, or one address.

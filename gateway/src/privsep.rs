@@ -15,6 +15,7 @@
 
 use std::collections::HashMap;
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::path::{Path, PathBuf};
 use std::process::{ExitCode, Stdio};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
@@ -31,6 +32,7 @@ use tokio::time::timeout;
 
 use crate::config::Config;
 use crate::jailfs::CgiUser;
+use crate::listen::Bound;
 
 /// How long a holder has to exit once its worker is gone or told to go.
 pub const HOLDER_EXIT_WAIT: Duration = Duration::from_secs(2);
@@ -66,8 +68,8 @@ pub enum Stop {
 /// the exit code in the supervisor; the front never returns from here.
 pub fn run(
     config: Config,
-    listener: std::net::TcpListener,
-    fastcgi: Option<std::net::TcpListener>,
+    listener: Bound,
+    fastcgi: Option<Bound>,
     front_user: &CgiUser,
 ) -> ExitCode {
     use nix::sys::socket::{socketpair, AddressFamily, SockFlag, SockType};
@@ -98,10 +100,22 @@ pub fn run(
         }
         Ok(ForkResult::Parent { child }) => {
             drop(front_end);
-            // Only the front accepts connections.
+            // Only the front accepts connections; the supervisor, still root, removes the
+            // socket files it created once the front is gone.
+            let socket_files: Vec<PathBuf> = [Some(&listener), fastcgi.as_ref()]
+                .into_iter()
+                .flatten()
+                .filter_map(|bound| bound.created_file().map(Path::to_path_buf))
+                .collect();
             drop(listener);
             drop(fastcgi);
-            run_supervisor(config, child, supervisor_end)
+            let code = run_supervisor(config, child, supervisor_end);
+            for file in socket_files {
+                if let Err(error) = std::fs::remove_file(&file) {
+                    tracing::warn!("cannot remove the socket {}: {error}", file.display());
+                }
+            }
+            code
         }
         Err(error) => {
             eprintln!("gateway: fork: {error}");
@@ -116,8 +130,8 @@ pub fn run(
 /// Drops to `user` for good, then serves HTTP. Returns the process exit code.
 fn run_front(
     config: Config,
-    listener: std::net::TcpListener,
-    fastcgi: Option<std::net::TcpListener>,
+    listener: Bound,
+    fastcgi: Option<Bound>,
     control: OwnedFd,
     user: &CgiUser,
     supervisor: Pid,
@@ -138,15 +152,6 @@ fn run_front(
     };
     let served = runtime.block_on(async move {
         let launcher = Launcher::new(control)?;
-        listener.set_nonblocking(true)?;
-        let listener = tokio::net::TcpListener::from_std(listener)?;
-        let fastcgi = match fastcgi {
-            Some(fastcgi) => {
-                fastcgi.set_nonblocking(true)?;
-                Some(tokio::net::TcpListener::from_std(fastcgi)?)
-            }
-            None => None,
-        };
         crate::run(config, listener, fastcgi, launcher, crate::stop_signal()).await
     });
     match served {

@@ -8,13 +8,11 @@ use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
-use std::net::SocketAddr;
-
-use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use crate::cgi::Gateway;
 use crate::cgi_env::Connection;
+use crate::listen::{Listener, Stream};
 
 /// Open client connections at most; further clients wait in the listen backlog.
 pub const MAX_CONNECTIONS: usize = 4096;
@@ -28,13 +26,9 @@ pub const MAX_HEADER_BUFFER: usize = 64 * 1024;
 pub const DRAIN_GRACE: Duration = Duration::from_secs(1);
 
 /// Serves `listener` until `shutdown` resolves, then drains open connections.
-pub async fn run(listener: TcpListener, gateway: Arc<Gateway>, shutdown: impl Future<Output = ()>) {
+pub async fn run(listener: Listener, gateway: Arc<Gateway>, shutdown: impl Future<Output = ()>) {
     let graceful = GracefulShutdown::new();
-    let serve = |stream: TcpStream, remote: SocketAddr, permit: OwnedSemaphorePermit| {
-        let Ok(local) = stream.local_addr() else {
-            return;
-        };
-        let connection_info = Connection { local, remote };
+    let serve = |stream: Stream, connection_info: Connection, permit: OwnedSemaphorePermit| {
         let gateway = gateway.clone();
         let service = service_fn(move |request| gateway.clone().handle(request, connection_info));
         let connection = http1::Builder::new()
@@ -49,7 +43,7 @@ pub async fn run(listener: TcpListener, gateway: Arc<Gateway>, shutdown: impl Fu
         let connection = graceful.watch(connection);
         tokio::spawn(async move {
             if let Err(error) = connection.await {
-                tracing::debug!(%remote, "connection ended: {error}");
+                tracing::debug!(?connection_info, "connection ended: {error}");
             }
             drop(permit);
         });
@@ -68,16 +62,17 @@ pub async fn run(listener: TcpListener, gateway: Arc<Gateway>, shutdown: impl Fu
 /// Serves FastCGI (from nginx's `fastcgi_pass`) on `listener` until `shutdown` resolves, then
 /// waits for open connections as `run` does.
 pub async fn run_fastcgi(
-    listener: TcpListener,
+    listener: Listener,
     gateway: Arc<Gateway>,
     shutdown: impl Future<Output = ()>,
 ) {
-    let serve = |stream: TcpStream, remote: SocketAddr, permit: OwnedSemaphorePermit| {
+    // nginx sends the client's address as a FastCGI parameter; the peer itself tells nothing.
+    let serve = |stream: Stream, peer: Connection, permit: OwnedSemaphorePermit| {
         let gateway = gateway.clone();
         tokio::spawn(async move {
             let handler = move |request| gateway.clone().handle_fastcgi(request);
             if let Err(error) = crate::fastcgi::serve_connection(stream, handler).await {
-                tracing::warn!(%remote, "fastcgi connection ended: {error}");
+                tracing::warn!(?peer, "fastcgi connection ended: {error}");
             }
             drop(permit);
         });
@@ -97,9 +92,9 @@ pub async fn run_fastcgi(
 /// handing each to `serve` with the permit it must hold while open. Returns the semaphore, so
 /// the caller can wait for the permits to come back.
 async fn accept_until(
-    listener: TcpListener,
+    listener: Listener,
     shutdown: impl Future<Output = ()>,
-    mut serve: impl FnMut(TcpStream, SocketAddr, OwnedSemaphorePermit),
+    mut serve: impl FnMut(Stream, Connection, OwnedSemaphorePermit),
 ) -> Arc<Semaphore> {
     let connections = Arc::new(Semaphore::new(MAX_CONNECTIONS));
     let mut shutdown = std::pin::pin!(shutdown);
@@ -110,7 +105,7 @@ async fn accept_until(
             _ = &mut shutdown => break,
         };
         let Ok(permit) = permit else { break };
-        let (stream, remote) = tokio::select! {
+        let (stream, connection) = tokio::select! {
             accepted = listener.accept() => match accepted {
                 Ok(accepted) => accepted,
                 Err(error) => {
@@ -122,8 +117,7 @@ async fn accept_until(
             },
             _ = &mut shutdown => break,
         };
-        let _ = stream.set_nodelay(true);
-        serve(stream, remote, permit);
+        serve(stream, connection, permit);
     }
     connections
 }

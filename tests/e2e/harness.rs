@@ -228,7 +228,7 @@ fn machine() -> MutexGuard<'static, MachineUse> {
 }
 
 impl MachineGuard {
-    fn acquire(exclusive: bool) -> MachineGuard {
+    pub fn acquire(exclusive: bool) -> MachineGuard {
         let mut state = machine();
         loop {
             let free = if exclusive {
@@ -418,7 +418,10 @@ impl Default for Opts {
 /// stderr if the test is failing, then removes the temp folder.
 pub struct Gateway {
     child: ChildGuard,
+    /// The HTTP address (unspecified when it listens on a Unix socket: see `unix`).
     pub addr: SocketAddr,
+    /// The Unix socket HTTP is served on, with `--listen unix:PATH` among the extra flags.
+    pub unix: Option<PathBuf>,
     pub workers: usize,
     stderr_path: PathBuf,
     root: PathBuf,
@@ -472,6 +475,7 @@ impl Gateway {
         let mut gateway = Gateway {
             child,
             addr: SocketAddr::from(([127, 0, 0, 1], 0)),
+            unix: None,
             workers: opts.workers,
             stderr_path,
             root,
@@ -484,8 +488,12 @@ impl Gateway {
             Ok(Err(e)) => gateway.fail(&format!("reading gateway stdout: {e}")),
             Err(_) => gateway.fail(&format!("no ready line within {READY_DEADLINE:?}")),
         };
+        let line = line.trim_end_matches('\n');
+        if let Some(path) = line.strip_prefix("jailgate listening on unix:") {
+            gateway.unix = Some(PathBuf::from(path));
+            return gateway;
+        }
         let Some(addr) = line
-            .trim_end_matches('\n')
             .strip_prefix("jailgate listening on http://")
             .and_then(|a| a.parse::<SocketAddr>().ok())
         else {

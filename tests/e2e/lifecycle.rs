@@ -185,3 +185,75 @@ fn missing_jail_exits_2() {
         done.stdout
     );
 }
+
+/// Socket activation as systemd does it (sd_listen_fds(3)): the listening socket arrives as
+/// descriptor 3 with LISTEN_PID and LISTEN_FDS, and no --listen is given. The gateway serves on
+/// it, does not pass the variables on to CGIs, and stops cleanly on SIGTERM.
+#[tokio::test(flavor = "multi_thread")]
+async fn socket_activation_serves_on_the_inherited_socket() {
+    use nix::fcntl::{fcntl, FcntlArg, FdFlag};
+    use std::io::{BufRead, BufReader};
+    use std::os::fd::AsRawFd;
+    require_root!();
+    let jail = Jail::new();
+    jail.cgi(
+        "hello",
+        r#"printf 'Content-Type: text/plain\n\nhello %s\n' "${LISTEN_FDS-unset}""#,
+    );
+    // Started by hand, not by the harness: it must still share the machine by its rules.
+    let _machine = crate::harness::MachineGuard::acquire(false);
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let address = listener.local_addr().expect("address");
+    // Hand the socket to `sh` (descriptors are close-on-exec by default), which moves it to 3,
+    // sets the variables for its own pid and execs the gateway: the same pid, as with systemd.
+    let fd = listener.as_raw_fd();
+    fcntl(&listener, FcntlArg::F_SETFD(FdFlag::empty())).expect("clear close-on-exec");
+    let move_to_3 = if fd == 3 {
+        String::new()
+    } else {
+        format!("exec 3<&{fd} {fd}<&-; ")
+    };
+    let script = format!(
+        "{move_to_3}export LISTEN_PID=$$ LISTEN_FDS=1 LISTEN_FDNAMES=http; exec {} --jail {} --workers 1",
+        gateway_bin().display(),
+        jail.root().display()
+    );
+    let mut gateway = crate::harness::ChildGuard::spawn(
+        Command::new("sh")
+            .arg("-c")
+            .arg(script)
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::inherit()),
+    );
+    drop(listener);
+    let stdout = gateway.take_stdout().expect("piped stdout");
+    let ready = tokio::task::spawn_blocking(move || {
+        let mut line = String::new();
+        BufReader::new(stdout).read_line(&mut line).map(|_| line)
+    });
+    let line = tokio::time::timeout(Duration::from_secs(30), ready)
+        .await
+        .expect("a ready line within 30 s")
+        .expect("reader thread")
+        .expect("read stdout");
+    assert_eq!(
+        line.trim_end(),
+        format!("jailgate listening on http://{address}")
+    );
+
+    let http = client(Duration::from_secs(30));
+    let response = http
+        .get(format!("http://{address}/cgi-bin/hello"))
+        .send()
+        .await
+        .expect("response on the inherited socket");
+    assert_eq!(response.status().as_u16(), 200);
+    assert_eq!(response.text().await.expect("body"), "hello unset\n");
+
+    gateway.signal(Signal::SIGTERM);
+    let status = gateway
+        .wait_timeout(Duration::from_secs(15))
+        .expect("exits after SIGTERM");
+    assert_eq!(status.code(), Some(0));
+}

@@ -30,8 +30,19 @@ struct Nginx {
 }
 
 impl Nginx {
-    /// `upstream`: the gateway's HTTP or FastCGI address, as the config wants.
-    fn start(config_name: &str, prefix: &Path, upstream: SocketAddr) -> Nginx {
+    /// `upstream`: the gateway's HTTP or FastCGI address, as the config wants it
+    /// (`127.0.0.1:PORT`; `unix:/PATH:` for proxy_pass, `unix:/PATH` for fastcgi_pass).
+    fn start(config_name: &str, prefix: &Path, upstream: &str) -> Nginx {
+        Nginx::start_edited(config_name, prefix, upstream, |config| config)
+    }
+
+    /// Like `start`, with the example config changed by `edit` first.
+    fn start_edited(
+        config_name: &str,
+        prefix: &Path,
+        upstream: &str,
+        edit: impl FnOnce(String) -> String,
+    ) -> Nginx {
         let gateway = upstream;
         let nginx = ["/usr/sbin/nginx", "/usr/bin/nginx"]
             .into_iter()
@@ -40,11 +51,11 @@ impl Nginx {
         std::fs::create_dir_all(prefix).expect("nginx prefix");
         let addr: SocketAddr = ([127, 0, 0, 1], free_port()).into();
         let template = std::fs::read_to_string(example(config_name)).expect("example config");
-        let config = template
+        let config = edit(template)
             .replace("@PREFIX@", &prefix.display().to_string())
             .replace("@LISTEN@", &addr.to_string())
-            .replace("@GATEWAY@", &gateway.to_string())
-            .replace("@FASTCGI@", &gateway.to_string());
+            .replace("@GATEWAY@", gateway)
+            .replace("@FASTCGI@", gateway);
         let config_path = prefix.join("nginx.conf");
         std::fs::write(&config_path, config).expect("write nginx.conf");
         let process = ChildGuard::spawn(
@@ -125,7 +136,7 @@ async fn proxy_pass_gives_the_same_answers_as_direct() {
         .expect("the jail's temp folder")
         .join("nginx");
     let gw = jail.serve_with(Opts::default(), &["--trusted-proxy", "127.0.0.1"]);
-    let nginx = Nginx::start("proxy_pass.conf", &prefix, gw.addr);
+    let nginx = Nginx::start("proxy_pass.conf", &prefix, &gw.addr.to_string());
     let http = client(TIMEOUT);
 
     let get = |http: &reqwest::Client, url: String| http.get(url);
@@ -172,7 +183,7 @@ async fn fastcgi_pass_gives_the_same_answers_as_direct() {
         .join("nginx");
     let fastcgi: SocketAddr = ([127, 0, 0, 1], free_port()).into();
     let gw = jail.serve_with(Opts::default(), &["--fastcgi", &fastcgi.to_string()]);
-    let nginx = Nginx::start("fastcgi_pass.conf", &prefix, fastcgi);
+    let nginx = Nginx::start("fastcgi_pass.conf", &prefix, &fastcgi.to_string());
     let http = client(TIMEOUT);
 
     let get = |http: &reqwest::Client, url: String| http.get(url).header("proxy", "http://evil:1");
@@ -197,6 +208,228 @@ async fn fastcgi_pass_gives_the_same_answers_as_direct() {
     );
 
     assert_uploads_match(&http, &gw, &nginx).await;
+}
+
+/// RFC 3875 §4.1.1 AUTH_TYPE and §4.1.11 REMOTE_USER: set when nginx authenticated the
+/// request (auth_basic here), through both fronts; a client cannot claim a user itself.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_login_at_nginx_reaches_the_cgi_as_remote_user_and_auth_type() {
+    require_root!();
+    let jail = Jail::new();
+    jail.cgi(
+        "who",
+        r#"printf 'Content-Type: text/plain\n\n%s|%s|%s\n' "${REMOTE_USER-unset}" "${AUTH_TYPE-unset}" "${HTTP_AUTHORIZATION-withheld}""#,
+    );
+    let dir = jail
+        .root()
+        .parent()
+        .expect("the jail's temp folder")
+        .to_owned();
+    let fastcgi_address: SocketAddr = ([127, 0, 0, 1], free_port()).into();
+    let gw = jail.serve_with(
+        Opts::default(),
+        &[
+            "--trusted-proxy",
+            "127.0.0.1",
+            "--fastcgi",
+            &fastcgi_address.to_string(),
+        ],
+    );
+    // The example configs with a login in front of /cgi-bin/protected/... only.
+    let with_login = |prefix: PathBuf| {
+        move |config: String| {
+            std::fs::create_dir_all(&prefix).expect("nginx prefix");
+            std::fs::write(prefix.join("htpasswd"), "alice:{PLAIN}secret\n").expect("htpasswd");
+            config.replace(
+                "        location /cgi-bin/ {\n",
+                "        location /cgi-bin/ {\n            auth_basic \"jailgate\";\n            \
+                 auth_basic_user_file @PREFIX@/htpasswd;\n",
+            )
+        }
+    };
+    let http_prefix = dir.join("nginx-http");
+    let fastcgi_prefix = dir.join("nginx-fastcgi");
+    let proxy = Nginx::start_edited(
+        "proxy_pass.conf",
+        &http_prefix,
+        &gw.addr.to_string(),
+        with_login(http_prefix.clone()),
+    );
+    let fastcgi = Nginx::start_edited(
+        "fastcgi_pass.conf",
+        &fastcgi_prefix,
+        &fastcgi_address.to_string(),
+        with_login(fastcgi_prefix.clone()),
+    );
+    let http = client(TIMEOUT);
+    for nginx in [&proxy, &fastcgi] {
+        let anonymous = http
+            .get(nginx.url("/cgi-bin/who"))
+            .send()
+            .await
+            .expect("response");
+        assert_eq!(anonymous.status().as_u16(), 401, "via {}", nginx.addr);
+        let logged_in = http
+            .get(nginx.url("/cgi-bin/who"))
+            .basic_auth("alice", Some("secret"))
+            .header("x-forwarded-user", "mallory")
+            .send()
+            .await
+            .expect("response");
+        assert_eq!(logged_in.status().as_u16(), 200);
+        let body = logged_in.text().await.expect("body");
+        assert_eq!(body, "alice|Basic|withheld\n", "via {}", nginx.addr);
+    }
+    // Straight to the gateway, nobody logged in: neither variable is set.
+    let direct = http
+        .get(gw.url("/cgi-bin/who"))
+        .send()
+        .await
+        .expect("response");
+    assert_eq!(direct.text().await.expect("body"), "unset|unset|withheld\n");
+}
+
+/// Shell CGIs on a static busybox (the busybox profile: no shared library in the jail) through
+/// nginx's fastcgi_pass: PATH_INFO, the query, a POST read with busybox tools, the status.
+#[tokio::test(flavor = "multi_thread")]
+async fn busybox_shell_cgis_through_fastcgi_pass() {
+    require_root!();
+    let jail = Jail::with_init_args(&["--profile", "busybox"]);
+    jail.cgi(
+        "info",
+        r#"printf 'Content-Type: text/plain\n\n%s|%s|%s\n' "$PATH_INFO" "$QUERY_STRING" "$(echo "$REQUEST_METHOD" | tr A-Z a-z)""#,
+    );
+    jail.cgi(
+        "count",
+        r#"printf 'Status: 201 Created\nContent-Type: text/plain\n\n'; head -c "$CONTENT_LENGTH" | wc -c | tr -d ' '"#,
+    );
+    let dir = jail
+        .root()
+        .parent()
+        .expect("the jail's temp folder")
+        .to_owned();
+    let fastcgi: SocketAddr = ([127, 0, 0, 1], free_port()).into();
+    let gw = jail.serve_with(Opts::default(), &["--fastcgi", &fastcgi.to_string()]);
+    let nginx = Nginx::start(
+        "fastcgi_pass.conf",
+        &dir.join("nginx"),
+        &fastcgi.to_string(),
+    );
+    let http = client(TIMEOUT);
+    let get = |http: &reqwest::Client, url: String| http.get(url);
+    let [direct, proxied] = both(&http, &gw, &nginx, get, "/cgi-bin/info/a/b?x=1").await;
+    assert_eq!(direct, proxied);
+    assert_eq!(proxied.2, b"/a/b|x=1|get\n");
+    let post = |http: &reqwest::Client, url: String| http.post(url).body(vec![b'x'; 300_000]);
+    let [direct, proxied] = both(&http, &gw, &nginx, post, "/cgi-bin/count").await;
+    assert_eq!(direct, proxied);
+    assert_eq!((proxied.0, proxied.2.as_slice()), (201, &b"300000\n"[..]));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn unix_sockets_for_both_fronts_behind_nginx() {
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    require_root!();
+    let jail = Jail::new();
+    jail.cgi(
+        "where",
+        r#"printf 'Content-Type: text/plain\n\n%s|%s|%s|%s\n' "$REMOTE_ADDR" "$SERVER_NAME" "$SERVER_PORT" "$PATH_INFO""#,
+    );
+    let dir = jail
+        .root()
+        .parent()
+        .expect("the jail's temp folder")
+        .to_owned();
+    let http_socket = dir.join("http.sock");
+    let fastcgi_socket = dir.join("fastcgi.sock");
+    let daemon_gid = nix::unistd::Group::from_name("daemon")
+        .expect("group database")
+        .expect("a daemon group")
+        .gid
+        .as_raw();
+    let mut gw = jail.serve_with(
+        Opts::default(),
+        &[
+            "--listen",
+            &format!("unix:{}", http_socket.display()),
+            "--fastcgi",
+            &format!("unix:{}", fastcgi_socket.display()),
+            "--socket-mode",
+            "0660",
+            "--socket-group",
+            "daemon",
+        ],
+    );
+    assert_eq!(gw.unix.as_deref(), Some(http_socket.as_path()));
+    for socket in [&http_socket, &fastcgi_socket] {
+        let metadata = std::fs::metadata(socket).expect("the socket file exists");
+        assert_eq!(
+            (metadata.permissions().mode() & 0o777, metadata.gid()),
+            (0o660, daemon_gid),
+            "{}",
+            socket.display()
+        );
+    }
+
+    // Directly: the peer is local, nothing was forwarded, Host names no port.
+    let direct = unix_get(&http_socket, "/cgi-bin/where/x");
+    assert!(direct.starts_with("HTTP/1.0 200"), "{direct}");
+    assert!(
+        direct.ends_with("\r\n\r\n127.0.0.1|localhost|80|/x\n"),
+        "{direct}"
+    );
+
+    // Through nginx, over each socket: the client nginx saw, the host and port it was asked.
+    let http = client(TIMEOUT);
+    let proxy = Nginx::start(
+        "proxy_pass.conf",
+        &dir.join("nginx-http"),
+        &format!("unix:{}:", http_socket.display()),
+    );
+    let fastcgi = Nginx::start(
+        "fastcgi_pass.conf",
+        &dir.join("nginx-fastcgi"),
+        &format!("unix:{}", fastcgi_socket.display()),
+    );
+    for nginx in [&proxy, &fastcgi] {
+        let response = http
+            .get(nginx.url("/cgi-bin/where/x"))
+            .send()
+            .await
+            .expect("response");
+        assert_eq!(response.status().as_u16(), 200);
+        let body = response.text().await.expect("body");
+        let port = nginx.addr.port();
+        assert_eq!(
+            body,
+            format!("127.0.0.1|127.0.0.1|{port}|/x\n"),
+            "via {}",
+            nginx.addr
+        );
+    }
+    drop((proxy, fastcgi));
+
+    // A stop removes both socket files.
+    gw.signal(nix::sys::signal::Signal::SIGTERM);
+    let status = gw
+        .wait_exit(Duration::from_secs(20))
+        .expect("the gateway stops");
+    assert!(status.success(), "{status:?}\n{}", gw.stderr());
+    assert!(!http_socket.exists() && !fastcgi_socket.exists());
+}
+
+/// An HTTP/1.0 GET over a Unix socket (so the body is not chunked and the connection closes
+/// after it), the whole answer as text.
+fn unix_get(socket: &Path, path: &str) -> String {
+    use std::io::{Read, Write};
+    let mut stream = std::os::unix::net::UnixStream::connect(socket).expect("connect");
+    stream
+        .set_read_timeout(Some(TIMEOUT))
+        .expect("read timeout");
+    write!(stream, "GET {path} HTTP/1.0\r\nHost: localhost\r\n\r\n").expect("send the request");
+    let mut answer = String::new();
+    stream.read_to_string(&mut answer).expect("read the answer");
+    answer
 }
 
 /// Each path answers with the same status directly and through nginx, and, below

@@ -1,11 +1,13 @@
-//! CGIs we did not write for Jailgate, run unmodified: a Python CGI on its standard library
+//! CGIs we did not write for Jailgate, run unmodified: git's git-http-backend from Debian's
+//! git package, a Python CGI on its standard library
 //! and a Perl CGI on perl-base, each in a jail built by `jail init` with the interpreter's
 //! files added (`--with`, `--add`), answering GET with PATH_INFO and a query, form POSTs with
 //! and without a declared length, binary output and a large download.
 
+use std::process::Command;
 use std::time::Duration;
 
-use crate::harness::{require_root, Jail, Opts};
+use crate::harness::{require_root, run_bounded, Jail, Opts};
 use crate::http::client;
 
 const TIMEOUT: Duration = Duration::from_secs(30);
@@ -159,4 +161,167 @@ async fn perl_core_cgi_runs_unmodified() {
         posted.text().await.expect("body"),
         "POST - name=perl bytes=13\n"
     );
+}
+
+/// Branches in the served repository: their `want` lines (50 bytes each) overflow a 64 KiB
+/// request buffer, so the clone POSTs them chunked, without a length.
+const GIT_BRANCHES: usize = 3_000;
+/// A file of random bytes in the repository: binary output and a large download.
+const GIT_BIG_FILE: usize = 16 << 20;
+
+/// A CGI program shipped by a Debian package: git's `git-http-backend` (package git), serving
+/// `git clone` over smart HTTP from a read-only repository in the jail. It needs PATH_INFO
+/// (the repository and service), POSTs with a length and chunked ones without, and sends a
+/// large binary download; it is configured the way Apache's SetEnv configures it (`--env`).
+#[tokio::test(flavor = "multi_thread")]
+async fn debian_git_http_backend_serves_a_clone() {
+    require_root!();
+    let git = "/usr/bin/git";
+    let work = tempfile::TempDir::with_prefix("jailgate-e2e-git-").expect("temp dir");
+    let repo = work.path().join("repo.git");
+    let stream = work.path().join("import");
+    std::fs::write(&stream, fast_import_stream()).expect("write the import stream");
+    let made = run_bounded(
+        Command::new("sh").arg("-c").arg(format!(
+            "{git} init -q --bare {repo} && {git} --git-dir={repo} fast-import --quiet < {stream} \
+             && {git} --git-dir={repo} symbolic-ref HEAD refs/heads/main",
+            repo = repo.display(),
+            stream = stream.display()
+        )),
+        GIT_DEADLINE,
+    );
+    assert!(
+        made.status.success(),
+        "making the repository: {}",
+        made.stderr
+    );
+
+    let jail = Jail::with_init_args(&[
+        "--with",
+        "/usr/lib/git-core/git",
+        "--add",
+        "/usr/lib/git-core/git-http-backend:/cgi-bin/git-http-backend",
+        "--add",
+        &format!("{}:/srv/git/repo.git", repo.display()),
+    ]);
+    // The repository belongs to root and git runs as nobody: safe.directory, as an Apache
+    // setup would SetEnv it.
+    let gw = jail.serve_with(
+        Opts {
+            workers: 1,
+            ..Opts::default()
+        },
+        &[
+            "--env",
+            "GIT_PROJECT_ROOT=/srv/git",
+            "--env",
+            "GIT_HTTP_EXPORT_ALL=1",
+            "--env",
+            "GIT_CONFIG_COUNT=1",
+            "--env",
+            "GIT_CONFIG_KEY_0=safe.directory",
+            "--env",
+            "GIT_CONFIG_VALUE_0=*",
+        ],
+    );
+    let clone = work.path().join("clone");
+    let trace = work.path().join("curl-trace");
+    let cloned = run_bounded(
+        Command::new(git)
+            // A request buffer just above git's smallest (LARGE_PACKET_MAX): a request that overflows it
+            // goes out chunked.
+            .args(["-c", "http.postBuffer=65536", "clone", "--no-checkout"])
+            .arg(gw.url("/cgi-bin/git-http-backend/repo.git"))
+            .arg(&clone)
+            .env("GIT_TRACE_CURL", &trace)
+            .env("GIT_TRACE_CURL_NO_DATA", "1"),
+        GIT_DEADLINE,
+    );
+    assert!(
+        cloned.status.success(),
+        "git clone: {}\n{}",
+        cloned.stderr,
+        gw.stderr()
+    );
+    let trace = std::fs::read_to_string(&trace).expect("curl trace");
+    assert!(
+        trace.contains("Transfer-Encoding: chunked"),
+        "the clone's request was sent chunked (else this test misses that case):\n{}",
+        trace
+            .lines()
+            .filter(|line| line.contains("header:"))
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
+    // Everything arrived: every branch, and the big file byte for byte.
+    let branches = run_bounded(
+        Command::new(git)
+            .arg("--git-dir")
+            .arg(clone.join(".git"))
+            .args([
+                "for-each-ref",
+                "--format=%(refname)",
+                "refs/remotes/origin/",
+            ]),
+        GIT_DEADLINE,
+    );
+    assert_eq!(
+        branches
+            .stdout
+            .lines()
+            .filter(|r| *r != "refs/remotes/origin/HEAD")
+            .count(),
+        GIT_BRANCHES + 1
+    );
+    let blob = run_bounded(
+        Command::new("sh").arg("-c").arg(format!(
+            "{git} --git-dir={} cat-file blob main:big.bin | sha256sum",
+            clone.join(".git").display()
+        )),
+        GIT_DEADLINE,
+    );
+    let expected = run_bounded(
+        Command::new("sh").arg("-c").arg(format!(
+            "{git} --git-dir={} cat-file blob main:big.bin | sha256sum",
+            repo.display()
+        )),
+        GIT_DEADLINE,
+    );
+    assert!(blob.status.success() && !blob.stdout.is_empty());
+    assert_eq!(blob.stdout, expected.stdout, "big.bin arrived intact");
+}
+
+const GIT_DEADLINE: Duration = Duration::from_secs(120);
+
+/// A `git fast-import` stream: `main` with big.bin (random bytes: incompressible), and
+/// GIT_BRANCHES more branches of one small commit each.
+fn fast_import_stream() -> Vec<u8> {
+    let mut stream = Vec::new();
+    let mut state: u64 = 0x9E37_79B9_7F4A_7C15;
+    let big: Vec<u8> = (0..GIT_BIG_FILE)
+        .map(|_| {
+            // xorshift64: cheap, deterministic, incompressible enough for zlib.
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            (state >> 56) as u8
+        })
+        .collect();
+    let commit = |stream: &mut Vec<u8>, branch: &str, message: &str| {
+        stream.extend_from_slice(
+            format!(
+                "commit refs/heads/{branch}\ncommitter t <t@example.org> 0 +0000\ndata {}\n{message}\n",
+                message.len()
+            )
+            .as_bytes(),
+        );
+    };
+    commit(&mut stream, "main", "big");
+    stream.extend_from_slice(format!("M 644 inline big.bin\ndata {}\n", big.len()).as_bytes());
+    stream.extend_from_slice(&big);
+    stream.push(b'\n');
+    for i in 0..GIT_BRANCHES {
+        commit(&mut stream, &format!("b{i}"), &format!("branch {i}"));
+    }
+    stream
 }
