@@ -14,8 +14,9 @@ fi
 need=()
 # gcc and libc6-dev: the escape tests build static attack programs; busybox-static: the
 # busybox profile's one static binary; nginx: the tests that put nginx in front; git: its
-# git-http-backend is the Debian-packaged CGI the real-world tests run.
-for package in gcc libc6-dev busybox-static nginx-light git; do
+# git-http-backend is the Debian-packaged CGI the real-world tests run; python3-prometheus-client:
+# the OpenMetrics parser that reads /metrics in the tests.
+for package in gcc libc6-dev busybox-static nginx-light git python3-prometheus-client; do
   dpkg -s "$package" >/dev/null 2>&1 || need+=("$package")
 done
 for account in nobody daemon; do

@@ -5,7 +5,7 @@
 use std::convert::Infallible;
 use std::os::fd::OwnedFd;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -20,9 +20,11 @@ use tokio::sync::{oneshot, OwnedSemaphorePermit};
 use tokio::time::{sleep_until, timeout_at, Instant};
 use tracing::Instrument;
 
+use crate::access::{Counted, RequestLog};
 use crate::cgi_env::{meta_variables, Connection};
 use crate::config::Config;
 use crate::error::RequestError;
+use crate::metrics::{Metrics, PoolState};
 use crate::pool::{CgiEvent, CgiHandle, Pool};
 use crate::response::{read_head, CgiBody, HeadStyle};
 use crate::router::{route, Route};
@@ -37,20 +39,69 @@ const MAX_STDERR_LINE: usize = 4096;
 /// neither blocks on a full pipe nor floods the log.
 const MAX_STDERR_LOGGED: usize = 64 * 1024;
 
-/// Shared state of the request handlers.
-pub struct Gateway {
+/// One configuration and the worker pool that serves it. A reload (SIGHUP) makes a new one;
+/// each request keeps the one it started with until its CGI is done.
+pub struct Generation {
     pub config: Arc<Config>,
     pub pool: Arc<Pool>,
+}
+
+/// How long past its CGIs' deadline a retiring pool waits for its last requests.
+const RETIRE_GRACE: Duration = Duration::from_secs(5);
+
+impl Generation {
+    pub fn new(config: Arc<Config>, pool: Arc<Pool>) -> Arc<Generation> {
+        Arc::new(Generation { config, pool })
+    }
+
+    /// Waits until no request uses this generation any more and its workers run no CGI,
+    /// then stops its workers. No CGI outlives its --timeout, so that wait is bounded.
+    pub async fn retire(self: Arc<Self>) {
+        let give_up = Instant::now() + self.config.timeout + RETIRE_GRACE;
+        while (Arc::strong_count(&self) > 1 || self.pool.busy() > 0) && Instant::now() < give_up {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        self.pool.shutdown().await;
+        tracing::info!("the previous worker pool is retired");
+    }
+}
+
+/// Shared state of the request handlers.
+pub struct Gateway {
+    current: RwLock<Arc<Generation>>,
+    pub metrics: Arc<Metrics>,
     next_request: AtomicU64,
 }
 
 impl Gateway {
-    pub fn new(config: Arc<Config>, pool: Arc<Pool>) -> Gateway {
+    pub fn new(config: Arc<Config>, pool: Arc<Pool>, metrics: Arc<Metrics>) -> Gateway {
         Gateway {
-            config,
-            pool,
+            current: RwLock::new(Generation::new(config, pool)),
+            metrics,
             next_request: AtomicU64::new(1),
         }
+    }
+
+    /// The configuration and pool new requests go to.
+    pub fn current(&self) -> Arc<Generation> {
+        self.current
+            .read()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .clone()
+    }
+
+    /// Sends new requests to `next` from now on; returns the generation it replaces.
+    pub fn replace(&self, next: Arc<Generation>) -> Arc<Generation> {
+        let mut current = self
+            .current
+            .write()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        std::mem::replace(&mut *current, next)
+    }
+
+    /// The current pool's state, for `/metrics` and `/healthz`.
+    pub fn pool_state(&self) -> PoolState {
+        self.current().pool.state()
     }
 
     /// Answers one HTTP request. Never fails: every error becomes a status and a short body.
@@ -58,17 +109,29 @@ impl Gateway {
         self: Arc<Self>,
         request: Request<Incoming>,
         connection: Connection,
-    ) -> Result<Response<ResponseBody>, Infallible> {
+    ) -> Result<Response<Counted<ResponseBody>>, Infallible> {
         let id = self.next_request_id();
         let span = tracing::info_span!("request", id);
-        let method = request.method().clone();
-        let target = request.uri().path().to_owned();
-        let response = self
-            .serve(request, connection)
-            .instrument(span.clone())
-            .await;
-        span.in_scope(|| tracing::info!(%method, target = %target.escape_debug(), status = response.status().as_u16(), "request"));
-        Ok(response)
+        let log = RequestLog::new(
+            id,
+            "http",
+            self.current().config.access_log,
+            self.metrics.clone(),
+        );
+        let client = match connection {
+            Connection::Tcp { remote, .. } => remote.ip().to_canonical().to_string(),
+            Connection::Unix => "unix".to_owned(),
+        };
+        log.set_request(
+            request.method(),
+            request.uri(),
+            request.version(),
+            request.headers(),
+            client,
+        );
+        let response = self.serve(request, connection, &log).instrument(span).await;
+        log.set_status(response.status().as_u16());
+        Ok(response.map(|body| Counted::new(body, log)))
     }
 
     /// Numbers requests for the logs.
@@ -81,11 +144,12 @@ impl Gateway {
         &self,
         request: Request<Incoming>,
         connection: Connection,
+        log: &Arc<RequestLog>,
     ) -> Response<ResponseBody> {
         let (mut parts, body) = request.into_parts();
         let mut body = Some(body);
         for _ in 0..=MAX_LOCAL_REDIRECTS {
-            match self.run_cgi(&parts, body.take(), connection).await {
+            match self.run_cgi(&parts, body.take(), connection, log).await {
                 Ok(Outcome::Response(response)) => return response,
                 Ok(Outcome::LocalRedirect(location)) => match redirected(&parts, &location) {
                     Ok(next) => parts = next,
@@ -104,7 +168,10 @@ impl Gateway {
         parts: &Parts,
         body: Option<Incoming>,
         connection: Connection,
+        log: &Arc<RequestLog>,
     ) -> Result<Outcome, RequestError> {
+        let current = self.current();
+        let config = &current.config;
         let route = route(parts.uri.path(), parts.uri.query())?;
         let declared = match parts.headers.get(header::CONTENT_LENGTH) {
             Some(value) => Some(
@@ -116,7 +183,7 @@ impl Gateway {
             ),
             None => None,
         };
-        if let Some(length) = declared.filter(|&length| length > self.config.max_body_bytes) {
+        if let Some(length) = declared.filter(|&length| length > config.max_body_bytes) {
             return Err(RequestError::BodyTooLarge(length));
         }
         let chunked = declared.is_none() && parts.headers.contains_key(header::TRANSFER_ENCODING);
@@ -124,7 +191,7 @@ impl Gateway {
             Some(body) if chunked => {
                 // CGI needs CONTENT_LENGTH before the body (RFC 3875 §4.1.2), and a chunked
                 // body has none until it ends: spool it, up to --max-body.
-                let (file, length) = spool(body, self.config.max_body_bytes).await?;
+                let (file, length) = spool(body, config.max_body_bytes).await?;
                 (RequestBody::Spooled(file), Some(length))
             }
             Some(mut body) if declared.unwrap_or(0) > 0 => {
@@ -137,7 +204,7 @@ impl Gateway {
                     .get(header::EXPECT)
                     .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"100-continue"));
                 let first = if expects_continue {
-                    match timeout_at(Instant::now() + self.config.timeout, body.frame()).await {
+                    match timeout_at(Instant::now() + config.timeout, body.frame()).await {
                         Ok(Some(Ok(frame))) => frame.into_data().ok(),
                         Ok(None) => None,
                         Ok(Some(Err(_))) => {
@@ -152,12 +219,13 @@ impl Gateway {
             }
             _ => (RequestBody::Empty, None),
         };
-        let env = meta_variables(parts, &route, connection, content_length, &self.config.env);
-        let started = self.start_cgi(&route, env, body).await?;
+        let env = meta_variables(parts, &route, connection, content_length, &config.env);
+        log.set_bytes_in(content_length.unwrap_or(0));
+        let started = self.start_cgi(&current, &route, env, body, log).await?;
         let Started {
             mut stdout,
             delivered,
-            body_received,
+            mut body_received,
             deadline,
             script,
         } = started;
@@ -171,10 +239,8 @@ impl Gateway {
         } else {
             HeadStyle::Cgi
         };
-        let (head, first_bytes) = match timeout_at(deadline, read_head(&mut stdout, style)).await {
-            Ok(parsed) => parsed?,
-            Err(_) => return Err(RequestError::Timeout),
-        };
+        let (head, first_bytes) =
+            read_head_unless_body_fails(&mut stdout, style, &mut body_received, deadline).await?;
         body_complete(body_received, deadline).await?;
         if let Some(location) = head.local_redirect {
             // This CGI's part is done; dropping `delivered` unsent stops whatever it still runs.
@@ -189,7 +255,7 @@ impl Gateway {
             first_bytes,
             stdout,
             head.content_length,
-            self.config.max_output_bytes,
+            config.max_output_bytes,
             deadline,
             on_done,
         );
@@ -203,11 +269,14 @@ impl Gateway {
     /// needs before its output is read, for the HTTP and the FastCGI front alike.
     pub(crate) async fn start_cgi(
         &self,
+        generation: &Arc<Generation>,
         route: &Route,
         env: Vec<Vec<u8>>,
         body: RequestBody,
+        log: &Arc<RequestLog>,
     ) -> Result<Started, RequestError> {
-        let permit = self.pool.admit().await?;
+        let Generation { config, pool } = &**generation;
+        let permit = pool.admit().await?;
         let (stdin, cgi_stdin) = pipe::pipe().map_err(internal)?;
         let (cgi_stdout, stdout) = pipe::pipe().map_err(internal)?;
         let (cgi_stderr, stderr) = pipe::pipe().map_err(internal)?;
@@ -226,14 +295,15 @@ impl Gateway {
             cgi_stdout.into_blocking_fd().map_err(internal)?,
             cgi_stderr.into_blocking_fd().map_err(internal)?,
         ];
-        let deadline = Instant::now() + self.config.timeout;
+        let deadline = Instant::now() + config.timeout;
         let spawn = SpawnRequest {
             id: 0,
             path: route.segments.clone(),
             env,
-            limits: self.config.limits,
+            limits: config.limits,
         };
-        let mut cgi = self.pool.spawn(spawn, &cgi_fds).await?;
+        let spawned_at = Instant::now();
+        let mut cgi = pool.spawn(spawn, &cgi_fds).await?;
         // Our copies must go, or we would never see end-of-file on the CGI's output.
         drop(cgi_fds);
 
@@ -245,6 +315,8 @@ impl Gateway {
             })) => match usize::try_from(script_segments) {
                 Ok(count @ 1..) if count <= route.segments.len() => {
                     let script = route.url_path(count);
+                    self.metrics.spawned(spawned_at.elapsed());
+                    log.set_script(&script);
                     tracing::debug!(worker = cgi.worker(), pid, script, "CGI started");
                     script
                 }
@@ -276,7 +348,13 @@ impl Gateway {
         // Sent once the CGI's whole output is delivered; dropped unsent if the request is
         // abandoned for any reason (error, client gone, this future cancelled), which kills it.
         let (delivered, delivery) = oneshot::channel::<()>();
-        tokio::spawn(watch(cgi, deadline, delivery, permit).in_current_span());
+        let run = Run {
+            started: spawned_at,
+            log: log.clone(),
+            _generation: generation.clone(),
+            _permit: permit,
+        };
+        tokio::spawn(watch(cgi, deadline, delivery, run).in_current_span());
         Ok(Started {
             stdout,
             delivered,
@@ -297,6 +375,40 @@ pub(crate) struct Started {
     pub deadline: Instant,
     /// The script's URL path, as the worker found it.
     pub script: String,
+}
+
+/// Reads the CGI's header block by `deadline`, but gives up as soon as the request body fails
+/// (the client went away mid-upload, or its body was malformed): the request is over, and
+/// returning drops its `delivered` sender, which kills the CGI now rather than at its
+/// deadline. A body that arrives whole meanwhile leaves `body_received` at `None`.
+async fn read_head_unless_body_fails(
+    stdout: &mut pipe::Receiver,
+    style: HeadStyle,
+    body_received: &mut Option<oneshot::Receiver<()>>,
+    deadline: Instant,
+) -> Result<(crate::response::CgiHead, Bytes), RequestError> {
+    let head = timeout_at(deadline, read_head(stdout, style));
+    tokio::pin!(head);
+    loop {
+        let body_ended = async {
+            match body_received.as_mut() {
+                Some(received) => Some(received.await),
+                None => std::future::pending().await,
+            }
+        };
+        let body = tokio::select! {
+            biased;
+            parsed = &mut head => return parsed.unwrap_or(Err(RequestError::Timeout)),
+            body = body_ended => body,
+        };
+        match body {
+            // All of it arrived: only the head is awaited now.
+            Some(Ok(())) => *body_received = None,
+            // The body reader stops at the deadline too: that is the CGI's timeout.
+            _ if Instant::now() >= deadline => return Err(RequestError::Timeout),
+            _ => return Err(RequestError::BadRequest("request body ended early")),
+        }
+    }
 }
 
 /// Waits for the whole request body before the response goes out: a client (nginx among
@@ -380,14 +492,20 @@ async fn spool(mut body: Incoming, limit: u64) -> Result<(std::fs::File, u64), R
     Ok((file, length))
 }
 
+/// What a running CGI holds until it has exited.
+struct Run {
+    started: Instant,
+    /// Gets the exit status.
+    log: Arc<RequestLog>,
+    /// Keeps its pool from retiring.
+    _generation: Arc<Generation>,
+    /// Its place among --max-concurrent.
+    _permit: OwnedSemaphorePermit,
+}
+
 /// The one teardown path of a CGI: it ends when the CGI exits, or is killed when the deadline
 /// passes or the request is abandoned. Holds the admission permit until then.
-async fn watch(
-    mut cgi: CgiHandle,
-    deadline: Instant,
-    delivery: oneshot::Receiver<()>,
-    permit: OwnedSemaphorePermit,
-) {
+async fn watch(mut cgi: CgiHandle, deadline: Instant, delivery: oneshot::Receiver<()>, run: Run) {
     let abandoned = async {
         if delivery.await.is_ok() {
             // Output delivered: the CGI may take until the deadline to exit.
@@ -408,10 +526,15 @@ async fn watch(
         }
     };
     match outcome {
-        Some(status) => tracing::debug!(%status, "CGI exited"),
+        Some(status) => {
+            tracing::debug!(%status, "CGI exited");
+            run.log.set_exit(status, run.started.elapsed());
+        }
         None => tracing::warn!("CGI's worker was lost"),
     }
-    drop(permit);
+    // Drops the permit and the generation: only now is its slot free.
+    drop(cgi);
+    drop(run);
 }
 
 /// The worker escalates to SIGKILL after its grace period, so an exit report is due soon; the
@@ -461,7 +584,15 @@ async fn log_stderr(stderr: pipe::Receiver) {
 }
 
 fn internal(error: std::io::Error) -> RequestError {
-    RequestError::Internal(error.to_string())
+    match error.raw_os_error() {
+        // Out of descriptors (ours, or the machine's): overload, not a fault. 503 with
+        // Retry-After, and the request can succeed once connections have closed.
+        Some(libc::EMFILE | libc::ENFILE) => {
+            tracing::warn!("cannot run a CGI: {error}");
+            RequestError::Overloaded
+        }
+        _ => RequestError::Internal(error.to_string()),
+    }
 }
 
 /// A short plain-text answer for an error, logged with the reason.

@@ -53,7 +53,7 @@ fn is_withheld(name: &HeaderName) -> bool {
 }
 
 /// What, beyond the request itself, decides a CGI's environment.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
 pub struct EnvPolicy {
     /// Export `Authorization` as HTTP_AUTHORIZATION (`--pass-authorization`).
     pub pass_authorization: bool,

@@ -1,4 +1,7 @@
-//! Flags → one validated [`Config`]: every number bounded, every path checked, clear errors.
+//! Flags and `--config FILE` → one validated [`Config`]: every number bounded, every path
+//! checked, clear errors.
+
+pub mod file;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -29,10 +32,17 @@ pub const DEFAULT_LIMIT_PROCESSES: u64 = 512;
 /// Size of each worker's private /tmp.
 pub const DEFAULT_TMP_SIZE: u64 = 64 << 20;
 
+/// How long a stop waits for requests in flight.
+pub const DEFAULT_DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long a request waits for a CGI slot before it gets 503.
+pub const DEFAULT_QUEUE_TIMEOUT: Duration = Duration::from_secs(5);
+
 /// The folder inside the jail that `/cgi-bin/` URLs map to.
 pub const CGI_DIR: &str = "/cgi-bin";
 
-#[derive(Debug, Clone)]
+/// Serializable: on SIGHUP the root supervisor reads the configuration again and sends it to
+/// the front, which cannot (it runs unprivileged).
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct Config {
     /// The jail's root on the host (canonical once validated).
     pub jail: PathBuf,
@@ -59,6 +69,42 @@ pub struct Config {
     pub allow_insecure_jail: bool,
     /// What besides the request goes into a CGI's environment.
     pub env: EnvPolicy,
+    /// How long a stop waits for requests in flight before it closes them.
+    pub drain_timeout: Duration,
+    /// Where `/metrics` and `/healthz` are served, if anywhere.
+    pub admin: Option<ListenAddr>,
+    /// CGIs running at once, all workers together.
+    pub max_concurrent: usize,
+    /// Requests that may wait for a CGI slot; beyond, 503.
+    pub queue: usize,
+    /// How long a request waits for a CGI slot before it gets 503.
+    pub queue_timeout: Duration,
+    /// The log's format.
+    pub log_format: LogFormat,
+    /// The access log's format (one line per request, on the log), or off.
+    pub access_log: AccessLog,
+}
+
+/// `--log-format`.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Serialize, serde::Deserialize,
+)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+/// `--access-log`.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Serialize, serde::Deserialize,
+)]
+#[serde(rename_all = "lowercase")]
+pub enum AccessLog {
+    /// Apache's combined log format, with the request id, duration and exit status appended.
+    Combined,
+    Json,
+    Off,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -102,6 +148,13 @@ impl Config {
             no_network: false,
             allow_insecure_jail: false,
             env: EnvPolicy::default(),
+            drain_timeout: DEFAULT_DRAIN_TIMEOUT,
+            admin: None,
+            max_concurrent: 0,
+            queue: 0,
+            queue_timeout: DEFAULT_QUEUE_TIMEOUT,
+            log_format: LogFormat::Text,
+            access_log: AccessLog::Combined,
         }
     }
 
@@ -119,6 +172,13 @@ impl Config {
         }
         if self.tmp_size == 0 {
             return Err(ConfigError::Zero("--tmp-size"));
+        }
+        // 0: unset, the natural value. Every worker full at once, and as many again waiting.
+        if self.max_concurrent == 0 {
+            self.max_concurrent = self.workers.saturating_mul(self.cgis_per_worker);
+        }
+        if self.queue == 0 {
+            self.queue = self.max_concurrent;
         }
         let limits = [
             (self.limits.cpu_seconds, "--limit-cpu"),
@@ -206,6 +266,32 @@ pub fn parse_env(text: &str) -> Result<(String, Vec<u8>), String> {
         return Err(format!("the value of {name} contains NUL"));
     }
     Ok((name.to_owned(), value.as_bytes().to_vec()))
+}
+
+/// Permission bits in octal, as chmod takes them.
+pub fn parse_mode(text: &str) -> Result<u32, String> {
+    u32::from_str_radix(text, 8)
+        .ok()
+        .filter(|mode| *mode <= 0o777)
+        .ok_or_else(|| format!("`{text}` is not an octal mode like 0660"))
+}
+
+/// A group name or number.
+pub fn parse_group(text: &str) -> Result<u32, String> {
+    if let Ok(gid) = text.parse() {
+        return Ok(gid);
+    }
+    match nix::unistd::Group::from_name(text) {
+        Ok(Some(group)) => Ok(group.gid.as_raw()),
+        _ => Err(format!("no group `{text}` on this machine")),
+    }
+}
+
+/// A network in CIDR notation, or one address.
+pub fn parse_network(text: &str) -> Result<ipnet::IpNet, String> {
+    text.parse::<ipnet::IpNet>()
+        .or_else(|_| text.parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
+        .map_err(|_| format!("`{text}` is not an address or a CIDR network"))
 }
 
 #[cfg(test)]

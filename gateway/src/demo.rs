@@ -68,7 +68,10 @@ pub fn run(listen: SocketAddr, front_user: &CgiUser) -> anyhow::Result<ExitCode>
     eprintln!("  open http://{address}/cgi-bin/form.sh in a browser");
     eprintln!("Stop with Ctrl-C.");
     let listener = crate::listen::Bound::Tcp(listener);
-    let code = crate::privsep::run(config, listener, None, front_user);
+    // SIGHUP starts a fresh pool on the same settings.
+    let same = config.clone();
+    let reload = Box::new(move || Ok(same.clone()));
+    let code = crate::privsep::run(config, listener, None, front_user, reload);
     drop(folder);
     Ok(code)
 }

@@ -15,9 +15,10 @@ use tokio::sync::oneshot;
 use tokio::time::Sleep;
 use tracing::Instrument;
 
+use crate::access::RequestLog;
 use crate::cgi::{body_complete, Gateway, RequestBody, Started};
 use crate::cgi_env::{
-    auth_scheme, push_fixed_variables, push_gateway_variables, push_variable, split_port,
+    auth_scheme, push_fixed_variables, push_gateway_variables, push_variable, split_port, EnvPolicy,
 };
 use crate::error::RequestError;
 use crate::fastcgi::{FcgiRequest, FcgiResponse};
@@ -36,17 +37,38 @@ impl Gateway {
     pub async fn handle_fastcgi(self: Arc<Self>, request: FcgiRequest) -> FcgiResponse<FcgiOutput> {
         let id = self.next_request_id();
         let span = tracing::info_span!("request", id, via = "fastcgi");
-        let output = match self.run_fastcgi(request).instrument(span.clone()).await {
-            Ok(stdout) => FcgiOutput::Cgi(stdout),
+        let log = RequestLog::new(
+            id,
+            "fastcgi",
+            self.current().config.access_log,
+            self.metrics.clone(),
+        );
+        let output = match self
+            .run_fastcgi(request, &log)
+            .instrument(span.clone())
+            .await
+        {
+            // The CGI's own status line is nginx's to read; for us it is a 200 we relayed.
+            Ok(stdout) => {
+                log.set_status(200);
+                FcgiOutput::Cgi(stdout)
+            }
             Err(error) => {
                 let _entered = span.enter();
+                log.set_status(error.status().as_u16());
                 FcgiOutput::Ours(std::io::Cursor::new(cgi_error(&error)))
             }
         };
         FcgiResponse::new(output)
     }
 
-    async fn run_fastcgi(&self, request: FcgiRequest) -> Result<CgiStdout, RequestError> {
+    async fn run_fastcgi(
+        &self,
+        request: FcgiRequest,
+        log: &Arc<RequestLog>,
+    ) -> Result<CgiStdout, RequestError> {
+        let current = self.current();
+        let config = &current.config;
         let FcgiRequest { params, stdin, .. } = request;
         let param = |name: &str| {
             params
@@ -59,6 +81,15 @@ impl Gateway {
         let mut path = param("SCRIPT_NAME").unwrap_or_default().to_vec();
         path.extend_from_slice(param("PATH_INFO").unwrap_or_default());
         let query = String::from_utf8_lossy(param("QUERY_STRING").unwrap_or_default()).into_owned();
+        let text =
+            |name: &str| String::from_utf8_lossy(param(name).unwrap_or_default()).into_owned();
+        let user = Some(text("REMOTE_USER")).filter(|user| !user.is_empty());
+        log.set_fastcgi_request(
+            text("REQUEST_METHOD"),
+            text("REQUEST_URI"),
+            text("REMOTE_ADDR"),
+            user,
+        );
         let route = route(&encode_path(&path), Some(&query))?;
         let length = match param("CONTENT_LENGTH").filter(|v| !v.is_empty()) {
             Some(value) => std::str::from_utf8(value)
@@ -67,7 +98,7 @@ impl Gateway {
                 .ok_or(RequestError::BadRequest("invalid CONTENT_LENGTH"))?,
             None => 0,
         };
-        if length > self.config.max_body_bytes {
+        if length > config.max_body_bytes {
             return Err(RequestError::BodyTooLarge(length));
         }
         let body = if length > 0 {
@@ -75,21 +106,23 @@ impl Gateway {
         } else {
             RequestBody::Empty
         };
-        let env = self.fastcgi_env(&params, &route, length);
+        let env = Self::fastcgi_env(&params, &route, length, &config.env);
+        log.set_bytes_in(length);
         let Started {
             stdout,
             delivered,
             body_received,
             deadline,
             ..
-        } = self.start_cgi(&route, env, body).await?;
+        } = self.start_cgi(&current, &route, env, body, log).await?;
         body_complete(body_received, deadline).await?;
         tracing::info!(path = %route.url_path(route.segments.len()), "fastcgi request");
         Ok(CgiStdout {
             stdout,
             deadline: Box::pin(tokio::time::sleep_until(deadline)),
-            budget: self.config.max_output_bytes,
+            budget: config.max_output_bytes,
             delivered: Some(delivered),
+            log: log.clone(),
         })
     }
 
@@ -97,10 +130,10 @@ impl Gateway {
     /// what must never reach a CGI (HTTP_PROXY; credentials unless --pass-authorization),
     /// and anything that is not a plain `NAME=value`.
     fn fastcgi_env(
-        &self,
         params: &[(Vec<u8>, Vec<u8>)],
         route: &Route,
         length: u64,
+        policy: &EnvPolicy,
     ) -> Vec<Vec<u8>> {
         const OURS: &[&str] = &[
             "PATH",
@@ -151,7 +184,6 @@ impl Gateway {
                 set(b"AUTH_TYPE", scheme);
             }
         }
-        let policy = &self.config.env;
         for (name, value) in params {
             let Ok(text) = std::str::from_utf8(name) else {
                 continue;
@@ -207,6 +239,8 @@ pub struct CgiStdout {
     deadline: Pin<Box<Sleep>>,
     budget: Option<u64>,
     delivered: Option<oneshot::Sender<()>>,
+    /// Counts the bytes relayed.
+    log: Arc<RequestLog>,
 }
 
 impl AsyncRead for CgiStdout {
@@ -223,6 +257,7 @@ impl AsyncRead for CgiStdout {
         let before = buf.filled().len();
         ready!(Pin::new(&mut this.stdout).poll_read(cx, buf))?;
         let read = (buf.filled().len() - before) as u64;
+        this.log.add_bytes_out(read);
         if read == 0 {
             if let Some(delivered) = this.delivered.take() {
                 let _ = delivered.send(());

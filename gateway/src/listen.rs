@@ -17,7 +17,7 @@ use crate::cgi_env::Connection;
 pub type Stream = Either<TcpStream, UnixStream>;
 
 /// A `--listen` or `--fastcgi` value.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum ListenAddr {
     Tcp(SocketAddr),
     /// An absolute path for a Unix stream socket.
@@ -53,7 +53,7 @@ impl fmt::Display for ListenAddr {
 }
 
 /// Who may connect to a Unix socket we create.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct SocketAccess {
     /// Permission bits of the socket file (only write permission matters for connecting).
     pub mode: u32,

@@ -14,11 +14,12 @@ use protocol::{
 };
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, BufReader};
 use tokio::net::unix::pipe;
-use tokio::sync::{mpsc, oneshot, watch, OwnedSemaphorePermit, Semaphore};
+use tokio::sync::{mpsc, oneshot, watch, Notify, OwnedSemaphorePermit, Semaphore};
 use tokio::time::{sleep, timeout, Instant};
 
 use crate::config::Config;
 use crate::error::RequestError;
+use crate::metrics::{Metrics, PoolState};
 use crate::privsep::{Launcher, StartedWorker, Stop, HOLDER_EXIT_WAIT};
 
 fn wait(time: Duration) -> Stop {
@@ -35,9 +36,16 @@ const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 /// over once a worker has lived for [`HEALTHY_LIFETIME`].
 const BACKOFF_FIRST: Duration = Duration::from_millis(50);
 const BACKOFF_MAX: Duration = Duration::from_secs(5);
+/// The back-off's cap after the death of a worker that was ready: it proved the jail works, so
+/// its death (killed, crashed) is no reason to leave the slot empty for long, even in a loop
+/// (at most ten starts a second per slot, a few milliseconds of CPU each): the pool is whole
+/// again within a second of losing its workers, even on a busy machine.
+const BACKOFF_MAX_AFTER_READY: Duration = Duration::from_millis(100);
 const HEALTHY_LIFETIME: Duration = Duration::from_secs(10);
-/// How long a request waits for a free CGI slot before it gets 503.
-const ADMISSION_WAIT: Duration = Duration::from_secs(5);
+/// How long a request waits for a live worker when there is none (every worker died at once
+/// and is being replaced) before it gets 503: it is not one of the dead workers' requests, so
+/// it should not fail with them.
+const WORKER_WAIT: Duration = Duration::from_secs(5);
 /// Longest line of a worker's own stderr that is logged.
 const MAX_LOG_LINE: usize = 4096;
 
@@ -154,10 +162,15 @@ impl Slot {
 pub struct Pool {
     config: Arc<Config>,
     launcher: Arc<Launcher>,
+    metrics: Arc<Metrics>,
+    /// Counts reloads; keeps this pool's worker slots apart from an older pool's.
+    generation: usize,
     slots: Vec<Slot>,
     /// One permit per CGI that may run at once.
     admission: Arc<Semaphore>,
     waiting: AtomicUsize,
+    /// Woken whenever a worker becomes ready.
+    worker_ready: Notify,
     shutdown: watch::Sender<bool>,
     supervisors: Mutex<Vec<tokio::task::JoinHandle<()>>>,
 }
@@ -175,8 +188,10 @@ impl Pool {
     pub async fn start(
         config: Arc<Config>,
         launcher: Arc<Launcher>,
+        metrics: Arc<Metrics>,
+        generation: usize,
     ) -> Result<Arc<Pool>, StartError> {
-        let permits = config.workers * config.cgis_per_worker;
+        let permits = config.max_concurrent;
         let (shutdown, _) = watch::channel(false);
         let pool = Arc::new(Pool {
             slots: (0..config.workers)
@@ -186,8 +201,11 @@ impl Pool {
                 .collect(),
             admission: Arc::new(Semaphore::new(permits)),
             waiting: AtomicUsize::new(0),
+            worker_ready: Notify::new(),
             config,
             launcher,
+            metrics,
+            generation,
             shutdown,
             supervisors: Mutex::new(Vec::new()),
         });
@@ -218,17 +236,49 @@ impl Pool {
         if let Ok(permit) = self.admission.clone().try_acquire_owned() {
             return Ok(permit);
         }
-        let queue_limit = self.config.workers * self.config.cgis_per_worker;
-        if self.waiting.fetch_add(1, Ordering::SeqCst) >= queue_limit {
+        if self.waiting.fetch_add(1, Ordering::SeqCst) >= self.config.queue {
             self.waiting.fetch_sub(1, Ordering::SeqCst);
+            self.metrics.rejected(true);
             return Err(RequestError::Overloaded);
         }
-        let permit = timeout(ADMISSION_WAIT, self.admission.clone().acquire_owned()).await;
+        let permit = timeout(
+            self.config.queue_timeout,
+            self.admission.clone().acquire_owned(),
+        )
+        .await;
         self.waiting.fetch_sub(1, Ordering::SeqCst);
         match permit {
             Ok(Ok(permit)) => Ok(permit),
-            _ => Err(RequestError::Overloaded),
+            _ => {
+                self.metrics.rejected(false);
+                Err(RequestError::Overloaded)
+            }
         }
+    }
+
+    /// Running CGIs, waiting requests, and workers configured and alive, for `/metrics`.
+    pub fn state(&self) -> PoolState {
+        let links: Vec<_> = self.slots.iter().filter_map(Slot::get).collect();
+        PoolState {
+            running: self.config.max_concurrent - self.admission.available_permits(),
+            queued: self.waiting.load(Ordering::SeqCst),
+            workers: self.slots.len(),
+            workers_alive: links.len(),
+        }
+    }
+
+    /// CGIs still known to this pool's workers (running, or their request still reading).
+    pub fn busy(&self) -> usize {
+        self.slots
+            .iter()
+            .filter_map(Slot::get)
+            .map(|link| link.load())
+            .sum()
+    }
+
+    /// The supervisor's number for this pool's slot `index`: unique across reloads.
+    fn slot_id(&self, index: usize) -> usize {
+        self.generation * crate::config::MAX_WORKERS + index
     }
 
     /// Sends a spawn request to the least-busy live worker, with the CGI's ends of its stdin,
@@ -239,14 +289,7 @@ impl Pool {
         cgi_fds: &[OwnedFd; 3],
     ) -> Result<CgiHandle, RequestError> {
         let cap = self.config.cgis_per_worker;
-        let link = self
-            .slots
-            .iter()
-            .filter_map(Slot::get)
-            .map(|link| (link.load(), link))
-            .min_by_key(|(load, _)| *load)
-            .ok_or(RequestError::NoWorker)?;
-        let (load, link) = link;
+        let (load, link) = self.least_busy_worker().await?;
         if load >= cap {
             // Only when workers are down: admission already bounds the total to workers × cap.
             return Err(RequestError::Overloaded);
@@ -270,7 +313,51 @@ impl Pool {
             Err(ChannelError::Codec(_)) => {
                 Err(RequestError::BadRequest("request headers too large"))
             }
+            // Out of descriptors or buffers on our side, not the worker's fault. ETOOMANYREFS:
+            // the kernel refuses to pass more descriptors once those our user has in flight
+            // exceed our RLIMIT_NOFILE (unix(7)).
+            Err(ChannelError::Io(error))
+                if matches!(
+                    error.raw_os_error(),
+                    Some(libc::ETOOMANYREFS | libc::EMFILE | libc::ENFILE | libc::ENOBUFS)
+                ) =>
+            {
+                tracing::warn!("cannot pass a CGI's pipes to its worker: {error}");
+                Err(RequestError::Overloaded)
+            }
             Err(_) => Err(RequestError::WorkerLost),
+        }
+    }
+
+    /// The live worker with the fewest CGIs, and that number. When no worker is live (all of
+    /// them died at once and are being replaced), waits up to [`WORKER_WAIT`] for one.
+    async fn least_busy_worker(&self) -> Result<(usize, Arc<WorkerLink>), RequestError> {
+        let least_busy = || {
+            self.slots
+                .iter()
+                .filter_map(Slot::get)
+                .map(|link| (link.load(), link))
+                .min_by_key(|(load, _)| *load)
+        };
+        if let Some(found) = least_busy() {
+            return Ok(found);
+        }
+        let mut shutdown = self.shutdown.subscribe();
+        let replaced = async {
+            loop {
+                let ready = self.worker_ready.notified();
+                tokio::pin!(ready);
+                // Registered before the look, so a worker ready in between is not missed.
+                ready.as_mut().enable();
+                if let Some(found) = least_busy() {
+                    return found;
+                }
+                ready.await;
+            }
+        };
+        tokio::select! {
+            found = timeout(WORKER_WAIT, replaced) => found.map_err(|_| RequestError::NoWorker),
+            _ = shutdown.wait_for(|stop| *stop) => Err(RequestError::NoWorker),
         }
     }
 
@@ -308,12 +395,19 @@ async fn supervise(
             return;
         }
         let started_at = Instant::now();
-        match start_worker(&pool.launcher, index, &mut buffer).await {
+        let mut was_ready = false;
+        let slot = pool.slot_id(index);
+        if first_start.is_none() {
+            pool.metrics.worker_restarted();
+        }
+        match start_worker(&pool.launcher, index, slot, &mut buffer).await {
             Ok((link, holder)) => {
+                was_ready = true;
                 if let Some(first_start) = first_start.take() {
                     let _ = first_start.send(Ok(()));
                 }
                 pool.slots[index].set(Some(link.clone()));
+                pool.worker_ready.notify_waiters();
                 let lost = tokio::select! {
                     reason = read_messages(&link, &mut buffer) => Some(reason),
                     _ = shutdown.wait_for(|stop| *stop) => None,
@@ -324,16 +418,14 @@ async fn supervise(
                 match lost {
                     None => {
                         let _ = link.channel.send(&ToWorker::Shutdown, &[]).await;
-                        pool.launcher
-                            .stop(index, holder, wait(SHUTDOWN_GRACE))
-                            .await;
+                        pool.launcher.stop(slot, holder, wait(SHUTDOWN_GRACE)).await;
                         return;
                     }
                     Some(WorkerGone::Exited) => {
                         tracing::warn!(worker = index, "worker exited; its requests fail with 502");
                         // Its holder reaps it and exits right after.
                         pool.launcher
-                            .stop(index, holder, wait(HOLDER_EXIT_WAIT))
+                            .stop(slot, holder, wait(HOLDER_EXIT_WAIT))
                             .await;
                     }
                     Some(WorkerGone::Misbehaved(reason)) => {
@@ -341,7 +433,7 @@ async fn supervise(
                             worker = index,
                             "stopping worker: {reason}; its requests fail with 502"
                         );
-                        pool.launcher.stop(index, holder, Stop::Terminate).await;
+                        pool.launcher.stop(slot, holder, Stop::Terminate).await;
                     }
                 }
             }
@@ -355,6 +447,8 @@ async fn supervise(
         }
         backoff = if started_at.elapsed() >= HEALTHY_LIFETIME {
             BACKOFF_FIRST
+        } else if was_ready {
+            (backoff * 2).min(BACKOFF_MAX_AFTER_READY)
         } else {
             (backoff * 2).min(BACKOFF_MAX)
         };
@@ -365,17 +459,19 @@ async fn supervise(
     }
 }
 
-/// Has the supervisor start a worker for `index`, then waits for the worker's Ready.
+/// Has the supervisor start a worker for `index` (the supervisor's `slot`), then waits for the
+/// worker's Ready.
 async fn start_worker(
     launcher: &Launcher,
     index: usize,
+    slot: usize,
     buffer: &mut RecvBuffer,
 ) -> Result<(Arc<WorkerLink>, u32), String> {
     let StartedWorker {
         holder,
         channel: ours,
         stderr,
-    } = launcher.start(index).await?;
+    } = launcher.start(slot).await?;
     match pipe::Receiver::from_owned_fd(stderr) {
         Ok(stderr) => {
             tokio::spawn(log_worker_stderr(index, stderr));
@@ -412,7 +508,7 @@ async fn start_worker(
         Ok(Err(error)) => format!("bad handshake: {error}"),
         Err(_) => format!("not ready within {READY_TIMEOUT:?}"),
     };
-    launcher.stop(index, holder, Stop::Terminate).await;
+    launcher.stop(slot, holder, Stop::Terminate).await;
     Err(failure)
 }
 
@@ -435,6 +531,10 @@ async fn read_messages(link: &WorkerLink, buffer: &mut RecvBuffer) -> WorkerGone
                 }
             }
             Err(ChannelError::Closed) => return WorkerGone::Exited,
+            // A worker that dies with a request of ours unread resets the link: a death too.
+            Err(ChannelError::Io(error)) if error.kind() == std::io::ErrorKind::ConnectionReset => {
+                return WorkerGone::Exited
+            }
             Err(error) => return violation(error.to_string()),
         }
     }

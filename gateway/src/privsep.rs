@@ -48,10 +48,33 @@ enum ToSupervisor {
 /// worker's channel, and the read end of the worker's stderr.
 #[derive(Debug, Serialize, Deserialize)]
 enum FromSupervisor {
-    Started { slot: usize, holder: u32 },
-    StartFailed { slot: usize, reason: String },
-    Stopped { slot: usize },
+    Started {
+        slot: usize,
+        holder: u32,
+    },
+    StartFailed {
+        slot: usize,
+        reason: String,
+    },
+    Stopped {
+        slot: usize,
+    },
+    /// SIGHUP: the configuration, read and checked again; serve it with a fresh pool.
+    Reload {
+        config: Box<Config>,
+    },
 }
+
+/// The sockets the front serves, bound by root before the split.
+pub struct Listeners {
+    pub http: Bound,
+    pub fastcgi: Option<Bound>,
+    pub admin: Option<Bound>,
+}
+
+/// Reads and checks the configuration again, as at the start (SIGHUP); runs as root in the
+/// supervisor. The error is one line for the log.
+pub type Reload = Box<dyn Fn() -> Result<Config, String>>;
 
 /// How to stop a worker's holder.
 #[derive(Debug, Clone, Copy, Serialize, Deserialize)]
@@ -71,8 +94,23 @@ pub fn run(
     listener: Bound,
     fastcgi: Option<Bound>,
     front_user: &CgiUser,
+    reload: Reload,
 ) -> ExitCode {
     use nix::sys::socket::{socketpair, AddressFamily, SockFlag, SockType};
+    raise_descriptor_limit();
+    // The admin endpoint is bound here, as root, like the others.
+    let admin = match config
+        .admin
+        .as_ref()
+        .map(|address| Bound::bind(address, config.socket_access))
+    {
+        Some(Err(error)) => {
+            eprintln!("gateway: --admin: {error}");
+            return ExitCode::FAILURE;
+        }
+        Some(Ok(admin)) => Some(admin),
+        None => None,
+    };
     let pair = socketpair(
         AddressFamily::Unix,
         SockType::SeqPacket,
@@ -92,24 +130,32 @@ pub fn run(
     match unsafe { nix::unistd::fork() } {
         Ok(ForkResult::Child) => {
             drop(supervisor_end);
+            // A process group of its own: a terminal's Ctrl-C (or a hangup) reaches only the
+            // supervisor, which passes on one SIGTERM per signal. Otherwise one Ctrl-C would
+            // arrive twice, and a second signal means "stop at once".
+            let _ = nix::unistd::setpgid(Pid::from_raw(0), Pid::from_raw(0));
             // Exit here: nothing of the caller's stack (a demo's temporary folder, say) is the
             // front's to clean up.
+            let listeners = Listeners {
+                http: listener,
+                fastcgi,
+                admin,
+            };
             std::process::exit(run_front(
-                config, listener, fastcgi, front_end, front_user, supervisor,
+                config, listeners, front_end, front_user, supervisor,
             ))
         }
         Ok(ForkResult::Parent { child }) => {
             drop(front_end);
             // Only the front accepts connections; the supervisor, still root, removes the
             // socket files it created once the front is gone.
-            let socket_files: Vec<PathBuf> = [Some(&listener), fastcgi.as_ref()]
+            let socket_files: Vec<PathBuf> = [Some(&listener), fastcgi.as_ref(), admin.as_ref()]
                 .into_iter()
                 .flatten()
                 .filter_map(|bound| bound.created_file().map(Path::to_path_buf))
                 .collect();
-            drop(listener);
-            drop(fastcgi);
-            let code = run_supervisor(config, child, supervisor_end);
+            drop((listener, fastcgi, admin));
+            let code = run_supervisor(config, child, supervisor_end, reload);
             for file in socket_files {
                 if let Err(error) = std::fs::remove_file(&file) {
                     tracing::warn!("cannot remove the socket {}: {error}", file.display());
@@ -130,8 +176,7 @@ pub fn run(
 /// Drops to `user` for good, then serves HTTP. Returns the process exit code.
 fn run_front(
     config: Config,
-    listener: Bound,
-    fastcgi: Option<Bound>,
+    listeners: Listeners,
     control: OwnedFd,
     user: &CgiUser,
     supervisor: Pid,
@@ -152,7 +197,7 @@ fn run_front(
     };
     let served = runtime.block_on(async move {
         let launcher = Launcher::new(control)?;
-        crate::run(config, listener, fastcgi, launcher, crate::stop_signal()).await
+        crate::run(config, listeners, launcher).await
     });
     match served {
         Ok(()) => 0,
@@ -197,6 +242,8 @@ pub struct Launcher {
     channel: Channel,
     starts: Pending<Result<StartedWorker, String>>,
     stops: Pending<()>,
+    reloads: tokio::sync::mpsc::UnboundedSender<Config>,
+    reloaded: Mutex<Option<tokio::sync::mpsc::UnboundedReceiver<Config>>>,
 }
 
 fn locked<T>(pending: &Pending<T>) -> MutexGuard<'_, HashMap<usize, oneshot::Sender<T>>> {
@@ -208,13 +255,24 @@ fn locked<T>(pending: &Pending<T>) -> MutexGuard<'_, HashMap<usize, oneshot::Sen
 impl Launcher {
     /// Wraps the front's end of the control channel; must be called inside the runtime.
     pub fn new(control: OwnedFd) -> std::io::Result<Arc<Launcher>> {
+        let (reloads, reloaded) = tokio::sync::mpsc::unbounded_channel();
         let launcher = Arc::new(Launcher {
             channel: Channel::from_owned_fd(control)?,
             starts: Mutex::default(),
             stops: Mutex::default(),
+            reloads,
+            reloaded: Mutex::new(Some(reloaded)),
         });
         tokio::spawn(read_replies(launcher.clone()));
         Ok(launcher)
+    }
+
+    /// The configurations the supervisor sends on SIGHUP, in order (for one taker only).
+    pub fn take_reloads(&self) -> Option<tokio::sync::mpsc::UnboundedReceiver<Config>> {
+        self.reloaded
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .take()
     }
 
     pub async fn start(&self, slot: usize) -> Result<StartedWorker, String> {
@@ -260,6 +318,9 @@ async fn read_replies(launcher: Arc<Launcher>) {
                     let _ = reply.send(());
                 }
             }
+            Ok((FromSupervisor::Reload { config }, _)) => {
+                let _ = launcher.reloads.send(*config);
+            }
             Err(error) => {
                 tracing::error!("supervisor channel closed: {error}");
                 // Dropping the pending senders fails every waiting start and stop.
@@ -288,7 +349,7 @@ fn into_started(holder: u32, fds: Vec<OwnedFd>) -> Result<StartedWorker, String>
 
 /// Runs the supervisor until the front exits; returns the front's exit code. `front` is the
 /// front's pid, `control` the supervisor's end of the control channel.
-pub fn run_supervisor(config: Config, front: Pid, control: OwnedFd) -> ExitCode {
+pub fn run_supervisor(config: Config, front: Pid, control: OwnedFd, reload: Reload) -> ExitCode {
     let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -300,11 +361,11 @@ pub fn run_supervisor(config: Config, front: Pid, control: OwnedFd) -> ExitCode 
             return ExitCode::FAILURE;
         }
     };
-    let code = runtime.block_on(supervise(config, front, control));
+    let code = runtime.block_on(supervise(config, front, control, reload));
     ExitCode::from(code)
 }
 
-async fn supervise(config: Config, front: Pid, control: OwnedFd) -> u8 {
+async fn supervise(mut config: Config, front: Pid, control: OwnedFd, reload: Reload) -> u8 {
     let control = match Channel::from_owned_fd(control) {
         Ok(channel) => Arc::new(channel),
         Err(error) => {
@@ -313,23 +374,26 @@ async fn supervise(config: Config, front: Pid, control: OwnedFd) -> u8 {
             return 1;
         }
     };
-    let (Ok(mut terminate), Ok(mut interrupt), Ok(mut children)) = (
+    let (Ok(mut terminate), Ok(mut interrupt), Ok(mut children), Ok(mut hangup)) = (
         signal(SignalKind::terminate()),
         signal(SignalKind::interrupt()),
         signal(SignalKind::child()),
+        signal(SignalKind::hangup()),
     ) else {
         tracing::error!("supervisor: cannot handle signals");
         let _ = kill(front, Signal::SIGKILL);
         return 1;
     };
     let mut holders: HashMap<u32, Child> = HashMap::new();
+    // During a reload the old pool's workers drain while the new pool's start: both counts.
+    let mut max_holders = config.workers;
     let mut buffer = RecvBuffer::default();
     let mut front_exit = None;
     while front_exit.is_none() {
         tokio::select! {
             request = control.recv::<ToSupervisor>(&mut buffer) => match request {
                 Ok((ToSupervisor::StartWorker { slot }, _)) => {
-                    let reply = if slot >= config.workers || holders.len() >= config.workers {
+                    let reply = if holders.len() >= max_holders {
                         // A front that asks for more is not the one we started.
                         FromSupervisor::StartFailed { slot, reason: "no such worker slot".into() }
                     } else {
@@ -375,6 +439,22 @@ async fn supervise(config: Config, front: Pid, control: OwnedFd) -> u8 {
                 let _ = kill(front, Signal::SIGTERM);
             }
             _ = children.recv() => front_exit = reap_front(front, false),
+            _ = hangup.recv() => match reload() {
+                Ok(new) => {
+                    let kept = unchangeable(&config, &new);
+                    if !kept.is_empty() {
+                        tracing::warn!("SIGHUP: {} changed; that takes a restart (the sockets stay as they are)", kept.join(", "));
+                    }
+                    tracing::info!(workers = new.workers, jail = %new.jail.display(), "SIGHUP: configuration read again; starting a fresh pool");
+                    max_holders = config.workers + new.workers;
+                    config = new;
+                    let message = FromSupervisor::Reload { config: Box::new(config.clone()) };
+                    if control.send(&message, &[]).await.is_err() {
+                        break;
+                    }
+                }
+                Err(error) => tracing::error!("SIGHUP: configuration not reloaded, still serving the old one: {error}"),
+            },
         }
     }
     // The front is gone or going: no worker may outlive it.
@@ -384,6 +464,42 @@ async fn supervise(config: Config, front: Pid, control: OwnedFd) -> u8 {
     let code = front_exit.or_else(|| reap_front(front, true)).unwrap_or(1);
     tracing::info!("stopped");
     code
+}
+
+/// Every client connection, CGI pipe and spooled body is a descriptor of the front's: raise its
+/// soft limit to the hard one (as nginx's worker_rlimit_nofile or Go's runtime do), so that the
+/// usual soft 1024 does not starve CGIs of pipes while clients hold connections. Workers and
+/// CGIs get their own limits.
+fn raise_descriptor_limit() {
+    use nix::sys::resource::{getrlimit, setrlimit, Resource};
+    if let Ok((soft, hard)) = getrlimit(Resource::RLIMIT_NOFILE) {
+        if soft < hard {
+            if let Err(error) = setrlimit(Resource::RLIMIT_NOFILE, hard, hard) {
+                tracing::warn!("cannot raise the open-files limit from {soft} to {hard}: {error}");
+            }
+        }
+    }
+}
+
+/// What a reload cannot change: the sockets are bound once, and the front's account is set.
+fn unchangeable(old: &Config, new: &Config) -> Vec<&'static str> {
+    let mut changed = Vec::new();
+    if old.listen != new.listen {
+        changed.push("--listen");
+    }
+    if old.fastcgi != new.fastcgi {
+        changed.push("--fastcgi");
+    }
+    if old.admin != new.admin {
+        changed.push("--admin");
+    }
+    if old.socket_access != new.socket_access {
+        changed.push("--socket-mode/--socket-group");
+    }
+    if old.log_format != new.log_format {
+        changed.push("--log-format");
+    }
+    changed
 }
 
 /// The front's exit code once it has exited (`wait`: block until it does).
@@ -427,6 +543,8 @@ fn spawn_worker(config: &Config) -> Result<SpawnedWorker, String> {
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
+        // Out of the terminal's reach too: workers stop when the front says so.
+        .process_group(0)
         .kill_on_drop(true);
     // SAFETY: runs in the forked child before exec and only calls dup2/fcntl, which are
     // async-signal-safe; it touches no memory shared with other threads.

@@ -125,6 +125,11 @@ pub fn parse_head(block: &[u8], style: HeadStyle) -> Result<CgiHead, RequestErro
         let name = HeaderName::from_bytes(&line[..colon])
             .map_err(|_| bad("invalid header name".into()))?;
         let value = line[colon + 1..].trim_ascii();
+        // Bytes past ASCII must be UTF-8: Latin-1 or garbage would reach the client as bytes
+        // that clients and proxies read each their own way (RFC 9110 §5.5: opaque at best).
+        if std::str::from_utf8(value).is_err() {
+            return Err(bad(format!("value of {name} is not UTF-8")));
+        }
         let value =
             HeaderValue::from_bytes(value).map_err(|_| bad(format!("invalid value for {name}")))?;
         match name.as_str() {
@@ -132,7 +137,11 @@ pub fn parse_head(block: &[u8], style: HeadStyle) -> Result<CgiHead, RequestErro
                 status = Some(parse_status(&value).ok_or_else(|| bad("invalid Status".into()))?)
             }
             "content-length" => {
-                let length = value.to_str().ok().and_then(|v| v.parse::<u64>().ok());
+                // RFC 9110 §8.6: 1*DIGIT. `parse` alone also takes a sign ("+5").
+                let digits = value.as_bytes();
+                let length = (!digits.is_empty() && digits.iter().all(u8::is_ascii_digit))
+                    .then(|| value.to_str().ok()?.parse::<u64>().ok())
+                    .flatten();
                 content_length = Some(length.ok_or_else(|| bad("invalid Content-Length".into()))?);
             }
             // Framing and connection management are ours: a CGI's Transfer-Encoding would
@@ -240,6 +249,8 @@ pub struct CgiBody<R> {
     max_output: Option<u64>,
     deadline: Pin<Box<Sleep>>,
     finished: bool,
+    /// The error that ends the body, handed to hyper on the poll after it was found.
+    failed: Option<BodyError>,
     on_done: Option<OnDone>,
     /// Read buffer, kept across reads: once hyper has written (and dropped) a chunk, the next
     /// `reserve` takes its memory back instead of allocating again.
@@ -264,6 +275,7 @@ impl<R: AsyncRead + Unpin> CgiBody<R> {
             max_output,
             deadline: Box::pin(tokio::time::sleep_until(deadline)),
             finished: false,
+            failed: None,
             buffer: BytesMut::new(),
             on_done: Some(on_done),
         }
@@ -280,11 +292,21 @@ impl<R: AsyncRead + Unpin> CgiBody<R> {
         Ok(())
     }
 
-    /// Ends the body with `error`, logged: the client sees only an aborted connection.
-    fn fail(&mut self, error: BodyError) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
+    /// Ends the body with `error`, logged: the client sees the response cut off, the
+    /// connection closed before its end. The error goes to hyper on the next poll, not this
+    /// one: hyper drops what it has buffered when a body fails, so it first gets the chance to
+    /// flush the head and the bytes so far (else a CGI that dies right after its head would
+    /// leave the client with no response at all).
+    fn fail(
+        &mut self,
+        error: BodyError,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
         self.finished = true;
         tracing::warn!("{error}");
-        Poll::Ready(Some(Err(error)))
+        self.failed = Some(error);
+        cx.waker().wake_by_ref();
+        Poll::Pending
     }
 
     /// Cuts `chunk` to what the CGI's Content-Length still allows.
@@ -321,10 +343,13 @@ impl<R: AsyncRead + Unpin> Body for CgiBody<R> {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
         let this = &mut *self;
+        if let Some(error) = this.failed.take() {
+            return Poll::Ready(Some(Err(error)));
+        }
         if let Some(first) = this.first.take() {
             let chunk = this.take_allowed(first);
             if let Err(error) = this.charge(&chunk) {
-                return this.fail(error);
+                return this.fail(error, cx);
             }
             return Poll::Ready(Some(Ok(Frame::data(chunk))));
         }
@@ -332,7 +357,7 @@ impl<R: AsyncRead + Unpin> Body for CgiBody<R> {
             return Poll::Ready(None);
         }
         if this.deadline.as_mut().poll(cx).is_ready() {
-            return this.fail(BodyError::Timeout);
+            return this.fail(BodyError::Timeout, cx);
         }
         this.buffer.reserve(READ_CHUNK);
         let result = ready!(poll_read_buf(
@@ -342,14 +367,14 @@ impl<R: AsyncRead + Unpin> Body for CgiBody<R> {
         ));
         let filled = match result {
             Ok(filled) => filled,
-            Err(error) => return this.fail(BodyError::Io(error)),
+            Err(error) => return this.fail(BodyError::Io(error), cx),
         };
         if filled == 0 {
             this.finished = true;
             if let (Some(remaining @ 1..), Some(declared)) = (this.remaining, this.declared) {
                 // Ending here would let the client take a short body for a whole one.
                 let sent = declared - remaining;
-                return this.fail(BodyError::Short { sent, declared });
+                return this.fail(BodyError::Short { sent, declared }, cx);
             }
             if let Some(on_done) = this.on_done.take() {
                 on_done(true);
@@ -359,13 +384,13 @@ impl<R: AsyncRead + Unpin> Body for CgiBody<R> {
         let chunk = this.buffer.split().freeze();
         let chunk = this.take_allowed(chunk);
         if let Err(error) = this.charge(&chunk) {
-            return this.fail(error);
+            return this.fail(error, cx);
         }
         Poll::Ready(Some(Ok(Frame::data(chunk))))
     }
 
     fn is_end_stream(&self) -> bool {
-        self.finished && self.first.is_none()
+        self.finished && self.first.is_none() && self.failed.is_none()
     }
 
     fn size_hint(&self) -> SizeHint {
@@ -421,6 +446,8 @@ mod tests {
             (plain.status, plain.content_length),
             (StatusCode::OK, Some(5))
         );
+        let utf8 = parse_head(b"Content-Type: text/plain\nX: caf\xc3\xa9", HeadStyle::Cgi).unwrap();
+        assert_eq!(utf8.headers.get("x").unwrap().as_bytes(), "café".as_bytes());
         let framing = parse_head(
             b"Content-Type: a/b\nTransfer-Encoding: chunked\nConnection: close",
             HeadStyle::Cgi,
@@ -489,7 +516,12 @@ mod tests {
             b"Bad Name: x",
             b"X: a\rb",
             b"X: \x00",
+            b"Content-Type: text/plain\nX: caf\xe9",
+            b"Content-Type: text/plain\nX\xc3\xa9: a",
             b"Content-Length: -1",
+            // Found with the cgi_head fuzz target's check (fuzz/corpus/cgi_head/
+            // seed-content-length-sign): a sign was accepted, "+5" read as 5.
+            b"Content-Type: text/plain\nContent-Length: +5",
             b"",
         ] {
             assert!(

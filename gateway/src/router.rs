@@ -76,8 +76,11 @@ fn percent_decode(input: &str) -> Result<Vec<u8>, RequestError> {
             let hex = bytes
                 .get(i + 1..i + 3)
                 .ok_or(RequestError::BadRequest("truncated %-escape"))?;
+            // Exactly two hex digits: `from_str_radix` alone also takes a sign, so "%+1" would
+            // decode to a control byte.
             let value = std::str::from_utf8(hex)
                 .ok()
+                .filter(|_| hex.iter().all(u8::is_ascii_hexdigit))
                 .and_then(|hex| u8::from_str_radix(hex, 16).ok())
                 .ok_or(RequestError::BadRequest("invalid %-escape"))?;
             decoded.push(value);
@@ -150,6 +153,11 @@ mod tests {
             "/cgi-bin/hello%",
             "/cgi-bin/hello%4",
             "/cgi-bin/hello%zz",
+            // Found by fuzzing (fuzz/corpus/router/seed-signed-escape): a sign was taken as
+            // part of the escape, "%+1" decoding to 0x01.
+            "/cgi-bin/hello%+1",
+            "/cgi-bin/hello/%+f",
+            "/cgi-bin/hello%-1",
         ];
         for path in hostile {
             assert!(

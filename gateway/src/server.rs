@@ -20,13 +20,14 @@ pub const MAX_CONNECTIONS: usize = 4096;
 pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
 /// Largest request header block hyper buffers (it answers 431 beyond it).
 pub const MAX_HEADER_BUFFER: usize = 64 * 1024;
-/// How long past `--timeout` a stop waits for open connections. No request outlives its own
-/// deadline (its CGI is killed then and it is answered 504), so after `--timeout` plus this
-/// grace every request has been answered and only idle connections remain.
-pub const DRAIN_GRACE: Duration = Duration::from_secs(1);
-
-/// Serves `listener` until `shutdown` resolves, then drains open connections.
-pub async fn run(listener: Listener, gateway: Arc<Gateway>, shutdown: impl Future<Output = ()>) {
+/// Serves `listener` until `shutdown` resolves, then lets open connections finish their
+/// requests for up to `drain` and closes them.
+pub async fn run(
+    listener: Listener,
+    gateway: Arc<Gateway>,
+    shutdown: impl Future<Output = ()>,
+    drain: Duration,
+) {
     let graceful = GracefulShutdown::new();
     let serve = |stream: Stream, connection_info: Connection, permit: OwnedSemaphorePermit| {
         let gateway = gateway.clone();
@@ -35,10 +36,14 @@ pub async fn run(listener: Listener, gateway: Arc<Gateway>, shutdown: impl Futur
             .timer(TokioTimer::new())
             .header_read_timeout(HEADER_READ_TIMEOUT)
             .max_buf_size(MAX_HEADER_BUFFER)
+            // The head's own limit: max_buf_size alone is checked only while a head is still
+            // incomplete, so a head of up to twice the size could pass.
+            .max_header_size(MAX_HEADER_BUFFER)
             .keep_alive(true)
-            // A client may shut down its sending side once its request is out and still
-            // wait for the answer; without this, hyper would take that for an abort.
-            .half_close(true)
+            // A client that closes its side is gone, as nginx sees it too: only so does hyper
+            // watch the socket while a CGI is silent, and a client that disconnects (or
+            // resets) has its CGI killed at once instead of at its deadline.
+            .half_close(false)
             .serve_connection(TokioIo::new(stream), service);
         let connection = graceful.watch(connection);
         tokio::spawn(async move {
@@ -50,7 +55,6 @@ pub async fn run(listener: Listener, gateway: Arc<Gateway>, shutdown: impl Futur
     };
     accept_until(listener, shutdown, serve).await;
     tracing::info!("stopped accepting; draining open connections");
-    let drain = gateway.config.timeout + DRAIN_GRACE;
     if tokio::time::timeout(drain, graceful.shutdown())
         .await
         .is_err()
@@ -65,6 +69,7 @@ pub async fn run_fastcgi(
     listener: Listener,
     gateway: Arc<Gateway>,
     shutdown: impl Future<Output = ()>,
+    drain: Duration,
 ) {
     // nginx sends the client's address as a FastCGI parameter; the peer itself tells nothing.
     let serve = |stream: Stream, peer: Connection, permit: OwnedSemaphorePermit| {
@@ -78,7 +83,6 @@ pub async fn run_fastcgi(
         });
     };
     let connections = accept_until(listener, shutdown, serve).await;
-    let drain = gateway.config.timeout + DRAIN_GRACE;
     let all = u32::try_from(MAX_CONNECTIONS).unwrap_or(u32::MAX);
     if tokio::time::timeout(drain, connections.acquire_many(all))
         .await

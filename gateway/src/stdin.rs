@@ -118,8 +118,16 @@ pub async fn feed(
         Ok(Ok(())) => {
             let _ = received.send(());
         }
-        Ok(Err(why)) => tracing::debug!("{why}"),
-        Err(_) => tracing::debug!("request body still arriving at the deadline"),
+        // Dropped now, not when the CGI has taken the rest (it may never): the request
+        // learns at once that its body will not arrive whole.
+        Ok(Err(why)) => {
+            drop(received);
+            tracing::debug!("{why}");
+        }
+        Err(_) => {
+            drop(received);
+            tracing::debug!("request body still arriving at the deadline");
+        }
     }
     shared.lock().ended = true;
     shared.changed.notify_one();

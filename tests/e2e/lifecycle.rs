@@ -191,9 +191,9 @@ fn missing_jail_exits_2() {
 /// it, does not pass the variables on to CGIs, and stops cleanly on SIGTERM.
 #[tokio::test(flavor = "multi_thread")]
 async fn socket_activation_serves_on_the_inherited_socket() {
-    use nix::fcntl::{fcntl, FcntlArg, FdFlag};
     use std::io::{BufRead, BufReader};
     use std::os::fd::AsRawFd;
+    use std::os::unix::process::CommandExt;
     require_root!();
     let jail = Jail::new();
     jail.cgi(
@@ -204,28 +204,37 @@ async fn socket_activation_serves_on_the_inherited_socket() {
     let _machine = crate::harness::MachineGuard::acquire(false);
     let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
     let address = listener.local_addr().expect("address");
-    // Hand the socket to `sh` (descriptors are close-on-exec by default), which moves it to 3,
-    // sets the variables for its own pid and execs the gateway: the same pid, as with systemd.
+    // The socket goes to `sh` as descriptor 3; `sh` sets the variables for its own pid and
+    // execs the gateway: the same pid, as with systemd.
     let fd = listener.as_raw_fd();
-    fcntl(&listener, FcntlArg::F_SETFD(FdFlag::empty())).expect("clear close-on-exec");
-    let move_to_3 = if fd == 3 {
-        String::new()
-    } else {
-        format!("exec 3<&{fd} {fd}<&-; ")
-    };
     let script = format!(
-        "{move_to_3}export LISTEN_PID=$$ LISTEN_FDS=1 LISTEN_FDNAMES=http; exec {} --jail {} --workers 1",
+        "export LISTEN_PID=$$ LISTEN_FDS=1 LISTEN_FDNAMES=http; exec {} --jail {} --workers 1",
         gateway_bin().display(),
         jail.root().display()
     );
-    let mut gateway = crate::harness::ChildGuard::spawn(
-        Command::new("sh")
-            .arg("-c")
-            .arg(script)
-            .stdin(std::process::Stdio::null())
-            .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::inherit()),
-    );
+    let mut command = Command::new("sh");
+    command
+        .arg("-c")
+        .arg(script)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::inherit());
+    // SAFETY: between fork and exec the child calls only dup2 or fcntl, which are
+    // async-signal-safe and touch no memory; the new descriptor 3 is not close-on-exec.
+    unsafe {
+        command.pre_exec(move || {
+            let result = if fd == 3 {
+                libc::fcntl(3, libc::F_SETFD, 0)
+            } else {
+                libc::dup2(fd, 3)
+            };
+            if result == -1 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let mut gateway = crate::harness::ChildGuard::spawn(&mut command);
     drop(listener);
     let stdout = gateway.take_stdout().expect("piped stdout");
     let ready = tokio::task::spawn_blocking(move || {

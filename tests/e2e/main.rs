@@ -6,12 +6,15 @@ mod harness;
 mod http;
 mod procfs;
 
+mod config;
 mod conformance;
 mod core;
 mod errors;
 mod escape;
+mod faults;
 mod jail;
 mod lifecycle;
 mod nginx;
+mod operations;
 mod realworld;
 mod streaming;

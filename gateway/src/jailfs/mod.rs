@@ -72,7 +72,7 @@ use profile::Busybox;
 const MERGED_USR_LINKS: &[&str] = &["/bin", "/sbin", "/lib", "/lib64"];
 
 /// The unprivileged account CGIs run as (resolved by the caller from --user).
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct CgiUser {
     pub name: String,
     pub uid: u32,

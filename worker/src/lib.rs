@@ -1,6 +1,7 @@
-//! `jailgate-worker`: exec'd by the gateway (never forked from it), enters the jail once, then
-//! starts, watches and kills CGIs on the gateway's request until told to stop or the gateway
-//! goes away.
+//! The jailed side of Jailgate, run as the `jailgate-worker` executable (built by the gateway
+//! package, so that `cargo install --path gateway` installs both): exec'd by the gateway (never
+//! forked from it), it enters the jail once, then starts, watches and kills CGIs on the
+//! gateway's request until told to stop or the gateway goes away.
 //!
 //! Usage (the gateway builds this command line; people do not): `jailgate-worker --jail DIR
 //! --uid UID --gid GID`, with the channel to the gateway as descriptor 3.
@@ -17,7 +18,8 @@ mod spawn;
 /// The descriptor number the gateway places the worker's end of the channel at.
 const CHANNEL_FD: i32 = 3;
 
-fn main() -> ExitCode {
+/// The whole `jailgate-worker` program.
+pub fn main() -> ExitCode {
     let config = match jail::Config::from_args(std::env::args().skip(1)) {
         Ok(config) => config,
         Err(message) => {

@@ -1,0 +1,101 @@
+//! The admin endpoint (`--admin`): `/metrics` for Prometheus, `/healthz` for load balancers.
+//! Separate from the CGI front so that neither can be reached through the other.
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http::{header, Method, Request, Response, StatusCode};
+use http_body_util::Full;
+use hyper::body::Incoming;
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioIo, TokioTimer};
+
+use crate::listen::Listener;
+use crate::metrics::{Metrics, PoolState, CONTENT_TYPE};
+use crate::server::HEADER_READ_TIMEOUT;
+
+/// Serves the admin endpoint on `listener` until `shutdown` resolves. `state` reads the pool.
+pub async fn run(
+    listener: Listener,
+    metrics: Arc<Metrics>,
+    state: Arc<dyn Fn() -> PoolState + Send + Sync>,
+    shutdown: impl Future<Output = ()>,
+) {
+    let mut shutdown = std::pin::pin!(shutdown);
+    loop {
+        let accepted = tokio::select! {
+            accepted = listener.accept() => accepted,
+            _ = &mut shutdown => return,
+        };
+        let Ok((stream, _)) = accepted else {
+            // Out of descriptors, most likely: the CGI front matters more; try again shortly.
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+            continue;
+        };
+        let metrics = metrics.clone();
+        let state = state.clone();
+        let service = service_fn(move |request| {
+            let answer = answer(&request, &metrics, state());
+            async move { Ok::<_, Infallible>(answer) }
+        });
+        tokio::spawn(async move {
+            let connection = http1::Builder::new()
+                .timer(TokioTimer::new())
+                .header_read_timeout(HEADER_READ_TIMEOUT)
+                .serve_connection(TokioIo::new(stream), service);
+            if let Err(error) = connection.await {
+                tracing::debug!("admin connection ended: {error}");
+            }
+        });
+    }
+}
+
+fn answer(
+    request: &Request<Incoming>,
+    metrics: &Metrics,
+    state: PoolState,
+) -> Response<Full<Bytes>> {
+    let reply = |status: StatusCode, content_type: &'static str, body: String| {
+        let mut response = Response::new(Full::new(Bytes::from(body)));
+        *response.status_mut() = status;
+        response.headers_mut().insert(
+            header::CONTENT_TYPE,
+            header::HeaderValue::from_static(content_type),
+        );
+        response
+    };
+    if request.method() != Method::GET && request.method() != Method::HEAD {
+        return reply(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "text/plain",
+            "GET only\n".into(),
+        );
+    }
+    match request.uri().path() {
+        "/metrics" => reply(StatusCode::OK, CONTENT_TYPE, metrics.render(state)),
+        "/healthz" => {
+            let (workers, alive) = (state.workers, state.workers_alive);
+            if alive >= workers {
+                reply(
+                    StatusCode::OK,
+                    "text/plain",
+                    format!("ok: {alive} of {workers} workers alive\n"),
+                )
+            } else {
+                reply(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "text/plain",
+                    format!("unhealthy: {alive} of {workers} workers alive\n"),
+                )
+            }
+        }
+        _ => reply(
+            StatusCode::NOT_FOUND,
+            "text/plain",
+            "/metrics or /healthz\n".into(),
+        ),
+    }
+}

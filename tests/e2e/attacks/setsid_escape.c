@@ -1,0 +1,38 @@
+/* A CGI whose grandchild leaves the CGI's process group and session (setsid) and keeps the
+ * CGI's stdin, stdout and stderr open while it sleeps. The CGI itself answers at once and
+ * exits: the response must still end, and the grandchild must not outlive the request,
+ * although a kill of the CGI's process group no longer reaches it. Reports `setsid=ok` (or
+ * the errno name) from the grandchild before the main process says `done`. */
+#include "report.h"
+
+#include <sys/wait.h>
+
+int main(void) {
+    cgi_header();
+    int ready[2];
+    if (pipe(ready) == -1) {
+        printf("pipe=%s\n", errno_name(errno));
+        return 1;
+    }
+    pid_t child = fork();
+    if (child == 0) {
+        close(ready[0]);
+        long rc = setsid();
+        if (fork() == 0) {
+            report("setsid", rc);
+            close(ready[1]);
+            /* Holds fds 0, 1 and 2 for 100 s unless it is killed. */
+            sleep(100);
+            _exit(0);
+        }
+        _exit(0);
+    }
+    close(ready[1]);
+    /* Wait for the grandchild's report (EOF on the pipe), so it is always printed first. */
+    char byte;
+    while (read(ready[0], &byte, 1) > 0) {
+    }
+    waitpid(child, NULL, 0);
+    puts("done");
+    return 0;
+}

@@ -1,0 +1,555 @@
+//! Running it for years: reloads under load, stops that lose nothing, `kill -9` that leaves
+//! nothing, metrics a Prometheus parser reads, health checks, backpressure, systemd.
+
+use std::collections::BTreeMap;
+use std::process::Command;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use nix::sys::signal::{kill, Signal};
+use nix::unistd::Pid;
+
+use crate::harness::{require_root, run_bounded, Gateway, Jail, Opts};
+use crate::http::client;
+use crate::procfs::{self, ProcStat};
+
+const HELLO: &str = r"printf 'Content-Type: text/plain\n\nhello\n'";
+
+/// Waits up to `within` for every process of `processes` to be gone (zombies count as
+/// present); returns those still there.
+fn wait_gone(processes: &[ProcStat], within: Duration) -> Vec<ProcStat> {
+    let end = Instant::now() + within;
+    loop {
+        let left: Vec<ProcStat> = processes.iter().filter_map(procfs::still_exists).collect();
+        if left.is_empty() || Instant::now() >= end {
+            return left;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// The UTC wall-clock time of the first stderr line containing `needle`.
+fn logged_at(stderr: &str, needle: &str) -> Option<SystemTime> {
+    let line = stderr.lines().find(|line| line.contains(needle))?;
+    let stamp = line.split_whitespace().next()?;
+    // 2026-11-28T21:52:57.364413Z
+    let (date, time) = stamp.strip_suffix('Z')?.split_once('T')?;
+    let mut ymd = date.split('-').map(|p| p.parse::<i64>().ok());
+    let (year, month, day) = (ymd.next()??, ymd.next()??, ymd.next()??);
+    let (hms, fraction) = time.split_once('.')?;
+    let mut parts = hms.split(':').map(|p| p.parse::<i64>().ok());
+    let (hour, minute, second) = (parts.next()??, parts.next()??, parts.next()??);
+    let nanos: u32 = format!("{fraction:0<9}").get(..9)?.parse().ok()?;
+    // Days since the epoch (Howard Hinnant's days_from_civil).
+    let y = if month <= 2 { year - 1 } else { year };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let mp = (month + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + day - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    let days = era * 146_097 + doe - 719_468;
+    let seconds = days * 86_400 + hour * 3600 + minute * 60 + second;
+    Some(SystemTime::UNIX_EPOCH + Duration::new(u64::try_from(seconds).ok()?, nanos))
+}
+
+/// One request of the steady load: when it started, and its status or error.
+type Outcome = (SystemTime, Result<u16, String>);
+
+/// `clients` loops of requests until `stop`, every fifth one to the slow CGI. Each request is
+/// on a connection of its own, so the only requests that can fail after a stop are those
+/// whose connection came after the listener closed.
+fn steady_load(
+    gw: &Gateway,
+    clients: usize,
+    stop: &Arc<AtomicBool>,
+) -> Vec<tokio::task::JoinHandle<Vec<Outcome>>> {
+    (0..clients)
+        .map(|client_index| {
+            let stop = stop.clone();
+            let hello = gw.url("/cgi-bin/hello");
+            let slow = gw.url("/cgi-bin/slow");
+            tokio::spawn(async move {
+                let http = reqwest::Client::builder()
+                    .no_proxy()
+                    .pool_max_idle_per_host(0)
+                    .timeout(Duration::from_secs(30))
+                    .build()
+                    .expect("client");
+                let mut outcomes = Vec::new();
+                let mut n = client_index;
+                while !stop.load(Ordering::SeqCst) {
+                    n += 1;
+                    let url = if n % 5 == 0 { &slow } else { &hello };
+                    let started = SystemTime::now();
+                    let result = match http.get(url).send().await {
+                        Ok(response) => {
+                            let status = response.status().as_u16();
+                            match response.text().await {
+                                Ok(body)
+                                    if status == 200
+                                        && !body.starts_with("hello")
+                                        && !body.starts_with("slept") =>
+                                {
+                                    Err(format!("200 with body {body:?}"))
+                                }
+                                Ok(_) => Ok(status),
+                                Err(error) => Err(format!("body: {error}")),
+                            }
+                        }
+                        Err(error) => Err(format!("{error:?}")),
+                    };
+                    outcomes.push((started, result));
+                }
+                outcomes
+            })
+        })
+        .collect()
+}
+
+/// SIGHUP twice under a steady load, then SIGTERM: every request that started before the
+/// listener closed is answered 200, the gateway exits 0, and no worker or CGI of any pool
+/// (old or new) is left.
+#[tokio::test(flavor = "multi_thread")]
+async fn reloads_and_stop_under_load_lose_no_request() {
+    require_root!();
+    let jail = Jail::new();
+    jail.cgi("hello", HELLO);
+    jail.cgi(
+        "slow",
+        r"sleep 0.5; printf 'Content-Type: text/plain\n\nslept\n'",
+    );
+    let mut gw = jail.serve_with(Opts::default(), &["--drain-timeout", "20"]);
+    let stop = Arc::new(AtomicBool::new(false));
+    let load = steady_load(&gw, 6, &stop);
+    let mut seen: Vec<ProcStat> = Vec::new();
+    for _ in 0..2 {
+        tokio::time::sleep(Duration::from_millis(1200)).await;
+        seen.extend(gw.descendants());
+        gw.signal(Signal::SIGHUP);
+    }
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    seen.extend(gw.descendants());
+    gw.signal(Signal::SIGTERM);
+    let status = tokio::task::spawn_blocking(move || {
+        let status = gw.wait_exit(Duration::from_secs(30));
+        (gw, status)
+    });
+    let (gw, status) = status.await.expect("waiter");
+    stop.store(true, Ordering::SeqCst);
+    let mut outcomes = Vec::new();
+    for client in load {
+        outcomes.extend(client.await.expect("client task"));
+    }
+    let stderr = gw.stderr();
+    assert_eq!(
+        status.and_then(|s| s.code()),
+        Some(0),
+        "exit status; stderr:\n{stderr}"
+    );
+    assert_eq!(
+        stderr
+            .matches("reloaded: new requests go to the fresh pool")
+            .count(),
+        2,
+        "{stderr}"
+    );
+    assert_eq!(stderr.matches("previous worker pool is retired").count(), 2);
+    let closed = logged_at(&stderr, "stopped accepting").expect("the stop is logged");
+    let before: Vec<&Outcome> = outcomes.iter().filter(|(at, _)| *at < closed).collect();
+    let failed: Vec<&&Outcome> = before.iter().filter(|(_, r)| *r != Ok(200)).collect();
+    let slow_ones = before.len() / 5;
+    assert!(
+        before.len() > 100 && slow_ones > 10,
+        "a real load: {} requests before the stop",
+        before.len()
+    );
+    assert!(
+        failed.is_empty(),
+        "{} of {} requests started before the listener closed failed: {:?}",
+        failed.len(),
+        before.len(),
+        failed.iter().take(5).collect::<Vec<_>>()
+    );
+    let left = wait_gone(&seen, Duration::from_secs(2));
+    assert!(left.is_empty(), "left behind: {left:?}");
+}
+
+/// `kill -9` of the gateway: its workers and their CGIs are gone within a second.
+#[tokio::test(flavor = "multi_thread")]
+async fn kill_9_of_the_gateway_leaves_nothing_within_a_second() {
+    require_root!();
+    let jail = Jail::new();
+    jail.cgi("hello", HELLO);
+    jail.cgi("sleepy", "sleep 60");
+    let gw = jail.serve(Opts::default());
+    // A CGI running (and its sleep child) when the gateway dies.
+    let url = gw.url("/cgi-bin/sleepy");
+    let request =
+        tokio::spawn(async move { client(Duration::from_secs(60)).get(url).send().await });
+    let end = Instant::now() + Duration::from_secs(10);
+    let processes = loop {
+        let all = gw.descendants();
+        if all.iter().any(|p| p.comm == "sleep") {
+            break all;
+        }
+        assert!(Instant::now() < end, "the CGI did not start: {all:?}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert!(
+        processes.len() >= 6,
+        "front, 2 × (holder, worker), CGI, sleep: {processes:?}"
+    );
+    kill(Pid::from_raw(gw.pid()), Signal::SIGKILL).expect("kill -9");
+    // Orphans are reparented to PID 1 and reaped by it; a container's PID 1 may never reap,
+    // so a zombie (dead, holding nothing) counts as gone here.
+    let left: Vec<ProcStat> = wait_gone(&processes, Duration::from_secs(1))
+        .into_iter()
+        .filter(|process| !process.is_zombie())
+        .collect();
+    assert!(
+        left.is_empty(),
+        "still running a second after kill -9: {left:?}"
+    );
+    assert!(
+        request.await.expect("client task").is_err(),
+        "the request was cut off"
+    );
+}
+
+/// The values of every sample of `/metrics` as a real OpenMetrics parser (Prometheus's
+/// Python client) reads them: `name{label="v",...}` → value.
+fn parse_metrics(text: &str) -> BTreeMap<String, f64> {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().join("metrics.txt");
+    std::fs::write(&path, text).expect("write metrics");
+    let script = r#"
+import sys
+from prometheus_client.openmetrics.parser import text_string_to_metric_families
+for family in text_string_to_metric_families(open(sys.argv[1]).read()):
+    for sample in family.samples:
+        labels = ",".join(f'{k}="{v}"' for k, v in sorted(sample.labels.items()))
+        print(f"{sample.name}{{{labels}}} {sample.value!r}")
+"#;
+    let parsed = run_bounded(
+        Command::new("/usr/bin/python3")
+            .arg("-c")
+            .arg(script)
+            .arg(&path),
+        Duration::from_secs(30),
+    );
+    assert!(
+        parsed.status.success(),
+        "the OpenMetrics parser rejects /metrics: {}\n{text}",
+        parsed.stderr
+    );
+    parsed
+        .stdout
+        .lines()
+        .filter_map(|line| {
+            let (name, value) = line.rsplit_once(' ')?;
+            Some((name.to_owned(), value.parse().ok()?))
+        })
+        .collect()
+}
+
+async fn get_text(http: &reqwest::Client, url: String) -> (u16, String) {
+    let response = http.get(url).send().await.expect("response");
+    let status = response.status().as_u16();
+    (status, response.text().await.expect("body"))
+}
+
+/// `/metrics` parses as OpenMetrics and counts exactly the requests sent; `/healthz` is 503
+/// while a worker is down and 200 again once it is back.
+#[tokio::test(flavor = "multi_thread")]
+async fn metrics_count_the_requests_and_healthz_follows_the_workers() {
+    require_root!();
+    let jail = Jail::new();
+    jail.cgi("hello", HELLO);
+    jail.cgi(
+        "echo",
+        r"printf 'Content-Type: application/octet-stream\n\n'; exec cat",
+    );
+    jail.cgi("killed", "kill -9 $$");
+    let admin_port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("free port")
+        .port();
+    let admin = format!("127.0.0.1:{admin_port}");
+    let gw = jail.serve_with(Opts::default(), &["--admin", &admin]);
+    let http = client(Duration::from_secs(30));
+    for _ in 0..7 {
+        assert_eq!(get_text(&http, gw.url("/cgi-bin/hello")).await.0, 200);
+    }
+    for _ in 0..3 {
+        assert_eq!(get_text(&http, gw.url("/cgi-bin/missing")).await.0, 404);
+    }
+    for size in [1000usize, 2345] {
+        let response = http
+            .post(gw.url("/cgi-bin/echo"))
+            .body(vec![b'x'; size])
+            .send()
+            .await
+            .expect("post");
+        assert_eq!(response.bytes().await.expect("body").len(), size);
+    }
+    assert_eq!(get_text(&http, gw.url("/cgi-bin/killed")).await.0, 502);
+
+    // The access log and the CGI exit are written when a request is over: give it a moment.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let (status, text) = get_text(&http, format!("http://{admin}/metrics")).await;
+    assert_eq!(status, 200);
+    let metrics = parse_metrics(&text);
+    let value = |key: &str| {
+        metrics
+            .get(key)
+            .copied()
+            .unwrap_or_else(|| panic!("no {key} in\n{text}"))
+    };
+    assert_eq!(
+        value(r#"jailgate_requests_total{front="http",status="200"}"#),
+        9.0
+    );
+    assert_eq!(
+        value(r#"jailgate_requests_total{front="http",status="404"}"#),
+        3.0
+    );
+    assert_eq!(
+        value(r#"jailgate_requests_total{front="http",status="502"}"#),
+        1.0
+    );
+    assert_eq!(
+        value(r#"jailgate_cgi_exits_total{how="exit",value="0"}"#),
+        9.0
+    );
+    assert_eq!(
+        value(r#"jailgate_cgi_exits_total{how="signal",value="9"}"#),
+        1.0
+    );
+    assert_eq!(value("jailgate_request_body_bytes_total{}"), 3345.0);
+    // 7 × "hello\n", the two echoes, and the text of the 404s and the 502.
+    let error_pages = 3.0 * "404 Not Found\n".len() as f64 + "502 Bad Gateway\n".len() as f64;
+    assert_eq!(
+        value("jailgate_response_body_bytes_total{}"),
+        42.0 + 3345.0 + error_pages
+    );
+    assert_eq!(value("jailgate_cgi_duration_seconds_count{}"), 10.0);
+    assert_eq!(value("jailgate_spawn_latency_seconds_count{}"), 10.0);
+    assert_eq!(value("jailgate_running_cgis{}"), 0.0);
+    assert_eq!(value("jailgate_workers{}"), 2.0);
+    assert_eq!(value("jailgate_workers_alive{}"), 2.0);
+    assert_eq!(value("jailgate_worker_restarts_total{}"), 0.0);
+    assert_eq!(
+        get_text(&http, format!("http://{admin}/healthz")).await.0,
+        200
+    );
+
+    // A worker down, kept down (its jail cannot be entered while cgi-bin is away): 503.
+    let cgi_bin = gw.root().join("cgi-bin");
+    let hidden = gw.root().join("cgi-bin.away");
+    std::fs::rename(&cgi_bin, &hidden).expect("hide cgi-bin");
+    let workers = gw.workers_now().expect("workers");
+    kill(Pid::from_raw(workers[0].worker.pid), Signal::SIGKILL).expect("kill a worker");
+    let end = Instant::now() + Duration::from_secs(10);
+    let down = loop {
+        let (status, body) = get_text(&http, format!("http://{admin}/healthz")).await;
+        if status == 503 {
+            break body;
+        }
+        assert!(
+            Instant::now() < end,
+            "/healthz stayed {status} with a worker down"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert_eq!(down, "unhealthy: 1 of 2 workers alive\n");
+    std::fs::rename(&hidden, &cgi_bin).expect("restore cgi-bin");
+    let end = Instant::now() + Duration::from_secs(15);
+    while get_text(&http, format!("http://{admin}/healthz")).await.0 != 200 {
+        assert!(Instant::now() < end, "/healthz did not recover");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let metrics = parse_metrics(&get_text(&http, format!("http://{admin}/metrics")).await.1);
+    assert!(metrics["jailgate_worker_restarts_total{}"] >= 1.0);
+}
+
+/// Beyond `--max-concurrent` running and `--queue` waiting, or past `--queue-timeout`: 503 with
+/// Retry-After, counted by reason.
+#[tokio::test(flavor = "multi_thread")]
+async fn backpressure_answers_503_with_retry_after() {
+    require_root!();
+    let jail = Jail::new();
+    jail.cgi(
+        "slow",
+        r"sleep 3; printf 'Content-Type: text/plain\n\nslept\n'",
+    );
+    let admin_port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("free port")
+        .port();
+    let admin = format!("127.0.0.1:{admin_port}");
+    let gw = jail.serve_with(
+        Opts::default(),
+        &[
+            "--max-concurrent",
+            "1",
+            "--queue",
+            "1",
+            "--queue-timeout",
+            "1",
+            "--admin",
+            &admin,
+        ],
+    );
+    let http = client(Duration::from_secs(30));
+    let send = |delay: u64| {
+        let http = http.clone();
+        let url = gw.url("/cgi-bin/slow");
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(delay)).await;
+            let started = Instant::now();
+            let response = http.get(url).send().await.expect("response");
+            let retry_after = response
+                .headers()
+                .get("retry-after")
+                .map(|v| v.to_str().unwrap_or("").to_owned());
+            (response.status().as_u16(), retry_after, started.elapsed())
+        })
+    };
+    // The first runs; the second waits its second and gives up; the third finds the queue full.
+    let (running, waiting, turned_away) = (send(0), send(300), send(600));
+    let running = running.await.expect("task");
+    let waiting = waiting.await.expect("task");
+    let turned_away = turned_away.await.expect("task");
+    assert_eq!((running.0, running.1.as_deref()), (200, None));
+    assert_eq!((waiting.0, waiting.1.as_deref()), (503, Some("1")));
+    assert!(
+        waiting.2 >= Duration::from_millis(900),
+        "waited {:?}",
+        waiting.2
+    );
+    assert_eq!((turned_away.0, turned_away.1.as_deref()), (503, Some("1")));
+    assert!(
+        turned_away.2 < Duration::from_millis(500),
+        "turned away at once: {:?}",
+        turned_away.2
+    );
+    let metrics = parse_metrics(&get_text(&http, format!("http://{admin}/metrics")).await.1);
+    assert_eq!(
+        metrics[r#"jailgate_rejected_total{reason="queue_full"}"#],
+        1.0
+    );
+    assert_eq!(
+        metrics[r#"jailgate_rejected_total{reason="queue_timeout"}"#],
+        1.0
+    );
+    assert_eq!(
+        metrics[r#"jailgate_requests_total{front="http",status="503"}"#],
+        2.0
+    );
+}
+
+/// The first SIGTERM drains (a slow request in flight keeps the gateway up); a second one stops
+/// at once, and takes the CGI with it.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_second_signal_stops_at_once() {
+    require_root!();
+    let jail = Jail::new();
+    jail.cgi(
+        "sleepy",
+        r"sleep 30; printf 'Content-Type: text/plain\n\nlate\n'",
+    );
+    let mut gw = jail.serve_with(Opts::default(), &["--drain-timeout", "60"]);
+    let url = gw.url("/cgi-bin/sleepy");
+    let request =
+        tokio::spawn(async move { client(Duration::from_secs(60)).get(url).send().await });
+    let end = Instant::now() + Duration::from_secs(10);
+    let processes = loop {
+        let all = gw.descendants();
+        if all.iter().any(|p| p.comm == "sleep") {
+            break all;
+        }
+        assert!(Instant::now() < end, "the CGI did not start");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    gw.signal(Signal::SIGTERM);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(
+        gw.wait_exit(Duration::from_millis(1)).is_none(),
+        "drains while the CGI runs"
+    );
+    let second = Instant::now();
+    gw.signal(Signal::SIGTERM);
+    let status = tokio::task::spawn_blocking(move || {
+        let status = gw.wait_exit(Duration::from_secs(10));
+        (gw, status)
+    });
+    let (gw, status) = status.await.expect("waiter");
+    assert!(status.is_some(), "exits after the second signal");
+    assert!(
+        second.elapsed() < Duration::from_secs(5),
+        "at once: {:?}",
+        second.elapsed()
+    );
+    assert!(gw.stderr().contains("second signal: stopping at once"));
+    let left = wait_gone(&processes, Duration::from_secs(2));
+    assert!(left.is_empty(), "left behind: {left:?}");
+    // Cut off: no answer, or the 502 of a CGI killed before its headers; never its late 200.
+    match request.await.expect("task") {
+        Err(_) => {}
+        Ok(response) => assert_eq!(response.status().as_u16(), 502),
+    }
+}
+
+/// systemd's Type=notify: READY=1 once serving, STOPPING=1 when a stop begins, sent to
+/// NOTIFY_SOCKET (an abstract socket here, as systemd's can be).
+#[tokio::test(flavor = "multi_thread")]
+async fn systemd_hears_ready_and_stopping() {
+    use std::io::{BufRead, BufReader};
+    use std::os::linux::net::SocketAddrExt;
+    use std::os::unix::net::{SocketAddr, UnixDatagram};
+    require_root!();
+    let _machine = crate::harness::MachineGuard::acquire(false);
+    let jail = Jail::new();
+    jail.cgi("hello", HELLO);
+    let name = format!("jailgate-e2e-notify-{}", std::process::id());
+    let socket = UnixDatagram::bind_addr(&SocketAddr::from_abstract_name(&name).expect("name"))
+        .expect("bind the notify socket");
+    socket
+        .set_read_timeout(Some(Duration::from_secs(30)))
+        .expect("timeout");
+    let mut gateway = crate::harness::ChildGuard::spawn(
+        Command::new(crate::harness::gateway_bin())
+            .arg("--jail")
+            .arg(jail.root())
+            .args(["--workers", "1", "--listen", "127.0.0.1:0"])
+            .env("NOTIFY_SOCKET", format!("@{name}"))
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null()),
+    );
+    let stdout = gateway.take_stdout().expect("stdout");
+    let ready_line = tokio::task::spawn_blocking(move || {
+        let mut line = String::new();
+        BufReader::new(stdout).read_line(&mut line).map(|_| line)
+    });
+    let receive = |socket: &UnixDatagram| {
+        let mut buffer = [0u8; 256];
+        let length = socket
+            .recv(&mut buffer)
+            .expect("a notification within 30 s");
+        String::from_utf8_lossy(&buffer[..length]).into_owned()
+    };
+    assert_eq!(receive(&socket).trim(), "READY=1");
+    let line = ready_line.await.expect("reader").expect("stdout");
+    assert!(
+        line.starts_with("jailgate listening on http://127.0.0.1:"),
+        "{line}"
+    );
+    gateway.signal(Signal::SIGTERM);
+    assert_eq!(receive(&socket).trim(), "STOPPING=1");
+    let status = gateway
+        .wait_timeout(Duration::from_secs(15))
+        .expect("exits after SIGTERM");
+    assert_eq!(status.code(), Some(0));
+}
