@@ -15,8 +15,8 @@ need=()
 # gcc and libc6-dev: the escape tests build static attack programs; busybox-static: the
 # busybox profile's one static binary; nginx: the tests that put nginx in front; git: its
 # git-http-backend is the Debian-packaged CGI the real-world tests run; python3-prometheus-client:
-# the OpenMetrics parser that reads /metrics in the tests.
-for package in gcc libc6-dev busybox-static nginx-light git python3-prometheus-client; do
+# the OpenMetrics parser that reads /metrics in the tests; wrk and curl: the soak's load and probe.
+for package in gcc libc6-dev busybox-static nginx-light git python3-prometheus-client wrk curl; do
   dpkg -s "$package" >/dev/null 2>&1 || need+=("$package")
 done
 for account in nobody daemon; do
@@ -39,3 +39,6 @@ cargo clippy --workspace --all-targets --locked -- -D warnings
 # cargo for another package's binary), then run every test of the workspace in one go.
 cargo build --workspace --bins --locked
 cargo test --workspace --locked
+# A short soak (bench/soak.sh runs it for as long as asked): a mixed load against the debug
+# build, failing on any unexplained error, descriptor or memory growth, zombie or leftover.
+bench/soak.sh 30 --bin-dir target/debug

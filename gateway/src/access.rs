@@ -32,6 +32,9 @@ struct Entry {
     exit: Option<ExitStatus>,
 }
 
+/// nginx's status for a request whose client left before it was answered.
+pub const CLIENT_CLOSED_REQUEST: u16 = 499;
+
 pub struct RequestLog {
     id: u64,
     front: &'static str,
@@ -56,7 +59,12 @@ impl RequestLog {
             metrics,
             received: SystemTime::now(),
             started: Instant::now(),
-            entry: Mutex::default(),
+            // Until a response is made: a client that goes away first is logged as nginx logs
+            // it, 499 (client closed request).
+            entry: Mutex::new(Entry {
+                status: CLIENT_CLOSED_REQUEST,
+                ..Entry::default()
+            }),
         })
     }
 

@@ -97,7 +97,9 @@ async fn post_16mib_to_cgi_that_never_reads_stdin() {
             written += body.len();
         }
         write.flush().await?;
-        Ok::<usize, std::io::Error>(written)
+        // Kept open: dropping the write half would shut it down, and a client that closes
+        // its side is one that went away (as nginx sees it too).
+        Ok::<_, std::io::Error>((written, write))
     });
     let mut reader = BufReader::new(read);
     let response = tokio::time::timeout(Duration::from_secs(60), read_response(&mut reader, false))
