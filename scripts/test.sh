@@ -42,3 +42,5 @@ cargo test --workspace --locked
 # A short soak (bench/soak.sh runs it for as long as asked): a mixed load against the debug
 # build, failing on any unexplained error, descriptor or memory growth, zombie or leftover.
 bench/soak.sh 30 --bin-dir target/debug
+# The fuzz targets (fuzz/): 30 s each from the committed corpus, failing on any crash.
+scripts/fuzz.sh 30

@@ -43,6 +43,7 @@ const ATTACKS: &[&str] = &[
     "forkbomb",
     "membomb",
     "abstract_unix",
+    "x32",
 ];
 
 static BUILT: OnceLock<Result<PathBuf, String>> = OnceLock::new();
@@ -542,6 +543,24 @@ async fn device_nodes_cannot_be_made() {
     // No CAP_MKNOD: EPERM. (Were it made, /tmp is nodev and the open would fail.)
     assert_eq!(value(&body, "mknod_null"), "EPERM", "{body}");
     assert_eq!(value(&body, "mknod_mem"), "EPERM", "{body}");
+    assert!(body.lines().any(|l| l == "done"), "{body}");
+    assert_hello(&gw).await;
+}
+
+/// x32 system calls (the x86-64 numbers with bit 30 set) fail whatever the kernel: the
+/// denylist by number would not see them.
+#[cfg(target_arch = "x86_64")]
+#[tokio::test(flavor = "multi_thread")]
+async fn x32_system_calls_are_refused() {
+    require_root!();
+    let jail = Jail::new();
+    jail.cgi("hello", HELLO);
+    jail.install("x32", &attack("x32"), 0o755);
+    let gw = jail.serve(one_worker());
+    let body = report_of(&gw, "/cgi-bin/x32").await;
+    assert_eq!(value(&body, "getpid"), "ok", "{body}");
+    assert_eq!(value(&body, "x32_getpid"), "EPERM", "{body}");
+    assert_eq!(value(&body, "x32_unshare"), "EPERM", "{body}");
     assert!(body.lines().any(|l| l == "done"), "{body}");
     assert_hello(&gw).await;
 }

@@ -596,11 +596,10 @@ while :; do sleep 1; done",
 
 /// A grandchild that leaves the CGI's process group and session (`setsid`), holding the
 /// CGI's pipes. The worker kills a CGI's process group when its main process exits, and that
-/// no longer reaches such a grandchild: it runs on (its 100 s) and keeps the response open
-/// until the deadline. A CGI in the jail can do this: `setsid` is not in the seccomp denylist.
+/// would no longer reach such a grandchild: it would run on (its 100 s) and keep the response
+/// open until the deadline. So CGIs get a seccomp filter of their own that denies `setsid` and
+/// `setpgid` (EPERM): the grandchild stays in the group and dies with it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-#[ignore = "bug: a CGI's grandchild escapes the process-group kill with setsid(2); the fix \
-            belongs in worker/src/spawn.rs (deny setsid and setpgid to CGIs)"]
 async fn grandchild_in_a_session_of_its_own_is_killed_and_the_response_ends() {
     require_root!();
     let jail = Jail::new();

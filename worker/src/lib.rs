@@ -10,6 +10,7 @@ use std::os::fd::{FromRawFd, OwnedFd};
 use std::process::ExitCode;
 
 mod jail;
+mod launch;
 mod mounts;
 mod seccomp;
 mod serve;

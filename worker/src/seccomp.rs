@@ -1,5 +1,6 @@
 //! A seccomp denylist the worker installs on itself once, after dropping privileges; every CGI
-//! inherits it (it survives fork and exec, and no-new-privs keeps it from being lifted).
+//! inherits it (it survives fork and exec, and no-new-privs keeps it from being lifted). Each
+//! CGI gets one more filter of its own, [`CgiFilter`], that keeps it in its process group.
 //!
 //! A denylist, not an allowlist: shell CGIs run arbitrary programs, so the set of system calls
 //! they need is open-ended. What is denied is what a CGI never needs and an attacker wants:
@@ -73,16 +74,47 @@ const NAMESPACE_FLAGS: &[i32] = &[
     libc::CLONE_NEWCGROUP,
 ];
 
+/// Denied to CGIs by [`CgiFilter`], not to the worker by [`install`]: each CGI's process calls
+/// `setsid` itself, before its filter is installed. The worker ends a request by killing its
+/// CGI's process group; a process that left the group with `setsid` or `setpgid` would escape
+/// that kill, run on, and hold the response's pipes open until the deadline.
+const DENIED_TO_CGIS: &[i64] = &[libc::SYS_setsid, libc::SYS_setpgid];
+
 #[derive(Debug, thiserror::Error)]
 #[error("seccomp filter: {0}")]
 pub struct FilterError(String);
 
+fn target_arch() -> Result<seccompiler::TargetArch, FilterError> {
+    std::env::consts::ARCH
+        .try_into()
+        .map_err(|e| FilterError(format!("{e:?}")))
+}
+
+fn backend_error(error: seccompiler::BackendError) -> FilterError {
+    FilterError(error.to_string())
+}
+
+/// A filter that answers every call in `syscalls` with `errno` and allows everything else.
+fn deny_all_of(
+    syscalls: &[i64],
+    errno: i32,
+    arch: seccompiler::TargetArch,
+) -> Result<SeccompFilter, FilterError> {
+    SeccompFilter::new(
+        syscalls
+            .iter()
+            .map(|&syscall| (syscall, Vec::new()))
+            .collect(),
+        SeccompAction::Allow,
+        SeccompAction::Errno(errno as u32),
+        arch,
+    )
+    .map_err(backend_error)
+}
+
 /// Installs the filters on the calling thread (the worker is single-threaded at this point).
 pub fn install() -> Result<(), FilterError> {
-    let arch = std::env::consts::ARCH
-        .try_into()
-        .map_err(|e| FilterError(format!("{e:?}")))?;
-    let error = |e: seccompiler::BackendError| FilterError(e.to_string());
+    let arch = target_arch()?;
 
     let mut denied: BTreeMap<i64, Vec<SeccompRule>> = DENIED
         .iter()
@@ -103,7 +135,7 @@ pub fn install() -> Result<(), FilterError> {
             SeccompRule::new(vec![condition])
         })
         .collect::<Result<Vec<_>, _>>()
-        .map_err(error)?;
+        .map_err(backend_error)?;
     denied.insert(libc::SYS_clone, namespace_rules);
     let deny = SeccompFilter::new(
         denied,
@@ -111,21 +143,83 @@ pub fn install() -> Result<(), FilterError> {
         SeccompAction::Errno(libc::EPERM as u32),
         arch,
     )
-    .map_err(error)?;
+    .map_err(backend_error)?;
 
     // clone3 passes its flags in memory, out of a filter's reach: "not implemented" makes the C
     // library fall back to clone, where the rule above applies.
-    let clone3 = SeccompFilter::new(
-        BTreeMap::from([(libc::SYS_clone3, Vec::new())]),
-        SeccompAction::Allow,
-        SeccompAction::Errno(libc::ENOSYS as u32),
-        arch,
-    )
-    .map_err(error)?;
+    let clone3 = deny_all_of(&[libc::SYS_clone3], libc::ENOSYS, arch)?;
 
     for filter in [deny, clone3] {
-        let program: BpfProgram = filter.try_into().map_err(error)?;
+        let program: BpfProgram = filter.try_into().map_err(backend_error)?;
         seccompiler::apply_filter(&program).map_err(|e| FilterError(e.to_string()))?;
     }
+    #[cfg(target_arch = "x86_64")]
+    seccompiler::apply_filter(&no_x32()).map_err(|e| FilterError(e.to_string()))?;
     Ok(())
+}
+
+/// On x86-64 the same arch also carries x32 system calls: the numbers above with bit 30 set,
+/// which no denylist by number would catch (Debian's kernels have x32 built in). No CGI of
+/// ours is an x32 program, so every x32 call fails.
+#[cfg(target_arch = "x86_64")]
+fn no_x32() -> BpfProgram {
+    use seccompiler::sock_filter;
+    const X32_SYSCALL_BIT: u32 = 0x4000_0000;
+    const SECCOMP_DATA_NR: u32 = 0; // offsetof(struct seccomp_data, nr)
+    let statement = |code: u32, k: u32| sock_filter {
+        code: code as u16,
+        jt: 0,
+        jf: 0,
+        k,
+    };
+    let jump = |code: u32, k: u32, jt: u8, jf: u8| sock_filter {
+        code: code as u16,
+        jt,
+        jf,
+        k,
+    };
+    vec![
+        statement(libc::BPF_LD | libc::BPF_W | libc::BPF_ABS, SECCOMP_DATA_NR),
+        // nr & X32_SYSCALL_BIT ? deny : allow
+        jump(
+            libc::BPF_JMP | libc::BPF_JSET | libc::BPF_K,
+            X32_SYSCALL_BIT,
+            0,
+            1,
+        ),
+        statement(
+            libc::BPF_RET | libc::BPF_K,
+            libc::SECCOMP_RET_ERRNO | libc::EPERM as u32,
+        ),
+        statement(libc::BPF_RET | libc::BPF_K, libc::SECCOMP_RET_ALLOW),
+    ]
+}
+
+/// The CGIs' own filter: [`DENIED_TO_CGIS`] answered with EPERM. Compiled once, when the worker
+/// starts (compiling allocates); installed in each CGI's process after the CGI's own `setsid`
+/// and before its exec.
+pub struct CgiFilter {
+    program: BpfProgram,
+}
+
+impl CgiFilter {
+    pub fn new() -> Result<CgiFilter, FilterError> {
+        let filter = deny_all_of(DENIED_TO_CGIS, libc::EPERM, target_arch()?)?;
+        let program = filter.try_into().map_err(backend_error)?;
+        Ok(CgiFilter { program })
+    }
+
+    /// Installs the filter on the calling thread, for good (filters cannot be removed, and the
+    /// worker's no-new-privs is inherited). Async-signal-safe, so it may run between clone and
+    /// exec, in a child sharing the worker's memory too: `seccompiler::apply_filter` makes two
+    /// system calls (`prctl(PR_SET_NO_NEW_PRIVS)`, `seccomp`), allocates nothing and takes no
+    /// lock; its error holds only an errno.
+    pub fn install(&self) -> Result<(), i32> {
+        seccompiler::apply_filter(&self.program).map_err(|error| match error {
+            seccompiler::Error::Prctl(error) | seccompiler::Error::Seccomp(error) => {
+                error.raw_os_error().unwrap_or(libc::EINVAL)
+            }
+            _ => libc::EINVAL,
+        })
+    }
 }

@@ -1,5 +1,6 @@
 //! The worker's loop: spawn requests in, exit reports out, kills on request. Single-threaded
-//! (a current-thread runtime), so the bookkeeping needs no locks and `fork` stays safe.
+//! (a current-thread runtime), so the bookkeeping needs no locks and starting a CGI on the
+//! worker's own memory (`launch.rs`) stays safe.
 
 use std::collections::HashMap;
 use std::os::fd::OwnedFd;
@@ -16,7 +17,7 @@ use protocol::{
 use tokio::signal::unix::{signal, SignalKind};
 use tokio::sync::mpsc;
 
-use crate::spawn::spawn_cgi;
+use crate::spawn::{SetupError, Spawner};
 
 /// How long a CGI told to stop with SIGTERM gets before its process group is killed.
 const KILL_GRACE: Duration = Duration::from_secs(2);
@@ -48,9 +49,19 @@ struct Running {
     by_id: HashMap<SpawnId, Pid>,
 }
 
-async fn serve(channel_fd: OwnedFd) -> Result<(), ChannelError> {
-    let channel = Channel::from_owned_fd(channel_fd)?;
-    let mut children = signal(SignalKind::child())?;
+#[derive(Debug, thiserror::Error)]
+enum ServeError {
+    #[error(transparent)]
+    Channel(#[from] ChannelError),
+    #[error("cannot prepare to start CGIs: {0}")]
+    Setup(#[from] SetupError),
+}
+
+async fn serve(channel_fd: OwnedFd) -> Result<(), ServeError> {
+    let channel = Channel::from_owned_fd(channel_fd).map_err(ChannelError::from)?;
+    let mut children = signal(SignalKind::child()).map_err(ChannelError::from)?;
+    // Made once the SIGCHLD handler above, the worker's last, is installed: see `Launcher::new`.
+    let mut spawner = Spawner::new()?;
     let (deferred_kills, mut due_kills) = mpsc::unbounded_channel::<SpawnId>();
     let mut running = Running::default();
     let mut buffer = RecvBuffer::default();
@@ -69,7 +80,7 @@ async fn serve(channel_fd: OwnedFd) -> Result<(), ChannelError> {
             received = channel.recv::<ToWorker>(&mut buffer) => match received {
                 Ok((ToWorker::Spawn(request), fds)) => {
                     let id = request.id;
-                    let reply = match spawn_cgi(&request, fds) {
+                    let reply = match spawner.spawn_cgi(&request, fds) {
                         Ok((pid, script_segments)) => {
                             running.by_pid.insert(pid, id);
                             running.by_id.insert(id, pid);
@@ -93,7 +104,7 @@ async fn serve(channel_fd: OwnedFd) -> Result<(), ChannelError> {
                 Ok((ToWorker::Shutdown, _)) => break Ok(()),
                 // The gateway is gone: so is every reason to run.
                 Err(ChannelError::Closed) => break Ok(()),
-                Err(error) => break Err(error),
+                Err(error) => break Err(error.into()),
             },
             Some(id) = due_kills.recv() => {
                 if let Some(&pid) = running.by_id.get(&id) {

@@ -1,74 +1,208 @@
-//! Starting one CGI: check the script, then fork and exec it with exactly its descriptors,
-//! environment, limits and a process group of its own.
+//! Starting one CGI: check the script, then start it (see `launch.rs`) with exactly its
+//! descriptors, environment, limits and a process group of its own.
 
-use std::ffi::OsStr;
-use std::os::fd::OwnedFd;
+use std::ffi::{c_char, CStr, OsStr};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::ptr;
 
 use nix::errno::Errno;
-use nix::sys::resource::{setrlimit, Resource, RLIM_INFINITY};
-use nix::unistd::{access, setsid, AccessFlags, Pid};
+use nix::sys::resource::{Resource, RLIM_INFINITY};
+use nix::unistd::{access, AccessFlags, Pid};
 use protocol::{Limits, SpawnError, SpawnRequest};
+
+use crate::launch::{Launcher, Program};
+use crate::seccomp::{CgiFilter, FilterError};
 
 /// The folder inside the jail that holds the CGIs. Nothing outside it is ever executed on a
 /// request, whatever the request names: a `/cgi-bin/x -> /bin/sh` symlink would otherwise turn
 /// a URL into a remote shell reading the request body.
 pub const CGI_DIR: &str = "/cgi-bin";
 
-/// Starts the CGI described by `request`, its stdin, stdout and stderr being `fds` (in that
-/// order). Returns the CGI's pid, which is also its process group id, and how many segments
-/// of the request's path named the script.
-pub fn spawn_cgi(request: &SpawnRequest, fds: Vec<OwnedFd>) -> Result<(Pid, usize), SpawnError> {
-    let [stdin, stdout, stderr]: [OwnedFd; 3] = fds.try_into().map_err(|fds: Vec<OwnedFd>| {
-        SpawnError::BadRequest(format!("{} descriptors, want 3", fds.len()))
-    })?;
-    let (script, script_segments) = find_script(&request.path)?;
-    check_script(&script)?;
-    let directory = script.parent().unwrap_or(Path::new(CGI_DIR));
+#[derive(Debug, thiserror::Error)]
+pub enum SetupError {
+    #[error("the CGIs' {0}")]
+    Filter(#[from] FilterError),
+    #[error("mapping the stack CGIs start on: {0}")]
+    Stack(Errno),
+}
 
-    let mut command = Command::new(&script);
-    command
-        .env_clear()
-        .current_dir(directory)
-        .stdin(Stdio::from(stdin))
-        .stdout(Stdio::from(stdout))
-        .stderr(Stdio::from(stderr));
-    for variable in &request.env {
-        let (name, value) = split_variable(variable)?;
-        command.env(name, value);
+/// Starts CGIs, one at a time, with what every spawn needs made once: the launcher (stack,
+/// seccomp filter) and buffers for the path and the environment, reused from one CGI to the
+/// next so that a spawn allocates next to nothing.
+pub struct Spawner {
+    launcher: Launcher,
+    env: EnvBlock,
+    path: Vec<u8>,
+    cwd: Vec<u8>,
+}
+
+impl Spawner {
+    /// Call after the worker has installed its signal handlers (see [`Launcher::new`]).
+    pub fn new() -> Result<Spawner, SetupError> {
+        Ok(Spawner {
+            launcher: Launcher::new(CgiFilter::new()?).map_err(SetupError::Stack)?,
+            env: EnvBlock::default(),
+            path: Vec::new(),
+            cwd: Vec::new(),
+        })
     }
-    // URL paths map one to one onto the jail (`/cgi-bin/` is the CGI folder, the jail's root
-    // the document root), so the script's URL path is its path, and PATH_TRANSLATED is
-    // PATH_INFO (RFC 3875 §4.1.5, §4.1.6, §4.1.13).
-    let mut path_info = Vec::new();
-    for segment in &request.path[script_segments..] {
-        path_info.push(b'/');
-        path_info.extend_from_slice(segment);
+
+    /// Starts the CGI described by `request`, its stdin, stdout and stderr being `fds` (in that
+    /// order). Returns the CGI's pid, which is also its process group id, and how many segments
+    /// of the request's path named the script.
+    pub fn spawn_cgi(
+        &mut self,
+        request: &SpawnRequest,
+        fds: Vec<OwnedFd>,
+    ) -> Result<(Pid, usize), SpawnError> {
+        let stdio: [OwnedFd; 3] = fds.try_into().map_err(|fds: Vec<OwnedFd>| {
+            SpawnError::BadRequest(format!("{} descriptors, want 3", fds.len()))
+        })?;
+        let [stdin, stdout, stderr] = stdio.map(above_stderr);
+        let (stdin, stdout, stderr) = (stdin?, stdout?, stderr?);
+        let (script, script_segments) = find_script(&request.path)?;
+        check_script(&script)?;
+        let directory = script.parent().unwrap_or(Path::new(CGI_DIR));
+
+        self.env.clear();
+        for variable in &request.env {
+            let (name, value) = split_variable(variable)?;
+            self.env.push(name.as_bytes(), |buffer| {
+                buffer.extend_from_slice(value.as_bytes())
+            })?;
+        }
+        // URL paths map one to one onto the jail (`/cgi-bin/` is the CGI folder, the jail's root
+        // the document root), so the script's URL path is its path, and PATH_TRANSLATED is
+        // PATH_INFO (RFC 3875 §4.1.5, §4.1.6, §4.1.13).
+        let script_bytes = script.as_os_str().as_bytes();
+        let path_info = &request.path[script_segments..];
+        let write_path_info = |buffer: &mut Vec<u8>| {
+            for segment in path_info {
+                buffer.push(b'/');
+                buffer.extend_from_slice(segment);
+            }
+        };
+        let write_script = |buffer: &mut Vec<u8>| buffer.extend_from_slice(script_bytes);
+        self.env.push(b"SCRIPT_NAME", write_script)?;
+        self.env.push(b"SCRIPT_FILENAME", write_script)?;
+        self.env.push(b"PATH_INFO", write_path_info)?;
+        if !path_info.is_empty() {
+            self.env.push(b"PATH_TRANSLATED", write_path_info)?;
+        }
+        let envp = self.env.finish();
+        let path = c_string(&mut self.path, script_bytes)?;
+        let cwd = c_string(&mut self.cwd, directory.as_os_str().as_bytes())?;
+        let (limits, count) = rlimits(&request.limits);
+        let argv = [path.as_ptr(), ptr::null()];
+        let pid = self
+            .launcher
+            .launch(&Program {
+                path,
+                argv: &argv,
+                envp,
+                cwd,
+                stdio: [stdin.as_fd(), stdout.as_fd(), stderr.as_fd()],
+                limits: &limits[..count],
+            })
+            .map_err(classify_exec_error)?;
+        Ok((pid, script_segments))
     }
-    command
-        .env("SCRIPT_NAME", &script)
-        .env("SCRIPT_FILENAME", &script);
-    command.env("PATH_INFO", OsStr::from_bytes(&path_info));
-    if !path_info.is_empty() {
-        command.env("PATH_TRANSLATED", OsStr::from_bytes(&path_info));
+}
+
+/// `fd` numbered 3 or above, as [`Program::stdio`] wants: a descriptor the worker received in
+/// its own 0, 1 or 2 (were those ever closed) is duplicated out of the way.
+fn above_stderr(fd: OwnedFd) -> Result<OwnedFd, SpawnError> {
+    if fd.as_raw_fd() > 2 {
+        return Ok(fd);
     }
-    let limits = request.limits;
-    // SAFETY: the closure runs in the forked child before exec and only makes async-signal-safe
-    // system calls (setsid, setrlimit, close_range); it allocates nothing and takes no locks.
-    unsafe {
-        command.pre_exec(move || {
-            setsid()?;
-            apply_limits(&limits)?;
-            close_other_descriptors();
-            Ok(())
+    // F_DUPFD_CLOEXEC from 3 up.
+    fd.try_clone().map_err(|error| {
+        classify_exec_error(Errno::from_raw(error.raw_os_error().unwrap_or(libc::EBADF)))
+    })
+}
+
+/// `bytes` NUL-terminated, in `buffer`.
+fn c_string<'a>(buffer: &'a mut Vec<u8>, bytes: &[u8]) -> Result<&'a CStr, SpawnError> {
+    buffer.clear();
+    buffer.extend_from_slice(bytes);
+    buffer.push(0);
+    CStr::from_bytes_with_nul(buffer)
+        .map_err(|_| SpawnError::BadRequest("NUL in the script's path".into()))
+}
+
+/// The environment as `execve` wants it: `NAME=value\0` strings and pointers to them, in
+/// buffers kept from one spawn to the next. Like `std::process::Command`'s environment, which
+/// the worker used before (and so CGIs see the same): sorted by name, and of two entries with
+/// the same name the later one wins.
+#[derive(Default)]
+struct EnvBlock {
+    /// The strings, back to back.
+    bytes: Vec<u8>,
+    entries: Vec<EnvEntry>,
+    pointers: Vec<*const c_char>,
+}
+
+struct EnvEntry {
+    /// Where the string starts in `bytes`, where its `=` is, and its place among the pushes.
+    start: usize,
+    equals: usize,
+    order: usize,
+}
+
+impl EnvBlock {
+    fn clear(&mut self) {
+        self.bytes.clear();
+        self.entries.clear();
+        self.pointers.clear();
+    }
+
+    /// Adds `name=value`, the value written by `write_value`. `name` holds no `=` or NUL.
+    fn push(
+        &mut self,
+        name: &[u8],
+        write_value: impl FnOnce(&mut Vec<u8>),
+    ) -> Result<(), SpawnError> {
+        let start = self.bytes.len();
+        self.bytes.extend_from_slice(name);
+        let equals = self.bytes.len();
+        self.bytes.push(b'=');
+        write_value(&mut self.bytes);
+        // A value with a NUL in it would be cut short there: refused, as `Command` refused it.
+        if self.bytes[equals..].contains(&0) {
+            return Err(SpawnError::BadRequest("NUL in an environment value".into()));
+        }
+        self.bytes.push(0);
+        let order = self.entries.len();
+        self.entries.push(EnvEntry {
+            start,
+            equals,
+            order,
         });
+        Ok(())
     }
-    // std's Command resets the signal mask and SIGPIPE in the child, and reports exec's errno.
-    let child = command.spawn().map_err(classify_exec_error)?;
-    Ok((Pid::from_raw(child.id() as i32), script_segments))
+
+    /// The `envp` array, ending with a null pointer; valid until the next change.
+    fn finish(&mut self) -> &[*const c_char] {
+        let bytes = &self.bytes;
+        let name = |entry: &EnvEntry| &bytes[entry.start..entry.equals];
+        // Unstable sort (it allocates nothing), made stable by the order of the pushes.
+        self.entries
+            .sort_unstable_by(|a, b| name(a).cmp(name(b)).then(a.order.cmp(&b.order)));
+        self.pointers.clear();
+        for (index, entry) in self.entries.iter().enumerate() {
+            let overridden = self
+                .entries
+                .get(index + 1)
+                .is_some_and(|next| name(next) == name(entry));
+            if !overridden {
+                self.pointers.push(bytes[entry.start..].as_ptr().cast());
+            }
+        }
+        self.pointers.push(ptr::null());
+        &self.pointers
+    }
 }
 
 /// The shortest prefix of `segments` under [`CGI_DIR`] that is a regular file (symlinks are
@@ -137,12 +271,15 @@ fn split_variable(variable: &[u8]) -> Result<(&OsStr, &OsStr), SpawnError> {
     ))
 }
 
-fn apply_limits(limits: &Limits) -> std::io::Result<()> {
+/// The rlimits of a CGI, as (resource, soft, hard), in the first `count` places.
+fn rlimits(limits: &Limits) -> ([(Resource, u64, u64); 6], usize) {
     // A core file of a CGI would land in its folder or /tmp, with whatever secrets it held.
-    setrlimit(Resource::RLIMIT_CORE, 0, 0)?;
+    let mut list = [(Resource::RLIMIT_CORE, 0, 0); 6];
+    let mut count = 1;
     if let Some(seconds) = limits.cpu_seconds {
         // SIGXCPU at the soft limit, SIGKILL one second later at the hard one.
-        setrlimit(Resource::RLIMIT_CPU, seconds, seconds.saturating_add(1))?;
+        list[count] = (Resource::RLIMIT_CPU, seconds, seconds.saturating_add(1));
+        count += 1;
     }
     let exact = [
         (Resource::RLIMIT_AS, limits.address_space_bytes),
@@ -157,35 +294,25 @@ fn apply_limits(limits: &Limits) -> std::io::Result<()> {
             } else {
                 limit
             };
-            setrlimit(resource, limit, limit)?;
+            list[count] = (resource, limit, limit);
+            count += 1;
         }
     }
-    Ok(())
+    (list, count)
 }
 
-/// Marks every descriptor above stderr close-on-exec, so the CGI starts with exactly 0, 1 and 2
-/// whatever the worker holds. (Not closed outright: std's exec-error pipe must survive to exec.)
-fn close_other_descriptors() {
-    // SAFETY: close_range only changes descriptor flags; with CLOSE_RANGE_CLOEXEC it closes
-    // nothing now, so no descriptor owned by Rust code becomes dangling in this process.
-    unsafe {
-        libc::close_range(
-            3,
-            libc::c_uint::MAX,
-            libc::CLOSE_RANGE_CLOEXEC as libc::c_int,
-        );
-    }
-}
-
-fn classify_exec_error(error: std::io::Error) -> SpawnError {
-    let errno = error.raw_os_error().unwrap_or(0);
-    match Errno::from_raw(errno) {
+/// What a failed start means to the gateway: the errno of `clone`, or of the child's step that
+/// failed (`execve` above all).
+fn classify_exec_error(errno: Errno) -> SpawnError {
+    match errno {
         Errno::EACCES | Errno::EPERM => SpawnError::NotExecutable,
-        Errno::EAGAIN | Errno::ENOMEM | Errno::EMFILE | Errno::ENFILE => {
-            SpawnError::NoResources { errno }
-        }
+        Errno::EAGAIN | Errno::ENOMEM | Errno::EMFILE | Errno::ENFILE => SpawnError::NoResources {
+            errno: errno as i32,
+        },
         // The script exists (checked above): ENOENT here means its #! interpreter does not.
-        _ => SpawnError::ExecFailed { errno },
+        _ => SpawnError::ExecFailed {
+            errno: errno as i32,
+        },
     }
 }
 
@@ -223,6 +350,81 @@ mod tests {
                 "{segments:?}"
             );
         }
+    }
+
+    /// The strings `envp` points to.
+    fn strings(envp: &[*const c_char]) -> Vec<String> {
+        let (last, strings) = envp.split_last().expect("a null pointer at least");
+        assert!(last.is_null());
+        strings
+            .iter()
+            .map(|&string| {
+                // SAFETY: pointers into the block's buffer, each to a NUL-terminated string.
+                let string = unsafe { CStr::from_ptr(string) };
+                string.to_string_lossy().into_owned()
+            })
+            .collect()
+    }
+
+    #[test]
+    fn environment_is_sorted_by_name_and_the_last_of_a_name_wins() {
+        let mut env = EnvBlock::default();
+        for round in 0..2 {
+            // The buffers are reused: nothing of the first round may remain in the second.
+            env.clear();
+            let value = if round == 0 { "first" } else { "second" };
+            for (name, value) in [
+                ("B", "1"),
+                ("A", value),
+                ("AB", ""),
+                ("A", "again"),
+                ("a", "x"),
+            ] {
+                env.push(name.as_bytes(), |buffer| {
+                    buffer.extend_from_slice(value.as_bytes())
+                })
+                .expect("no NUL");
+            }
+            assert_eq!(strings(env.finish()), ["A=again", "AB=", "B=1", "a=x"]);
+        }
+        env.clear();
+        assert!(env
+            .push(b"PATH_INFO", |buffer| buffer.extend_from_slice(b"/a\0b"))
+            .is_err());
+        env.clear();
+        assert_eq!(strings(env.finish()), Vec::<String>::new());
+    }
+
+    #[test]
+    fn limits_always_forbid_core_files_and_give_cpu_a_grace_second() {
+        let none = Limits {
+            cpu_seconds: None,
+            address_space_bytes: None,
+            file_size_bytes: None,
+            open_files: None,
+            processes: None,
+        };
+        let (list, count) = rlimits(&none);
+        assert_eq!(list[..count], [(Resource::RLIMIT_CORE, 0, 0)]);
+        let all = Limits {
+            cpu_seconds: Some(30),
+            address_space_bytes: Some(u64::MAX),
+            file_size_bytes: Some(1 << 20),
+            open_files: Some(256),
+            processes: Some(512),
+        };
+        let (list, count) = rlimits(&all);
+        assert_eq!(
+            list[..count],
+            [
+                (Resource::RLIMIT_CORE, 0, 0),
+                (Resource::RLIMIT_CPU, 30, 31),
+                (Resource::RLIMIT_AS, RLIM_INFINITY, RLIM_INFINITY),
+                (Resource::RLIMIT_FSIZE, 1 << 20, 1 << 20),
+                (Resource::RLIMIT_NOFILE, 256, 256),
+                (Resource::RLIMIT_NPROC, 512, 512),
+            ]
+        );
     }
 
     #[test]
