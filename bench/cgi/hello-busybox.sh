@@ -1,0 +1,2 @@
+#!/bin/busybox sh
+printf 'Content-Type: text/plain\r\n\r\nhello\n'
