@@ -598,7 +598,9 @@ fn internal(error: std::io::Error) -> RequestError {
 /// A short plain-text answer for an error, logged with the reason.
 pub fn error_response(error: &RequestError) -> Response<ResponseBody> {
     let status = error.status();
-    if status.is_server_error() {
+    // Overload is not a fault, and comes by the thousand per second: the access log and
+    // jailgate_rejected_total count it; a warning each would flood the log.
+    if status.is_server_error() && status != StatusCode::SERVICE_UNAVAILABLE {
         tracing::warn!("{error}");
     } else {
         tracing::debug!("{error}");

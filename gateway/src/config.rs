@@ -28,7 +28,8 @@ pub const DEFAULT_LIMIT_FILE_SIZE: u64 = 64 << 20;
 pub const DEFAULT_LIMIT_OPEN_FILES: u64 = 256;
 /// RLIMIT_NPROC counts every process of the CGI user (workers included), so this bounds a
 /// fork bomb across the whole gateway, not per CGI.
-pub const DEFAULT_LIMIT_PROCESSES: u64 = 512;
+/// The default leaves room for every CGI slot of a few workers (128 each) and their children.
+pub const DEFAULT_LIMIT_PROCESSES: u64 = 4096;
 /// Size of each worker's private /tmp.
 pub const DEFAULT_TMP_SIZE: u64 = 64 << 20;
 

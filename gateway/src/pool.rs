@@ -236,8 +236,10 @@ impl Pool {
         if let Ok(permit) = self.admission.clone().try_acquire_owned() {
             return Ok(permit);
         }
-        if self.waiting.fetch_add(1, Ordering::SeqCst) >= self.config.queue {
-            self.waiting.fetch_sub(1, Ordering::SeqCst);
+        // A place in the queue, given back however the wait ends: a request whose client goes
+        // away is dropped mid-wait, and must not keep its place for good.
+        let place = QueuePlace::take(&self.waiting);
+        if place.ahead >= self.config.queue {
             self.metrics.rejected(true);
             return Err(RequestError::Overloaded);
         }
@@ -246,7 +248,7 @@ impl Pool {
             self.admission.clone().acquire_owned(),
         )
         .await;
-        self.waiting.fetch_sub(1, Ordering::SeqCst);
+        drop(place);
         match permit {
             Ok(Ok(permit)) => Ok(permit),
             _ => {
@@ -377,6 +379,26 @@ impl Pool {
         for supervisor in supervisors {
             let _ = supervisor.await;
         }
+    }
+}
+
+/// One request's place among those waiting for a CGI slot; leaving it (dropped) counts it out.
+struct QueuePlace<'a> {
+    waiting: &'a AtomicUsize,
+    /// How many were waiting before this one.
+    ahead: usize,
+}
+
+impl<'a> QueuePlace<'a> {
+    fn take(waiting: &'a AtomicUsize) -> QueuePlace<'a> {
+        let ahead = waiting.fetch_add(1, Ordering::SeqCst);
+        QueuePlace { waiting, ahead }
+    }
+}
+
+impl Drop for QueuePlace<'_> {
+    fn drop(&mut self) {
+        self.waiting.fetch_sub(1, Ordering::SeqCst);
     }
 }
 

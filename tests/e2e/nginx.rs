@@ -31,7 +31,7 @@ struct Nginx {
 
 impl Nginx {
     /// `upstream`: the gateway's HTTP or FastCGI address, as the config wants it
-    /// (`127.0.0.1:PORT`; `unix:/PATH:` for proxy_pass, `unix:/PATH` for fastcgi_pass).
+    /// (`127.0.0.1:PORT` or `unix:/PATH`).
     fn start(config_name: &str, prefix: &Path, upstream: &str) -> Nginx {
         Nginx::start_edited(config_name, prefix, upstream, |config| config)
     }
@@ -384,7 +384,7 @@ async fn unix_sockets_for_both_fronts_behind_nginx() {
     let proxy = Nginx::start(
         "proxy_pass.conf",
         &dir.join("nginx-http"),
-        &format!("unix:{}:", http_socket.display()),
+        &format!("unix:{}", http_socket.display()),
     );
     let fastcgi = Nginx::start(
         "fastcgi_pass.conf",

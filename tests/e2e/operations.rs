@@ -447,6 +447,22 @@ async fn backpressure_answers_503_with_retry_after() {
         metrics[r#"jailgate_requests_total{front="http",status="503"}"#],
         2.0
     );
+
+    // A client that gives up while queued gives its place back.
+    let running = send(0);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let impatient = client(Duration::from_millis(400));
+    assert!(impatient.get(gw.url("/cgi-bin/slow")).send().await.is_err());
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let metrics = parse_metrics(&get_text(&http, format!("http://{admin}/metrics")).await.1);
+    assert_eq!(
+        (
+            metrics["jailgate_running_cgis{}"],
+            metrics["jailgate_queued_requests{}"]
+        ),
+        (1.0, 0.0)
+    );
+    assert_eq!(running.await.expect("task").0, 200);
 }
 
 /// The first SIGTERM drains (a slow request in flight keeps the gateway up); a second one stops

@@ -320,6 +320,7 @@ pub fn init(opts: &InitOptions) -> Result<InitReport, JailInitError> {
     }
     install_devices(&jail)?;
     let localtime_copied = install_etc(&jail, &passwd, &group)?;
+    write_library_cache(&jail, &opts.dir, &needed)?;
     // After the mirroring, which sets every directory it passes through to 0755.
     jail.dir("tmp", 0o1777)?;
     jail.dir("cgi-bin", 0o755)?;
@@ -457,6 +458,64 @@ fn install_devices(jail: &Jail) -> Result<(), JailInitError> {
 ///
 /// A host without `/etc/localtime` gives a jail without one (glibc then uses UTC, which is
 /// what a written UTC file would say); one left by an earlier init is removed.
+/// The loader's index of the jail's shared libraries, `/etc/ld.so.cache`, made by the host's
+/// `ldconfig -r` from an `/etc/ld.so.conf` naming the folders the libraries were copied to.
+/// Without it every exec of a dynamically linked program probes some twenty missing paths
+/// before it finds libc. A jail without shared libraries (busybox) needs none; a host without
+/// ldconfig gets a jail that works without one (and a warning).
+fn write_library_cache(jail: &Jail, dir: &Path, needed: &[PathBuf]) -> Result<(), JailInitError> {
+    let mut folders: Vec<&Path> = needed
+        .iter()
+        .filter(|path| {
+            path.file_name()
+                .and_then(|name| name.to_str())
+                .is_some_and(|name| name.contains(".so"))
+        })
+        .filter_map(|path| path.parent())
+        .collect();
+    folders.sort();
+    folders.dedup();
+    if folders.is_empty() {
+        return Ok(());
+    }
+    let conf: String = folders
+        .iter()
+        .map(|folder| format!("{}\n", folder.display()))
+        .collect();
+    jail.dir("etc", 0o755)?
+        .write_file("ld.so.conf", conf.as_bytes(), 0o644)?;
+    let Some(ldconfig) = ["/sbin/ldconfig", "/usr/sbin/ldconfig"]
+        .into_iter()
+        .find(|path| Path::new(path).is_file())
+    else {
+        tracing::warn!("no ldconfig on this host: the jail has no library cache (slower execs)");
+        return Ok(());
+    };
+    // -X: index only; the jail's library links stay exactly as copied.
+    let made = std::process::Command::new(ldconfig)
+        .arg("-X")
+        .arg("-r")
+        .arg(dir)
+        .env_clear()
+        .output();
+    match made {
+        Ok(output) if output.status.success() => Ok(()),
+        Ok(output) => {
+            tracing::warn!(
+                "ldconfig -r {} failed ({}): {}; the jail works without a library cache",
+                dir.display(),
+                output.status,
+                String::from_utf8_lossy(&output.stderr).trim()
+            );
+            Ok(())
+        }
+        Err(error) => {
+            tracing::warn!("cannot run {ldconfig}: {error}; the jail has no library cache");
+            Ok(())
+        }
+    }
+}
+
 fn install_etc(jail: &Jail, passwd: &str, group: &str) -> Result<bool, JailInitError> {
     let etc = jail.dir("etc", 0o755)?;
     etc.write_file("passwd", passwd.as_bytes(), 0o644)?;

@@ -184,6 +184,36 @@ fn shell_pipeline_runs_in_the_chroot() {
 }
 
 #[test]
+fn the_loader_finds_libraries_through_the_jails_cache() {
+    let (tmp, _) = default_jail();
+    let conf = fs::read_to_string(tmp.path().join("etc/ld.so.conf")).expect("ld.so.conf");
+    let libc = every_library_path(tmp.path())
+        .into_iter()
+        .find(|path| path.contains("libc.so"))
+        .expect("libc in the jail");
+    let libc_folder = Path::new(&libc).parent().expect("folder");
+    assert!(
+        conf.lines().any(|line| Path::new(line) == libc_folder),
+        "{libc_folder:?} in {conf:?}"
+    );
+    let cache = fs::read(tmp.path().join("etc/ld.so.cache")).expect("ld.so.cache");
+    let needle = libc.rsplit('/').next().expect("name").as_bytes();
+    assert!(
+        cache.windows(needle.len()).any(|window| window == needle),
+        "the cache names {libc}"
+    );
+}
+
+/// Jail paths of the shared libraries copied into `jail`.
+fn every_library_path(jail: &Path) -> Vec<String> {
+    walk(jail)
+        .into_iter()
+        .filter(|(path, meta)| meta.is_file() && path.to_string_lossy().contains(".so"))
+        .map(|(path, _)| format!("/{}", path.strip_prefix(jail).unwrap_or(&path).display()))
+        .collect()
+}
+
+#[test]
 fn merged_usr_layout_is_reproduced() {
     let (tmp, report) = default_jail();
     let jail = tmp.path();
