@@ -344,6 +344,38 @@ async fn metrics_count_the_requests_and_healthz_follows_the_workers() {
         200
     );
 
+    // One access-log line per request, in the combined format plus id, script, duration and
+    // the CGI's exit.
+    let stderr = gw.stderr();
+    let access: Vec<&str> = stderr.lines().filter(|l| l.contains(" access: ")).collect();
+    assert_eq!(access.len(), 13, "{stderr}");
+    let hello = access
+        .iter()
+        .filter(|l| {
+            l.contains(r#""GET /cgi-bin/hello HTTP/1.1" 200 6 "-" "-" id="#)
+                && l.contains(" script=/cgi-bin/hello duration_ms=")
+                && l.ends_with(" exit=0")
+        })
+        .count();
+    assert_eq!(hello, 7, "{stderr}");
+    assert!(
+        access
+            .iter()
+            .any(|l| l.contains(r#""GET /cgi-bin/killed HTTP/1.1" 502 "#)
+                && l.ends_with(" exit=signal:9")),
+        "{stderr}"
+    );
+    assert_eq!(
+        access
+            .iter()
+            .filter(|l| l.contains(r#""GET /cgi-bin/missing HTTP/1.1" 404 14 "#)
+                && l.contains(" script=- ")
+                && l.ends_with(" exit=-"))
+            .count(),
+        3,
+        "{stderr}"
+    );
+
     // A worker down, kept down (its jail cannot be entered while cgi-bin is away): 503.
     let cgi_bin = gw.root().join("cgi-bin");
     let hidden = gw.root().join("cgi-bin.away");
@@ -568,4 +600,47 @@ async fn systemd_hears_ready_and_stopping() {
         .wait_timeout(Duration::from_secs(15))
         .expect("exits after SIGTERM");
     assert_eq!(status.code(), Some(0));
+}
+
+/// `--access-log json` (with `--log-format json`): one JSON event per request with its fields.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_access_log_in_json() {
+    require_root!();
+    let jail = Jail::new();
+    jail.cgi("hello", HELLO);
+    let gw = jail.serve_with(
+        Opts::default(),
+        &["--log-format", "json", "--access-log", "json"],
+    );
+    let http = client(Duration::from_secs(30));
+    let response = http
+        .get(gw.url("/cgi-bin/hello/x?y=1"))
+        .header("user-agent", "probe/1")
+        .send()
+        .await
+        .expect("response");
+    assert_eq!(response.text().await.expect("body"), "hello\n");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let stderr = gw.stderr();
+    let events: Vec<serde_json::Value> = stderr
+        .lines()
+        .map(|line| serde_json::from_str(line).unwrap_or_else(|e| panic!("{e}: {line}")))
+        .filter(|event: &serde_json::Value| event["target"] == "access")
+        .collect();
+    let [event] = events.as_slice() else {
+        panic!("one access event: {stderr}");
+    };
+    let fields = &event["fields"];
+    assert_eq!(fields["method"], "GET");
+    assert_eq!(fields["target"], "/cgi-bin/hello/x?y=1");
+    assert_eq!(fields["status"], 200);
+    assert_eq!(fields["bytes_out"], 6);
+    assert_eq!(fields["script"], "/cgi-bin/hello");
+    assert_eq!(fields["user_agent"], "probe/1");
+    assert_eq!(fields["exit"], "0");
+    assert_eq!(fields["client"], "127.0.0.1");
+    assert!(
+        fields["duration_ms"].is_u64() && fields["id"].is_u64(),
+        "{event}"
+    );
 }
