@@ -470,6 +470,12 @@ def main():
                "depressed and noisy, and the CPU columns are the steadier comparison. Targets are judged "
                "on req/s, as the issue states them.\n")
     targets(cells, meta, out)
+    # The measured reasons for the misses and what would close them: written by people, from
+    # profiles, kept in bench/MISSES.md so that every run's report carries them.
+    misses = os.path.join(os.path.dirname(os.path.abspath(__file__)), "MISSES.md")
+    if os.path.exists(misses):
+        with open(misses) as f:
+            out.append(f.read().rstrip() + "\n")
     out.append("## Results\n")
     for script in ("hello.sh", "hello-busybox.sh", "hello-static", "out1m.sh"):
         if any(k[0] == script for k in cells):

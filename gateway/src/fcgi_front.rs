@@ -218,7 +218,8 @@ fn encode_path(path: &[u8]) -> String {
 /// A short CGI-style answer for an error: nginx turns it into the HTTP response.
 fn cgi_error(error: &RequestError) -> Vec<u8> {
     let status = error.status();
-    if status.is_server_error() {
+    // As for HTTP (cgi::error_response): overload is counted, not warned about one by one.
+    if status.is_server_error() && status != http::StatusCode::SERVICE_UNAVAILABLE {
         tracing::warn!("{error}");
     } else {
         tracing::debug!("{error}");
