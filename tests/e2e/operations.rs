@@ -184,18 +184,7 @@ async fn kill_9_of_the_gateway_leaves_nothing_within_a_second() {
     jail.cgi("sleepy", "sleep 60");
     let gw = jail.serve(Opts::default());
     // A CGI running (and its sleep child) when the gateway dies.
-    let url = gw.url("/cgi-bin/sleepy");
-    let request =
-        tokio::spawn(async move { client(Duration::from_secs(60)).get(url).send().await });
-    let end = Instant::now() + Duration::from_secs(10);
-    let processes = loop {
-        let all = gw.descendants();
-        if all.iter().any(|p| p.comm == "sleep") {
-            break all;
-        }
-        assert!(Instant::now() < end, "the CGI did not start: {all:?}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    };
+    let (request, processes) = start_sleepy(&gw).await;
     assert!(
         processes.len() >= 6,
         "front, 2 × (holder, worker), CGI, sleep: {processes:?}"
@@ -215,6 +204,28 @@ async fn kill_9_of_the_gateway_leaves_nothing_within_a_second() {
         request.await.expect("client task").is_err(),
         "the request was cut off"
     );
+}
+
+/// A request to `/cgi-bin/sleepy` (a CGI that runs `sleep`) in flight, and the gateway's
+/// processes once the sleep runs.
+async fn start_sleepy(
+    gw: &Gateway,
+) -> (
+    tokio::task::JoinHandle<reqwest::Result<reqwest::Response>>,
+    Vec<ProcStat>,
+) {
+    let url = gw.url("/cgi-bin/sleepy");
+    let request =
+        tokio::spawn(async move { client(Duration::from_secs(60)).get(url).send().await });
+    let end = Instant::now() + Duration::from_secs(10);
+    loop {
+        let all = gw.descendants();
+        if all.iter().any(|p| p.comm == "sleep") {
+            return (request, all);
+        }
+        assert!(Instant::now() < end, "the CGI did not start: {all:?}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 }
 
 /// The values of every sample of `/metrics` as a real OpenMetrics parser (Prometheus's
@@ -508,18 +519,7 @@ async fn a_second_signal_stops_at_once() {
         r"sleep 30; printf 'Content-Type: text/plain\n\nlate\n'",
     );
     let mut gw = jail.serve_with(Opts::default(), &["--drain-timeout", "60"]);
-    let url = gw.url("/cgi-bin/sleepy");
-    let request =
-        tokio::spawn(async move { client(Duration::from_secs(60)).get(url).send().await });
-    let end = Instant::now() + Duration::from_secs(10);
-    let processes = loop {
-        let all = gw.descendants();
-        if all.iter().any(|p| p.comm == "sleep") {
-            break all;
-        }
-        assert!(Instant::now() < end, "the CGI did not start");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    };
+    let (request, processes) = start_sleepy(&gw).await;
     gw.signal(Signal::SIGTERM);
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert!(
