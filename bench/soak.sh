@@ -80,7 +80,16 @@ rss_before="$(rss_kb "$front_pid")"; fds_before="$(fds "$front_pid")"; wfds_befo
 ok_before="$(status_count 200)"; nf_before="$(status_count 404)"; bad_before="$(status_count 502)"
 
 echo "soak: ${seconds} s of mixed load on 127.0.0.1:$port (front pid $front_pid)"
-wrk -t2 -c16 -d"${seconds}s" --timeout 15s -s bench/soak.lua "http://127.0.0.1:$port" > "$work/wrk" || true
+wrk -t2 -c16 -d"${seconds}s" --timeout 15s -s bench/soak.lua "http://127.0.0.1:$port" > "$work/wrk" &
+load=$!
+# The front's RSS along the way: a leak climbs, an allocator settling levels off.
+rss_series=""
+interval=$(( seconds >= 120 ? 60 : 10 ))
+while kill -0 "$load" 2>/dev/null; do
+  for _ in $(seq "$interval"); do kill -0 "$load" 2>/dev/null || break; sleep 1; done
+  kill -0 "$load" 2>/dev/null && rss_series="$rss_series $(rss_kb "$front_pid")"
+done
+wait "$load" || true
 sleep 2   # connections close, the last CGIs exit
 
 rss_after="$(rss_kb "$front_pid")"; fds_after="$(fds "$front_pid")"; wfds_after="$(worker_fds)"
@@ -126,6 +135,8 @@ cat <<EOF
 | 499 (in flight when wrk stopped; at most one per connection) | $closed_early |
 | any other status | $other ${others:+($others)} |
 | socket errors (connect, read, write, timeout) | $socket_errors |
+
+front RSS every ${interval} s under load (KiB):${rss_series:- none}
 
 worker restarts: ${restarts:-0}; zombies of the gateway: $zombies; exit status after SIGTERM: $status; processes left after the stop: $left
 EOF
