@@ -16,8 +16,8 @@
 //! a fork bomb stops at `--limit-processes` and `/tmp` fills up with ENOSPC
 //! (`escape::fork_bomb_is_contained`, `escape::filling_tmp_hits_enospc`).
 //!
-//! The `#[ignore]`d tests here show bugs whose fixes lie outside this file's reach; each
-//! says where.
+//! Several tests here were written first and found the bug they assert against; each says
+//! what it found.
 
 use std::fs;
 use std::net::SocketAddr;
