@@ -83,6 +83,10 @@ impl RequestLog {
         headers: &http::HeaderMap,
         client: String,
     ) {
+        // Only the line needs these: with the access log off, no copies per request.
+        if self.format == AccessLog::Off {
+            return;
+        }
         let header = |name| {
             headers.get(name).map(|value: &http::HeaderValue| {
                 String::from_utf8_lossy(value.as_bytes()).into_owned()
@@ -132,6 +136,9 @@ impl RequestLog {
     }
 
     pub fn set_script(&self, script: &str) {
+        if self.format == AccessLog::Off {
+            return;
+        }
         self.entry().script = Some(script.to_owned());
     }
 
