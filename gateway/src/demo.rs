@@ -8,8 +8,9 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 
-use crate::config::Config;
-use crate::jailfs::{self, CgiUser};
+use crate::config::{Config, FrontUser, ListenAddr};
+use crate::jailfs;
+use crate::root::startup::Startup;
 
 /// The sample CGIs: (file name, script). Plain POSIX sh, using only the jail's programs.
 const SAMPLES: &[(&str, &str)] = &[
@@ -39,7 +40,7 @@ fi
 ];
 
 /// Builds the demo jail, serves it until SIGTERM or SIGINT, removes it. Root only.
-pub fn run(listen: SocketAddr, front_user: &CgiUser) -> anyhow::Result<ExitCode> {
+pub fn run(listen: SocketAddr, front_user: FrontUser) -> anyhow::Result<ExitCode> {
     let folder = tempfile::Builder::new()
         .prefix("jailgate-demo-")
         .tempdir()
@@ -56,22 +57,22 @@ pub fn run(listen: SocketAddr, front_user: &CgiUser) -> anyhow::Result<ExitCode>
 
     let mut config = Config::new(jail.clone(), user);
     config.workers = config.workers.min(4);
-    config.listen = crate::listen::ListenAddr::Tcp(listen);
+    config.listen = ListenAddr::Tcp(listen);
     let config = config.validate()?;
-    let listener = std::net::TcpListener::bind(listen)
-        .with_context(|| format!("cannot listen on {listen}"))?;
-    let address = listener.local_addr()?;
     eprintln!("Demo jail in {} (removed on exit). Try:", jail.display());
-    eprintln!("  curl http://{address}/cgi-bin/hello.sh");
-    eprintln!("  curl 'http://{address}/cgi-bin/env.sh/extra/path?a=1&b=2'");
-    eprintln!("  curl --data-binary @/etc/os-release http://{address}/cgi-bin/echo.sh");
-    eprintln!("  open http://{address}/cgi-bin/form.sh in a browser");
+    eprintln!("  curl http://{listen}/cgi-bin/hello.sh");
+    eprintln!("  curl 'http://{listen}/cgi-bin/env.sh/extra/path?a=1&b=2'");
+    eprintln!("  curl --data-binary @/etc/os-release http://{listen}/cgi-bin/echo.sh");
+    eprintln!("  open http://{listen}/cgi-bin/form.sh in a browser");
     eprintln!("Stop with Ctrl-C.");
-    let listener = crate::listen::Bound::Tcp(listener);
     // SIGHUP starts a fresh pool on the same settings.
     let same = config.clone();
-    let reload = Box::new(move || Ok(same.clone()));
-    let code = crate::privsep::run(config, listener, None, front_user, reload);
+    let code = crate::serve(Startup {
+        config,
+        front_user,
+        listen_given: true,
+        reload: Box::new(move || Ok(same.clone())),
+    });
     drop(folder);
     Ok(code)
 }

@@ -54,7 +54,7 @@ pub fn decode<T: DeserializeOwned>(packet: &[u8]) -> Result<T, CodecError> {
 mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
-    use crate::message::*;
+    use crate::worker::*;
 
     fn spawn_request() -> ToWorker {
         ToWorker::Spawn(SpawnRequest {

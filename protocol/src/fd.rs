@@ -141,7 +141,7 @@ fn set_nonblocking(fd: BorrowedFd<'_>) -> std::io::Result<()> {
 mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
-    use crate::message::*;
+    use crate::worker::*;
     use std::io::{Read, Write};
 
     #[tokio::test]

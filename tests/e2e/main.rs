@@ -11,6 +11,7 @@ mod conformance;
 mod core;
 mod errors;
 mod escape;
+mod fastcgi;
 mod faults;
 mod jail;
 mod lifecycle;

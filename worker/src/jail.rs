@@ -17,57 +17,8 @@ use nix::sys::wait::{waitpid, WaitStatus};
 use nix::unistd::{chdir, chroot, fork, getppid, setgroups, setresgid, setresuid, ForkResult};
 use nix::unistd::{Gid, Pid, Uid};
 
-/// What the gateway told this worker on its command line.
-#[derive(Debug)]
-pub struct Config {
-    pub jail: PathBuf,
-    pub uid: Uid,
-    pub gid: Gid,
-    /// Size of each writable tmpfs (`/tmp` and friends), bytes.
-    pub tmp_size: u64,
-    /// CGIs get an empty network namespace: no interface but a down loopback.
-    pub no_network: bool,
-}
-
-impl Config {
-    /// `--jail DIR --uid UID --gid GID --tmp-size BYTES [--no-network]`
-    pub fn from_args(mut args: impl Iterator<Item = String>) -> Result<Config, String> {
-        let (mut jail, mut uid, mut gid, mut tmp_size, mut no_network) =
-            (None, None, None, None, false);
-        let number = |flag: &str, value: Option<String>| -> Result<u64, String> {
-            let value = value.ok_or_else(|| format!("{flag} needs a value"))?;
-            value
-                .parse::<u64>()
-                .map_err(|_| format!("bad {flag} {value}"))
-        };
-        while let Some(flag) = args.next() {
-            match flag.as_str() {
-                "--jail" => jail = Some(PathBuf::from(args.next().ok_or("--jail needs a value")?)),
-                "--uid" => uid = Some(number("--uid", args.next())?),
-                "--gid" => gid = Some(number("--gid", args.next())?),
-                "--tmp-size" => tmp_size = Some(number("--tmp-size", args.next())?),
-                "--no-network" => no_network = true,
-                _ => return Err(format!("unknown flag {flag}")),
-            }
-        }
-        let id = |value: Option<u64>, flag: &str| -> Result<u32, String> {
-            let value = value.ok_or_else(|| format!("{flag} is required"))?;
-            u32::try_from(value).map_err(|_| format!("{flag} out of range"))
-        };
-        let config = Config {
-            jail: jail.ok_or("--jail is required")?,
-            uid: Uid::from_raw(id(uid, "--uid")?),
-            gid: Gid::from_raw(id(gid, "--gid")?),
-            tmp_size: tmp_size.ok_or("--tmp-size is required")?,
-            no_network,
-        };
-        if config.uid.is_root() || config.gid.as_raw() == 0 {
-            // A root process can break out of a chroot: nothing in the jail may run as root.
-            return Err("refusing to run CGIs as root (uid or gid 0)".into());
-        }
-        Ok(config)
-    }
-}
+/// What the supervisor told this worker on its command line.
+pub type Config = protocol::WorkerArgs;
 
 #[derive(Debug, thiserror::Error)]
 pub enum JailError {
@@ -180,7 +131,7 @@ fn fork_namespace_init() -> Result<Role, JailError> {
 
 fn drop_privileges(config: &Config) -> Result<(), JailError> {
     setgroups(&[]).map_err(JailError::SetGroups)?;
-    let (gid, uid) = (config.gid, config.uid);
+    let (gid, uid) = (Gid::from_raw(config.gid), Uid::from_raw(config.uid));
     setresgid(gid, gid, gid).map_err(|errno| JailError::SetGid(gid, errno))?;
     setresuid(uid, uid, uid).map_err(|errno| JailError::SetUid(uid, errno))?;
     // Regaining root must now fail; if it does not, the drop did not hold.
@@ -266,43 +217,4 @@ pub fn wait_for_worker(worker: Pid) -> ExitCode {
 
 pub fn set_cloexec(fd: &OwnedFd) -> Result<(), Errno> {
     fcntl(fd.as_fd(), FcntlArg::F_SETFD(FdFlag::FD_CLOEXEC)).map(|_| ())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn parse(args: &str) -> Result<Config, String> {
-        Config::from_args(args.split_whitespace().map(String::from))
-    }
-
-    #[test]
-    fn command_line_is_parsed() {
-        let config =
-            parse("--jail /j --uid 65534 --gid 65533 --tmp-size 1024 --no-network").expect("valid");
-        assert_eq!(config.jail, PathBuf::from("/j"));
-        assert_eq!((config.uid.as_raw(), config.gid.as_raw()), (65534, 65533));
-        assert_eq!((config.tmp_size, config.no_network), (1024, true));
-        assert!(
-            !parse("--jail /j --uid 1 --gid 1 --tmp-size 1")
-                .expect("valid")
-                .no_network
-        );
-    }
-
-    #[test]
-    fn root_and_bad_command_lines_are_refused() {
-        for bad in [
-            "--jail /j --uid 0 --gid 1 --tmp-size 1",
-            "--jail /j --uid 1 --gid 0 --tmp-size 1",
-            "--jail /j --uid 1 --gid 1",
-            "--uid 1 --gid 1 --tmp-size 1",
-            "--jail /j --uid 4294967296 --gid 1 --tmp-size 1",
-            "--jail /j --uid x --gid 1 --tmp-size 1",
-            "--jail /j --uid 1 --gid 1 --tmp-size 1 --bogus",
-            "--jail",
-        ] {
-            assert!(parse(bad).is_err(), "{bad}");
-        }
-    }
 }

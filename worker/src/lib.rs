@@ -3,8 +3,9 @@
 //! forked from it), it enters the jail once, then starts, watches and kills CGIs on the
 //! gateway's request until told to stop or the gateway goes away.
 //!
-//! Usage (the gateway builds this command line; people do not): `jailgate-worker --jail DIR
-//! --uid UID --gid GID`, with the channel to the gateway as descriptor 3.
+//! Usage (the supervisor builds this command line, `protocol::WorkerArgs`; people do not):
+//! `jailgate-worker --jail DIR --uid UID --gid GID --tmp-size BYTES [--no-network]`, with the
+//! channel to the front as descriptor 3.
 
 use std::os::fd::{FromRawFd, OwnedFd};
 use std::process::ExitCode;
@@ -21,7 +22,7 @@ const CHANNEL_FD: i32 = 3;
 
 /// The whole `jailgate-worker` program.
 pub fn main() -> ExitCode {
-    let config = match jail::Config::from_args(std::env::args().skip(1)) {
+    let config = match jail::Config::parse(std::env::args_os().skip(1)) {
         Ok(config) => config,
         Err(message) => {
             eprintln!("jailgate-worker: {message}");

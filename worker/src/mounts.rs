@@ -18,13 +18,8 @@ use nix::errno::Errno;
 use nix::mount::{mount, MsFlags};
 use nix::sys::stat::{makedev, mknod, Mode, SFlag};
 
-/// Folders, relative to the jail root, where programs live. Mounted exec-allowed where they
-/// are real directories; on a merged-/usr jail `/bin` etc. are symlinks into `/usr`.
-const EXEC_AREAS: &[&str] = &["usr", "bin", "sbin", "lib", "lib64", "cgi-bin"];
-/// Folders that get a private writable tmpfs, where the jail has them.
-const WRITABLE_AREAS: &[&str] = &["tmp", "var/tmp", "usr/tmp"];
-/// The device nodes CGIs get: (name, major, minor).
-const DEVICES: &[(&str, u64, u64)] = &[("null", 1, 3), ("zero", 1, 5), ("urandom", 1, 9)];
+use protocol::layout::{DEVICES, EXEC_AREAS, WRITABLE_AREAS};
+
 /// Room for the device nodes; /dev holds no data.
 const DEV_TMPFS_OPTIONS: &str = "size=16k,nr_inodes=16,mode=0755";
 
@@ -95,8 +90,13 @@ fn build_dev(dev: &Path) -> Result<(), MountError> {
     .map_err(MountError::Dev)?;
     for &(name, major, minor) in DEVICES {
         let mode = Mode::from_bits_truncate(0o666);
-        mknod(&dev.join(name), SFlag::S_IFCHR, mode, makedev(major, minor))
-            .map_err(|errno| MountError::DeviceNode(name, errno))?;
+        mknod(
+            &dev.join(name),
+            SFlag::S_IFCHR,
+            mode,
+            makedev(major.into(), minor.into()),
+        )
+        .map_err(|errno| MountError::DeviceNode(name, errno))?;
         // mknod obeys the umask; the nodes must be usable by the CGI user.
         nix::sys::stat::fchmodat(
             nix::fcntl::AT_FDCWD,

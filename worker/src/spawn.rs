@@ -15,10 +15,10 @@ use protocol::{Limits, SpawnError, SpawnRequest};
 use crate::launch::{Launcher, Program};
 use crate::seccomp::{CgiFilter, FilterError};
 
-/// The folder inside the jail that holds the CGIs. Nothing outside it is ever executed on a
-/// request, whatever the request names: a `/cgi-bin/x -> /bin/sh` symlink would otherwise turn
-/// a URL into a remote shell reading the request body.
-pub const CGI_DIR: &str = "/cgi-bin";
+// The folder inside the jail that holds the CGIs. Nothing outside it is ever executed on a
+// request, whatever the request names: a `/cgi-bin/x -> /bin/sh` symlink would otherwise turn
+// a URL into a remote shell reading the request body.
+use protocol::layout::CGI_DIR;
 
 #[derive(Debug, thiserror::Error)]
 pub enum SetupError {

@@ -11,12 +11,10 @@ use std::path::{Path, PathBuf};
 use clap::ValueEnum;
 use toml::{Spanned, Value};
 
-use super::{
-    parse_env, parse_group, parse_limit, parse_mode, parse_network, parse_size, AccessLog, Limit,
-    LogFormat, MAX_TIMEOUT_SECS, MAX_WORKERS,
-};
+pub use super::settings::FileSettings;
+use super::settings::Raw;
+use super::values::{parse_group, parse_limit, parse_mode, parse_size, Limit, ListenAddr};
 use crate::jailfs;
-use crate::listen::ListenAddr;
 
 /// Largest configuration file read: a few kilobytes are plenty, anything near this is not one.
 pub const MAX_FILE_BYTES: u64 = 1 << 20;
@@ -49,82 +47,6 @@ impl std::fmt::Display for LineError {
             None => f.write_str(&self.message),
         }
     }
-}
-
-/// Declares the keys once: the raw TOML shape (each value with its span, unknown keys refused)
-/// and the typed settings, with the conversion that turns one into the other.
-macro_rules! keys {
-    ($( $(#[$doc:meta])* $field:ident: $ty:ty = $convert:expr; )*) => {
-        /// The file's top level as written: each known key's value and where it is.
-        #[derive(serde::Deserialize)]
-        #[serde(deny_unknown_fields, rename_all = "kebab-case")]
-        struct Raw {
-            $( $field: Option<Spanned<Value>>, )*
-        }
-
-        /// What a configuration file sets; `None` where it says nothing. Each field is named
-        /// like its key (`max_body` is `max-body`).
-        #[derive(Debug, Clone, Default)]
-        pub struct FileSettings {
-            $( $(#[$doc])* pub $field: Option<$ty>, )*
-        }
-
-        impl FileSettings {
-            /// Every key a file may have, as written in the file.
-            pub fn keys() -> Vec<String> {
-                vec![$( key_name(stringify!($field)), )*]
-            }
-
-            /// The keys this file does not set.
-            pub fn unset_keys(&self) -> Vec<String> {
-                let mut unset = Vec::new();
-                $( if self.$field.is_none() { unset.push(key_name(stringify!($field))); } )*
-                unset
-            }
-
-            fn from_raw(raw: Raw, text: &str) -> Result<FileSettings, LineError> {
-                Ok(FileSettings {
-                    $( $field: convert(stringify!($field), raw.$field, text, $convert)?, )*
-                })
-            }
-        }
-    };
-}
-
-keys! {
-    /// Relative to the file's folder.
-    jail: PathBuf = path;
-    workers: usize = |v| count(v, 1, MAX_WORKERS);
-    listen: ListenAddr = address;
-    fastcgi: ListenAddr = address;
-    socket_mode: u32 = mode;
-    socket_group: u32 = group;
-    user: String = account;
-    timeout: u64 = |v| seconds(v, 1, MAX_TIMEOUT_SECS);
-    limit_cpu: u64 = |v| seconds(v, 1, u64::MAX);
-    limit_memory: Limit = limit;
-    limit_file_size: Limit = limit;
-    limit_open_files: u64 = |v| whole(v, 1, u64::MAX);
-    limit_processes: u64 = |v| whole(v, 1, u64::MAX);
-    max_output: Limit = limit;
-    max_cgis_per_worker: usize = |v| count(v, 1, usize::MAX);
-    tmp_size: u64 = |v| size(v).and_then(at_least_1);
-    no_network: bool = boolean;
-    allow_insecure_jail: bool = boolean;
-    gateway_user: String = account;
-    max_body: u64 = size;
-    pass_authorization: bool = boolean;
-    /// `trusted-proxy = ["10.0.0.0/8", "127.0.0.1"]`: like the repeated flag.
-    trusted_proxy: Vec<ipnet::IpNet> = |v| list(v, "addresses or CIDR networks", parse_network);
-    /// `env = ["NAME=VALUE", ...]`: like the repeated flag.
-    env: Vec<(String, Vec<u8>)> = |v| list(v, "NAME=VALUE strings", parse_env);
-    drain_timeout: u64 = |v| seconds(v, 0, u64::MAX);
-    admin: ListenAddr = address;
-    max_concurrent: usize = |v| count(v, 0, usize::MAX);
-    queue: usize = |v| count(v, 0, usize::MAX);
-    queue_timeout: u64 = |v| seconds(v, 0, u64::MAX);
-    log_format: LogFormat = choice;
-    access_log: AccessLog = choice;
 }
 
 /// Reads and checks the file at `path`. A relative `jail` is taken relative to the file's
@@ -175,19 +97,19 @@ fn unknown_key(message: &str) -> Option<&str> {
     Some(rest.split_once("`, expected").map_or(rest, |(key, _)| key))
 }
 
-fn key_name(field: &str) -> String {
+pub(super) fn key_name(field: &str) -> String {
     field.replace('_', "-")
 }
 
 /// 1-based line of the byte offset `at`.
-fn line_of(text: &str, at: usize) -> usize {
+pub(super) fn line_of(text: &str, at: usize) -> usize {
     let before = text.get(..at).unwrap_or(text);
     before.bytes().filter(|b| *b == b'\n').count() + 1
 }
 
 /// One key's value → its setting, or an error naming the key and its line (the value starts
 /// on the key's line: TOML allows no line break between them).
-fn convert<T>(
+pub(super) fn convert<T>(
     field: &str,
     raw: Option<Spanned<Value>>,
     text: &str,
@@ -202,19 +124,19 @@ fn convert<T>(
     })
 }
 
-fn string<'v>(value: &'v Value, what: &str) -> Result<&'v str, String> {
+pub(super) fn string<'v>(value: &'v Value, what: &str) -> Result<&'v str, String> {
     value
         .as_str()
         .ok_or_else(|| format!("expected {what}, not {value}"))
 }
 
 /// `"HOST:PORT"` or `"unix:/PATH"`, as the flags take them.
-fn address(value: &Value) -> Result<ListenAddr, String> {
+pub(super) fn address(value: &Value) -> Result<ListenAddr, String> {
     let what = "an address like \"127.0.0.1:8080\" or \"unix:/PATH\"";
     string(value, what)?.parse()
 }
 
-fn path(value: &Value) -> Result<PathBuf, String> {
+pub(super) fn path(value: &Value) -> Result<PathBuf, String> {
     match string(value, "a path")? {
         "" => Err("the path is empty".into()),
         path => Ok(PathBuf::from(path)),
@@ -222,7 +144,7 @@ fn path(value: &Value) -> Result<PathBuf, String> {
 }
 
 /// A whole number between `min` and `max`.
-fn whole(value: &Value, min: u64, max: u64) -> Result<u64, String> {
+pub(super) fn whole(value: &Value, min: u64, max: u64) -> Result<u64, String> {
     let Value::Integer(number) = value else {
         return Err(format!("expected a whole number, not {value}"));
     };
@@ -235,20 +157,20 @@ fn whole(value: &Value, min: u64, max: u64) -> Result<u64, String> {
         })
 }
 
-fn count(value: &Value, min: usize, max: usize) -> Result<usize, String> {
+pub(super) fn count(value: &Value, min: usize, max: usize) -> Result<usize, String> {
     let wide = |n: usize| u64::try_from(n).unwrap_or(u64::MAX);
     let number = whole(value, wide(min), wide(max))?;
     usize::try_from(number).map_err(|_| format!("{number} is too large"))
 }
 
-fn seconds(value: &Value, min: u64, max: u64) -> Result<u64, String> {
+pub(super) fn seconds(value: &Value, min: u64, max: u64) -> Result<u64, String> {
     if !value.is_integer() {
         return Err(format!("expected whole seconds like 30, not {value}"));
     }
     whole(value, min, max)
 }
 
-fn at_least_1(number: u64) -> Result<u64, String> {
+pub(super) fn at_least_1(number: u64) -> Result<u64, String> {
     match number {
         0 => Err("must be at least 1".into()),
         number => Ok(number),
@@ -256,7 +178,7 @@ fn at_least_1(number: u64) -> Result<u64, String> {
 }
 
 /// A size: `"64M"` as on the command line, or a plain number of bytes.
-fn size(value: &Value) -> Result<u64, String> {
+pub(super) fn size(value: &Value) -> Result<u64, String> {
     match value {
         Value::Integer(_) => whole(value, 0, u64::MAX),
         Value::String(text) => parse_size(text),
@@ -267,7 +189,7 @@ fn size(value: &Value) -> Result<u64, String> {
 }
 
 /// A size, or `"unlimited"`.
-fn limit(value: &Value) -> Result<Limit, String> {
+pub(super) fn limit(value: &Value) -> Result<Limit, String> {
     match value {
         Value::Integer(_) => whole(value, 0, u64::MAX).map(|size| Limit(Some(size))),
         Value::String(text) => parse_limit(text),
@@ -278,7 +200,7 @@ fn limit(value: &Value) -> Result<Limit, String> {
 }
 
 /// `"0660"` as chmod takes it, or a TOML octal number, `0o660`.
-fn mode(value: &Value) -> Result<u32, String> {
+pub(super) fn mode(value: &Value) -> Result<u32, String> {
     match value {
         Value::String(text) => parse_mode(text),
         Value::Integer(number) => u32::try_from(*number)
@@ -290,7 +212,7 @@ fn mode(value: &Value) -> Result<u32, String> {
 }
 
 /// A group name or number.
-fn group(value: &Value) -> Result<u32, String> {
+pub(super) fn group(value: &Value) -> Result<u32, String> {
     match value {
         Value::String(text) => parse_group(text),
         Value::Integer(number) => {
@@ -301,7 +223,7 @@ fn group(value: &Value) -> Result<u32, String> {
 }
 
 /// `"NAME"`, `"UID"` or `"NAME:GID"`, checked as the flag is (a uid alone may be a number).
-fn account(value: &Value) -> Result<String, String> {
+pub(super) fn account(value: &Value) -> Result<String, String> {
     let spec = match value {
         Value::String(text) => text.clone(),
         Value::Integer(uid) => uid.to_string(),
@@ -311,7 +233,7 @@ fn account(value: &Value) -> Result<String, String> {
     Ok(spec)
 }
 
-fn boolean(value: &Value) -> Result<bool, String> {
+pub(super) fn boolean(value: &Value) -> Result<bool, String> {
     value
         .as_bool()
         .ok_or_else(|| format!("expected true or false, not {value}"))
@@ -319,7 +241,7 @@ fn boolean(value: &Value) -> Result<bool, String> {
 
 /// An array of strings, each parsed like one occurrence of the flag (a lone string is a list
 /// of one).
-fn list<T>(
+pub(super) fn list<T>(
     value: &Value,
     what: &str,
     parse: impl Fn(&str) -> Result<T, String>,
@@ -336,7 +258,7 @@ fn list<T>(
 }
 
 /// One of a flag's fixed values, such as `"json"`.
-fn choice<E: ValueEnum>(value: &Value) -> Result<E, String> {
+pub(super) fn choice<E: ValueEnum>(value: &Value) -> Result<E, String> {
     let names: Vec<String> = E::value_variants()
         .iter()
         .filter_map(|variant| variant.to_possible_value())
@@ -350,6 +272,7 @@ fn choice<E: ValueEnum>(value: &Value) -> Result<E, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::{AccessLog, LogFormat};
 
     /// The example shipped in the repository, with every commented-out setting (`#key = ...`,
     /// no space after `#`; prose comments have one) turned on.
@@ -407,6 +330,7 @@ mod tests {
             pass-authorization = true
             trusted-proxy = ["10.0.0.0/8", "127.0.0.1"]
             env = ["A=1", "B=two words"]
+            pass-env = ["GIT_PROJECT_ROOT"]
             drain-timeout = 3
             admin = "127.0.0.1:9100"
             max-concurrent = 50

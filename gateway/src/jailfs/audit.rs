@@ -14,7 +14,7 @@
 //!   other than DIR's) is a finding, [`Problem::MountPoint`], and is not descended into. The worker bind-mounts the jail without `MS_REC`, so CGIs see what
 //!   lies *under* such a mount, which cannot be audited from here; failing closed is the
 //!   only safe answer, and it keeps the walk out of a mounted `/proc` or host tree.
-//! - Writable places ([`DEFAULT_WRITABLE`]: where the worker mounts its tmpfs) are exempt
+//! - Writable places ([`WRITABLE_AREAS`]: where the worker mounts its tmpfs) are exempt
 //!   from the ownership and writability rules, themselves and everything under them (CGIs
 //!   create files there); a writable place must still be sticky if world-writable, and the
 //!   other rules (setuid, capabilities, devices, sockets, FIFOs, hard links) apply to
@@ -38,11 +38,9 @@ use nix::errno::Errno;
 use nix::fcntl::{openat, OFlag};
 use nix::sys::stat::Mode;
 
-use super::{CgiUser, DEVICES};
+use protocol::layout::{DEVICES, WRITABLE_AREAS};
 
-/// The jail paths where the worker mounts a private writable tmpfs (its `WRITABLE_AREAS`),
-/// the only places a CGI can write.
-pub const DEFAULT_WRITABLE: &[&str] = &["/tmp", "/var/tmp", "/usr/tmp"];
+use super::CgiUser;
 
 /// How deep the walk goes before giving up (an error, so the audit fails closed). Real
 /// jails are a dozen levels deep; the limit bounds the descriptors held open, one a level.
@@ -63,12 +61,15 @@ pub struct AuditOptions {
 }
 
 impl AuditOptions {
-    /// Audit `dir` for `user`, with [`DEFAULT_WRITABLE`] as the writable places.
+    /// Audit `dir` for `user`, with [`WRITABLE_AREAS`] as the writable places.
     pub fn new(dir: impl Into<PathBuf>, user: CgiUser) -> Self {
         AuditOptions {
             dir: dir.into(),
             user,
-            writable: DEFAULT_WRITABLE.iter().map(PathBuf::from).collect(),
+            writable: WRITABLE_AREAS
+                .iter()
+                .map(|area| Path::new("/").join(area))
+                .collect(),
         }
     }
 }

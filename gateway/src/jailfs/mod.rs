@@ -121,9 +121,8 @@ pub const DEFAULT_PROGRAMS: &[&str] = &[
 /// under sudo, a `~/bin` first, ...).
 pub const SEARCH_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 
-/// Character devices created in the jail's `/dev`: the ones CGIs routinely open and that
-/// give no access to anything (mem(4): null, zero, urandom). Name, major, minor.
-const DEVICES: &[(&str, u32, u32)] = &[("null", 1, 3), ("zero", 1, 5), ("urandom", 1, 9)];
+// Character devices created in the jail's `/dev`, the same the worker makes at run time.
+use protocol::layout::DEVICES;
 
 /// Symlinks the worker puts in the `/dev` it builds at run time, for scripts that name
 /// `/dev/stdin` and friends: (name in `/dev`, target). Not made by `init`: the worker's

@@ -13,9 +13,9 @@ use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
 
-use crate::listen::Listener;
-use crate::metrics::{Metrics, PoolState, CONTENT_TYPE};
-use crate::server::HEADER_READ_TIMEOUT;
+use super::http::HEADER_READ_TIMEOUT;
+use super::listen::Listener;
+use super::metrics::{Metrics, PoolState, CONTENT_TYPE};
 
 /// Serves the admin endpoint on `listener` until `shutdown` resolves. `state` reads the pool.
 pub async fn run(

@@ -3,24 +3,47 @@
 //! CGIs): a bad message ends that one worker, never the gateway.
 
 use std::collections::HashMap;
+use std::future::Future;
 use std::os::fd::{AsFd, OwnedFd};
+use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
+use protocol::supervisor::HOLDER_EXIT_WAIT;
 use protocol::{
     Channel, ChannelError, ExitStatus, FromWorker, RecvBuffer, SpawnError, SpawnId, SpawnRequest,
-    ToWorker,
+    Stop, ToWorker,
 };
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, BufReader};
 use tokio::net::unix::pipe;
 use tokio::sync::{mpsc, oneshot, watch, Notify, OwnedSemaphorePermit, Semaphore};
 use tokio::time::{sleep, timeout, Instant};
 
+use super::metrics::{Metrics, PoolState};
+use super::request::error::RequestError;
 use crate::config::Config;
-use crate::error::RequestError;
-use crate::metrics::{Metrics, PoolState};
-use crate::privsep::{Launcher, StartedWorker, Stop, HOLDER_EXIT_WAIT};
+
+/// A boxed future, as [`WorkerSource`]'s methods return (starting a worker is rare: the box
+/// costs nothing that matters).
+pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// What provides the pool's worker processes: the root supervisor in the gateway
+/// ([`super::supervisor_link::SupervisorLink`]), a fake worker in the pool's tests.
+pub trait WorkerSource: Send + Sync + 'static {
+    /// Starts a worker for `slot` (unique across reloads).
+    fn start(&self, slot: usize) -> BoxFuture<'_, Result<StartedWorker, String>>;
+    /// Makes sure the worker's holder process is gone; returns once it is.
+    fn stop(&self, slot: usize, holder: u32, how: Stop) -> BoxFuture<'_, ()>;
+}
+
+/// A worker just started: its holder process (what stopping it names), the front's end of its
+/// channel, and the read end of its stderr.
+pub struct StartedWorker {
+    pub holder: u32,
+    pub channel: Channel,
+    pub stderr: OwnedFd,
+}
 
 fn wait(time: Duration) -> Stop {
     Stop::Wait {
@@ -161,7 +184,7 @@ impl Slot {
 
 pub struct Pool {
     config: Arc<Config>,
-    launcher: Arc<Launcher>,
+    workers: Arc<dyn WorkerSource>,
     metrics: Arc<Metrics>,
     /// Counts reloads; keeps this pool's worker slots apart from an older pool's.
     generation: usize,
@@ -172,7 +195,8 @@ pub struct Pool {
     /// Woken whenever a worker becomes ready.
     worker_ready: Notify,
     shutdown: watch::Sender<bool>,
-    supervisors: Mutex<Vec<tokio::task::JoinHandle<()>>>,
+    /// One task per slot, keeping it filled.
+    slot_tasks: Mutex<Vec<tokio::task::JoinHandle<()>>>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -187,7 +211,7 @@ impl Pool {
     /// ready, or with the first failure (a broken jail fails the start, it is not retried).
     pub async fn start(
         config: Arc<Config>,
-        launcher: Arc<Launcher>,
+        workers: Arc<dyn WorkerSource>,
         metrics: Arc<Metrics>,
         generation: usize,
     ) -> Result<Arc<Pool>, StartError> {
@@ -203,26 +227,26 @@ impl Pool {
             waiting: AtomicUsize::new(0),
             worker_ready: Notify::new(),
             config,
-            launcher,
+            workers,
             metrics,
             generation,
             shutdown,
-            supervisors: Mutex::new(Vec::new()),
+            slot_tasks: Mutex::new(Vec::new()),
         });
         let mut first_starts = Vec::new();
         for index in 0..pool.slots.len() {
             let (started, first_start) = oneshot::channel();
-            let supervisor = tokio::spawn(supervise(pool.clone(), index, started));
-            pool.supervisors
+            let task = tokio::spawn(keep_slot_filled(pool.clone(), index, started));
+            pool.slot_tasks
                 .lock()
                 .unwrap_or_else(|p| p.into_inner())
-                .push(supervisor);
+                .push(task);
             first_starts.push(first_start);
         }
         for (index, first_start) in first_starts.into_iter().enumerate() {
             let outcome = first_start
                 .await
-                .unwrap_or_else(|_| Err("supervisor ended".into()));
+                .unwrap_or_else(|_| Err("the slot's task ended".into()));
             if let Err(reason) = outcome {
                 pool.shutdown().await;
                 return Err(StartError { index, reason });
@@ -374,10 +398,9 @@ impl Pool {
     /// Tells every worker to stop (their CGIs die with them) and waits for them to exit.
     pub async fn shutdown(&self) {
         self.shutdown.send_replace(true);
-        let supervisors =
-            std::mem::take(&mut *self.supervisors.lock().unwrap_or_else(|p| p.into_inner()));
-        for supervisor in supervisors {
-            let _ = supervisor.await;
+        let tasks = std::mem::take(&mut *self.slot_tasks.lock().unwrap_or_else(|p| p.into_inner()));
+        for task in tasks {
+            let _ = task.await;
         }
     }
 }
@@ -403,7 +426,7 @@ impl Drop for QueuePlace<'_> {
 }
 
 /// Keeps one slot filled: start a worker, serve its messages until it dies, start another.
-async fn supervise(
+async fn keep_slot_filled(
     pool: Arc<Pool>,
     index: usize,
     first_start: oneshot::Sender<Result<(), String>>,
@@ -422,7 +445,7 @@ async fn supervise(
         if first_start.is_none() {
             pool.metrics.worker_restarted();
         }
-        match start_worker(&pool.launcher, index, slot, &mut buffer).await {
+        match start_worker(&*pool.workers, index, slot, &mut buffer).await {
             Ok((link, holder)) => {
                 was_ready = true;
                 if let Some(first_start) = first_start.take() {
@@ -440,13 +463,13 @@ async fn supervise(
                 match lost {
                     None => {
                         let _ = link.channel.send(&ToWorker::Shutdown, &[]).await;
-                        pool.launcher.stop(slot, holder, wait(SHUTDOWN_GRACE)).await;
+                        pool.workers.stop(slot, holder, wait(SHUTDOWN_GRACE)).await;
                         return;
                     }
                     Some(WorkerGone::Exited) => {
                         tracing::warn!(worker = index, "worker exited; its requests fail with 502");
                         // Its holder reaps it and exits right after.
-                        pool.launcher
+                        pool.workers
                             .stop(slot, holder, wait(HOLDER_EXIT_WAIT))
                             .await;
                     }
@@ -455,7 +478,7 @@ async fn supervise(
                             worker = index,
                             "stopping worker: {reason}; its requests fail with 502"
                         );
-                        pool.launcher.stop(slot, holder, Stop::Terminate).await;
+                        pool.workers.stop(slot, holder, Stop::Terminate).await;
                     }
                 }
             }
@@ -481,10 +504,10 @@ async fn supervise(
     }
 }
 
-/// Has the supervisor start a worker for `index` (the supervisor's `slot`), then waits for the
+/// Has `workers` start a worker for `index` (the supervisor's `slot`), then waits for the
 /// worker's Ready.
 async fn start_worker(
-    launcher: &Launcher,
+    workers: &dyn WorkerSource,
     index: usize,
     slot: usize,
     buffer: &mut RecvBuffer,
@@ -493,7 +516,7 @@ async fn start_worker(
         holder,
         channel: ours,
         stderr,
-    } = launcher.start(slot).await?;
+    } = workers.start(slot).await?;
     match pipe::Receiver::from_owned_fd(stderr) {
         Ok(stderr) => {
             tokio::spawn(log_worker_stderr(index, stderr));
@@ -530,7 +553,7 @@ async fn start_worker(
         Ok(Err(error)) => format!("bad handshake: {error}"),
         Err(_) => format!("not ready within {READY_TIMEOUT:?}"),
     };
-    launcher.stop(slot, holder, Stop::Terminate).await;
+    workers.stop(slot, holder, Stop::Terminate).await;
     Err(failure)
 }
 
@@ -583,5 +606,145 @@ async fn log_worker_stderr(index: usize, stderr: pipe::Receiver) {
                 );
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::front::fake_workers::{Behaviour, FakeWorkers};
+    use crate::jailfs::CgiUser;
+
+    fn config(workers: usize, max_concurrent: usize, queue: usize) -> Arc<Config> {
+        let user = CgiUser {
+            name: "cgi".into(),
+            uid: 60000,
+            gid: 60000,
+            group_name: "cgi".into(),
+        };
+        let mut config = Config::new("/nonexistent".into(), user);
+        config.workers = workers;
+        config.max_concurrent = max_concurrent;
+        config.queue = queue;
+        Arc::new(config)
+    }
+
+    async fn pool(config: Arc<Config>, workers: &Arc<FakeWorkers>) -> Arc<Pool> {
+        let source: Arc<dyn WorkerSource> = workers.clone();
+        Pool::start(config, source, Arc::new(Metrics::new()), 0)
+            .await
+            .expect("the pool starts")
+    }
+
+    /// A spawn on the pool, with the three pipe ends a request would pass.
+    async fn spawn(pool: &Pool) -> Result<CgiHandle, RequestError> {
+        let fds: [OwnedFd; 3] = std::array::from_fn(|_| {
+            let (read, _write) = nix::unistd::pipe().expect("pipe");
+            read
+        });
+        let request = SpawnRequest {
+            id: 0,
+            path: vec![b"hello".to_vec()],
+            env: Vec::new(),
+            limits: pool.config.limits,
+        };
+        pool.spawn(request, &fds).await
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_least_busy_worker_gets_the_next_cgi() {
+        let workers = FakeWorkers::new(Behaviour::Serve);
+        let pool = pool(config(2, 10, 10), &workers).await;
+        let mut handles = Vec::new();
+        for _ in 0..3 {
+            let mut handle = spawn(&pool).await.expect("spawned");
+            assert!(matches!(
+                handle.next_event().await,
+                Some(CgiEvent::Spawned { .. })
+            ));
+            handles.push(handle);
+        }
+        let on = |handles: &[CgiHandle], worker| {
+            handles
+                .iter()
+                .filter(|handle| handle.worker() == worker)
+                .count()
+        };
+        assert_eq!((on(&handles, 0), on(&handles, 1)), (2, 1));
+        // Worker 0's CGIs end: it is now the least busy one.
+        handles.retain(|handle| handle.worker() != 0);
+        let next = spawn(&pool).await.expect("spawned");
+        assert_eq!(next.worker(), 0);
+        pool.shutdown().await;
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_dead_workers_requests_fail_and_it_is_replaced() {
+        let workers = FakeWorkers::new(Behaviour::DieOnSpawn);
+        let pool = pool(config(1, 10, 10), &workers).await;
+        let mut handle = spawn(&pool).await.expect("sent");
+        // The worker dies with the request: no event, ever (the request answers 502).
+        assert!(handle.next_event().await.is_none());
+        drop(handle);
+        // Its slot is refilled after the back-off, and the dead one's holder stopped.
+        let replaced = async {
+            while workers.record().starts.len() < 2 || pool.live_workers() < 1 {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        };
+        timeout(Duration::from_secs(5), replaced)
+            .await
+            .expect("replaced");
+        assert_eq!(workers.record().starts, [0, 0]);
+        assert_eq!(workers.record().stops, [1000]);
+        pool.shutdown().await;
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_request_waits_in_the_queue_then_gets_503() {
+        let workers = FakeWorkers::new(Behaviour::Serve);
+        let pool = pool(config(1, 1, 5), &workers).await;
+        let running = pool.admit().await.expect("the one slot");
+        let waited = Instant::now();
+        let refused = pool
+            .admit()
+            .await
+            .expect_err("no slot within the queue time-out");
+        assert!(matches!(refused, RequestError::Overloaded));
+        assert_eq!(waited.elapsed(), pool.config.queue_timeout);
+        assert_eq!(
+            pool.state().queued,
+            0,
+            "the place in the queue is given back"
+        );
+        // A slot that frees up while a request waits goes to it.
+        let waiting = {
+            let pool = pool.clone();
+            tokio::spawn(async move { pool.admit().await.map(drop) })
+        };
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        drop(running);
+        waiting.await.expect("task").expect("admitted");
+        pool.shutdown().await;
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn beyond_the_queue_a_request_is_refused_at_once() {
+        let workers = FakeWorkers::new(Behaviour::Serve);
+        let pool = pool(config(1, 1, 1), &workers).await;
+        let _running = pool.admit().await.expect("the one slot");
+        let waiting = {
+            let pool = pool.clone();
+            tokio::spawn(async move { pool.admit().await.map(drop) })
+        };
+        while pool.state().queued < 1 {
+            tokio::task::yield_now().await;
+        }
+        let asked = Instant::now();
+        let refused = pool.admit().await.expect_err("the queue is full");
+        assert!(matches!(refused, RequestError::Overloaded));
+        assert_eq!(asked.elapsed(), Duration::ZERO);
+        waiting.abort();
+        pool.shutdown().await;
     }
 }

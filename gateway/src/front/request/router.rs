@@ -2,8 +2,8 @@
 //! PATH_INFO `/extra/path` and QUERY_STRING `query`. Everything that could name another file
 //! (dot segments, encoded slashes or dots, NUL) is refused here, before any worker sees it.
 
+use super::error::RequestError;
 use crate::config::CGI_DIR;
-use crate::error::RequestError;
 
 /// The URL prefix that maps to [`CGI_DIR`].
 pub const CGI_PREFIX: &str = "/cgi-bin/";

@@ -5,10 +5,12 @@
 //! request bodies without a cap. This one streams both ways with bounded memory:
 //! - [`record`]: the record codec (tokio-util `Decoder`/`Encoder`), at most one record in memory;
 //! - [`params`]: the name-value pairs of PARAMS and GET_VALUES;
-//! - `server`: [`serve_connection`], one connection, one request at a time.
+//! - `server`: [`serve_connection`], one connection, one request at a time;
+//! - [`handler`]: the front itself, nginx's params mapped onto the request core.
 //!
 //! Specification: "FastCGI Specification", Mark R. Brown, Open Market, 1996 (version 1.0).
 
+pub mod handler;
 pub mod params;
 pub mod record;
 mod server;

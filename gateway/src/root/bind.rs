@@ -1,84 +1,13 @@
-//! Where the fronts accept connections: a TCP address or a Unix socket (`unix:/path`), bound by
-//! root before privileges are dropped, or inherited from systemd (socket activation).
+//! Binding the listening sockets, as root before the fork (a privileged port, a socket file in
+//! a root-owned folder), or taking over the ones systemd passed (socket activation).
 
-use std::fmt;
-use std::net::SocketAddr;
 use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd};
 use std::os::unix::fs::{FileTypeExt, PermissionsExt};
 use std::os::unix::net::UnixListener;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
-use tokio::net::{TcpStream, UnixStream};
-use tokio_util::either::Either;
-
-use crate::cgi_env::Connection;
-
-/// A connection accepted by either kind of listener.
-pub type Stream = Either<TcpStream, UnixStream>;
-
-/// A `--listen` or `--fastcgi` value.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-pub enum ListenAddr {
-    Tcp(SocketAddr),
-    /// An absolute path for a Unix stream socket.
-    Unix(PathBuf),
-}
-
-impl std::str::FromStr for ListenAddr {
-    type Err = String;
-
-    fn from_str(text: &str) -> Result<ListenAddr, String> {
-        if let Some(path) = text.strip_prefix("unix:") {
-            let path = Path::new(path);
-            if !path.is_absolute() || path.file_name().is_none() {
-                return Err(format!(
-                    "`{text}`: a Unix socket needs an absolute path, unix:/run/x.sock"
-                ));
-            }
-            return Ok(ListenAddr::Unix(path.to_owned()));
-        }
-        text.parse().map(ListenAddr::Tcp).map_err(|_| {
-            format!("`{text}` is neither HOST:PORT (127.0.0.1:8080, [::1]:8080) nor unix:/path")
-        })
-    }
-}
-
-impl fmt::Display for ListenAddr {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            ListenAddr::Tcp(address) => write!(f, "{address}"),
-            ListenAddr::Unix(path) => write!(f, "unix:{}", path.display()),
-        }
-    }
-}
-
-/// Who may connect to a Unix socket we create.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-pub struct SocketAccess {
-    /// Permission bits of the socket file (only write permission matters for connecting).
-    pub mode: u32,
-    /// Group of the socket file (say, nginx's), or root's.
-    pub group: Option<u32>,
-}
-
-impl Default for SocketAccess {
-    /// Owner and group may connect, as php-fpm's `listen.mode` default.
-    fn default() -> SocketAccess {
-        SocketAccess {
-            mode: 0o660,
-            group: None,
-        }
-    }
-}
-
-/// A bound, listening socket, not yet registered with a runtime: it crosses the fork into the
-/// front as it is.
-#[derive(Debug)]
-pub enum Bound {
-    Tcp(std::net::TcpListener),
-    /// `path` is `None` for an inherited socket: whoever created its file removes it.
-    Unix(UnixListener, Option<PathBuf>),
-}
+use super::handover::Bound;
+use crate::config::{ListenAddr, SocketAccess};
 
 impl Bound {
     /// Binds `address`. A Unix socket file is created with `access`; a stale one (nobody
@@ -120,49 +49,6 @@ impl Bound {
             )),
         }
     }
-
-    /// The address as `--listen` would name it.
-    pub fn address(&self) -> String {
-        match self {
-            Bound::Tcp(listener) => listener
-                .local_addr()
-                .map_or_else(|_| "tcp:?".to_owned(), |address| address.to_string()),
-            Bound::Unix(listener, path) => {
-                let named = listener
-                    .local_addr()
-                    .ok()
-                    .and_then(|address| address.as_pathname().map(|path| path.to_owned()));
-                match named.or_else(|| path.clone()) {
-                    Some(path) => format!("unix:{}", path.display()),
-                    None => "unix:(unnamed)".to_owned(),
-                }
-            }
-        }
-    }
-
-    /// The socket file this process created, to remove when it stops.
-    pub fn created_file(&self) -> Option<&Path> {
-        match self {
-            Bound::Unix(_, path) => path.as_deref(),
-            Bound::Tcp(_) => None,
-        }
-    }
-
-    /// Registers with the current tokio runtime.
-    pub fn into_listener(self) -> std::io::Result<Listener> {
-        match self {
-            Bound::Tcp(listener) => {
-                listener.set_nonblocking(true)?;
-                Ok(Listener::Tcp(tokio::net::TcpListener::from_std(listener)?))
-            }
-            Bound::Unix(listener, _) => {
-                listener.set_nonblocking(true)?;
-                Ok(Listener::Unix(tokio::net::UnixListener::from_std(
-                    listener,
-                )?))
-            }
-        }
-    }
 }
 
 fn bind_unix(path: &Path, access: SocketAccess) -> std::io::Result<UnixListener> {
@@ -200,31 +86,6 @@ fn bind_unix(path: &Path, access: SocketAccess) -> std::io::Result<UnixListener>
         return Err(error);
     }
     Ok(listener)
-}
-
-/// A listener registered with the runtime.
-#[derive(Debug)]
-pub enum Listener {
-    Tcp(tokio::net::TcpListener),
-    Unix(tokio::net::UnixListener),
-}
-
-impl Listener {
-    /// Accepts one connection, with what the CGI environment needs to know about it.
-    pub async fn accept(&self) -> std::io::Result<(Stream, Connection)> {
-        match self {
-            Listener::Tcp(listener) => {
-                let (stream, remote) = listener.accept().await?;
-                let local = stream.local_addr()?;
-                let _ = stream.set_nodelay(true);
-                Ok((Either::Left(stream), Connection::Tcp { local, remote }))
-            }
-            Listener::Unix(listener) => {
-                let (stream, _) = listener.accept().await?;
-                Ok((Either::Right(stream), Connection::Unix))
-            }
-        }
-    }
 }
 
 /// Descriptors systemd passed us (sd_listen_fds(3)): `LISTEN_PID` is ours, `LISTEN_FDS` of
@@ -279,24 +140,6 @@ pub fn take_inherited() -> Result<Vec<(String, OwnedFd)>, String> {
 mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
-
-    #[test]
-    fn addresses_parse_and_print_back() {
-        for text in ["127.0.0.1:8080", "[::1]:9000", "unix:/run/jailgate.sock"] {
-            assert_eq!(text.parse::<ListenAddr>().unwrap().to_string(), text);
-        }
-        for bad in [
-            "unix:relative.sock",
-            "unix:",
-            "unix:/",
-            "localhost",
-            "8080",
-            "",
-        ] {
-            let error = bad.parse::<ListenAddr>().unwrap_err();
-            assert!(error.contains(bad), "{error}");
-        }
-    }
 
     #[test]
     fn unix_socket_gets_its_mode_replaces_a_stale_file_and_refuses_a_live_one() {

@@ -1,4 +1,5 @@
-//! One closed enum per direction. The gateway speaks [`ToWorker`], the worker [`FromWorker`].
+//! The front ⇄ worker messages: one closed enum per direction. The front speaks [`ToWorker`],
+//! the worker [`FromWorker`].
 
 use serde::{Deserialize, Serialize};
 

@@ -1,7 +1,10 @@
 //! Flags and `--config FILE` → one validated [`Config`]: every number bounded, every path
 //! checked, clear errors.
 
+pub mod cli;
 pub mod file;
+pub mod settings;
+pub mod values;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -9,9 +12,8 @@ use std::time::Duration;
 
 use protocol::Limits;
 
-use crate::cgi_env::{is_meta_variable, EnvPolicy};
 use crate::jailfs::CgiUser;
-use crate::listen::{ListenAddr, SocketAccess};
+pub use values::{ListenAddr, SocketAccess};
 
 /// Most workers one gateway starts; more would only contend for the same cores.
 pub const MAX_WORKERS: usize = 1024;
@@ -38,12 +40,11 @@ pub const DEFAULT_DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
 /// How long a request waits for a CGI slot before it gets 503.
 pub const DEFAULT_QUEUE_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// The folder inside the jail that `/cgi-bin/` URLs map to.
-pub const CGI_DIR: &str = "/cgi-bin";
+pub use protocol::layout::CGI_DIR;
 
 /// Serializable: on SIGHUP the root supervisor reads the configuration again and sends it to
 /// the front, which cannot (it runs unprivileged).
-#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Config {
     /// The jail's root on the host (canonical once validated).
     pub jail: PathBuf,
@@ -218,105 +219,76 @@ fn worker_exe_path() -> PathBuf {
     exe.with_file_name("jailgate-worker")
 }
 
-/// A byte count with an optional binary suffix: `65536`, `64K`, `64M`, `1G`.
-pub fn parse_size(text: &str) -> Result<u64, String> {
-    let (digits, shift) = match text.char_indices().last() {
-        Some((at, 'k' | 'K')) => (&text[..at], 10),
-        Some((at, 'm' | 'M')) => (&text[..at], 20),
-        Some((at, 'g' | 'G')) => (&text[..at], 30),
-        _ => (text, 0),
-    };
-    let value: u64 = digits
-        .parse()
-        .map_err(|_| format!("`{text}` is not a size like 65536, 64K, 64M or 1G"))?;
-    value
-        .checked_mul(1 << shift)
-        .ok_or_else(|| format!("`{text}` is too large"))
+/// What, beyond the request itself, decides a CGI's environment.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct EnvPolicy {
+    /// Export `Authorization` as HTTP_AUTHORIZATION (`--pass-authorization`).
+    pub pass_authorization: bool,
+    /// Peers whose X-Forwarded-For/-Proto/-Host are believed (`--trusted-proxy`).
+    pub trusted_proxies: Vec<ipnet::IpNet>,
+    /// Fixed variables for every CGI (`--env`); never override a meta-variable.
+    pub fixed: Vec<(String, Vec<u8>)>,
+    /// Variables the front server may set beside the meta-variables (`--pass-env`).
+    pub pass_env: Vec<String>,
 }
 
-/// A size limit from the command line; `None` is `unlimited`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Limit(pub Option<u64>);
-
-/// A limit: a size, or `unlimited` (which leaves the worker's own limit, i.e. none).
-pub fn parse_limit(text: &str) -> Result<Limit, String> {
-    if text == "unlimited" {
-        return Ok(Limit(None));
-    }
-    parse_size(text).map(|size| Limit(Some(size)))
+/// Names `--env` may not set: the meta-variables and their extensions (RFC 3875 §4.1).
+pub fn is_meta_variable(name: &str) -> bool {
+    const NAMES: &[&str] = &[
+        "PATH",
+        "AUTH_TYPE",
+        "CONTENT_LENGTH",
+        "CONTENT_TYPE",
+        "DOCUMENT_ROOT",
+        "GATEWAY_INTERFACE",
+        "HTTPS",
+        "PATH_INFO",
+        "PATH_TRANSLATED",
+        "QUERY_STRING",
+        "REMOTE_ADDR",
+        "REMOTE_HOST",
+        "REMOTE_IDENT",
+        "REMOTE_PORT",
+        "REMOTE_USER",
+        "REQUEST_METHOD",
+        "REQUEST_SCHEME",
+        "REQUEST_URI",
+        "SCRIPT_FILENAME",
+        "SCRIPT_NAME",
+        "SERVER_ADDR",
+        "SERVER_NAME",
+        "SERVER_PORT",
+        "SERVER_PROTOCOL",
+        "SERVER_SOFTWARE",
+    ];
+    NAMES.contains(&name) || name.starts_with("HTTP_")
 }
 
-/// `NAME=VALUE` for `--env`: a portable variable name that is not a meta-variable.
-pub fn parse_env(text: &str) -> Result<(String, Vec<u8>), String> {
-    let (name, value) = text
-        .split_once('=')
-        .ok_or_else(|| format!("`{text}` is not NAME=VALUE"))?;
-    let portable = name.starts_with(|c: char| c.is_ascii_alphabetic() || c == '_')
-        && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_');
-    if !portable {
-        return Err(format!(
-            "`{name}` is not a variable name (letters, digits, _)"
-        ));
-    }
-    if is_meta_variable(name) {
-        return Err(format!(
-            "`{name}` is a CGI meta-variable; --env cannot set it"
-        ));
-    }
-    if value.contains('\0') {
-        return Err(format!("the value of {name} contains NUL"));
-    }
-    Ok((name.to_owned(), value.as_bytes().to_vec()))
+/// The front's own account (`--gateway-user`): the unprivileged process that parses every
+/// request runs as it. Never root, and never the CGI user, whose processes could otherwise
+/// signal or trace the front.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FrontUser {
+    pub name: String,
+    pub uid: u32,
+    pub gid: u32,
 }
 
-/// Permission bits in octal, as chmod takes them.
-pub fn parse_mode(text: &str) -> Result<u32, String> {
-    u32::from_str_radix(text, 8)
-        .ok()
-        .filter(|mode| *mode <= 0o777)
-        .ok_or_else(|| format!("`{text}` is not an octal mode like 0660"))
-}
-
-/// A group name or number.
-pub fn parse_group(text: &str) -> Result<u32, String> {
-    if let Ok(gid) = text.parse() {
-        return Ok(gid);
-    }
-    match nix::unistd::Group::from_name(text) {
-        Ok(Some(group)) => Ok(group.gid.as_raw()),
-        _ => Err(format!("no group `{text}` on this machine")),
-    }
-}
-
-/// A network in CIDR notation, or one address.
-pub fn parse_network(text: &str) -> Result<ipnet::IpNet, String> {
-    text.parse::<ipnet::IpNet>()
-        .or_else(|_| text.parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
-        .map_err(|_| format!("`{text}` is not an address or a CIDR network"))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn sizes_take_binary_suffixes() {
-        assert_eq!(parse_size("65536"), Ok(65536));
-        assert_eq!(parse_size("64K"), Ok(64 << 10));
-        assert_eq!(parse_size("64m"), Ok(64 << 20));
-        assert_eq!(parse_size("1G"), Ok(1 << 30));
-        assert_eq!(parse_limit("unlimited"), Ok(Limit(None)));
-        assert_eq!(parse_limit("2K"), Ok(Limit(Some(2048))));
-        for bad in [
-            "",
-            "M",
-            "1T",
-            "-1",
-            "1.5G",
-            "99999999999999999999",
-            "17179869184G",
-        ] {
-            assert!(parse_size(bad).is_err(), "{bad}");
+impl FrontUser {
+    /// Resolves `spec` (`NAME|UID[:GID]`, as `--user`) and checks it against the CGI user.
+    pub fn parse(spec: &str, cgi_user: &CgiUser) -> Result<FrontUser, String> {
+        let account =
+            crate::jailfs::parse_user(spec).map_err(|e| format!("--gateway-user {spec}: {e}"))?;
+        if account.uid == cgi_user.uid {
+            return Err(format!(
+                "--gateway-user {spec}: must not be the CGI user ({})",
+                cgi_user.name
+            ));
         }
+        Ok(FrontUser {
+            name: account.name,
+            uid: account.uid,
+            gid: account.gid,
+        })
     }
 }

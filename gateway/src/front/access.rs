@@ -12,8 +12,8 @@ use http::header;
 use http_body::{Body, Frame, SizeHint};
 use protocol::ExitStatus;
 
+use super::metrics::Metrics;
 use crate::config::AccessLog;
-use crate::metrics::Metrics;
 
 /// What is known about one request so far.
 #[derive(Debug, Default)]
@@ -66,6 +66,11 @@ impl RequestLog {
                 ..Entry::default()
             }),
         })
+    }
+
+    /// The request's number, for the logs.
+    pub fn id(&self) -> u64 {
+        self.id
     }
 
     fn entry(&self) -> MutexGuard<'_, Entry> {

@@ -1,7 +1,6 @@
 //! CGI output → HTTP response (RFC 3875 §6): the header block parsed under a size limit, the
 //! body streamed from the CGI's stdout as it comes, never buffered whole.
 
-use std::future::Future;
 use std::pin::Pin;
 use std::task::{ready, Context, Poll};
 
@@ -9,16 +8,12 @@ use bytes::{Bytes, BytesMut};
 use http::{header, HeaderMap, HeaderName, HeaderValue, StatusCode};
 use http_body::{Body, Frame, SizeHint};
 use tokio::io::{AsyncRead, AsyncReadExt};
-use tokio::time::{Instant, Sleep};
-use tokio_util::io::poll_read_buf;
 
-use crate::error::RequestError;
+use crate::front::request::output::{CgiOutput, OutputError};
+use crate::front::request::RequestError;
 
 /// Largest CGI header block; a CGI that writes more before its blank line is broken (502).
 pub const MAX_HEADER_BYTES: usize = 64 * 1024;
-/// How much of the CGI's stdout one read takes: big enough to keep syscalls per MiB low,
-/// small enough that a slow client holds little memory per request.
-const READ_CHUNK: usize = 64 * 1024;
 
 /// The parsed header block of a CGI response.
 #[derive(Debug)]
@@ -223,80 +218,48 @@ fn parse_status(value: &HeaderValue) -> Option<StatusCode> {
 
 #[derive(Debug, thiserror::Error)]
 pub enum BodyError {
-    #[error("CGI exceeded the timeout while sending its body")]
-    Timeout,
+    #[error(transparent)]
+    Output(#[from] OutputError),
     #[error("CGI sent {sent} of the {declared} bytes its Content-Length declared")]
     Short { sent: u64, declared: u64 },
-    #[error("CGI output exceeded --max-output ({0} bytes); response cut off")]
-    OutputTooLarge(u64),
-    #[error("reading CGI output: {0}")]
-    Io(#[from] std::io::Error),
 }
 
-/// Called once when the body is dropped, with whether the CGI's output was read to its end.
-/// The request's owner uses it to kill a CGI whose client went away.
-pub type OnDone = Box<dyn FnOnce(bool) + Send + Sync>;
-
-/// The response body: the CGI's stdout as it arrives, cut off at the request's deadline.
-pub struct CgiBody<R> {
+/// The response body: the CGI's output after its header block, as it arrives, held to the
+/// CGI's own Content-Length when it declared one.
+pub struct CgiBody {
     first: Option<Bytes>,
-    stdout: R,
+    output: CgiOutput,
     /// Bytes still owed under the CGI's Content-Length, if it declared one.
     remaining: Option<u64>,
     declared: Option<u64>,
-    /// Bytes the CGI may still send under `--max-output`, and that limit.
-    budget: Option<u64>,
-    max_output: Option<u64>,
-    deadline: Pin<Box<Sleep>>,
     finished: bool,
     /// The error that ends the body, handed to hyper on the poll after it was found.
     failed: Option<BodyError>,
-    on_done: Option<OnDone>,
     /// Read buffer, kept across reads: once hyper has written (and dropped) a chunk, the next
-    /// `reserve` takes its memory back instead of allocating again.
+    /// read takes its memory back instead of allocating again.
     buffer: BytesMut,
 }
 
-impl<R: AsyncRead + Unpin> CgiBody<R> {
-    pub fn new(
-        first: Bytes,
-        stdout: R,
-        content_length: Option<u64>,
-        max_output: Option<u64>,
-        deadline: Instant,
-        on_done: OnDone,
-    ) -> Self {
+impl CgiBody {
+    /// `first`: body bytes that came with the header block.
+    pub fn new(first: Bytes, output: CgiOutput, content_length: Option<u64>) -> Self {
         CgiBody {
             first: (!first.is_empty()).then_some(first),
-            stdout,
+            output,
             remaining: content_length,
             declared: content_length,
-            budget: max_output,
-            max_output,
-            deadline: Box::pin(tokio::time::sleep_until(deadline)),
             finished: false,
             failed: None,
             buffer: BytesMut::new(),
-            on_done: Some(on_done),
         }
-    }
-
-    /// Counts `chunk` against `--max-output`; past it the response is cut off (an error makes
-    /// hyper abort the connection, so the client cannot take it for a whole response).
-    fn charge(&mut self, chunk: &Bytes) -> Result<(), BodyError> {
-        if let (Some(budget), Some(max)) = (self.budget.as_mut(), self.max_output) {
-            *budget = budget
-                .checked_sub(chunk.len() as u64)
-                .ok_or(BodyError::OutputTooLarge(max))?;
-        }
-        Ok(())
     }
 
     /// Ends the body with `error`, logged: the client sees the response cut off, the
-    /// connection closed before its end. The error goes to hyper on the next poll, not this
-    /// one: hyper drops what it has buffered when a body fails, so it first gets the chance to
-    /// flush the head and the bytes so far (else a CGI that dies right after its head would
-    /// leave the client with no response at all).
+    /// connection closed before its end (an error makes hyper abort the connection, so the
+    /// client cannot take it for a whole response). The error goes to hyper on the next poll,
+    /// not this one: hyper drops what it has buffered when a body fails, so it first gets the
+    /// chance to flush the head and the bytes so far (else a CGI that dies right after its
+    /// head would leave the client with no response at all).
     fn fail(
         &mut self,
         error: BodyError,
@@ -309,8 +272,9 @@ impl<R: AsyncRead + Unpin> CgiBody<R> {
         Poll::Pending
     }
 
-    /// Cuts `chunk` to what the CGI's Content-Length still allows.
-    fn take_allowed(&mut self, mut chunk: Bytes) -> Bytes {
+    /// Cuts `chunk` to what the CGI's Content-Length still allows, and counts it against
+    /// `--max-output`.
+    fn take_allowed(&mut self, mut chunk: Bytes) -> Result<Bytes, OutputError> {
         if let Some(remaining) = self.remaining.as_mut() {
             let allowed = chunk
                 .len()
@@ -325,16 +289,15 @@ impl<R: AsyncRead + Unpin> CgiBody<R> {
             *remaining -= allowed as u64;
             if *remaining == 0 {
                 self.finished = true;
-                if let Some(on_done) = self.on_done.take() {
-                    on_done(true);
-                }
+                self.output.deliver();
             }
         }
-        chunk
+        self.output.charge(chunk.len())?;
+        Ok(chunk)
     }
 }
 
-impl<R: AsyncRead + Unpin> Body for CgiBody<R> {
+impl Body for CgiBody {
     type Data = Bytes;
     type Error = BodyError;
 
@@ -347,27 +310,17 @@ impl<R: AsyncRead + Unpin> Body for CgiBody<R> {
             return Poll::Ready(Some(Err(error)));
         }
         if let Some(first) = this.first.take() {
-            let chunk = this.take_allowed(first);
-            if let Err(error) = this.charge(&chunk) {
-                return this.fail(error, cx);
-            }
-            return Poll::Ready(Some(Ok(Frame::data(chunk))));
+            return match this.take_allowed(first) {
+                Ok(chunk) => Poll::Ready(Some(Ok(Frame::data(chunk)))),
+                Err(error) => this.fail(error.into(), cx),
+            };
         }
         if this.finished {
             return Poll::Ready(None);
         }
-        if this.deadline.as_mut().poll(cx).is_ready() {
-            return this.fail(BodyError::Timeout, cx);
-        }
-        this.buffer.reserve(READ_CHUNK);
-        let result = ready!(poll_read_buf(
-            Pin::new(&mut this.stdout),
-            cx,
-            &mut this.buffer
-        ));
-        let filled = match result {
+        let filled = match ready!(this.output.poll_read(cx, &mut this.buffer)) {
             Ok(filled) => filled,
-            Err(error) => return this.fail(BodyError::Io(error), cx),
+            Err(error) => return this.fail(error.into(), cx),
         };
         if filled == 0 {
             this.finished = true;
@@ -376,17 +329,14 @@ impl<R: AsyncRead + Unpin> Body for CgiBody<R> {
                 let sent = declared - remaining;
                 return this.fail(BodyError::Short { sent, declared }, cx);
             }
-            if let Some(on_done) = this.on_done.take() {
-                on_done(true);
-            }
+            this.output.deliver();
             return Poll::Ready(None);
         }
         let chunk = this.buffer.split().freeze();
-        let chunk = this.take_allowed(chunk);
-        if let Err(error) = this.charge(&chunk) {
-            return this.fail(error, cx);
+        match this.take_allowed(chunk) {
+            Ok(chunk) => Poll::Ready(Some(Ok(Frame::data(chunk)))),
+            Err(error) => this.fail(error.into(), cx),
         }
-        Poll::Ready(Some(Ok(Frame::data(chunk))))
     }
 
     fn is_end_stream(&self) -> bool {
@@ -397,14 +347,6 @@ impl<R: AsyncRead + Unpin> Body for CgiBody<R> {
         match self.declared {
             Some(length) => SizeHint::with_exact(length),
             None => SizeHint::default(),
-        }
-    }
-}
-
-impl<R> Drop for CgiBody<R> {
-    fn drop(&mut self) {
-        if let Some(on_done) = self.on_done.take() {
-            on_done(false);
         }
     }
 }
@@ -532,75 +474,60 @@ mod tests {
         }
     }
 
+    /// The CGI's output `rest` behind a pipe, as the core hands it over, and its delivery.
+    async fn output_of(
+        rest: &[u8],
+        max_output: Option<u64>,
+    ) -> (CgiOutput, tokio::sync::oneshot::Receiver<()>) {
+        use tokio::io::AsyncWriteExt;
+        let (mut cgi, stdout) = tokio::net::unix::pipe::pipe().unwrap();
+        cgi.write_all(rest).await.unwrap();
+        drop(cgi);
+        let (delivered, delivery) = tokio::sync::oneshot::channel();
+        let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(5);
+        (
+            CgiOutput::new(stdout, deadline, max_output, delivered),
+            delivery,
+        )
+    }
+
     #[tokio::test]
     async fn head_then_body_stream() {
         let output: &[u8] = b"Content-Type: text/plain\r\n\r\nhello, world";
         let mut reader = output;
         let (head, first) = read_head(&mut reader, HeadStyle::Cgi).await.unwrap();
         assert_eq!(head.status, StatusCode::OK);
-        let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-        let flag = done.clone();
-        let deadline = Instant::now() + std::time::Duration::from_secs(5);
-        let body = CgiBody::new(
-            first,
-            reader,
-            None,
-            None,
-            deadline,
-            Box::new(move |complete| flag.store(complete, std::sync::atomic::Ordering::SeqCst)),
-        );
+        let (output, delivery) = output_of(reader, None).await;
+        let body = CgiBody::new(first, output, None);
         let bytes = body.collect().await.unwrap().to_bytes();
         assert_eq!(&bytes[..], b"hello, world");
-        assert!(done.load(std::sync::atomic::Ordering::SeqCst));
+        assert!(delivery.await.is_ok(), "read to its end: delivered");
     }
 
     #[tokio::test]
     async fn short_body_is_an_error_and_long_body_is_cut() {
-        let deadline = Instant::now() + std::time::Duration::from_secs(5);
-        let short = CgiBody::new(
-            Bytes::from_static(b"abc"),
-            &b""[..],
-            Some(10),
-            None,
-            deadline,
-            Box::new(|_| {}),
-        );
+        let (output, delivery) = output_of(b"", None).await;
+        let short = CgiBody::new(Bytes::from_static(b"abc"), output, Some(10));
         assert!(short.collect().await.is_err());
-        let long = CgiBody::new(
-            Bytes::from_static(b"abc"),
-            &b"defgh"[..],
-            Some(4),
-            None,
-            deadline,
-            Box::new(|_| {}),
-        );
+        assert!(delivery.await.is_err(), "a short body is not delivered");
+        let (output, delivery) = output_of(b"defgh", None).await;
+        let long = CgiBody::new(Bytes::from_static(b"abc"), output, Some(4));
         assert_eq!(&long.collect().await.unwrap().to_bytes()[..], b"abcd");
+        assert!(delivery.await.is_ok());
     }
 
     #[tokio::test]
     async fn output_over_the_cap_is_cut_off() {
-        let deadline = Instant::now() + std::time::Duration::from_secs(5);
-        let within = CgiBody::new(
-            Bytes::from_static(b"abc"),
-            &b"de"[..],
-            None,
-            Some(5),
-            deadline,
-            Box::new(|_| {}),
-        );
+        let (output, _) = output_of(b"de", Some(5)).await;
+        let within = CgiBody::new(Bytes::from_static(b"abc"), output, None);
         assert_eq!(&within.collect().await.unwrap().to_bytes()[..], b"abcde");
-        let over = CgiBody::new(
-            Bytes::from_static(b"abc"),
-            &b"def"[..],
-            None,
-            Some(5),
-            deadline,
-            Box::new(|_| {}),
-        );
+        let (output, delivery) = output_of(b"def", Some(5)).await;
+        let over = CgiBody::new(Bytes::from_static(b"abc"), output, None);
         assert!(matches!(
             over.collect().await,
-            Err(BodyError::OutputTooLarge(5))
+            Err(BodyError::Output(OutputError::TooLarge(5)))
         ));
+        assert!(delivery.await.is_err(), "cut off: abandoned");
     }
 
     #[tokio::test]

@@ -1,4 +1,6 @@
-//! Request body → the CGI's stdin, without ever making the client wait for the CGI.
+//! Request body → the CGI's stdin: the body policy both fronts share ([`prepare`]: length,
+//! `--max-body`, spooling a body of unknown length), and the copy that never makes the client
+//! wait for the CGI ([`feed`]).
 //!
 //! Many clients, nginx among them, send a whole request body before they read any of the
 //! response. A CGI that writes more output than a pipe holds before it has read all its input
@@ -12,9 +14,8 @@
 use std::collections::VecDeque;
 use std::fs::File;
 use std::os::unix::fs::FileExt;
-use std::sync::{Arc, Mutex, MutexGuard};
-
 use std::pin::Pin;
+use std::sync::{Arc, Mutex, MutexGuard};
 
 use bytes::{Bytes, BytesMut};
 use http_body_util::BodyExt;
@@ -23,6 +24,9 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 use tokio::net::unix::pipe;
 use tokio::sync::{oneshot, Notify};
 use tokio::time::{timeout_at, Instant};
+
+use super::error::RequestError;
+use super::internal;
 
 /// Bytes of a body kept in memory while the CGI is behind; beyond, they go to a file.
 const SPILL_AFTER: usize = 256 * 1024;
@@ -55,6 +59,88 @@ impl Shared {
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
+}
+
+/// A request body, as the front read its framing.
+pub enum Body {
+    None,
+    /// Of a declared length (HTTP Content-Length, FastCGI CONTENT_LENGTH): streamed into the
+    /// CGI's stdin while it runs. `expects_continue`: the client waits for a 100 Continue
+    /// before it sends the body (hyper sends one when the body is first read).
+    Sized {
+        length: u64,
+        source: BodySource,
+        expects_continue: bool,
+    },
+    /// Of no length until it ends (HTTP chunked): spooled first, so that the CGI gets its
+    /// CONTENT_LENGTH (RFC 3875 §4.1.2).
+    Unsized(BodySource),
+}
+
+/// The request body, as the CGI will read it.
+pub enum Prepared {
+    Empty,
+    /// Streamed into a pipe while the CGI runs, after the data already read, if any.
+    Stream(BodySource, Option<Bytes>),
+    /// Spooled whole to an unlinked temporary file that becomes the CGI's stdin.
+    Spooled(File),
+}
+
+/// The body policy: a body over `max` (`--max-body`) is refused with 413, a body of unknown
+/// length is spooled (up to `max`), and a client that waits for 100 Continue has its first
+/// piece read at once, by `deadline`. Returns the body and its length, if it has one.
+pub async fn prepare(
+    body: Body,
+    max: u64,
+    deadline: Instant,
+) -> Result<(Prepared, Option<u64>), RequestError> {
+    match body {
+        Body::None | Body::Sized { length: 0, .. } => Ok((Prepared::Empty, None)),
+        Body::Sized { length, .. } if length > max => Err(RequestError::BodyTooLarge(length)),
+        Body::Sized {
+            length,
+            mut source,
+            expects_continue,
+        } => {
+            // Read now, so that the interim response cannot lose the race with the CGI's
+            // final one (after which the client would never send the body the CGI waits for).
+            let first = if expects_continue {
+                match timeout_at(deadline, source.next()).await {
+                    Ok(Some(Ok(data))) => Some(data),
+                    Ok(None) => None,
+                    Ok(Some(Err(_))) => {
+                        return Err(RequestError::BadRequest("request body ended early"))
+                    }
+                    Err(_) => return Err(RequestError::Timeout),
+                }
+            } else {
+                None
+            };
+            Ok((Prepared::Stream(source, first), Some(length)))
+        }
+        Body::Unsized(source) => {
+            let (file, length) = spool(source, max).await?;
+            Ok((Prepared::Spooled(file), Some(length)))
+        }
+    }
+}
+
+/// Reads a body of unknown length into an unlinked temporary file, refusing it past `limit`.
+async fn spool(mut source: BodySource, limit: u64) -> Result<(File, u64), RequestError> {
+    use std::io::{Seek, SeekFrom, Write};
+    // Writes go to the page cache of an unlinked file: short enough not to need a thread.
+    let mut file = tempfile::tempfile().map_err(internal)?;
+    let mut length: u64 = 0;
+    while let Some(data) = source.next().await {
+        let data = data.map_err(|_| RequestError::BadRequest("request body ended early"))?;
+        length += data.len() as u64;
+        if length > limit {
+            return Err(RequestError::BodyTooLarge(length));
+        }
+        file.write_all(&data).map_err(internal)?;
+    }
+    file.seek(SeekFrom::Start(0)).map_err(internal)?;
+    Ok((file, length))
 }
 
 /// Where a request body comes from: an HTTP request, or any byte stream (FastCGI's STDIN).

@@ -1,0 +1,186 @@
+//! Every serving setting, declared once: its flag (name, help, default, syntax), its key in the
+//! `--config` file (the flag's name) with the file's value syntax, and how the file fills in
+//! what the command line does not say. [`super::cli`] turns the result into a [`super::Config`].
+
+use std::path::PathBuf;
+
+use clap::parser::ValueSource;
+use clap::{ArgMatches, Args};
+
+use super::file::{
+    account, address, at_least_1, boolean, choice, convert, count, group, key_name, limit, list,
+    mode, path, seconds, size, whole, LineError,
+};
+use super::values::{
+    parse_env, parse_group, parse_limit, parse_mode, parse_network, parse_pass_env, parse_size,
+    Limit, ListenAddr,
+};
+use super::{
+    AccessLog, LogFormat, DEFAULT_CGIS_PER_WORKER, DEFAULT_DRAIN_TIMEOUT, DEFAULT_LIMIT_OPEN_FILES,
+    DEFAULT_LIMIT_PROCESSES, DEFAULT_QUEUE_TIMEOUT, MAX_TIMEOUT_SECS, MAX_WORKERS,
+};
+
+/// Declares each setting once: the clap field, the file's raw TOML shape (each value with its
+/// span, unknown keys refused), the file's typed settings with their conversion, and the merge
+/// of the two.
+macro_rules! settings {
+    ($( $(#[$attr:meta])* $field:ident: $flag_ty:ty, file $file_ty:ty = $convert:expr; )*) => {
+        /// The serving flags. Each has a key of the same name in the `--config` file
+        /// (`--max-body` is `max-body`); a flag given on the command line wins over the file.
+        #[derive(Args, Debug)]
+        pub struct ServeArgs {
+            /// Read settings from this TOML file: its keys are these flags' names
+            /// (`max-body = "64M"`, `env = ["A=1"]`); flags given on the command line override it
+            #[arg(long, value_name = "FILE")]
+            pub config: Option<PathBuf>,
+            $( $(#[$attr])* pub $field: $flag_ty, )*
+        }
+
+        /// The file's top level as written: each known key's value and where it is.
+        #[derive(serde::Deserialize)]
+        #[serde(deny_unknown_fields, rename_all = "kebab-case")]
+        pub(super) struct Raw {
+            $( $field: Option<toml::Spanned<toml::Value>>, )*
+        }
+
+        /// What a configuration file sets; `None` where it says nothing. Each field is named
+        /// like its key (`max_body` is `max-body`).
+        #[derive(Debug, Clone, Default)]
+        pub struct FileSettings {
+            $( pub $field: Option<$file_ty>, )*
+        }
+
+        impl FileSettings {
+            /// Every key a file may have, as written in the file.
+            pub fn keys() -> Vec<String> {
+                vec![$( key_name(stringify!($field)), )*]
+            }
+
+            /// The keys this file does not set.
+            pub fn unset_keys(&self) -> Vec<String> {
+                let mut unset = Vec::new();
+                $( if self.$field.is_none() { unset.push(key_name(stringify!($field))); } )*
+                unset
+            }
+
+            pub(super) fn from_raw(raw: Raw, text: &str) -> Result<FileSettings, LineError> {
+                Ok(FileSettings {
+                    $( $field: convert(stringify!($field), raw.$field, text, $convert)?, )*
+                })
+            }
+        }
+
+        impl ServeArgs {
+            /// Fills in from `file` every setting not given on the command line (`matches`
+            /// tells a given flag from a default; a repeated flag's list replaces the file's).
+            pub fn under_file(mut self, file: FileSettings, matches: &ArgMatches) -> ServeArgs {
+                let given = |id: &str| matches.value_source(id) == Some(ValueSource::CommandLine);
+                $(
+                    if let Some(value) = file.$field.filter(|_| !given(stringify!($field))) {
+                        self.$field = value.into();
+                    }
+                )*
+                self
+            }
+        }
+    };
+}
+
+settings! {
+    /// The jail folder (build one with `gateway jail init DIR`); `/cgi-bin/` URLs run its
+    /// /cgi-bin. Required, here or in the --config file
+    #[arg(long, value_name = "DIR")]
+    jail: Option<PathBuf>, file PathBuf = path;
+    /// Worker processes to prespawn [default: number of CPUs]
+    #[arg(long, value_name = "N")]
+    workers: Option<usize>, file usize = |v| count(v, 1, MAX_WORKERS);
+    /// Where to accept HTTP: an address, or a Unix socket [default: 127.0.0.1:8080, or the
+    /// sockets systemd passes (LISTEN_FDS)]
+    #[arg(long, value_name = "HOST:PORT|unix:/PATH", overrides_with = "listen")]
+    listen: Option<ListenAddr>, file ListenAddr = address;
+    /// Also accept FastCGI (nginx's fastcgi_pass, stock fastcgi_params) here
+    #[arg(long, value_name = "HOST:PORT|unix:/PATH")]
+    fastcgi: Option<ListenAddr>, file ListenAddr = address;
+    /// Permissions of the Unix socket files created for --listen/--fastcgi (octal)
+    #[arg(long, value_name = "MODE", default_value = "0660", value_parser = parse_mode)]
+    socket_mode: u32, file u32 = mode;
+    /// Group of the Unix socket files (the front server's, e.g. www-data) [default: root's]
+    #[arg(long, value_name = "GROUP|GID", value_parser = parse_group)]
+    socket_group: Option<u32>, file u32 = group;
+    /// The unprivileged user CGIs run as (never root)
+    #[arg(long, value_name = "NAME|UID[:GID]", default_value = "nobody")]
+    user: String, file String = account;
+    /// Wall-clock limit per request in seconds; the CGI's process group is killed after it (504)
+    #[arg(long, value_name = "SECS", default_value_t = 30)]
+    timeout: u64, file u64 = |v| seconds(v, 1, MAX_TIMEOUT_SECS);
+    /// CPU seconds per CGI process (RLIMIT_CPU) [default: the --timeout]
+    #[arg(long, value_name = "SECS")]
+    limit_cpu: Option<u64>, file u64 = |v| seconds(v, 1, u64::MAX);
+    /// Address space per CGI process (RLIMIT_AS), e.g. 512M, or `unlimited`
+    #[arg(long, value_name = "BYTES", default_value = "1G", value_parser = parse_limit)]
+    limit_memory: Limit, file Limit = limit;
+    /// Largest file a CGI may write (RLIMIT_FSIZE), or `unlimited`
+    #[arg(long, value_name = "BYTES", default_value = "64M", value_parser = parse_limit)]
+    limit_file_size: Limit, file Limit = limit;
+    /// Open files per CGI process (RLIMIT_NOFILE)
+    #[arg(long, value_name = "N", default_value_t = DEFAULT_LIMIT_OPEN_FILES)]
+    limit_open_files: u64, file u64 = |v| whole(v, 1, u64::MAX);
+    /// Processes of the CGI user, all workers and CGIs together (RLIMIT_NPROC)
+    #[arg(long, value_name = "N", default_value_t = DEFAULT_LIMIT_PROCESSES)]
+    limit_processes: u64, file u64 = |v| whole(v, 1, u64::MAX);
+    /// Largest response body of one CGI; beyond it the response is cut off and the CGI killed
+    #[arg(long, value_name = "BYTES", default_value = "unlimited", value_parser = parse_limit)]
+    max_output: Limit, file Limit = limit;
+    /// CGIs one worker runs at once; more requests wait, then get 503
+    #[arg(long, value_name = "N", default_value_t = DEFAULT_CGIS_PER_WORKER)]
+    max_cgis_per_worker: usize, file usize = |v| count(v, 1, usize::MAX);
+    /// Size of each worker's private /tmp (a noexec tmpfs)
+    #[arg(long, value_name = "BYTES", default_value = "64M", value_parser = parse_size)]
+    tmp_size: u64, file u64 = |v| size(v).and_then(at_least_1);
+    /// Give CGIs an empty network namespace: no network at all, not even loopback
+    #[arg(long)]
+    no_network: bool, file bool = boolean;
+    /// Serve even if the jail audit finds problems (they are logged as errors)
+    #[arg(long)]
+    allow_insecure_jail: bool, file bool = boolean;
+    /// The account the HTTP-facing process runs as after start-up (never root, never the CGI user)
+    #[arg(long, value_name = "NAME|UID[:GID]", default_value = "daemon")]
+    gateway_user: String, file String = account;
+    /// Largest request body passed to a CGI (413 above it); chunked bodies are spooled up to it
+    #[arg(long, value_name = "BYTES", default_value = "1G", value_parser = parse_size)]
+    max_body: u64, file u64 = size;
+    /// Pass the Authorization header to CGIs as HTTP_AUTHORIZATION (off: credentials stay here)
+    #[arg(long)]
+    pass_authorization: bool, file bool = boolean;
+    /// A proxy (address or CIDR) whose X-Forwarded-For/-Proto/-Host are believed; repeatable
+    #[arg(long, value_name = "CIDR", value_parser = parse_network)]
+    trusted_proxy: Vec<ipnet::IpNet>, file Vec<ipnet::IpNet> = |v| list(v, "addresses or CIDR networks", parse_network);
+    /// A fixed variable for every CGI (like Apache's SetEnv); never a meta-variable; repeatable
+    #[arg(long, value_name = "NAME=VALUE", value_parser = parse_env)]
+    env: Vec<(String, Vec<u8>)>, file Vec<(String, Vec<u8>)> = |v| list(v, "NAME=VALUE strings", parse_env);
+    /// A variable the front server may set for CGIs beside the CGI/1.1 ones (nginx's
+    /// `fastcgi_param NAME value;`); never a meta-variable; repeatable
+    #[arg(long, value_name = "NAME", value_parser = parse_pass_env)]
+    pass_env: Vec<String>, file Vec<String> = |v| list(v, "variable names", parse_pass_env);
+    /// On SIGTERM/SIGINT, how long requests in flight may still take; a second signal stops at once
+    #[arg(long, value_name = "SECS", default_value_t = DEFAULT_DRAIN_TIMEOUT.as_secs())]
+    drain_timeout: u64, file u64 = |v| seconds(v, 0, u64::MAX);
+    /// Serve /metrics (Prometheus) and /healthz here
+    #[arg(long, value_name = "HOST:PORT|unix:/PATH")]
+    admin: Option<ListenAddr>, file ListenAddr = address;
+    /// CGIs running at once, all workers together [default: workers × max-cgis-per-worker]
+    #[arg(long, value_name = "N")]
+    max_concurrent: Option<usize>, file usize = |v| count(v, 0, usize::MAX);
+    /// Requests waiting for a CGI slot at most; more get 503 [default: max-concurrent]
+    #[arg(long, value_name = "N")]
+    queue: Option<usize>, file usize = |v| count(v, 0, usize::MAX);
+    /// How long a request waits for a CGI slot before it gets 503 with Retry-After
+    #[arg(long, value_name = "SECS", default_value_t = DEFAULT_QUEUE_TIMEOUT.as_secs())]
+    queue_timeout: u64, file u64 = |v| seconds(v, 0, u64::MAX);
+    /// Log format on stderr (RUST_LOG filters it, e.g. RUST_LOG=gateway=debug)
+    #[arg(long, value_name = "FORMAT", value_enum, default_value = "text")]
+    log_format: LogFormat, file LogFormat = choice;
+    /// One log line per request: combined (Apache's, plus id, duration, exit status), json, off
+    #[arg(long, value_name = "FORMAT", value_enum, default_value = "combined")]
+    access_log: AccessLog, file AccessLog = choice;
+}

@@ -1,0 +1,205 @@
+//! The syntax of setting values, shared by the flags and the `--config` file: sizes, limits,
+//! variables, modes, groups, networks and listening addresses. Each parser's error is one line.
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+/// A byte count with an optional binary suffix: `65536`, `64K`, `64M`, `1G`.
+pub fn parse_size(text: &str) -> Result<u64, String> {
+    let (digits, shift) = match text.char_indices().last() {
+        Some((at, 'k' | 'K')) => (&text[..at], 10),
+        Some((at, 'm' | 'M')) => (&text[..at], 20),
+        Some((at, 'g' | 'G')) => (&text[..at], 30),
+        _ => (text, 0),
+    };
+    let value: u64 = digits
+        .parse()
+        .map_err(|_| format!("`{text}` is not a size like 65536, 64K, 64M or 1G"))?;
+    value
+        .checked_mul(1 << shift)
+        .ok_or_else(|| format!("`{text}` is too large"))
+}
+
+/// A size limit from the command line; `None` is `unlimited`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limit(pub Option<u64>);
+
+/// A limit: a size, or `unlimited` (which leaves the worker's own limit, i.e. none).
+pub fn parse_limit(text: &str) -> Result<Limit, String> {
+    if text == "unlimited" {
+        return Ok(Limit(None));
+    }
+    parse_size(text).map(|size| Limit(Some(size)))
+}
+
+/// `NAME=VALUE` for `--env`: a portable variable name that is not a meta-variable.
+pub fn parse_env(text: &str) -> Result<(String, Vec<u8>), String> {
+    let (name, value) = text
+        .split_once('=')
+        .ok_or_else(|| format!("`{text}` is not NAME=VALUE"))?;
+    let portable = name.starts_with(|c: char| c.is_ascii_alphabetic() || c == '_')
+        && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_');
+    if !portable {
+        return Err(format!(
+            "`{name}` is not a variable name (letters, digits, _)"
+        ));
+    }
+    if super::is_meta_variable(name) {
+        return Err(format!(
+            "`{name}` is a CGI meta-variable; --env cannot set it"
+        ));
+    }
+    if value.contains('\0') {
+        return Err(format!("the value of {name} contains NUL"));
+    }
+    Ok((name.to_owned(), value.as_bytes().to_vec()))
+}
+
+/// Permission bits in octal, as chmod takes them.
+pub fn parse_mode(text: &str) -> Result<u32, String> {
+    u32::from_str_radix(text, 8)
+        .ok()
+        .filter(|mode| *mode <= 0o777)
+        .ok_or_else(|| format!("`{text}` is not an octal mode like 0660"))
+}
+
+/// A group name or number.
+pub fn parse_group(text: &str) -> Result<u32, String> {
+    if let Ok(gid) = text.parse() {
+        return Ok(gid);
+    }
+    match nix::unistd::Group::from_name(text) {
+        Ok(Some(group)) => Ok(group.gid.as_raw()),
+        _ => Err(format!("no group `{text}` on this machine")),
+    }
+}
+
+/// A network in CIDR notation, or one address.
+pub fn parse_network(text: &str) -> Result<ipnet::IpNet, String> {
+    text.parse::<ipnet::IpNet>()
+        .or_else(|_| text.parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
+        .map_err(|_| format!("`{text}` is not an address or a CIDR network"))
+}
+
+/// A `--listen` or `--fastcgi` value.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub enum ListenAddr {
+    Tcp(SocketAddr),
+    /// An absolute path for a Unix stream socket.
+    Unix(PathBuf),
+}
+
+impl std::str::FromStr for ListenAddr {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<ListenAddr, String> {
+        if let Some(path) = text.strip_prefix("unix:") {
+            let path = Path::new(path);
+            if !path.is_absolute() || path.file_name().is_none() {
+                return Err(format!(
+                    "`{text}`: a Unix socket needs an absolute path, unix:/run/x.sock"
+                ));
+            }
+            return Ok(ListenAddr::Unix(path.to_owned()));
+        }
+        text.parse().map(ListenAddr::Tcp).map_err(|_| {
+            format!("`{text}` is neither HOST:PORT (127.0.0.1:8080, [::1]:8080) nor unix:/path")
+        })
+    }
+}
+
+impl fmt::Display for ListenAddr {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ListenAddr::Tcp(address) => write!(f, "{address}"),
+            ListenAddr::Unix(path) => write!(f, "unix:{}", path.display()),
+        }
+    }
+}
+
+/// Who may connect to a Unix socket we create.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct SocketAccess {
+    /// Permission bits of the socket file (only write permission matters for connecting).
+    pub mode: u32,
+    /// Group of the socket file (say, nginx's), or root's.
+    pub group: Option<u32>,
+}
+
+impl Default for SocketAccess {
+    /// Owner and group may connect, as php-fpm's `listen.mode` default.
+    fn default() -> SocketAccess {
+        SocketAccess {
+            mode: 0o660,
+            group: None,
+        }
+    }
+}
+
+/// `NAME` for `--pass-env`: a variable the front server may set for CGIs (nginx's
+/// `fastcgi_param NAME value;`). Like `--env`, never a meta-variable or an `HTTP_*` name.
+pub fn parse_pass_env(name: &str) -> Result<String, String> {
+    if name.contains('=') {
+        return Err(format!(
+            "`{name}` is not a variable name (letters, digits, _)"
+        ));
+    }
+    parse_env(&format!("{name}=")).map(|(name, _)| name)
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    #[test]
+    fn sizes_take_binary_suffixes() {
+        assert_eq!(parse_size("65536"), Ok(65536));
+        assert_eq!(parse_size("64K"), Ok(64 << 10));
+        assert_eq!(parse_size("64m"), Ok(64 << 20));
+        assert_eq!(parse_size("1G"), Ok(1 << 30));
+        assert_eq!(parse_limit("unlimited"), Ok(Limit(None)));
+        assert_eq!(parse_limit("2K"), Ok(Limit(Some(2048))));
+        for bad in [
+            "",
+            "M",
+            "1T",
+            "-1",
+            "1.5G",
+            "99999999999999999999",
+            "17179869184G",
+        ] {
+            assert!(parse_size(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn addresses_parse_and_print_back() {
+        for text in ["127.0.0.1:8080", "[::1]:9000", "unix:/run/jailgate.sock"] {
+            assert_eq!(text.parse::<ListenAddr>().unwrap().to_string(), text);
+        }
+        for bad in [
+            "unix:relative.sock",
+            "unix:",
+            "unix:/",
+            "localhost",
+            "8080",
+            "",
+        ] {
+            let error = bad.parse::<ListenAddr>().unwrap_err();
+            assert!(error.contains(bad), "{error}");
+        }
+    }
+
+    #[test]
+    fn pass_env_takes_plain_names_only() {
+        assert_eq!(
+            parse_pass_env("GIT_PROJECT_ROOT"),
+            Ok("GIT_PROJECT_ROOT".into())
+        );
+        for bad in ["PATH", "HTTP_FOO", "QUERY_STRING", "A=B", "1X", ""] {
+            assert!(parse_pass_env(bad).is_err(), "{bad}");
+        }
+    }
+}

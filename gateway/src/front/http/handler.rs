@@ -1,0 +1,575 @@
+//! One HTTP request: hyper's request mapped onto the request core (route, [`RequestMeta`],
+//! [`Body`]), the CGI's header block parsed into the response head, its body streamed, and the
+//! local redirects it asks for followed (RFC 3875 §6.2.2).
+
+use std::borrow::Cow;
+use std::convert::Infallible;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http::request::Parts;
+use http::{header, HeaderValue, Request, Response, Version};
+use http_body_util::{Either, Full};
+use hyper::body::Incoming;
+use tokio::sync::oneshot;
+use tokio::time::{timeout_at, Instant};
+use tracing::Instrument;
+
+use super::response::{read_head, CgiBody, CgiHead, HeadStyle};
+use crate::config::EnvPolicy;
+use crate::front::access::{Counted, RequestLog};
+use crate::front::listen::Connection;
+use crate::front::request::body::BodySource;
+use crate::front::request::env::{auth_scheme, split_port};
+use crate::front::request::router::route;
+use crate::front::request::{
+    body_complete, render_error, Body, CgiOutput, Core, RequestError, RequestMeta, Started,
+    Variables,
+};
+
+/// What every response body is: a short text of ours, or a CGI's output.
+pub type ResponseBody = Either<Full<Bytes>, CgiBody>;
+
+/// Local redirects one request may follow; more is a loop (Apache allows 10 too).
+const MAX_LOCAL_REDIRECTS: usize = 10;
+
+/// REMOTE_ADDR over a Unix socket when the front server sends no X-Forwarded-For: the client
+/// is a process on this machine.
+const UNIX_PEER_ADDRESS: &str = "127.0.0.1";
+
+/// What running one CGI came to.
+// Returned once per request and unpacked at once: boxing would only add an allocation.
+#[allow(clippy::large_enum_variant)]
+enum Outcome {
+    Response(Response<ResponseBody>),
+    /// RFC 3875 §6.2.2: serve this local path instead.
+    LocalRedirect(String),
+}
+
+/// Answers one HTTP request. Never fails: every error becomes a status and a short body.
+pub async fn handle(
+    core: Arc<Core>,
+    request: Request<Incoming>,
+    connection: Connection,
+) -> Result<Response<Counted<ResponseBody>>, Infallible> {
+    let log = core.new_request("http");
+    let span = tracing::info_span!("request", id = log.id());
+    let client = match connection {
+        Connection::Tcp { remote, .. } => remote.ip().to_canonical().to_string(),
+        Connection::Unix => "unix".to_owned(),
+    };
+    log.set_request(
+        request.method(),
+        request.uri(),
+        request.version(),
+        request.headers(),
+        client,
+    );
+    let response = serve(&core, request, connection, &log)
+        .instrument(span)
+        .await;
+    log.set_status(response.status().as_u16());
+    Ok(response.map(|body| Counted::new(body, log)))
+}
+
+/// Runs the request's CGI, and the CGIs its local redirects name (RFC 3875 §6.2.2).
+async fn serve(
+    core: &Core,
+    request: Request<Incoming>,
+    connection: Connection,
+    log: &Arc<RequestLog>,
+) -> Response<ResponseBody> {
+    let (mut parts, body) = request.into_parts();
+    let mut body = Some(body);
+    for _ in 0..=MAX_LOCAL_REDIRECTS {
+        match run_cgi(core, &parts, body.take(), connection, log).await {
+            Ok(Outcome::Response(response)) => return response,
+            Ok(Outcome::LocalRedirect(location)) => match redirected(&parts, &location) {
+                Ok(next) => parts = next,
+                Err(error) => return error_response(&error),
+            },
+            Err(error) => return error_response(&error),
+        }
+    }
+    error_response(&RequestError::BadCgiOutput(format!(
+        "more than {MAX_LOCAL_REDIRECTS} local redirects"
+    )))
+}
+
+async fn run_cgi(
+    core: &Core,
+    parts: &Parts,
+    body: Option<Incoming>,
+    connection: Connection,
+    log: &Arc<RequestLog>,
+) -> Result<Outcome, RequestError> {
+    let generation = core.current();
+    let route = route(parts.uri.path(), parts.uri.query())?;
+    let body = request_body(parts, body)?;
+    let meta = request_meta(parts, connection, &generation.config.env);
+    let Started {
+        mut output,
+        mut body_received,
+        deadline,
+        script,
+    } = core.start(&generation, &route, &meta, body, log).await?;
+    // RFC 3875 §5: a script whose name starts with nph- writes the HTTP head itself.
+    let style = if script
+        .rsplit('/')
+        .next()
+        .is_some_and(|name| name.starts_with("nph-"))
+    {
+        HeadStyle::Nph
+    } else {
+        HeadStyle::Cgi
+    };
+    let (head, first_bytes) =
+        read_head_unless_body_fails(&mut output, style, &mut body_received, deadline).await?;
+    body_complete(body_received, deadline).await?;
+    if let Some(location) = head.local_redirect {
+        // This CGI's part is done; dropping its output undelivered stops whatever it still runs.
+        return Ok(Outcome::LocalRedirect(location));
+    }
+    let body = CgiBody::new(first_bytes, output, head.content_length);
+    let mut response = Response::new(Either::Right(body));
+    *response.status_mut() = head.status;
+    *response.headers_mut() = head.headers;
+    Ok(Outcome::Response(response))
+}
+
+/// The body's framing, as hyper read it: a Content-Length, chunked, or none.
+fn request_body(parts: &Parts, body: Option<Incoming>) -> Result<Body, RequestError> {
+    let declared = match parts.headers.get(header::CONTENT_LENGTH) {
+        Some(value) => Some(
+            value
+                .to_str()
+                .ok()
+                .and_then(|v| v.parse::<u64>().ok())
+                .ok_or(RequestError::BadRequest("invalid Content-Length"))?,
+        ),
+        None => None,
+    };
+    let chunked = declared.is_none() && parts.headers.contains_key(header::TRANSFER_ENCODING);
+    Ok(match (body, declared) {
+        (Some(body), Some(length)) => Body::Sized {
+            length,
+            source: BodySource::Http(body),
+            expects_continue: parts
+                .headers
+                .get(header::EXPECT)
+                .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"100-continue")),
+        },
+        (Some(body), None) if chunked => Body::Unsized(BodySource::Http(body)),
+        _ => Body::None,
+    })
+}
+
+/// The request in CGI terms. The client is the peer, or, behind a trusted proxy (or on a Unix
+/// socket), whom the proxy's X-Forwarded-For/-Proto/-Host/-User say it serves.
+fn request_meta<'a>(
+    parts: &'a Parts,
+    connection: Connection,
+    policy: &EnvPolicy,
+) -> RequestMeta<'a> {
+    let trusted = |ip: std::net::IpAddr| policy.trusted_proxies.iter().any(|net| net.contains(&ip));
+    let (peer_address, peer_port, peer_trusted) = match connection {
+        Connection::Tcp { remote, .. } => {
+            let peer = remote.ip().to_canonical();
+            (peer.to_string(), Some(remote.port()), trusted(peer))
+        }
+        Connection::Unix => (UNIX_PEER_ADDRESS.to_owned(), None, true),
+    };
+    let forwarded = |name: &str| {
+        peer_trusted
+            .then(|| parts.headers.get(name).and_then(|v| v.to_str().ok()))
+            .flatten()
+    };
+    // The right-most address that is not itself a trusted proxy is the client: everything left
+    // of it was written by the client and proves nothing.
+    let forwarded_for = forwarded("x-forwarded-for").and_then(|list| {
+        list.rsplit(',')
+            .filter_map(|part| part.trim().parse::<std::net::IpAddr>().ok())
+            .map(|ip| ip.to_canonical())
+            .find(|ip| !trusted(*ip))
+    });
+    let https = forwarded("x-forwarded-proto")
+        .is_some_and(|proto| proto.trim().eq_ignore_ascii_case("https"));
+    let forwarded_host =
+        forwarded("x-forwarded-host").map(|host| host.split(',').next().unwrap_or(host).trim());
+    let remote_user = forwarded("x-forwarded-user")
+        .map(str::trim)
+        .filter(|user| !user.is_empty());
+    let host = requested_host(parts, forwarded_host);
+    let (server_name, server_addr, server_port) = match connection {
+        Connection::Tcp { local, .. } => (
+            host.map_or_else(|| local.ip().to_string(), |(name, _)| name.to_owned()),
+            Some(local.ip().to_canonical().to_string()),
+            local.port(),
+        ),
+        // No address of ours the client used: the port is the one it asked for (the front
+        // server's), else the scheme's.
+        Connection::Unix => (
+            host.map_or("localhost", |(name, _)| name).to_owned(),
+            None,
+            host.and_then(|(_, port)| port)
+                .unwrap_or(if https { 443 } else { 80 }),
+        ),
+    };
+    let request_uri = parts
+        .uri
+        .path_and_query()
+        .map_or_else(|| parts.uri.path(), |pq| pq.as_str());
+    RequestMeta {
+        method: parts.method.as_str().as_bytes(),
+        protocol: protocol_name(parts.version).as_bytes(),
+        request_uri: Cow::Borrowed(request_uri.as_bytes()),
+        remote_addr: Cow::Owned(
+            forwarded_for
+                .map_or(peer_address, |ip| ip.to_string())
+                .into(),
+        ),
+        remote_port: peer_port
+            .filter(|_| forwarded_for.is_none())
+            .map(|port| Cow::Owned(port.to_string().into())),
+        https,
+        remote_user: remote_user.map(str::as_bytes),
+        auth_type: remote_user.and_then(|_| {
+            auth_scheme(
+                parts
+                    .headers
+                    .get(header::AUTHORIZATION)
+                    .map(HeaderValue::as_bytes),
+            )
+        }),
+        server_name: Cow::Owned(server_name.into()),
+        server_addr: server_addr.map(|address| Cow::Owned(address.into())),
+        server_port: Cow::Owned(server_port.to_string().into()),
+        content_type: parts
+            .headers
+            .get(header::CONTENT_TYPE)
+            .map(HeaderValue::as_bytes),
+        variables: Variables::Headers(&parts.headers),
+    }
+}
+
+fn protocol_name(version: Version) -> &'static str {
+    match version {
+        Version::HTTP_09 => "HTTP/0.9",
+        Version::HTTP_10 => "HTTP/1.0",
+        _ => "HTTP/1.1",
+    }
+}
+
+/// The host name the client asked for (RFC 3875 §4.1.14) and the port if it named one: from a
+/// trusted proxy's X-Forwarded-Host, an absolute-form target, or Host.
+fn requested_host<'a>(
+    request: &'a Parts,
+    forwarded_host: Option<&'a str>,
+) -> Option<(&'a str, Option<u16>)> {
+    let host = forwarded_host
+        .or_else(|| request.uri.authority().map(|authority| authority.as_str()))
+        .or_else(|| {
+            request
+                .headers
+                .get(header::HOST)
+                .and_then(|h| h.to_str().ok())
+        })?;
+    let (name, port) = split_port(host);
+    let valid = !name.is_empty() && name.bytes().all(|b| b.is_ascii_graphic() && b != b'@');
+    valid.then_some((name, port))
+}
+
+/// Reads the CGI's header block by `deadline`, but gives up as soon as the request body fails
+/// (the client went away mid-upload, or its body was malformed): the request is over, and
+/// returning drops its output undelivered, which kills the CGI now rather than at its
+/// deadline. A body that arrives whole meanwhile leaves `body_received` at `None`.
+async fn read_head_unless_body_fails(
+    output: &mut CgiOutput,
+    style: HeadStyle,
+    body_received: &mut Option<oneshot::Receiver<()>>,
+    deadline: Instant,
+) -> Result<(CgiHead, Bytes), RequestError> {
+    let head = timeout_at(deadline, read_head(output.stdout(), style));
+    tokio::pin!(head);
+    loop {
+        let body_ended = async {
+            match body_received.as_mut() {
+                Some(received) => Some(received.await),
+                None => std::future::pending().await,
+            }
+        };
+        let body = tokio::select! {
+            biased;
+            parsed = &mut head => return parsed.unwrap_or(Err(RequestError::Timeout)),
+            body = body_ended => body,
+        };
+        match body {
+            // All of it arrived: only the head is awaited now.
+            Some(Ok(())) => *body_received = None,
+            // The body reader stops at the deadline too: that is the CGI's timeout.
+            _ if Instant::now() >= deadline => return Err(RequestError::Timeout),
+            _ => return Err(RequestError::BadRequest("request body ended early")),
+        }
+    }
+}
+
+/// The request a local redirect makes: a GET of `location` with the original headers but no
+/// body (RFC 3875 §6.2.2: the server treats it as a new request for that path).
+fn redirected(parts: &Parts, location: &str) -> Result<Parts, RequestError> {
+    let uri = location
+        .parse::<http::Uri>()
+        .map_err(|_| RequestError::BadCgiOutput("local redirect to an invalid path".into()))?;
+    let mut next = Request::new(());
+    *next.method_mut() = http::Method::GET;
+    *next.uri_mut() = uri;
+    *next.version_mut() = parts.version;
+    *next.headers_mut() = parts.headers.clone();
+    for framing in [
+        header::CONTENT_LENGTH,
+        header::CONTENT_TYPE,
+        header::TRANSFER_ENCODING,
+    ] {
+        next.headers_mut().remove(framing);
+    }
+    Ok(next.into_parts().0)
+}
+
+/// A short plain-text answer for an error, logged with the reason.
+pub fn error_response(error: &RequestError) -> Response<ResponseBody> {
+    let (status, text) = render_error(error);
+    let mut response = Response::new(Either::Left(Full::new(Bytes::from(text))));
+    *response.status_mut() = status;
+    let headers = response.headers_mut();
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    if status == http::StatusCode::SERVICE_UNAVAILABLE {
+        headers.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+    }
+    response
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use crate::front::request::env::{meta_variables, CGI_PATH};
+    use std::collections::HashMap;
+
+    fn env_of(request: http::Request<()>) -> HashMap<String, String> {
+        env_with(request, &EnvPolicy::default(), "[::ffff:10.1.2.3]:5555")
+    }
+
+    /// The environment the CGI gets for `request` from `peer`, through the HTTP front's
+    /// mapping and the core's rule.
+    fn env_with(
+        request: http::Request<()>,
+        policy: &EnvPolicy,
+        peer: &str,
+    ) -> HashMap<String, String> {
+        let (parts, ()) = request.into_parts();
+        let length = parts
+            .headers
+            .get("content-length")
+            .map(|v| v.to_str().unwrap().parse::<u64>().unwrap());
+        let route = route(parts.uri.path(), parts.uri.query()).unwrap();
+        let connection = if peer == "unix" {
+            Connection::Unix
+        } else {
+            Connection::Tcp {
+                local: "127.0.0.1:8080".parse().unwrap(),
+                remote: peer.parse().unwrap(),
+            }
+        };
+        let meta = request_meta(&parts, connection, policy);
+        meta_variables(&meta, &route, length, policy)
+            .into_iter()
+            .map(|v| {
+                let v = String::from_utf8(v).unwrap();
+                let (name, value) = v.split_once('=').unwrap();
+                (name.to_owned(), value.to_owned())
+            })
+            .collect()
+    }
+
+    #[test]
+    fn rfc3875_variables_are_set() {
+        let env = env_of(
+            http::Request::post("/cgi-bin/form.sh/a%20b?q=%41&x")
+                .header("host", "example.org:8080")
+                .header("content-type", "text/plain")
+                .header("content-length", "5")
+                .header("x-thing", "1")
+                .header("x-thing", "2")
+                .header("cookie", "a=1")
+                .header("cookie", "b=2")
+                .body(())
+                .unwrap(),
+        );
+        let expect = [
+            ("GATEWAY_INTERFACE", "CGI/1.1"),
+            ("SERVER_PROTOCOL", "HTTP/1.1"),
+            ("SERVER_NAME", "example.org"),
+            ("SERVER_PORT", "8080"),
+            ("REQUEST_METHOD", "POST"),
+            ("QUERY_STRING", "q=%41&x"),
+            ("REQUEST_URI", "/cgi-bin/form.sh/a%20b?q=%41&x"),
+            ("REMOTE_ADDR", "10.1.2.3"),
+            ("REMOTE_PORT", "5555"),
+            ("CONTENT_TYPE", "text/plain"),
+            ("CONTENT_LENGTH", "5"),
+            ("HTTP_X_THING", "1, 2"),
+            ("HTTP_COOKIE", "a=1; b=2"),
+            ("HTTP_HOST", "example.org:8080"),
+            ("PATH", CGI_PATH),
+        ];
+        for (name, value) in expect {
+            assert_eq!(env.get(name).map(String::as_str), Some(value), "{name}");
+        }
+    }
+
+    #[test]
+    fn dangerous_and_ambiguous_headers_are_withheld() {
+        let env = env_of(
+            http::Request::get("/cgi-bin/env")
+                .header("proxy", "http://evil:1")
+                .header("authorization", "Basic eDp5")
+                .header("x_under", "1")
+                .header("connection", "keep-alive")
+                .body(())
+                .unwrap(),
+        );
+        for name in [
+            "HTTP_PROXY",
+            "HTTP_AUTHORIZATION",
+            "HTTP_X_UNDER",
+            "HTTP_CONNECTION",
+            "CONTENT_LENGTH",
+            "CONTENT_TYPE",
+        ] {
+            assert!(!env.contains_key(name), "{name} must not be set");
+        }
+        assert_eq!(env["SERVER_NAME"], "127.0.0.1");
+        assert_eq!(env["QUERY_STRING"], "");
+    }
+
+    #[test]
+    fn extensions_follow_the_jail_mapping_and_path_variables_are_the_workers() {
+        let env = env_of(http::Request::get("/cgi-bin/x/a/b").body(()).unwrap());
+        assert_eq!(env["DOCUMENT_ROOT"], "/");
+        assert_eq!(env["REQUEST_SCHEME"], "http");
+        assert!(!env.contains_key("HTTPS"));
+        for name in [
+            "SCRIPT_NAME",
+            "SCRIPT_FILENAME",
+            "PATH_INFO",
+            "PATH_TRANSLATED",
+        ] {
+            assert!(
+                !env.contains_key(name),
+                "{name} is set by the worker, which sees the jail"
+            );
+        }
+    }
+
+    #[test]
+    fn empty_body_sets_no_content_length() {
+        let env = env_of(
+            http::Request::post("/cgi-bin/x")
+                .header("content-length", "0")
+                .body(())
+                .unwrap(),
+        );
+        assert!(!env.contains_key("CONTENT_LENGTH"));
+    }
+
+    #[test]
+    fn forwarded_headers_count_only_from_trusted_proxies() {
+        let request = || {
+            http::Request::get("/cgi-bin/x")
+                .header("x-forwarded-for", "6.6.6.6, 203.0.113.9, 10.0.0.2")
+                .header("x-forwarded-proto", "https")
+                .header("x-forwarded-host", "www.example.org")
+                .header("x-forwarded-user", "alice")
+                .header("authorization", "Basic YWxpY2U6c2VjcmV0")
+                .body(())
+                .unwrap()
+        };
+        let untrusted = env_with(request(), &EnvPolicy::default(), "10.0.0.1:4000");
+        assert_eq!(untrusted["REMOTE_ADDR"], "10.0.0.1");
+        assert_eq!(untrusted["REMOTE_PORT"], "4000");
+        assert_eq!(untrusted["REQUEST_SCHEME"], "http");
+        assert_eq!(untrusted["SERVER_NAME"], "127.0.0.1");
+        assert!(!untrusted.contains_key("REMOTE_USER") && !untrusted.contains_key("AUTH_TYPE"));
+        let policy = EnvPolicy {
+            trusted_proxies: vec!["10.0.0.0/24".parse().unwrap()],
+            ..EnvPolicy::default()
+        };
+        let trusted = env_with(request(), &policy, "10.0.0.1:4000");
+        // 10.0.0.2 is a trusted hop too; 203.0.113.9 is the client; 6.6.6.6 is the client's claim.
+        assert_eq!(trusted["REMOTE_ADDR"], "203.0.113.9");
+        assert!(!trusted.contains_key("REMOTE_PORT"));
+        assert_eq!(
+            (
+                trusted["REQUEST_SCHEME"].as_str(),
+                trusted["HTTPS"].as_str()
+            ),
+            ("https", "on")
+        );
+        assert_eq!(trusted["SERVER_NAME"], "www.example.org");
+        // The proxy authenticated alice; the credentials themselves stay withheld.
+        assert_eq!(trusted["REMOTE_USER"], "alice");
+        assert_eq!(trusted["AUTH_TYPE"], "Basic");
+        assert!(!trusted.contains_key("HTTP_AUTHORIZATION"));
+    }
+
+    #[test]
+    fn a_unix_socket_peer_is_a_trusted_local_front_server() {
+        let proxied = http::Request::get("/cgi-bin/x")
+            .header("host", "www.example.org:8443")
+            .header("x-forwarded-for", "6.6.6.6, 203.0.113.9")
+            .header("x-forwarded-proto", "https")
+            .body(())
+            .unwrap();
+        let env = env_with(proxied, &EnvPolicy::default(), "unix");
+        assert_eq!(env["REMOTE_ADDR"], "203.0.113.9");
+        assert_eq!(env["SERVER_NAME"], "www.example.org");
+        assert_eq!(env["SERVER_PORT"], "8443");
+        assert_eq!(env["HTTPS"], "on");
+        assert!(!env.contains_key("SERVER_ADDR"));
+        assert!(!env.contains_key("REMOTE_PORT"));
+        // Nothing forwarded, no port in Host: a local client, the scheme's port.
+        let bare = http::Request::get("/cgi-bin/x")
+            .header("host", "[::1]")
+            .body(())
+            .unwrap();
+        let env = env_with(bare, &EnvPolicy::default(), "unix");
+        assert_eq!(env["REMOTE_ADDR"], "127.0.0.1");
+        assert_eq!(env["SERVER_NAME"], "[::1]");
+        assert_eq!(env["SERVER_PORT"], "80");
+    }
+
+    #[test]
+    fn authorization_only_on_request_and_fixed_variables_never_override() {
+        let policy = EnvPolicy {
+            pass_authorization: true,
+            fixed: vec![
+                ("APP_DATA".into(), b"/data".to_vec()),
+                ("QUERY_STRING".into(), b"evil".to_vec()),
+            ],
+            ..EnvPolicy::default()
+        };
+        let request = || {
+            http::Request::get("/cgi-bin/x?q")
+                .header("authorization", "Basic eDp5")
+                .body(())
+                .unwrap()
+        };
+        let env = env_with(request(), &policy, "127.0.0.1:1");
+        assert_eq!(env["HTTP_AUTHORIZATION"], "Basic eDp5");
+        assert_eq!(env["APP_DATA"], "/data");
+        assert_eq!(env["QUERY_STRING"], "q");
+        assert!(!env_of(request()).contains_key("HTTP_AUTHORIZATION"));
+    }
+}

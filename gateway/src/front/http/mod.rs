@@ -1,0 +1,67 @@
+//! The HTTP/1.1 front: connections served by hyper (header timeouts and limits, graceful
+//! drain); each request is mapped onto the request core by [`handler`], and the CGI's output
+//! turned into the response by [`response`].
+
+pub mod handler;
+pub mod response;
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::server::graceful::GracefulShutdown;
+use tokio::sync::OwnedSemaphorePermit;
+
+use super::listen::{accept_until, Connection, Listener, Stream};
+use super::request::Core;
+
+/// Time a client gets to send a request's header block (slowloris).
+pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
+/// Largest request header block hyper buffers (it answers 431 beyond it).
+pub const MAX_HEADER_BUFFER: usize = 64 * 1024;
+/// Serves `listener` until `shutdown` resolves, then lets open connections finish their
+/// requests for up to `drain` and closes them.
+pub async fn run(
+    listener: Listener,
+    core: Arc<Core>,
+    shutdown: impl Future<Output = ()>,
+    drain: Duration,
+) {
+    let graceful = GracefulShutdown::new();
+    let serve = |stream: Stream, connection_info: Connection, permit: OwnedSemaphorePermit| {
+        let core = core.clone();
+        let service =
+            service_fn(move |request| handler::handle(core.clone(), request, connection_info));
+        let connection = http1::Builder::new()
+            .timer(TokioTimer::new())
+            .header_read_timeout(HEADER_READ_TIMEOUT)
+            .max_buf_size(MAX_HEADER_BUFFER)
+            // The head's own limit: max_buf_size alone is checked only while a head is still
+            // incomplete, so a head of up to twice the size could pass.
+            .max_header_size(MAX_HEADER_BUFFER)
+            .keep_alive(true)
+            // A client that closes its side is gone, as nginx sees it too: only so does hyper
+            // watch the socket while a CGI is silent, and a client that disconnects (or
+            // resets) has its CGI killed at once instead of at its deadline.
+            .half_close(false)
+            .serve_connection(TokioIo::new(stream), service);
+        let connection = graceful.watch(connection);
+        tokio::spawn(async move {
+            if let Err(error) = connection.await {
+                tracing::debug!(?connection_info, "connection ended: {error}");
+            }
+            drop(permit);
+        });
+    };
+    accept_until(listener, shutdown, serve).await;
+    tracing::info!("stopped accepting; draining open connections");
+    if tokio::time::timeout(drain, graceful.shutdown())
+        .await
+        .is_err()
+    {
+        tracing::warn!("connections still open after {drain:?}; closing them");
+    }
+}

@@ -1,0 +1,109 @@
+//! Where the fronts accept connections: the sockets root bound (or systemd passed) before the
+//! fork, registered with the front's runtime, and the one accept loop both fronts use.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::{TcpStream, UnixStream};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio_util::either::Either;
+
+use crate::root::handover::Bound;
+
+/// Open client connections at most, per front; further clients wait in the listen backlog.
+pub const MAX_CONNECTIONS: usize = 4096;
+/// How long the accept loop pauses after a failed accept (EMFILE and friends) instead of
+/// spinning on it.
+const ACCEPT_BACKOFF: Duration = Duration::from_millis(50);
+
+/// A connection accepted by either kind of listener.
+pub type Stream = Either<TcpStream, UnixStream>;
+
+/// Where a connection came from and arrived at.
+#[derive(Debug, Clone, Copy)]
+pub enum Connection {
+    Tcp {
+        local: SocketAddr,
+        remote: SocketAddr,
+    },
+    /// A Unix socket (`--listen unix:/path`): the peer is a local front server, and which
+    /// one the socket file's mode decides. Its X-Forwarded-* headers are believed, as a
+    /// trusted proxy's.
+    Unix,
+}
+
+/// A listener registered with the runtime.
+#[derive(Debug)]
+pub enum Listener {
+    Tcp(tokio::net::TcpListener),
+    Unix(tokio::net::UnixListener),
+}
+
+impl Listener {
+    /// Registers a socket root bound with the current tokio runtime.
+    pub fn from_bound(bound: Bound) -> std::io::Result<Listener> {
+        match bound {
+            Bound::Tcp(listener) => {
+                listener.set_nonblocking(true)?;
+                Ok(Listener::Tcp(tokio::net::TcpListener::from_std(listener)?))
+            }
+            Bound::Unix(listener, _) => {
+                listener.set_nonblocking(true)?;
+                Ok(Listener::Unix(tokio::net::UnixListener::from_std(
+                    listener,
+                )?))
+            }
+        }
+    }
+
+    /// Accepts one connection, with what the CGI environment needs to know about it.
+    pub async fn accept(&self) -> std::io::Result<(Stream, Connection)> {
+        match self {
+            Listener::Tcp(listener) => {
+                let (stream, remote) = listener.accept().await?;
+                let local = stream.local_addr()?;
+                let _ = stream.set_nodelay(true);
+                Ok((Either::Left(stream), Connection::Tcp { local, remote }))
+            }
+            Listener::Unix(listener) => {
+                let (stream, _) = listener.accept().await?;
+                Ok((Either::Right(stream), Connection::Unix))
+            }
+        }
+    }
+}
+
+/// Accepts connections until `shutdown` resolves, at most [`MAX_CONNECTIONS`] open at once,
+/// handing each to `serve` with the permit it must hold while open. Returns the semaphore, so
+/// the caller can wait for the permits to come back.
+pub async fn accept_until(
+    listener: Listener,
+    shutdown: impl Future<Output = ()>,
+    mut serve: impl FnMut(Stream, Connection, OwnedSemaphorePermit),
+) -> Arc<Semaphore> {
+    let connections = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+    let mut shutdown = std::pin::pin!(shutdown);
+    loop {
+        // Admission before accepting: at the limit we stop taking connections off the backlog.
+        let permit = tokio::select! {
+            permit = connections.clone().acquire_owned() => permit,
+            _ = &mut shutdown => break,
+        };
+        let Ok(permit) = permit else { break };
+        let (stream, connection) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(accepted) => accepted,
+                Err(error) => {
+                    tracing::warn!("accept failed: {error}");
+                    tokio::time::sleep(ACCEPT_BACKOFF).await;
+                    continue;
+                }
+            },
+            _ = &mut shutdown => break,
+        };
+        serve(stream, connection, permit);
+    }
+    connections
+}

@@ -1,0 +1,245 @@
+//! What runs unprivileged, outside the jail: everything that touches untrusted input. Handed
+//! the sockets and the supervisor channel at the fork ([`crate::root::handover`]), the front
+//! drops to its own account for good ([`privdrop`]), then serves:
+//!
+//! - [`listen`]: the listeners and the one accept loop;
+//! - [`http`] and [`fastcgi`]: the two fronts, each mapping its requests onto
+//! - [`request`]: the one request core (body policy, CGI environment, spawn, output, errors);
+//! - [`pool`]: the workers, reached through the [`supervisor_link`];
+//! - [`admin`], [`metrics`], [`access`]: `/metrics`, `/healthz` and the access log.
+//!
+//! It never executes CGI code and never becomes root again (no-new-privs, no capabilities).
+
+pub mod access;
+pub mod admin;
+#[cfg(test)]
+mod fake_workers;
+pub mod fastcgi;
+pub mod http;
+pub mod listen;
+pub mod metrics;
+pub mod pool;
+pub mod privdrop;
+pub mod request;
+pub mod supervisor_link;
+
+use std::io::Write;
+use std::sync::Arc;
+
+use tokio::sync::{mpsc, watch};
+
+use crate::config::Config;
+use crate::root::handover::{Bound, Handover, Listeners};
+use listen::Listener;
+use metrics::Metrics;
+use pool::{Pool, WorkerSource};
+use request::{Core, Generation};
+use supervisor_link::SupervisorLink;
+
+/// The front's whole life after the fork: the privilege drop, then [`serve`] on a runtime.
+/// Returns the process exit code.
+pub fn run(handover: Handover) -> i32 {
+    let Handover {
+        config,
+        listeners,
+        control,
+        user,
+        supervisor,
+    } = handover;
+    if let Err(error) = privdrop::drop_privileges(&user, supervisor) {
+        eprintln!("gateway: the HTTP front cannot drop its privileges: {error}");
+        return 1;
+    }
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("gateway: cannot start the runtime: {error}");
+            return 1;
+        }
+    };
+    let served = runtime.block_on(async move {
+        let (supervisor, reloads) = SupervisorLink::new(control)?;
+        serve(config, listeners, supervisor, reloads).await
+    });
+    match served {
+        Ok(()) => 0,
+        Err(error) => {
+            eprintln!("gateway: {error:#}");
+            1
+        }
+    }
+}
+
+/// Starts the workers, serves until SIGTERM or SIGINT, then stops everything: open requests
+/// drain (up to `--drain-timeout`; a second signal cuts that short), workers exit, and with
+/// them every CGI. Each configuration in `reloads` (SIGHUP, relayed by the supervisor) starts
+/// a fresh pool and retires the old one once its requests are done.
+pub async fn serve(
+    config: Config,
+    listeners: Listeners,
+    workers: Arc<dyn WorkerSource>,
+    mut reloads: mpsc::UnboundedReceiver<Config>,
+) -> anyhow::Result<()> {
+    let config = Arc::new(config);
+    let metrics = Arc::new(Metrics::new());
+    let pool = Pool::start(config.clone(), workers.clone(), metrics.clone(), 0).await?;
+    let Listeners {
+        http,
+        fastcgi,
+        admin,
+    } = listeners;
+    tracing::info!(workers = config.workers, jail = %config.jail.display(), user = %config.user.name, address = %http.address(), "serving");
+    announce(&http, fastcgi.as_ref(), admin.as_ref())?;
+    let http = Listener::from_bound(http)?;
+    let fastcgi = fastcgi.map(Listener::from_bound).transpose()?;
+    let admin = admin.map(Listener::from_bound).transpose()?;
+    let core = Arc::new(Core::new(config.clone(), pool, metrics.clone()));
+    notify_systemd("READY=1");
+
+    // One stop for every front.
+    let (stop, stopped) = watch::channel(false);
+    let stopping = |mut stopped: watch::Receiver<bool>| async move {
+        let _ = stopped.wait_for(|stop| *stop).await;
+    };
+    let drain = config.drain_timeout;
+    let fronts = async {
+        let http = http::run(http, core.clone(), stopping(stopped.clone()), drain);
+        let fastcgi = async {
+            if let Some(listener) = fastcgi {
+                fastcgi::handler::run(listener, core.clone(), stopping(stopped.clone()), drain)
+                    .await;
+            }
+        };
+        let admin = async {
+            if let Some(listener) = admin {
+                let state_of = core.clone();
+                let state = Arc::new(move || state_of.pool_state());
+                admin::run(listener, metrics.clone(), state, stopping(stopped.clone())).await;
+            }
+        };
+        tokio::join!(http, fastcgi, admin);
+    };
+    let mut fronts = std::pin::pin!(fronts);
+    let mut stop_requested = std::pin::pin!(stop_signal());
+    let mut retiring = tokio::task::JoinSet::new();
+    let mut generation = 0;
+    loop {
+        tokio::select! {
+            () = &mut stop_requested => break,
+            () = &mut fronts => {
+                // The fronts only end after a stop.
+                tracing::error!("the fronts stopped by themselves");
+                break;
+            }
+            Some(new) = reloads.recv() => {
+                generation += 1;
+                if let Some(old) = reload(&core, new, &workers, generation).await {
+                    retiring.spawn(old.retire());
+                }
+            }
+            Some(_) = retiring.join_next(), if !retiring.is_empty() => {}
+        }
+    }
+    notify_systemd("STOPPING=1");
+    let _ = stop.send(true);
+    // The fronts drain; a second SIGTERM or SIGINT stops at once.
+    tokio::select! {
+        () = &mut fronts => {}
+        () = stop_signal() => {
+            tracing::warn!("second signal: stopping at once, open requests are cut off");
+            // Older pools too: the supervisor stops every worker once we are gone.
+            retiring.abort_all();
+        }
+    }
+    while retiring.join_next().await.is_some() {}
+    core.current().pool.shutdown().await;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+/// A reload: a fresh pool for `config`, which new requests go to from now on. Returns the
+/// generation it replaces, to retire; on failure the old one keeps serving.
+async fn reload(
+    core: &Core,
+    config: Config,
+    workers: &Arc<dyn WorkerSource>,
+    generation: usize,
+) -> Option<Arc<Generation>> {
+    let config = Arc::new(config);
+    match Pool::start(
+        config.clone(),
+        workers.clone(),
+        core.metrics.clone(),
+        generation,
+    )
+    .await
+    {
+        Ok(pool) => {
+            let old = core.replace(Generation::new(config, pool));
+            tracing::info!(generation, "reloaded: new requests go to the fresh pool; the old one retires when its requests are done");
+            Some(old)
+        }
+        Err(error) => {
+            tracing::error!("reload failed, still serving the old pool: {error}");
+            None
+        }
+    }
+}
+
+/// The lines on stdout: scripts and tests read the addresses from them.
+fn announce(http: &Bound, fastcgi: Option<&Bound>, admin: Option<&Bound>) -> std::io::Result<()> {
+    let mut stdout = std::io::stdout().lock();
+    match http {
+        Bound::Tcp(_) => writeln!(stdout, "jailgate listening on http://{}", http.address())?,
+        Bound::Unix(..) => writeln!(stdout, "jailgate listening on {}", http.address())?,
+    }
+    if let Some(fastcgi) = fastcgi {
+        writeln!(stdout, "jailgate fastcgi on {}", fastcgi.address())?;
+    }
+    if let Some(admin) = admin {
+        writeln!(stdout, "jailgate admin on {}", admin.address())?;
+    }
+    stdout.flush()
+}
+
+/// Tells systemd (Type=notify) where we are (sd_notify(3): one datagram to NOTIFY_SOCKET, a
+/// path or, with a leading `@`, an abstract name) when it started us; otherwise does nothing.
+fn notify_systemd(state: &str) {
+    use std::os::linux::net::SocketAddrExt;
+    use std::os::unix::net::{SocketAddr, UnixDatagram};
+    let Some(target) = std::env::var_os("NOTIFY_SOCKET") else {
+        return;
+    };
+    let sent = (|| {
+        let address = match target.as_encoded_bytes().strip_prefix(b"@") {
+            Some(name) => SocketAddr::from_abstract_name(name)?,
+            None => SocketAddr::from_pathname(&target)?,
+        };
+        UnixDatagram::unbound()?.send_to_addr(state.as_bytes(), &address)
+    })();
+    if let Err(error) = sent {
+        tracing::warn!(
+            "cannot notify systemd ({}): {error}",
+            target.to_string_lossy()
+        );
+    }
+}
+
+/// Resolves on SIGTERM or SIGINT.
+pub async fn stop_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let (Ok(mut terminate), Ok(mut interrupt)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
+        // Without signal handling the default action (exit) still stops us.
+        return std::future::pending().await;
+    };
+    tokio::select! {
+        _ = terminate.recv() => tracing::info!("SIGTERM: stopping"),
+        _ = interrupt.recv() => tracing::info!("SIGINT: stopping"),
+    }
+}

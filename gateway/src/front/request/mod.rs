@@ -1,0 +1,490 @@
+//! The request core both fronts map onto. A front turns its request into a [`Route`]
+//! ([`router`]), a [`RequestMeta`] ([`env`]) and a [`Body`] ([`body`]); [`Core::start`] then
+//! applies the body policy, builds the CGI's environment by the one rule, admits the request
+//! (backpressure), spawns the CGI on a worker with its three pipes, and returns its running
+//! [`CgiOutput`] ([`output`]: deadline, output budget, delivered or abandoned). Every run has
+//! one teardown path ([`watch`]) that kills the CGI's process group when its deadline passes
+//! or its request is abandoned; errors are classified once ([`error`]) and rendered once
+//! ([`render_error`]); the CGI's stderr is logged here.
+
+pub mod body;
+pub mod env;
+pub mod error;
+pub mod output;
+pub mod router;
+
+use std::os::fd::OwnedFd;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use http::StatusCode;
+use protocol::SpawnRequest;
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, BufReader};
+use tokio::net::unix::pipe;
+use tokio::sync::{oneshot, OwnedSemaphorePermit};
+use tokio::time::{sleep_until, timeout_at, Instant};
+use tracing::Instrument;
+
+pub use body::Body;
+pub use env::{RequestMeta, Variables};
+pub use error::RequestError;
+pub use output::CgiOutput;
+pub use router::Route;
+
+use super::access::RequestLog;
+use super::metrics::{Metrics, PoolState};
+use super::pool::{CgiEvent, CgiHandle, Pool};
+use crate::config::Config;
+
+/// Longest CGI stderr line logged; the rest of a longer line is logged as further lines.
+const MAX_STDERR_LINE: usize = 4096;
+/// Most stderr bytes logged per request; beyond it stderr is read and dropped, so a chatty CGI
+/// neither blocks on a full pipe nor floods the log.
+const MAX_STDERR_LOGGED: usize = 64 * 1024;
+/// How long past its CGIs' deadline a retiring pool waits for its last requests.
+const RETIRE_GRACE: Duration = Duration::from_secs(5);
+/// How long a worker has to report the exit of a CGI it was told to kill: it escalates to
+/// SIGKILL after its grace period, so the report is due soon; the bound only guards against a
+/// worker that stops answering.
+const KILL_REPORT_WAIT: Duration = Duration::from_secs(10);
+
+/// One configuration and the worker pool that serves it. A reload (SIGHUP) makes a new one;
+/// each request keeps the one it started with until its CGI is done.
+pub struct Generation {
+    pub config: Arc<Config>,
+    pub pool: Arc<Pool>,
+}
+
+impl Generation {
+    pub fn new(config: Arc<Config>, pool: Arc<Pool>) -> Arc<Generation> {
+        Arc::new(Generation { config, pool })
+    }
+
+    /// Waits until no request uses this generation any more and its workers run no CGI,
+    /// then stops its workers. No CGI outlives its --timeout, so that wait is bounded.
+    pub async fn retire(self: Arc<Self>) {
+        let give_up = Instant::now() + self.config.timeout + RETIRE_GRACE;
+        while (Arc::strong_count(&self) > 1 || self.pool.busy() > 0) && Instant::now() < give_up {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        self.pool.shutdown().await;
+        tracing::info!("the previous worker pool is retired");
+    }
+}
+
+/// What both fronts share: the current generation, the metrics, the request numbers.
+pub struct Core {
+    current: RwLock<Arc<Generation>>,
+    pub metrics: Arc<Metrics>,
+    next_request: AtomicU64,
+}
+
+/// A CGI that runs: its output still to read, and when its request's body is in.
+pub struct Started {
+    pub output: CgiOutput,
+    /// Fires when the whole request body has arrived; `None` without a streamed body.
+    pub body_received: Option<oneshot::Receiver<()>>,
+    pub deadline: Instant,
+    /// The script's URL path, as the worker found it.
+    pub script: String,
+}
+
+impl Core {
+    pub fn new(config: Arc<Config>, pool: Arc<Pool>, metrics: Arc<Metrics>) -> Core {
+        Core {
+            current: RwLock::new(Generation::new(config, pool)),
+            metrics,
+            next_request: AtomicU64::new(1),
+        }
+    }
+
+    /// The configuration and pool new requests go to.
+    pub fn current(&self) -> Arc<Generation> {
+        self.current
+            .read()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .clone()
+    }
+
+    /// Sends new requests to `next` from now on; returns the generation it replaces.
+    pub fn replace(&self, next: Arc<Generation>) -> Arc<Generation> {
+        let mut current = self
+            .current
+            .write()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        std::mem::replace(&mut *current, next)
+    }
+
+    /// The current pool's state, for `/metrics` and `/healthz`.
+    pub fn pool_state(&self) -> PoolState {
+        self.current().pool.state()
+    }
+
+    /// A new request: its number and its access-log entry.
+    pub fn new_request(&self, front: &'static str) -> Arc<RequestLog> {
+        let id = self.next_request.fetch_add(1, Ordering::Relaxed);
+        RequestLog::new(
+            id,
+            front,
+            self.current().config.access_log,
+            self.metrics.clone(),
+        )
+    }
+
+    /// Runs the script `route` names for the request `meta` describes, its stdin fed from
+    /// `body`: the body policy, the environment, admission, the spawn. Returns once the CGI
+    /// runs, with its output still to read.
+    pub async fn start(
+        &self,
+        generation: &Arc<Generation>,
+        route: &Route,
+        meta: &RequestMeta<'_>,
+        body: Body,
+        log: &Arc<RequestLog>,
+    ) -> Result<Started, RequestError> {
+        let Generation { config, pool } = &**generation;
+        let (body, content_length) =
+            body::prepare(body, config.max_body_bytes, Instant::now() + config.timeout).await?;
+        let env = env::meta_variables(meta, route, content_length, &config.env);
+        log.set_bytes_in(content_length.unwrap_or(0));
+        let permit = pool.admit().await?;
+        let (stdin, cgi_stdin) = pipe::pipe().map_err(internal)?;
+        let (cgi_stdout, stdout) = pipe::pipe().map_err(internal)?;
+        let (cgi_stderr, stderr) = pipe::pipe().map_err(internal)?;
+        // The CGI gets plain blocking descriptors, as a program started from a shell would.
+        let (stdin, cgi_stdin) = match body {
+            body::Prepared::Spooled(file) => (None, OwnedFd::from(file)),
+            body::Prepared::Stream(body, first) => (
+                Some((body, first, stdin)),
+                cgi_stdin.into_blocking_fd().map_err(internal)?,
+            ),
+            // No body: the CGI reads end-of-file at once.
+            body::Prepared::Empty => (None, cgi_stdin.into_blocking_fd().map_err(internal)?),
+        };
+        let cgi_fds: [OwnedFd; 3] = [
+            cgi_stdin,
+            cgi_stdout.into_blocking_fd().map_err(internal)?,
+            cgi_stderr.into_blocking_fd().map_err(internal)?,
+        ];
+        let deadline = Instant::now() + config.timeout;
+        let spawn = SpawnRequest {
+            id: 0,
+            path: route.segments.clone(),
+            env,
+            limits: config.limits,
+        };
+        let spawned_at = Instant::now();
+        let mut cgi = pool.spawn(spawn, &cgi_fds).await?;
+        // Our copies must go, or we would never see end-of-file on the CGI's output.
+        drop(cgi_fds);
+
+        let script = match timeout_at(deadline, cgi.next_event()).await {
+            // The worker is untrusted: the script it names must be a part of the request's path.
+            Ok(Some(CgiEvent::Spawned {
+                pid,
+                script_segments,
+            })) => match usize::try_from(script_segments) {
+                Ok(count @ 1..) if count <= route.segments.len() => {
+                    let script = route.url_path(count);
+                    self.metrics.spawned(spawned_at.elapsed());
+                    log.set_script(&script);
+                    tracing::debug!(worker = cgi.worker(), pid, script, "CGI started");
+                    script
+                }
+                _ => {
+                    tracing::error!(
+                        worker = cgi.worker(),
+                        "worker named a script outside the request"
+                    );
+                    cgi.kill().await;
+                    return Err(RequestError::WorkerLost);
+                }
+            },
+            Ok(Some(CgiEvent::SpawnFailed(error))) => return Err(RequestError::Spawn(error)),
+            Ok(Some(CgiEvent::Exited(_))) => return Err(RequestError::WorkerLost),
+            Ok(None) => return Err(RequestError::WorkerLost),
+            Err(_) => {
+                cgi.kill().await;
+                return Err(RequestError::Timeout);
+            }
+        };
+        let body_received = stdin.map(|(body, first, stdin)| {
+            let (received, body_received) = oneshot::channel();
+            tokio::spawn(body::feed(body, first, stdin, deadline, received).in_current_span());
+            body_received
+        });
+        tokio::spawn(log_stderr(stderr).in_current_span());
+        let (delivered, delivery) = oneshot::channel::<()>();
+        let run = Run {
+            started: spawned_at,
+            log: log.clone(),
+            _generation: generation.clone(),
+            _permit: permit,
+        };
+        tokio::spawn(watch(cgi, deadline, delivery, run).in_current_span());
+        Ok(Started {
+            output: CgiOutput::new(stdout, deadline, config.max_output_bytes, delivered),
+            body_received,
+            deadline,
+            script,
+        })
+    }
+}
+
+/// Waits for the whole request body before the response goes out: a client (nginx among
+/// them) that sees a response while it is still sending stops sending, and a CGI still
+/// reading its input would then wait forever. The body is read whatever the CGI does, so
+/// this wait depends on the client alone.
+pub async fn body_complete(
+    body_received: Option<oneshot::Receiver<()>>,
+    deadline: Instant,
+) -> Result<(), RequestError> {
+    let Some(body_received) = body_received else {
+        return Ok(());
+    };
+    match timeout_at(deadline, body_received).await {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(_)) => Err(RequestError::BadRequest("request body ended early")),
+        Err(_) => Err(RequestError::Timeout),
+    }
+}
+
+/// What a running CGI holds until it has exited.
+struct Run {
+    started: Instant,
+    /// Gets the exit status.
+    log: Arc<RequestLog>,
+    /// Keeps its pool from retiring.
+    _generation: Arc<Generation>,
+    /// Its place among --max-concurrent.
+    _permit: OwnedSemaphorePermit,
+}
+
+/// The one teardown path of a CGI: it ends when the CGI exits, or is killed when the deadline
+/// passes or the request is abandoned (its output dropped undelivered). Holds the admission
+/// permit until then.
+async fn watch(mut cgi: CgiHandle, deadline: Instant, delivery: oneshot::Receiver<()>, run: Run) {
+    let abandoned = async {
+        if delivery.await.is_ok() {
+            // Output delivered: the CGI may take until the deadline to exit.
+            std::future::pending::<()>().await;
+        }
+    };
+    let outcome = tokio::select! {
+        event = wait_exit(&mut cgi) => event,
+        _ = sleep_until(deadline) => {
+            tracing::warn!("CGI exceeded the timeout; killing its process group");
+            cgi.kill().await;
+            wait_after_kill(&mut cgi).await
+        }
+        _ = abandoned => {
+            tracing::debug!("request abandoned; killing the CGI's process group");
+            cgi.kill().await;
+            wait_after_kill(&mut cgi).await
+        }
+    };
+    match outcome {
+        Some(status) => {
+            tracing::debug!(%status, "CGI exited");
+            run.log.set_exit(status, run.started.elapsed());
+        }
+        None => tracing::warn!("CGI's worker was lost"),
+    }
+    // Drops the permit and the generation: only now is its slot free.
+    drop(cgi);
+    drop(run);
+}
+
+async fn wait_after_kill(cgi: &mut CgiHandle) -> Option<protocol::ExitStatus> {
+    tokio::time::timeout(KILL_REPORT_WAIT, wait_exit(cgi))
+        .await
+        .ok()
+        .flatten()
+}
+
+async fn wait_exit(cgi: &mut CgiHandle) -> Option<protocol::ExitStatus> {
+    loop {
+        match cgi.next_event().await? {
+            CgiEvent::Exited(status) => return Some(status),
+            _ => continue,
+        }
+    }
+}
+
+/// Logs the CGI's stderr, tagged with the request's span, line by line and bounded.
+async fn log_stderr(stderr: pipe::Receiver) {
+    let mut reader = BufReader::new(stderr);
+    let mut line = Vec::new();
+    let mut logged = 0;
+    loop {
+        line.clear();
+        match (&mut reader)
+            .take(MAX_STDERR_LINE as u64)
+            .read_until(b'\n', &mut line)
+            .await
+        {
+            Ok(0) | Err(_) => return,
+            Ok(read) if logged < MAX_STDERR_LOGGED => {
+                logged += read;
+                let text = String::from_utf8_lossy(&line);
+                tracing::warn!("CGI stderr: {}", text.trim_end().escape_debug());
+                if logged >= MAX_STDERR_LOGGED {
+                    tracing::warn!(
+                        "CGI stderr: more than {MAX_STDERR_LOGGED} bytes; the rest is not logged"
+                    );
+                }
+            }
+            Ok(_) => {}
+        }
+    }
+}
+
+/// An I/O failure of ours while setting a run up.
+pub fn internal(error: std::io::Error) -> RequestError {
+    match error.raw_os_error() {
+        // Out of descriptors (ours, or the machine's): overload, not a fault. 503 with
+        // Retry-After, and the request can succeed once connections have closed.
+        Some(libc::EMFILE | libc::ENFILE) => {
+            tracing::warn!("cannot run a CGI: {error}");
+            RequestError::Overloaded
+        }
+        _ => RequestError::Internal(error.to_string()),
+    }
+}
+
+/// An error's status and short text (`404 Not Found\n`), logged with the reason: what both
+/// fronts answer, each in its own framing.
+pub fn render_error(error: &RequestError) -> (StatusCode, String) {
+    let status = error.status();
+    // Overload is not a fault, and comes by the thousand per second: the access log and
+    // jailgate_rejected_total count it; a warning each would flood the log.
+    if status.is_server_error() && status != StatusCode::SERVICE_UNAVAILABLE {
+        tracing::warn!("{error}");
+    } else {
+        tracing::debug!("{error}");
+    }
+    let text = format!(
+        "{} {}\n",
+        status.as_u16(),
+        status.canonical_reason().unwrap_or("")
+    );
+    (status, text)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::borrow::Cow;
+
+    use super::*;
+    use crate::front::fake_workers::{Behaviour, FakeWorkers};
+    use crate::front::pool::WorkerSource;
+    use crate::jailfs::CgiUser;
+
+    /// A core over one fake worker, with a 30-second `--timeout`.
+    async fn core() -> (Core, Arc<FakeWorkers>) {
+        let user = CgiUser {
+            name: "cgi".into(),
+            uid: 60000,
+            gid: 60000,
+            group_name: "cgi".into(),
+        };
+        let mut config = Config::new("/nonexistent".into(), user);
+        config.workers = 1;
+        config.max_concurrent = 4;
+        config.queue = 4;
+        let config = Arc::new(config);
+        let workers = FakeWorkers::new(Behaviour::Serve);
+        let source: Arc<dyn WorkerSource> = workers.clone();
+        let metrics = Arc::new(Metrics::new());
+        let pool = Pool::start(config.clone(), source, metrics.clone(), 0)
+            .await
+            .expect("pool");
+        (Core::new(config, pool, metrics), workers)
+    }
+
+    async fn start(core: &Core) -> Started {
+        let generation = core.current();
+        let route = router::route("/cgi-bin/hello", None).expect("route");
+        let headers = http::HeaderMap::new();
+        let meta = RequestMeta {
+            method: b"GET",
+            protocol: b"HTTP/1.1",
+            request_uri: Cow::Borrowed(b"/cgi-bin/hello"),
+            remote_addr: Cow::Borrowed(b"127.0.0.1"),
+            remote_port: None,
+            https: false,
+            remote_user: None,
+            auth_type: None,
+            server_name: Cow::Borrowed(b"localhost"),
+            server_addr: None,
+            server_port: Cow::Borrowed(b"80"),
+            content_type: None,
+            variables: Variables::Headers(&headers),
+        };
+        let log = core.new_request("http");
+        core.start(&generation, &route, &meta, Body::None, &log)
+            .await
+            .expect("started")
+    }
+
+    /// Waits (on the paused clock) until the fake worker was told to kill something.
+    async fn killed(workers: &FakeWorkers) -> Instant {
+        while workers.record().kills.is_empty() {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        Instant::now()
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_abandoned_request_has_its_cgi_killed_at_once() {
+        let (core, workers) = core().await;
+        let started = start(&core).await;
+        assert_eq!(started.script, "/cgi-bin/hello");
+        let abandoned = Instant::now();
+        drop(started);
+        let at = killed(&workers).await;
+        assert!(
+            at - abandoned < Duration::from_secs(1),
+            "{:?}",
+            at - abandoned
+        );
+        // Its slot is free once the worker reports the exit.
+        while core.pool_state().running > 0 {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        core.current().pool.shutdown().await;
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_cgi_past_its_deadline_is_killed_even_once_delivered() {
+        let (core, workers) = core().await;
+        let mut started = start(&core).await;
+        let deadline = started.deadline;
+        // Its output went out whole: it may run on, but not past its deadline.
+        started.output.deliver();
+        let at = killed(&workers).await;
+        assert!(at >= deadline, "killed {:?} early", deadline - at);
+        assert!(
+            at - deadline < Duration::from_secs(1),
+            "{:?}",
+            at - deadline
+        );
+        while core.pool_state().running > 0 {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        drop(started);
+        core.current().pool.shutdown().await;
+    }
+
+    #[test]
+    fn errors_render_as_their_status() {
+        let (status, text) = render_error(&RequestError::NotFound);
+        assert_eq!((status.as_u16(), text.as_str()), (404, "404 Not Found\n"));
+        let (status, text) = render_error(&RequestError::Overloaded);
+        assert_eq!(
+            (status.as_u16(), text.as_str()),
+            (503, "503 Service Unavailable\n")
+        );
+    }
+}

@@ -1,0 +1,173 @@
+//! A CGI's output on its way out, the same for both fronts: cut off at the request's deadline
+//! and past `--max-output`. Read to its end, it is *delivered*, and the CGI may take until its
+//! deadline to exit; dropped before that, the request is *abandoned*, and the CGI's process
+//! group is killed at once (the request's watcher sees the `delivered` sender dropped unsent).
+
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{ready, Context, Poll};
+
+use bytes::BytesMut;
+use tokio::io::{AsyncRead, ReadBuf};
+use tokio::net::unix::pipe;
+use tokio::sync::oneshot;
+use tokio::time::{Instant, Sleep};
+use tokio_util::io::poll_read_buf;
+
+/// How much of the CGI's stdout one read takes: big enough to keep syscalls per MiB low,
+/// small enough that a slow client holds little memory per request.
+pub const READ_CHUNK: usize = 64 * 1024;
+
+/// Why a CGI's output was cut off.
+#[derive(Debug, thiserror::Error)]
+pub enum OutputError {
+    #[error("CGI exceeded the timeout while sending its output; cut off")]
+    Timeout,
+    #[error("CGI output exceeded --max-output ({0} bytes); cut off")]
+    TooLarge(u64),
+    #[error("reading CGI output: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// The CGI's stdout, its deadline and output budget, and the signal that it was delivered.
+pub struct CgiOutput {
+    stdout: pipe::Receiver,
+    deadline: Pin<Box<Sleep>>,
+    /// Bytes the CGI may still send under `--max-output`, and that limit.
+    budget: Option<u64>,
+    max_output: Option<u64>,
+    /// Sent once the output is delivered in full; dropped unsent, it has the CGI killed.
+    delivered: Option<oneshot::Sender<()>>,
+}
+
+impl CgiOutput {
+    pub fn new(
+        stdout: pipe::Receiver,
+        deadline: Instant,
+        max_output: Option<u64>,
+        delivered: oneshot::Sender<()>,
+    ) -> CgiOutput {
+        CgiOutput {
+            stdout,
+            deadline: Box::pin(tokio::time::sleep_until(deadline)),
+            budget: max_output,
+            max_output,
+            delivered: Some(delivered),
+        }
+    }
+
+    /// The pipe itself, for reading the CGI's header block before the body.
+    pub fn stdout(&mut self) -> &mut pipe::Receiver {
+        &mut self.stdout
+    }
+
+    /// Appends what the CGI has written next to `buffer`; `Ok(0)` at the end of its output.
+    /// Past the deadline, an error instead.
+    pub fn poll_read(
+        &mut self,
+        cx: &mut Context<'_>,
+        buffer: &mut BytesMut,
+    ) -> Poll<Result<usize, OutputError>> {
+        if self.deadline.as_mut().poll(cx).is_ready() {
+            return Poll::Ready(Err(OutputError::Timeout));
+        }
+        if buffer.capacity() - buffer.len() < READ_CHUNK {
+            buffer.reserve(READ_CHUNK);
+        }
+        let read = ready!(poll_read_buf(Pin::new(&mut self.stdout), cx, buffer))?;
+        Poll::Ready(Ok(read))
+    }
+
+    /// As [`CgiOutput::poll_read`], straight into a reader's buffer (no copy of ours).
+    pub fn poll_read_into(
+        &mut self,
+        cx: &mut Context<'_>,
+        buffer: &mut ReadBuf<'_>,
+    ) -> Poll<Result<usize, OutputError>> {
+        if self.deadline.as_mut().poll(cx).is_ready() {
+            return Poll::Ready(Err(OutputError::Timeout));
+        }
+        let before = buffer.filled().len();
+        ready!(Pin::new(&mut self.stdout).poll_read(cx, buffer))?;
+        Poll::Ready(Ok(buffer.filled().len() - before))
+    }
+
+    /// Counts `bytes` sent on against `--max-output`.
+    pub fn charge(&mut self, bytes: usize) -> Result<(), OutputError> {
+        if let (Some(budget), Some(max)) = (self.budget.as_mut(), self.max_output) {
+            *budget = budget
+                .checked_sub(bytes as u64)
+                .ok_or(OutputError::TooLarge(max))?;
+        }
+        Ok(())
+    }
+
+    /// The whole output has gone out: the CGI may finish in its own time.
+    pub fn deliver(&mut self) {
+        if let Some(delivered) = self.delivered.take() {
+            let _ = delivered.send(());
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::future::poll_fn;
+    use std::time::Duration;
+    use tokio::io::AsyncWriteExt;
+
+    async fn read(output: &mut CgiOutput, buffer: &mut BytesMut) -> Result<usize, OutputError> {
+        poll_fn(|cx| output.poll_read(cx, buffer)).await
+    }
+
+    fn output(
+        deadline: Duration,
+        max_output: Option<u64>,
+    ) -> (CgiOutput, pipe::Sender, oneshot::Receiver<()>) {
+        let (cgi, stdout) = pipe::pipe().expect("pipe");
+        let (delivered, delivery) = oneshot::channel();
+        let output = CgiOutput::new(stdout, Instant::now() + deadline, max_output, delivered);
+        (output, cgi, delivery)
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn output_read_to_its_end_is_delivered() {
+        let (mut output, mut cgi, delivery) = output(Duration::from_secs(30), None);
+        cgi.write_all(b"hello").await.expect("write");
+        drop(cgi);
+        let mut buffer = BytesMut::new();
+        assert_eq!(read(&mut output, &mut buffer).await.expect("read"), 5);
+        assert_eq!(read(&mut output, &mut buffer).await.expect("end"), 0);
+        output.deliver();
+        assert!(delivery.await.is_ok(), "delivered");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn output_dropped_before_its_end_is_abandoned() {
+        let (output, _cgi, delivery) = output(Duration::from_secs(30), None);
+        drop(output);
+        assert!(delivery.await.is_err(), "abandoned: the CGI is killed");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_cgi_silent_past_its_deadline_is_cut_off() {
+        let (mut output, _cgi, delivery) = output(Duration::from_secs(30), None);
+        let started = Instant::now();
+        let mut buffer = BytesMut::new();
+        let error = read(&mut output, &mut buffer).await.expect_err("timeout");
+        assert!(matches!(error, OutputError::Timeout), "{error}");
+        assert_eq!(started.elapsed(), Duration::from_secs(30));
+        drop(output);
+        assert!(delivery.await.is_err(), "abandoned at the deadline");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn output_past_the_budget_is_refused() {
+        let (mut output, _cgi, _delivery) = output(Duration::from_secs(30), Some(10));
+        output.charge(6).expect("within");
+        output.charge(4).expect("exactly the budget");
+        let error = output.charge(1).expect_err("one byte too many");
+        assert!(matches!(error, OutputError::TooLarge(10)), "{error}");
+    }
+}

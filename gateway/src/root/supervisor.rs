@@ -1,0 +1,430 @@
+//! The root supervisor: after the fork it stays root and does one thing, start and stop worker
+//! processes when the front asks over the control channel (`protocol::supervisor`). It parses
+//! no request; what the front sends is checked against what the front may ask for
+//! ([`Holders::decide`]), since a front taken over by an attacker can send anything. It also
+//! relays signals: SIGTERM and SIGINT to the front, and SIGHUP as a configuration read again
+//! (only root can) and sent to the front.
+//!
+//! The supervisor dies with the front and the front with the supervisor (parent-death
+//! signal); holders die with the supervisor.
+
+use std::collections::HashMap;
+use std::os::fd::{AsFd, OwnedFd};
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use nix::sys::signal::{kill, Signal};
+use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
+use nix::unistd::Pid;
+use protocol::supervisor::MAX_STOP_WAIT;
+use protocol::{Channel, ChannelError, FromSupervisor, RecvBuffer, Stop, ToSupervisor};
+use tokio::process::Child;
+use tokio::signal::unix::{signal, SignalKind};
+
+use super::workers::{spawn_worker, stop_holder};
+use crate::config::Config;
+
+/// Reads and checks the configuration again, as at the start (SIGHUP); runs as root in the
+/// supervisor. The error is one line for the log.
+pub type Reload = Box<dyn Fn() -> Result<Config, String>>;
+
+/// What the supervisor sends the front.
+type Reply = FromSupervisor<Config>;
+
+/// Why the supervisor stopped before the front exited by itself.
+#[derive(Debug, thiserror::Error)]
+pub enum SupervisorError {
+    #[error("cannot start the event loop: {0}")]
+    Runtime(std::io::Error),
+    #[error("control channel: {0}")]
+    ControlChannel(std::io::Error),
+    #[error("cannot handle signals: {0}")]
+    Signals(std::io::Error),
+    #[error("bad request from the front ({0}); stopping")]
+    BadRequest(ChannelError),
+    #[error("cannot answer the front: {0}")]
+    Reply(ChannelError),
+}
+
+/// A request from the front that the supervisor does not carry out.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Refusal {
+    #[error("a worker start beyond the {max} allowed")]
+    TooManyWorkers { max: usize },
+    #[error("a stop for process {holder}, which is no worker of ours")]
+    NotOurWorker { holder: u32 },
+    #[error("a stop that would wait {millis} ms, more than {MAX_STOP_WAIT:?}")]
+    WaitTooLong { millis: u64 },
+}
+
+/// What to do about one request from the front.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Decision {
+    Start {
+        slot: usize,
+    },
+    Stop {
+        slot: usize,
+        holder: u32,
+        how: Stop,
+    },
+    /// Not carried out: answer `reply` and log `why`.
+    Refuse {
+        reply: Reply,
+        why: Refusal,
+    },
+}
+
+/// The worker holders the supervisor started and has not reaped yet, and how many it may have
+/// at once (`--workers`; during a reload the old pool's and the new one's together).
+pub struct Holders<H> {
+    running: HashMap<u32, H>,
+    pub max: usize,
+}
+
+impl<H> Holders<H> {
+    pub fn new(max: usize) -> Holders<H> {
+        Holders {
+            running: HashMap::new(),
+            max,
+        }
+    }
+
+    /// Checks a request against what the front may ask for.
+    pub fn decide(&self, request: ToSupervisor) -> Decision {
+        match request {
+            ToSupervisor::StartWorker { slot } if self.running.len() >= self.max => {
+                Decision::Refuse {
+                    // A front that asks for more is not the one we started.
+                    reply: Reply::StartFailed {
+                        slot,
+                        reason: "no such worker slot".into(),
+                    },
+                    why: Refusal::TooManyWorkers { max: self.max },
+                }
+            }
+            ToSupervisor::StartWorker { slot } => Decision::Start { slot },
+            ToSupervisor::StopWorker { slot, holder, .. }
+                if !self.running.contains_key(&holder) =>
+            {
+                // Answered all the same: the front waits for it, and there is nothing to stop.
+                Decision::Refuse {
+                    reply: Reply::Stopped { slot },
+                    why: Refusal::NotOurWorker { holder },
+                }
+            }
+            ToSupervisor::StopWorker {
+                slot,
+                how: Stop::Wait { millis },
+                ..
+            } if Duration::from_millis(millis) > MAX_STOP_WAIT => Decision::Refuse {
+                reply: Reply::Stopped { slot },
+                why: Refusal::WaitTooLong { millis },
+            },
+            ToSupervisor::StopWorker { slot, holder, how } => Decision::Stop { slot, holder, how },
+        }
+    }
+
+    pub fn insert(&mut self, holder: u32, child: H) {
+        self.running.insert(holder, child);
+    }
+
+    pub fn remove(&mut self, holder: u32) -> Option<H> {
+        self.running.remove(&holder)
+    }
+
+    pub fn drain(&mut self) -> impl Iterator<Item = H> + '_ {
+        self.running.drain().map(|(_, child)| child)
+    }
+}
+
+/// Runs the supervisor until the front exits; returns the front's exit code. `front` is the
+/// front's pid, `control` the supervisor's end of the control channel.
+pub fn run(config: Config, front: Pid, control: OwnedFd, reload: Reload) -> ExitCode {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(SupervisorError::Runtime);
+    let code = match runtime {
+        Ok(runtime) => runtime.block_on(supervise(config, front, control, reload)),
+        Err(error) => Err(error),
+    };
+    match code {
+        Ok(code) => ExitCode::from(code),
+        Err(error) => {
+            tracing::error!("supervisor: {error}");
+            // The front must not outlive us: nothing would start or stop its workers.
+            let _ = kill(front, Signal::SIGKILL);
+            let _ = reap_front(front, true);
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn supervise(
+    mut config: Config,
+    front: Pid,
+    control: OwnedFd,
+    reload: Reload,
+) -> Result<u8, SupervisorError> {
+    let control =
+        Arc::new(Channel::from_owned_fd(control).map_err(SupervisorError::ControlChannel)?);
+    let listen = |kind| signal(kind).map_err(SupervisorError::Signals);
+    let mut terminate = listen(SignalKind::terminate())?;
+    let mut interrupt = listen(SignalKind::interrupt())?;
+    let mut children = listen(SignalKind::child())?;
+    let mut hangup = listen(SignalKind::hangup())?;
+    let mut holders: Holders<Child> = Holders::new(config.workers);
+    let mut buffer = RecvBuffer::default();
+    let mut front_exit = None;
+    let served: Result<(), SupervisorError> = async {
+        while front_exit.is_none() {
+            tokio::select! {
+                request = next_request(&control, &mut buffer) => match request? {
+                    Some(request) => carry_out(request, &config, &mut holders, &control).await?,
+                    None => break,
+                },
+                _ = terminate.recv() => {
+                    let _ = kill(front, Signal::SIGTERM);
+                }
+                _ = interrupt.recv() => {
+                    let _ = kill(front, Signal::SIGTERM);
+                }
+                _ = children.recv() => front_exit = reap_front(front, false),
+                _ = hangup.recv() => match reload() {
+                    Ok(new) => {
+                        let kept = unchangeable(&config, &new);
+                        if !kept.is_empty() {
+                            tracing::warn!("SIGHUP: {} changed; that takes a restart (the sockets stay as they are)", kept.join(", "));
+                        }
+                        tracing::info!(workers = new.workers, jail = %new.jail.display(), "SIGHUP: configuration read again; starting a fresh pool");
+                        // The old pool's workers drain while the new pool's start.
+                        holders.max = config.workers + new.workers;
+                        config = new;
+                        let message = Reply::Reload { config: Box::new(config.clone()) };
+                        control.send(&message, &[]).await.map_err(SupervisorError::Reply)?;
+                    }
+                    Err(error) => tracing::error!("SIGHUP: configuration not reloaded, still serving the old one: {error}"),
+                },
+            }
+        }
+        Ok(())
+    }
+    .await;
+    if let Err(error) = &served {
+        tracing::error!("supervisor: {error}");
+        let _ = kill(front, Signal::SIGKILL);
+    }
+    // The front is gone or going: no worker may outlive it.
+    for mut holder in holders.drain() {
+        stop_holder(&mut holder, Stop::Terminate).await;
+    }
+    let code = front_exit.or_else(|| reap_front(front, true)).unwrap_or(1);
+    tracing::info!("stopped");
+    Ok(code)
+}
+
+/// The front's next request; `None` once it has closed the channel (it exited).
+async fn next_request(
+    control: &Channel,
+    buffer: &mut RecvBuffer,
+) -> Result<Option<ToSupervisor>, SupervisorError> {
+    match control.recv::<ToSupervisor>(buffer).await {
+        Ok((_, fds)) if !fds.is_empty() => {
+            Err(SupervisorError::BadRequest(ChannelError::TooManyFds))
+        }
+        Ok((request, _)) => Ok(Some(request)),
+        Err(ChannelError::Closed) => Ok(None),
+        Err(error) => Err(SupervisorError::BadRequest(error)),
+    }
+}
+
+/// Carries out one request of the front's, once [`Holders::decide`] allows it.
+async fn carry_out(
+    request: ToSupervisor,
+    config: &Config,
+    holders: &mut Holders<Child>,
+    control: &Arc<Channel>,
+) -> Result<(), SupervisorError> {
+    let reply = match holders.decide(request) {
+        Decision::Start { slot } => match spawn_worker(config) {
+            Ok(started) => {
+                let fds = [started.channel.as_fd(), started.stderr.as_fd()];
+                let holder = started.holder.id().unwrap_or(0);
+                let sent = control.send(&Reply::Started { slot, holder }, &fds).await;
+                holders.insert(holder, started.holder);
+                return sent.map_err(SupervisorError::Reply);
+            }
+            Err(reason) => Reply::StartFailed { slot, reason },
+        },
+        Decision::Stop { slot, holder, how } => {
+            let control = control.clone();
+            let child = holders.remove(holder);
+            tokio::spawn(async move {
+                if let Some(mut child) = child {
+                    stop_holder(&mut child, how).await;
+                }
+                let _ = control.send(&Reply::Stopped { slot }, &[]).await;
+            });
+            return Ok(());
+        }
+        Decision::Refuse { reply, why } => {
+            tracing::warn!("supervisor: refused {why}");
+            reply
+        }
+    };
+    control
+        .send(&reply, &[])
+        .await
+        .map_err(SupervisorError::Reply)
+}
+
+/// What a reload cannot change: the sockets are bound once, and the front's account is set.
+fn unchangeable(old: &Config, new: &Config) -> Vec<&'static str> {
+    let mut changed = Vec::new();
+    if old.listen != new.listen {
+        changed.push("--listen");
+    }
+    if old.fastcgi != new.fastcgi {
+        changed.push("--fastcgi");
+    }
+    if old.admin != new.admin {
+        changed.push("--admin");
+    }
+    if old.socket_access != new.socket_access {
+        changed.push("--socket-mode/--socket-group");
+    }
+    if old.log_format != new.log_format {
+        changed.push("--log-format");
+    }
+    changed
+}
+
+/// The front's exit code once it has exited (`wait`: block until it does).
+fn reap_front(front: Pid, wait: bool) -> Option<u8> {
+    let flags = (!wait).then_some(WaitPidFlag::WNOHANG);
+    loop {
+        return match waitpid(front, flags) {
+            Ok(WaitStatus::Exited(_, code)) => Some(code as u8),
+            Ok(WaitStatus::Signaled(_, signal, _)) => {
+                tracing::error!("the HTTP front was killed by {signal}");
+                Some(1)
+            }
+            Ok(WaitStatus::StillAlive) => None,
+            Ok(_) | Err(nix::errno::Errno::EINTR) => continue,
+            Err(_) => Some(1),
+        };
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn holders(running: &[u32], max: usize) -> Holders<()> {
+        let mut holders = Holders::new(max);
+        for &holder in running {
+            holders.insert(holder, ());
+        }
+        holders
+    }
+
+    #[test]
+    fn starts_within_the_worker_count_are_carried_out() {
+        let decision = holders(&[10], 2).decide(ToSupervisor::StartWorker { slot: 1 });
+        assert_eq!(decision, Decision::Start { slot: 1 });
+    }
+
+    #[test]
+    fn a_start_beyond_the_worker_count_is_refused() {
+        let decision = holders(&[10, 11], 2).decide(ToSupervisor::StartWorker { slot: 7 });
+        assert_eq!(
+            decision,
+            Decision::Refuse {
+                reply: Reply::StartFailed {
+                    slot: 7,
+                    reason: "no such worker slot".into()
+                },
+                why: Refusal::TooManyWorkers { max: 2 },
+            }
+        );
+    }
+
+    #[test]
+    fn a_stop_of_a_process_that_is_no_worker_is_refused() {
+        // Process 1 (init), or any pid the front names: the supervisor signals only its own.
+        for holder in [1, 0, 12] {
+            let decision = holders(&[10, 11], 2).decide(ToSupervisor::StopWorker {
+                slot: 0,
+                holder,
+                how: Stop::Terminate,
+            });
+            assert_eq!(
+                decision,
+                Decision::Refuse {
+                    reply: Reply::Stopped { slot: 0 },
+                    why: Refusal::NotOurWorker { holder },
+                }
+            );
+        }
+    }
+
+    #[test]
+    fn a_stop_that_would_park_the_supervisor_is_refused() {
+        let millis = u64::try_from(MAX_STOP_WAIT.as_millis()).expect("fits") + 1;
+        let request = |millis| ToSupervisor::StopWorker {
+            slot: 3,
+            holder: 10,
+            how: Stop::Wait { millis },
+        };
+        assert_eq!(
+            holders(&[10], 1).decide(request(millis)),
+            Decision::Refuse {
+                reply: Reply::Stopped { slot: 3 },
+                why: Refusal::WaitTooLong { millis },
+            }
+        );
+        assert_eq!(
+            holders(&[10], 1).decide(request(2000)),
+            Decision::Stop {
+                slot: 3,
+                holder: 10,
+                how: Stop::Wait { millis: 2000 },
+            }
+        );
+    }
+
+    #[tokio::test]
+    async fn a_malformed_request_ends_the_supervision() {
+        use nix::sys::socket::{socketpair, AddressFamily, SockFlag, SockType};
+        let (front, supervisor) = socketpair(
+            AddressFamily::Unix,
+            SockType::SeqPacket,
+            None,
+            SockFlag::SOCK_CLOEXEC,
+        )
+        .expect("socketpair");
+        let control = Channel::from_owned_fd(supervisor).expect("channel");
+        let mut buffer = RecvBuffer::default();
+        // Not a ToSupervisor: an unknown variant, then trailing garbage.
+        nix::unistd::write(&front, &[0xff, 0xff, 0xff]).expect("write");
+        let error = next_request(&control, &mut buffer)
+            .await
+            .expect_err("garbage is refused");
+        assert!(matches!(error, SupervisorError::BadRequest(_)), "{error}");
+        // A well-formed request reads as one; a closed channel as the front's exit.
+        let front = Channel::from_owned_fd(front).expect("channel");
+        front
+            .send(&ToSupervisor::StartWorker { slot: 2 }, &[])
+            .await
+            .expect("send");
+        let request = next_request(&control, &mut buffer)
+            .await
+            .expect("a request");
+        assert_eq!(request, Some(ToSupervisor::StartWorker { slot: 2 }));
+        drop(front);
+        let request = next_request(&control, &mut buffer).await.expect("closed");
+        assert_eq!(request, None);
+    }
+}

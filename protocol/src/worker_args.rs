@@ -1,0 +1,122 @@
+//! The worker's command line, typed on both sides: the supervisor builds it with
+//! [`WorkerArgs::to_args`], `jailgate-worker` reads it back with [`WorkerArgs::parse`].
+//!
+//! `jailgate-worker --jail DIR --uid UID --gid GID --tmp-size BYTES [--no-network]`, with the
+//! channel to the front as descriptor 3.
+
+use std::ffi::OsString;
+use std::path::PathBuf;
+
+/// What a worker needs to enter its jail.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WorkerArgs {
+    /// The jail's root on the host.
+    pub jail: PathBuf,
+    /// The CGI user's uid and gid: never 0.
+    pub uid: u32,
+    pub gid: u32,
+    /// Size of each writable tmpfs (`/tmp` and friends), bytes.
+    pub tmp_size: u64,
+    /// CGIs get an empty network namespace: no interface but a down loopback.
+    pub no_network: bool,
+}
+
+impl WorkerArgs {
+    /// The command line, without the program name.
+    pub fn to_args(&self) -> Vec<OsString> {
+        let mut args: Vec<OsString> = vec![
+            "--jail".into(),
+            self.jail.clone().into(),
+            "--uid".into(),
+            self.uid.to_string().into(),
+            "--gid".into(),
+            self.gid.to_string().into(),
+            "--tmp-size".into(),
+            self.tmp_size.to_string().into(),
+        ];
+        if self.no_network {
+            args.push("--no-network".into());
+        }
+        args
+    }
+
+    /// Reads the command line (without the program name). Uid or gid 0 is refused: a root
+    /// process can break out of a chroot, so nothing in the jail may run as root.
+    pub fn parse(mut args: impl Iterator<Item = OsString>) -> Result<WorkerArgs, String> {
+        let (mut jail, mut uid, mut gid, mut tmp_size, mut no_network) =
+            (None, None, None, None, false);
+        let number = |flag: &str, value: Option<OsString>| -> Result<u64, String> {
+            let value = value.ok_or_else(|| format!("{flag} needs a value"))?;
+            value
+                .to_str()
+                .and_then(|text| text.parse::<u64>().ok())
+                .ok_or_else(|| format!("bad {flag} {}", value.to_string_lossy()))
+        };
+        while let Some(flag) = args.next() {
+            match flag.to_str() {
+                Some("--jail") => {
+                    jail = Some(PathBuf::from(args.next().ok_or("--jail needs a value")?))
+                }
+                Some("--uid") => uid = Some(number("--uid", args.next())?),
+                Some("--gid") => gid = Some(number("--gid", args.next())?),
+                Some("--tmp-size") => tmp_size = Some(number("--tmp-size", args.next())?),
+                Some("--no-network") => no_network = true,
+                _ => return Err(format!("unknown flag {}", flag.to_string_lossy())),
+            }
+        }
+        let id = |value: Option<u64>, flag: &str| -> Result<u32, String> {
+            let value = value.ok_or_else(|| format!("{flag} is required"))?;
+            u32::try_from(value).map_err(|_| format!("{flag} out of range"))
+        };
+        let parsed = WorkerArgs {
+            jail: jail.ok_or("--jail is required")?,
+            uid: id(uid, "--uid")?,
+            gid: id(gid, "--gid")?,
+            tmp_size: tmp_size.ok_or("--tmp-size is required")?,
+            no_network,
+        };
+        if parsed.uid == 0 || parsed.gid == 0 {
+            return Err("refusing to run CGIs as root (uid or gid 0)".into());
+        }
+        Ok(parsed)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(args: &str) -> Result<WorkerArgs, String> {
+        WorkerArgs::parse(args.split_whitespace().map(OsString::from))
+    }
+
+    #[test]
+    fn the_command_line_round_trips() {
+        for no_network in [false, true] {
+            let args = WorkerArgs {
+                jail: PathBuf::from("/srv/jail"),
+                uid: 65534,
+                gid: 65533,
+                tmp_size: 1024,
+                no_network,
+            };
+            assert_eq!(WorkerArgs::parse(args.to_args().into_iter()), Ok(args));
+        }
+    }
+
+    #[test]
+    fn bad_command_lines_are_refused() {
+        for bad in [
+            "--jail /j --uid 0 --gid 1 --tmp-size 1",
+            "--jail /j --uid 1 --gid 0 --tmp-size 1",
+            "--jail /j --uid 1 --gid 1",
+            "--jail /j --uid x --gid 1 --tmp-size 1",
+            "--jail /j --uid 4294967296 --gid 1 --tmp-size 1",
+            "--jail /j --uid 1 --gid 1 --tmp-size 1 --extra",
+            "--uid 1 --gid 1 --tmp-size 1",
+            "--jail",
+        ] {
+            assert!(parse(bad).is_err(), "{bad}");
+        }
+    }
+}

@@ -1,0 +1,385 @@
+//! The FastCGI front spoken to directly, by a small FastCGI 1.0 client written here: whatever
+//! PARAMS the peer sends, a CGI gets the CGI variables and nothing else (no `BASH_ENV`,
+//! `LD_PRELOAD`, `PATH`, ...), except the names the operator lets through with `--pass-env`.
+//! And the rule shared with the HTTP front: `Proxy-Authorization` and `Connection` never
+//! become variables.
+
+use std::collections::BTreeMap;
+use std::io::{self, Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::time::{Duration, Instant};
+
+use tokio::io::{AsyncWriteExt, BufReader};
+
+use crate::harness::{require_root, Jail, Opts, LEAK_NAME};
+use crate::http::read_response;
+
+const TIMEOUT: Duration = Duration::from_secs(30);
+/// The CGI that shows its whole environment.
+const ENV_CGI: &str = r"printf 'Content-Type: text/plain\n\n'; exec env";
+/// The gateway's own `PATH` for every CGI.
+const CGI_PATH: &str = "/usr/local/bin:/usr/bin:/bin";
+
+/// What nginx's stock `fastcgi_params` sends for `GET /cgi-bin/env?a=1` (plus two headers).
+const NGINX_PARAMS: &[(&str, &str)] = &[
+    ("QUERY_STRING", "a=1"),
+    ("REQUEST_METHOD", "GET"),
+    ("CONTENT_TYPE", ""),
+    ("CONTENT_LENGTH", ""),
+    ("SCRIPT_NAME", "/cgi-bin/env"),
+    ("REQUEST_URI", "/cgi-bin/env?a=1"),
+    ("DOCUMENT_URI", "/cgi-bin/env"),
+    ("DOCUMENT_ROOT", "/usr/share/nginx/html"),
+    ("SERVER_PROTOCOL", "HTTP/1.1"),
+    ("REQUEST_SCHEME", "http"),
+    ("GATEWAY_INTERFACE", "CGI/1.1"),
+    ("SERVER_SOFTWARE", "nginx/1.22.1"),
+    ("REMOTE_ADDR", "198.51.100.7"),
+    ("REMOTE_PORT", "40000"),
+    ("REMOTE_USER", ""),
+    ("SERVER_ADDR", "127.0.0.1"),
+    ("SERVER_PORT", "80"),
+    ("SERVER_NAME", "www.example.org"),
+    ("REDIRECT_STATUS", "200"),
+    ("HTTP_HOST", "www.example.org"),
+    ("HTTP_X_TRACE", "abc"),
+];
+
+/// Variables a FastCGI peer must never be able to set for a CGI.
+const HOSTILE_PARAMS: &[(&str, &str)] = &[
+    ("BASH_ENV", "/tmp/x"),
+    ("ENV", "/tmp/x"),
+    ("LD_PRELOAD", "/tmp/evil.so"),
+    ("SHELLOPTS", "xtrace"),
+    ("PS4", "$(id)"),
+    ("PERL5OPT", "-Mevil"),
+    ("HTTP_PROXY_AUTHORIZATION", "secret"),
+    ("HTTP_CONNECTION", "close"),
+    ("HTTP_PROXY", "http://evil"),
+    ("GIT_DIR", "/x"),
+    ("IFS", "x"),
+    ("PATH", "/tmp"),
+];
+
+/// A free loopback port (closed again at once: the gateway binds it right after).
+fn free_port() -> u16 {
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind a free port");
+    listener.local_addr().expect("local address").port()
+}
+
+/// The variables of an `env` dump.
+fn parse_env(text: &str) -> BTreeMap<String, String> {
+    text.lines()
+        .filter_map(|line| line.split_once('='))
+        .map(|(name, value)| (name.to_owned(), value.to_owned()))
+        .collect()
+}
+
+/// `(status, body)` of a CGI response: the status of its `Status` header, else 200.
+fn cgi_response(stdout: &[u8]) -> (u16, String) {
+    let text = String::from_utf8_lossy(stdout);
+    let (head, body) = text
+        .split_once("\r\n\r\n")
+        .or_else(|| text.split_once("\n\n"))
+        .unwrap_or_else(|| panic!("no header block in the CGI response: {text:?}"));
+    let status = head
+        .lines()
+        .filter_map(|line| line.split_once(':'))
+        .find(|(name, _)| name.trim().eq_ignore_ascii_case("status"))
+        .map_or(200, |(_, value)| {
+            value
+                .split_whitespace()
+                .next()
+                .and_then(|code| code.parse().ok())
+                .unwrap_or_else(|| panic!("bad Status header in {head:?}"))
+        });
+    (status, body.to_owned())
+}
+
+/// One FastCGI request with `params`, no body, answered with 200: the CGI's variables.
+fn fastcgi_env(addr: SocketAddr, params: &[(&str, &str)]) -> BTreeMap<String, String> {
+    let answer = fcgi::exchange(addr, params, b"").expect("a FastCGI exchange with the gateway");
+    assert_eq!(
+        answer.protocol_status,
+        fcgi::REQUEST_COMPLETE,
+        "END_REQUEST protocol status"
+    );
+    let (status, body) = cgi_response(&answer.stdout);
+    assert_eq!(
+        status,
+        200,
+        "{body}\nSTDERR: {}",
+        String::from_utf8_lossy(&answer.stderr)
+    );
+    parse_env(&body)
+}
+
+/// Panics unless `vars` has `name` set to `value`.
+fn expect_var(vars: &BTreeMap<String, String>, name: &str, value: &str) {
+    assert_eq!(
+        vars.get(name).map(String::as_str),
+        Some(value),
+        "{name} in {vars:#?}"
+    );
+}
+
+#[test]
+fn fastcgi_peer_cannot_set_arbitrary_environment_variables() {
+    require_root!();
+    let jail = Jail::new();
+    jail.cgi("env", ENV_CGI);
+    let fastcgi: SocketAddr = ([127, 0, 0, 1], free_port()).into();
+    let _gw = jail.serve_with(
+        Opts {
+            workers: 1,
+            ..Opts::default()
+        },
+        &["--fastcgi", &fastcgi.to_string()],
+    );
+    let params: Vec<(&str, &str)> = NGINX_PARAMS.iter().chain(HOSTILE_PARAMS).copied().collect();
+    let vars = fastcgi_env(fastcgi, &params);
+
+    let set: Vec<String> = HOSTILE_PARAMS
+        .iter()
+        .filter(|(name, _)| *name != "PATH")
+        .filter_map(|(name, _)| vars.get(*name).map(|value| format!("{name}={value}")))
+        .collect();
+    assert!(
+        set.is_empty(),
+        "the FastCGI peer set {set:?} for the CGI: {vars:#?}"
+    );
+    expect_var(&vars, "PATH", CGI_PATH);
+    assert!(!vars.contains_key(LEAK_NAME), "{vars:#?}");
+
+    // What nginx legitimately passes still arrives.
+    expect_var(&vars, "REQUEST_METHOD", "GET");
+    expect_var(&vars, "QUERY_STRING", "a=1");
+    expect_var(&vars, "HTTP_X_TRACE", "abc");
+    expect_var(&vars, "HTTP_HOST", "www.example.org");
+    expect_var(&vars, "REMOTE_ADDR", "198.51.100.7");
+    expect_var(&vars, "SERVER_PROTOCOL", "HTTP/1.1");
+    expect_var(&vars, "GATEWAY_INTERFACE", "CGI/1.1");
+    expect_var(&vars, "SCRIPT_NAME", "/cgi-bin/env");
+}
+
+#[test]
+fn pass_env_lets_a_named_fastcgi_param_through() {
+    require_root!();
+    let jail = Jail::new();
+    jail.cgi("env", ENV_CGI);
+    // Never an HTTP_* variable (a request header's) nor a meta-variable.
+    for name in ["HTTP_FOO", "PATH"] {
+        let refused = jail.start_refused(&["--pass-env", name]);
+        assert_eq!(
+            refused.status.code(),
+            Some(2),
+            "--pass-env {name}: {}",
+            refused.stderr
+        );
+        assert!(
+            refused.stderr.contains("--pass-env") && refused.stderr.contains(name),
+            "the refusal of --pass-env {name} names the flag and the variable: {}",
+            refused.stderr
+        );
+    }
+
+    let fastcgi: SocketAddr = ([127, 0, 0, 1], free_port()).into();
+    let _gw = jail.serve_with(
+        Opts {
+            workers: 1,
+            ..Opts::default()
+        },
+        &[
+            "--fastcgi",
+            &fastcgi.to_string(),
+            "--pass-env",
+            "GIT_PROJECT_ROOT",
+        ],
+    );
+    let params: Vec<(&str, &str)> = NGINX_PARAMS
+        .iter()
+        .copied()
+        .chain([("GIT_PROJECT_ROOT", "/srv/git"), ("GIT_DIR", "/x")])
+        .collect();
+    let vars = fastcgi_env(fastcgi, &params);
+    expect_var(&vars, "GIT_PROJECT_ROOT", "/srv/git");
+    assert!(
+        !vars.contains_key("GIT_DIR"),
+        "GIT_DIR was not named by --pass-env: {vars:#?}"
+    );
+    expect_var(&vars, "REQUEST_METHOD", "GET");
+}
+
+/// The HTTP front's side of the same rule: a client's `Proxy-Authorization` (the credentials
+/// meant for a proxy) and `Connection` (hop-by-hop) never become variables.
+#[tokio::test(flavor = "multi_thread")]
+async fn http_peer_cannot_pass_proxy_authorization_or_connection() {
+    require_root!();
+    let jail = Jail::new();
+    jail.cgi("env", ENV_CGI);
+    let gw = jail.serve(Opts {
+        workers: 1,
+        ..Opts::default()
+    });
+    let request = format!(
+        "GET /cgi-bin/env?a=1 HTTP/1.1\r\nHost: {}\r\nX-Trace: abc\r\n\
+         Proxy-Authorization: secret\r\nConnection: close\r\n\r\n",
+        gw.addr
+    );
+    let exchange = async {
+        let stream = tokio::net::TcpStream::connect(gw.addr).await?;
+        let (read, mut write) = stream.into_split();
+        write.write_all(request.as_bytes()).await?;
+        read_response(&mut BufReader::new(read), false).await
+    };
+    let response = tokio::time::timeout(TIMEOUT, exchange)
+        .await
+        .expect("an answer in time")
+        .expect("a response");
+    assert_eq!(response.status, 200, "{}", response.body_text());
+    let vars = parse_env(&response.body_text());
+    expect_var(&vars, "HTTP_X_TRACE", "abc");
+    expect_var(&vars, "QUERY_STRING", "a=1");
+    for name in ["HTTP_PROXY_AUTHORIZATION", "HTTP_CONNECTION"] {
+        assert!(
+            !vars.contains_key(name),
+            "{name} reached the CGI: {vars:#?}"
+        );
+    }
+}
+
+/// A FastCGI 1.0 client (FastCGI Specification, Open Market, 1996): one RESPONDER request
+/// per connection, request id 1, every read and write bounded by [`TIMEOUT`].
+mod fcgi {
+    use super::*;
+
+    const VERSION: u8 = 1;
+    const BEGIN_REQUEST: u8 = 1;
+    const END_REQUEST: u8 = 3;
+    const PARAMS: u8 = 4;
+    const STDIN: u8 = 5;
+    const STDOUT: u8 = 6;
+    const STDERR: u8 = 7;
+    const RESPONDER: u16 = 1;
+    pub const REQUEST_COMPLETE: u8 = 0;
+    const REQUEST_ID: u16 = 1;
+    /// The most content one record carries.
+    const MAX_CONTENT: usize = 0xFFFF;
+    /// The most STDOUT plus STDERR this client accepts.
+    const MAX_OUTPUT: usize = 4 << 20;
+
+    /// What came back for one request.
+    pub struct Answer {
+        pub stdout: Vec<u8>,
+        pub stderr: Vec<u8>,
+        pub protocol_status: u8,
+    }
+
+    fn bad(why: String) -> io::Error {
+        io::Error::new(io::ErrorKind::InvalidData, why)
+    }
+
+    /// One record of request [`REQUEST_ID`], padded to a multiple of 8 bytes.
+    fn put_record(out: &mut Vec<u8>, kind: u8, content: &[u8]) {
+        let length = u16::try_from(content.len()).expect("record content fits 65535 bytes");
+        let padding = (8 - content.len() % 8) % 8;
+        out.extend_from_slice(&[VERSION, kind]);
+        out.extend_from_slice(&REQUEST_ID.to_be_bytes());
+        out.extend_from_slice(&length.to_be_bytes());
+        out.extend_from_slice(&[padding as u8, 0]);
+        out.extend_from_slice(content);
+        out.extend_from_slice(&[0; 8][..padding]);
+    }
+
+    /// A stream (PARAMS, STDIN): `data` in records, then the empty record that ends it.
+    fn put_stream(out: &mut Vec<u8>, kind: u8, data: &[u8]) {
+        for chunk in data.chunks(MAX_CONTENT) {
+            put_record(out, kind, chunk);
+        }
+        put_record(out, kind, &[]);
+    }
+
+    /// A name-value length: one byte below 128, else four with the high bit set.
+    fn put_length(out: &mut Vec<u8>, len: usize) {
+        match u8::try_from(len) {
+            Ok(short) if short < 0x80 => out.push(short),
+            _ => {
+                let long = u32::try_from(len).expect("name or value under 2 GiB");
+                out.extend_from_slice(&(long | 0x8000_0000).to_be_bytes());
+            }
+        }
+    }
+
+    fn name_value_pairs(params: &[(&str, &str)]) -> Vec<u8> {
+        let mut out = Vec::new();
+        for (name, value) in params {
+            put_length(&mut out, name.len());
+            put_length(&mut out, value.len());
+            out.extend_from_slice(name.as_bytes());
+            out.extend_from_slice(value.as_bytes());
+        }
+        out
+    }
+
+    /// Fills `buf`, giving up at `deadline`.
+    fn read_by(stream: &mut TcpStream, buf: &mut [u8], deadline: Instant) -> io::Result<()> {
+        let mut filled = 0;
+        while filled < buf.len() {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return Err(io::Error::new(io::ErrorKind::TimedOut, "FastCGI answer"));
+            }
+            stream.set_read_timeout(Some(left))?;
+            match stream.read(&mut buf[filled..])? {
+                0 => return Err(io::ErrorKind::UnexpectedEof.into()),
+                n => filled += n,
+            }
+        }
+        Ok(())
+    }
+
+    /// Sends BEGIN_REQUEST (RESPONDER, no keep-alive), `params`, `stdin`; reads STDOUT and
+    /// STDERR until END_REQUEST.
+    pub fn exchange(addr: SocketAddr, params: &[(&str, &str)], stdin: &[u8]) -> io::Result<Answer> {
+        let deadline = Instant::now() + TIMEOUT;
+        let mut stream = TcpStream::connect_timeout(&addr, TIMEOUT)?;
+        stream.set_write_timeout(Some(TIMEOUT))?;
+        let mut request = Vec::new();
+        let mut begin = [0; 8];
+        begin[..2].copy_from_slice(&RESPONDER.to_be_bytes());
+        put_record(&mut request, BEGIN_REQUEST, &begin);
+        put_stream(&mut request, PARAMS, &name_value_pairs(params));
+        put_stream(&mut request, STDIN, stdin);
+        stream.write_all(&request)?;
+
+        let mut answer = Answer {
+            stdout: Vec::new(),
+            stderr: Vec::new(),
+            protocol_status: u8::MAX,
+        };
+        loop {
+            let mut header = [0; 8];
+            read_by(&mut stream, &mut header, deadline)?;
+            let [version, kind, id_hi, id_lo, len_hi, len_lo, padding, _] = header;
+            if version != VERSION || u16::from_be_bytes([id_hi, id_lo]) != REQUEST_ID {
+                return Err(bad(format!("unexpected record header {header:?}")));
+            }
+            let length = usize::from(u16::from_be_bytes([len_hi, len_lo]));
+            let mut content = vec![0; length + usize::from(padding)];
+            read_by(&mut stream, &mut content, deadline)?;
+            content.truncate(length);
+            match kind {
+                STDOUT => answer.stdout.extend_from_slice(&content),
+                STDERR => answer.stderr.extend_from_slice(&content),
+                END_REQUEST if content.len() == 8 => {
+                    answer.protocol_status = content[4];
+                    return Ok(answer);
+                }
+                _ => return Err(bad(format!("unexpected record {header:?}"))),
+            }
+            if answer.stdout.len() + answer.stderr.len() > MAX_OUTPUT {
+                return Err(bad(format!("more than {MAX_OUTPUT} bytes of output")));
+            }
+        }
+    }
+}
