@@ -13,7 +13,7 @@
 
 use std::io::Write;
 
-use gateway::response::{parse_head, read_head, CgiHead, HeadStyle};
+use gateway::front::http::response::{parse_head, read_head, CgiHead, HeadStyle};
 use http::{header, StatusCode};
 use jailgate_fuzz::{block_on, PieceReader};
 use libfuzzer_sys::fuzz_target;

@@ -18,8 +18,8 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::BytesMut;
-use gateway::fastcgi::record::{EndRequestBody, Record, RecordCodec, RecordType, NULL_REQUEST_ID};
-use gateway::fastcgi::{serve_connection, FcgiRequest, FcgiResponse, FcgiStdin};
+use gateway::front::fastcgi::record::{EndRequestBody, Record, RecordCodec, RecordType, NULL_REQUEST_ID};
+use gateway::front::fastcgi::{serve_connection, FcgiRequest, FcgiResponse, FcgiStdin};
 use libfuzzer_sys::fuzz_target;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt, ReadBuf};
 use tokio_util::codec::Decoder;
@@ -28,7 +28,7 @@ use tokio_util::codec::Decoder;
 const STUCK: Duration = Duration::from_secs(3600);
 /// What the never-reading CGI writes: over `fastcgi::STDOUT_HOLD_BYTES`, so that STDOUT goes
 /// out while STDIN is still pending.
-const LARGE_OUTPUT: usize = gateway::fastcgi::STDOUT_HOLD_BYTES + 5000;
+const LARGE_OUTPUT: usize = gateway::front::fastcgi::STDOUT_HOLD_BYTES + 5000;
 const HEADERS: &[u8] = b"Content-Type: text/plain\r\n\r\n";
 
 thread_local! {

@@ -10,10 +10,10 @@
 #![no_main]
 
 use bytes::BytesMut;
-use gateway::fastcgi::record::{
+use gateway::front::fastcgi::record::{
     BeginRequestBody, EndRequestBody, Record, RecordCodec, HEADER_LEN, MAX_CONTENT_LEN,
 };
-use gateway::fastcgi::{decode_params, encode_params};
+use gateway::front::fastcgi::{decode_params, encode_params};
 use libfuzzer_sys::fuzz_target;
 use tokio_util::codec::{Decoder, Encoder};
 

@@ -1,16 +1,21 @@
 //! The gateway's decoder of worker messages. A worker shares its jail with the CGIs it starts,
 //! so every packet it sends is hostile input: any packet must give a message or an error, never
 //! a panic or a huge allocation, and a message that decodes must encode back to one that
-//! decodes to itself. The worker's decoder of gateway messages is checked the same way.
+//! decodes to itself. The worker's decoder of gateway messages is checked the same way, and so
+//! is the root supervisor's decoder of the front's requests (a front taken over by an attacker
+//! sends anything).
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use protocol::{decode, encode, CodecError, FromWorker, ToWorker, MAX_MESSAGE_BYTES};
+use protocol::{
+    decode, encode, CodecError, FromWorker, ToSupervisor, ToWorker, MAX_MESSAGE_BYTES,
+};
 use serde::{de::DeserializeOwned, Serialize};
 
 fuzz_target!(|packet: &[u8]| {
     check::<FromWorker>(packet);
     check::<ToWorker>(packet);
+    check::<ToSupervisor>(packet);
 });
 
 fn check<T>(packet: &[u8])

@@ -11,8 +11,8 @@
 //!   when the rules allow them, and decode back to themselves.
 #![no_main]
 
-use gateway::error::RequestError;
-use gateway::router::{route, Route, CGI_PREFIX};
+use gateway::front::request::error::RequestError;
+use gateway::front::request::router::{route, Route, CGI_PREFIX};
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|target: &[u8]| {

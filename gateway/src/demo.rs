@@ -8,7 +8,7 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 
-use crate::config::{Config, FrontUser, ListenAddr};
+use crate::config::{Config, FrontUser, ListenAddr, CGI_DIR};
 use crate::jailfs;
 use crate::root::startup::Startup;
 
@@ -53,7 +53,7 @@ pub fn run(listen: SocketAddr, front_user: FrontUser) -> anyhow::Result<ExitCode
         .programs
         .extend(["env", "id", "ls"].map(String::from));
     jailfs::init(&options).context("building the demo jail")?;
-    write_samples(&jail.join("cgi-bin"))?;
+    write_samples(&jail.join(CGI_DIR.trim_start_matches('/')))?;
 
     let mut config = Config::new(jail.clone(), user);
     config.workers = config.workers.min(4);

@@ -17,6 +17,9 @@ pub mod front;
 pub mod jailfs;
 pub mod root;
 
+#[cfg(test)]
+mod boundary_tests;
+
 use std::process::ExitCode;
 
 use root::startup::{Split, Startup};

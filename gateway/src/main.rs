@@ -9,7 +9,7 @@ use gateway::config::cli::{
     first_line, load_config, load_from_command_line, parse_command_line, with_config_file, Command,
     JailOp, ServeArgs,
 };
-use gateway::config::{FrontUser, LogFormat};
+use gateway::config::{FrontUser, LogFormat, CGI_DIR};
 use gateway::jailfs;
 use gateway::root::startup::Startup;
 
@@ -165,7 +165,7 @@ fn jail_init(
                 dir.display(),
                 report.programs.len(),
                 report.files_copied,
-                dir.join("cgi-bin").display()
+                dir.join(CGI_DIR.trim_start_matches('/')).display()
             );
             ExitCode::SUCCESS
         }

@@ -91,7 +91,7 @@ pub fn with_config_file(args: ServeArgs, matches: &ArgMatches) -> Result<ServeAr
     let Some(path) = &args.config else {
         return Ok(args);
     };
-    let file = super::file::read(path).map_err(|error| error.to_string())?;
+    let file = super::settings::read(path).map_err(|error| error.to_string())?;
     Ok(args.under_file(file, matches))
 }
 
@@ -161,7 +161,7 @@ pub fn load_config(args: ServeArgs) -> Result<Config, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::file::FileSettings;
+    use crate::config::settings::FileSettings;
     use crate::config::values::Limit;
     use crate::config::{LogFormat, DEFAULT_LIMIT_OPEN_FILES};
 

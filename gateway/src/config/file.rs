@@ -11,8 +11,6 @@ use std::path::{Path, PathBuf};
 use clap::ValueEnum;
 use toml::{Spanned, Value};
 
-pub use super::settings::FileSettings;
-use super::settings::Raw;
 use super::values::{parse_group, parse_limit, parse_mode, parse_size, Limit, ListenAddr};
 use crate::jailfs;
 
@@ -49,9 +47,8 @@ impl std::fmt::Display for LineError {
     }
 }
 
-/// Reads and checks the file at `path`. A relative `jail` is taken relative to the file's
-/// folder, so the file means the same whatever the working directory.
-pub fn read(path: &Path) -> Result<FileSettings, FileError> {
+/// The text of the file at `path`, refused past [`MAX_FILE_BYTES`].
+pub fn read_text(path: &Path) -> Result<String, FileError> {
     let read_error = |source| FileError::Read {
         path: path.to_owned(),
         source,
@@ -68,27 +65,19 @@ pub fn read(path: &Path) -> Result<FileSettings, FileError> {
             path: path.to_owned(),
         });
     }
-    let mut settings = parse(&text).map_err(|error| FileError::Content {
-        path: path.to_owned(),
-        error,
-    })?;
-    if let Some(jail) = settings.jail.as_mut().filter(|jail| jail.is_relative()) {
-        *jail = path.parent().unwrap_or(Path::new(".")).join(&*jail);
-    }
-    Ok(settings)
+    Ok(text)
 }
 
-/// Parses the text of a configuration file.
-pub fn parse(text: &str) -> Result<FileSettings, LineError> {
-    let raw: Raw = toml::from_str(text).map_err(|error| {
+/// The TOML of `text` as `T` (the keys each with its span), or the line of the first error.
+pub fn parse_toml<T: serde::de::DeserializeOwned>(text: &str) -> Result<T, LineError> {
+    toml::from_str(text).map_err(|error| {
         let line = error.span().map(|span| line_of(text, span.start));
         let message = match unknown_key(error.message()) {
             Some(key) => format!("unknown key `{key}`"),
             None => format!("not valid TOML: {}", error.message().trim_end()),
         };
         LineError { line, message }
-    })?;
-    FileSettings::from_raw(raw, text)
+    })
 }
 
 /// serde's message for an unknown field (`deny_unknown_fields`) → the key.
@@ -272,6 +261,7 @@ pub(super) fn choice<E: ValueEnum>(value: &Value) -> Result<E, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::settings::{parse, read, FileSettings};
     use crate::config::{AccessLog, LogFormat};
 
     /// The example shipped in the repository, with every commented-out setting (`#key = ...`,

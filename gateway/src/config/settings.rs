@@ -7,9 +7,11 @@ use std::path::PathBuf;
 use clap::parser::ValueSource;
 use clap::{ArgMatches, Args};
 
+use std::path::Path;
+
 use super::file::{
     account, address, at_least_1, boolean, choice, convert, count, group, key_name, limit, list,
-    mode, path, seconds, size, whole, LineError,
+    mode, parse_toml, path, read_text, seconds, size, whole, FileError, LineError,
 };
 use super::values::{
     parse_env, parse_group, parse_limit, parse_mode, parse_network, parse_pass_env, parse_size,
@@ -39,7 +41,7 @@ macro_rules! settings {
         /// The file's top level as written: each known key's value and where it is.
         #[derive(serde::Deserialize)]
         #[serde(deny_unknown_fields, rename_all = "kebab-case")]
-        pub(super) struct Raw {
+        struct Raw {
             $( $field: Option<toml::Spanned<toml::Value>>, )*
         }
 
@@ -63,7 +65,7 @@ macro_rules! settings {
                 unset
             }
 
-            pub(super) fn from_raw(raw: Raw, text: &str) -> Result<FileSettings, LineError> {
+            fn from_raw(raw: Raw, text: &str) -> Result<FileSettings, LineError> {
                 Ok(FileSettings {
                     $( $field: convert(stringify!($field), raw.$field, text, $convert)?, )*
                 })
@@ -183,4 +185,23 @@ settings! {
     /// One log line per request: combined (Apache's, plus id, duration, exit status), json, off
     #[arg(long, value_name = "FORMAT", value_enum, default_value = "combined")]
     access_log: AccessLog, file AccessLog = choice;
+}
+
+/// Reads and checks the configuration file at `path`. A relative `jail` is taken relative to
+/// the file's folder, so the file means the same whatever the working directory.
+pub fn read(path: &Path) -> Result<FileSettings, FileError> {
+    let text = read_text(path)?;
+    let mut settings = parse(&text).map_err(|error| FileError::Content {
+        path: path.to_owned(),
+        error,
+    })?;
+    if let Some(jail) = settings.jail.as_mut().filter(|jail| jail.is_relative()) {
+        *jail = path.parent().unwrap_or(Path::new(".")).join(&*jail);
+    }
+    Ok(settings)
+}
+
+/// Parses the text of a configuration file.
+pub fn parse(text: &str) -> Result<FileSettings, LineError> {
+    FileSettings::from_raw(parse_toml(text)?, text)
 }

@@ -18,7 +18,12 @@ pub enum Behaviour {
     Serve,
     /// Die (close the channel) on the first spawn request, as a crashed worker.
     DieOnSpawn,
+    /// Run a CGI that writes [`HELLO`] and exits 0.
+    Hello,
 }
+
+/// What a [`Behaviour::Hello`] CGI writes.
+pub const HELLO: &[u8] = b"Content-Type: text/plain\r\n\r\nhello\n";
 
 /// What the fake workers were asked, for the tests to check.
 #[derive(Debug, Default)]
@@ -104,14 +109,30 @@ async fn run_worker(
         let reply = match channel.recv::<ToWorker>(&mut buffer).await {
             Ok((ToWorker::Spawn(request), fds)) => {
                 record(&|r| r.spawns.entry(worker).or_default().push(request.id));
-                if behaviour == Behaviour::DieOnSpawn {
-                    return;
-                }
-                running.insert(request.id, fds);
-                FromWorker::Spawned {
+                let spawned = FromWorker::Spawned {
                     id: request.id,
                     pid: 100,
                     script_segments: 1,
+                };
+                match behaviour {
+                    Behaviour::DieOnSpawn => return,
+                    Behaviour::Serve => {
+                        running.insert(request.id, fds);
+                        spawned
+                    }
+                    Behaviour::Hello => {
+                        if channel.send(&spawned, &[]).await.is_err() {
+                            return;
+                        }
+                        if let Some(stdout) = fds.get(1) {
+                            let _ = nix::unistd::write(stdout, HELLO);
+                        }
+                        drop(fds);
+                        FromWorker::Exited {
+                            id: request.id,
+                            status: ExitStatus::Code(0),
+                        }
+                    }
                 }
             }
             Ok((ToWorker::Kill { id }, _)) => {

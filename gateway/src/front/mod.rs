@@ -62,7 +62,7 @@ pub fn run(handover: Handover) -> i32 {
     };
     let served = runtime.block_on(async move {
         let (supervisor, reloads) = SupervisorLink::new(control)?;
-        serve(config, listeners, supervisor, reloads).await
+        serve(config, listeners, supervisor, reloads, stop_signal()).await
     });
     match served {
         Ok(()) => 0,
@@ -73,15 +73,17 @@ pub fn run(handover: Handover) -> i32 {
     }
 }
 
-/// Starts the workers, serves until SIGTERM or SIGINT, then stops everything: open requests
-/// drain (up to `--drain-timeout`; a second signal cuts that short), workers exit, and with
-/// them every CGI. Each configuration in `reloads` (SIGHUP, relayed by the supervisor) starts
-/// a fresh pool and retires the old one once its requests are done.
+/// Starts the workers, serves until `shutdown` resolves (SIGTERM or SIGINT in the gateway),
+/// then stops everything: open requests drain (up to `--drain-timeout`; a second SIGTERM or
+/// SIGINT cuts that short), workers exit, and with them every CGI. Each configuration in
+/// `reloads` (SIGHUP, relayed by the supervisor) starts a fresh pool and retires the old one
+/// once its requests are done.
 pub async fn serve(
     config: Config,
     listeners: Listeners,
     workers: Arc<dyn WorkerSource>,
     mut reloads: mpsc::UnboundedReceiver<Config>,
+    shutdown: impl std::future::Future<Output = ()>,
 ) -> anyhow::Result<()> {
     let config = Arc::new(config);
     let metrics = Arc::new(Metrics::new());
@@ -123,7 +125,7 @@ pub async fn serve(
         tokio::join!(http, fastcgi, admin);
     };
     let mut fronts = std::pin::pin!(fronts);
-    let mut stop_requested = std::pin::pin!(stop_signal());
+    let mut stop_requested = std::pin::pin!(shutdown);
     let mut retiring = tokio::task::JoinSet::new();
     let mut generation = 0;
     loop {
@@ -241,5 +243,88 @@ pub async fn stop_signal() {
     tokio::select! {
         _ = terminate.recv() => tracing::info!("SIGTERM: stopping"),
         _ = interrupt.recv() => tracing::info!("SIGINT: stopping"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    use super::*;
+    use crate::front::fake_workers::{Behaviour, FakeWorkers, HELLO};
+    use crate::jailfs::CgiUser;
+
+    fn config() -> Config {
+        let user = CgiUser {
+            name: "cgi".into(),
+            uid: 60000,
+            gid: 60000,
+            group_name: "cgi".into(),
+        };
+        let mut config = Config::new("/nonexistent".into(), user);
+        config.workers = 1;
+        config.max_concurrent = 4;
+        config.queue = 4;
+        config
+    }
+
+    async fn get(address: std::net::SocketAddr, path: &str) -> String {
+        let mut stream = tokio::net::TcpStream::connect(address)
+            .await
+            .expect("connect");
+        let request = format!("GET {path} HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n");
+        stream.write_all(request.as_bytes()).await.expect("send");
+        let mut response = Vec::new();
+        stream.read_to_end(&mut response).await.expect("read");
+        String::from_utf8_lossy(&response).into_owned()
+    }
+
+    /// The whole front without root: a real listener, real HTTP, the request core, the pool,
+    /// and fake workers whose CGIs answer `hello`; then a reload and a stop.
+    #[tokio::test]
+    async fn the_front_serves_reloads_and_stops() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let address = listener.local_addr().expect("address");
+        let listeners = Listeners {
+            http: Bound::Tcp(listener),
+            fastcgi: None,
+            admin: None,
+        };
+        let workers = FakeWorkers::new(Behaviour::Hello);
+        let (reload, reloads) = mpsc::unbounded_channel();
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let source: Arc<dyn WorkerSource> = workers.clone();
+        let serving = tokio::spawn(serve(config(), listeners, source, reloads, async {
+            let _ = stopped.await;
+        }));
+        let body = String::from_utf8_lossy(HELLO);
+        let body = body.split("\r\n\r\n").nth(1).expect("a body");
+        for _ in 0..2 {
+            let response = get(address, "/cgi-bin/hello").await;
+            assert!(response.starts_with("HTTP/1.1 200 OK\r\n"), "{response}");
+            assert!(response.contains(body), "{response}");
+        }
+        let response = get(address, "/etc/passwd").await;
+        assert!(response.starts_with("HTTP/1.1 404"), "{response}");
+        // A reload starts a fresh pool, which serves from then on.
+        reload.send(config()).expect("reload");
+        let started_twice = async {
+            while workers.record().starts.len() < 2 {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        };
+        tokio::time::timeout(Duration::from_secs(10), started_twice)
+            .await
+            .expect("a second pool");
+        let response = get(address, "/cgi-bin/hello").await;
+        assert!(response.starts_with("HTTP/1.1 200 OK\r\n"), "{response}");
+        let _ = stop.send(());
+        tokio::time::timeout(Duration::from_secs(10), serving)
+            .await
+            .expect("stops")
+            .expect("task")
+            .expect("served");
     }
 }

@@ -28,11 +28,9 @@ use std::os::unix::fs::MetadataExt;
 use std::path::{Component, Path, PathBuf};
 use std::str::FromStr;
 
-use super::{elf, refuse_setuid, JailInitError};
-
-/// How deep an added tree may go. Deeper than any real tree; the limit keeps a pathological
-/// one from exhausting the stack of the recursive plan.
-pub(super) const MAX_ADD_DEPTH: usize = 64;
+use super::elf;
+use super::error::{refuse_setuid, AddSpecError, JailInitError};
+use super::limits::MAX_ADD_DEPTH;
 
 /// Jail folders that an `--add` may not write into: (top folder, why).
 const REFUSED_JAIL_AREAS: &[(&str, &str)] = &[
@@ -69,14 +67,6 @@ pub struct AddSpec {
     pub host: PathBuf,
     /// Absolute path in the jail, as seen after the chroot.
     pub jail: PathBuf,
-}
-
-/// Why an `--add` value was refused.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{spec:?}: {reason}")]
-pub struct AddSpecError {
-    pub spec: String,
-    pub reason: &'static str,
 }
 
 impl AddSpec {

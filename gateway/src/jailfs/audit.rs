@@ -40,7 +40,7 @@ use nix::sys::stat::Mode;
 
 use protocol::layout::{DEVICES, WRITABLE_AREAS};
 
-use super::CgiUser;
+use super::user::CgiUser;
 
 /// How deep the walk goes before giving up (an error, so the audit fails closed). Real
 /// jails are a dozen levels deep; the limit bounds the descriptors held open, one a level.

@@ -16,11 +16,8 @@ use std::path::{Path, PathBuf};
 
 use lddtree::{DependencyAnalyzer, DependencyTree};
 
-use super::JailInitError;
-
-/// How many `#!` interpreters may be stacked (a script run by a script...). Linux itself
-/// gives up after a handful with `ELOOP`; four is as deep as any real setup goes.
-pub(super) const MAX_INTERPRETER_DEPTH: usize = 4;
+use super::error::JailInitError;
+use super::limits::MAX_INTERPRETER_DEPTH;
 
 /// The kernel reads at most this many bytes of a `#!` line (`BINPRM_BUF_SIZE`, execve(2));
 /// an interpreter named past it is not one the kernel would run.

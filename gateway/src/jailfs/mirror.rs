@@ -28,7 +28,7 @@ use nix::sys::stat::{
 use nix::unistd::{fchown, fchownat, symlinkat, unlinkat, Gid, Uid, UnlinkatFlags};
 
 use super::add::Node;
-use super::{refuse_setuid, JailInitError};
+use super::error::{refuse_setuid, JailInitError};
 
 /// Linux's limit on symlinks followed while resolving one path (`MAXSYMLINKS`,
 /// path_resolution(7)); the walk gives up with the same `ELOOP` meaning.

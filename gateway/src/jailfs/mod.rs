@@ -44,6 +44,8 @@
 mod add;
 pub mod audit;
 mod elf;
+pub mod error;
+mod limits;
 mod mirror;
 mod profile;
 pub mod user;
@@ -60,25 +62,22 @@ use std::io::{self, Read};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
-pub use add::{AddSpec, AddSpecError};
+pub use add::AddSpec;
 pub use audit::{audit, AuditError, AuditOptions, DeviceKind, Finding, Problem};
+use error::refuse_setuid;
+pub use error::AddSpecError;
+pub use error::JailInitError;
+use limits::MAX_LOCALTIME_BYTES;
+pub use limits::SEARCH_PATH;
+pub use profile::DEFAULT_PROGRAMS;
 pub use profile::{Profile, UnknownProfile, BUSYBOX_APPLETS, BUSYBOX_HOST_PATH};
-pub use user::{parse_user, UserSpecError};
+pub use user::{parse_user, CgiUser, UserSpecError};
 
 use mirror::Jail;
 use profile::Busybox;
 
 /// Top-level folders that a merged-/usr host makes symlinks into /usr.
 const MERGED_USR_LINKS: &[&str] = &["/bin", "/sbin", "/lib", "/lib64"];
-
-/// The unprivileged account CGIs run as (resolved by the caller from --user).
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-pub struct CgiUser {
-    pub name: String,
-    pub uid: u32,
-    pub gid: u32,
-    pub group_name: String,
-}
 
 /// What `gateway jail init` was asked to build.
 #[derive(Debug, Clone)]
@@ -109,20 +108,8 @@ impl InitOptions {
     }
 }
 
-/// The classic shell-CGI jail set: the programs of [`Profile::Classic`].
-pub const DEFAULT_PROGRAMS: &[&str] = &[
-    "[", "cat", "chmod", "cp", "date", "echo", "expr", "mv", "rm", "sh", "sleep", "test", "awk",
-    "egrep", "fgrep", "grep", "gunzip", "zcat", "gzip", "head", "nice", "sed", "sort", "tail",
-    "touch", "tr", "true", "uniq", "wc",
-];
-
-/// Where bare program names are looked up. Fixed rather than taken from `PATH`, so that
-/// what lands in the jail does not depend on the shell that ran `jail init` (root's `PATH`
-/// under sudo, a `~/bin` first, ...).
-pub const SEARCH_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
-
 // Character devices created in the jail's `/dev`, the same the worker makes at run time.
-use protocol::layout::DEVICES;
+use protocol::layout::{CGI_DIR, DEVICES};
 
 /// Symlinks the worker puts in the `/dev` it builds at run time, for scripts that name
 /// `/dev/stdin` and friends: (name in `/dev`, target). Not made by `init`: the worker's
@@ -135,10 +122,6 @@ pub const STD_DEVICE_LINKS: &[(&str, &str)] = &[
     ("fd", "/proc/self/fd"),
 ];
 
-/// Upper bound on the host's `/etc/localtime`. TZif files are a few KiB; the cap keeps a
-/// host symlink to something odd (a huge file) from being slurped into memory.
-const MAX_LOCALTIME_BYTES: u64 = 1 << 20;
-
 /// What `init` did.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct InitReport {
@@ -149,93 +132,6 @@ pub struct InitReport {
     /// Jail paths of the programs: the profile's (busybox: the applet links), then the
     /// `--with` ones, in the order asked for, without duplicates.
     pub programs: Vec<PathBuf>,
-}
-
-/// Why `init` failed; each message names the path or program concerned.
-#[derive(Debug, thiserror::Error)]
-pub enum JailInitError {
-    #[error("jail init must run as root: it creates root-owned files and device nodes")]
-    NotRoot,
-    #[error("refusing to run CGIs as root (CGI user has uid {uid}, gid {gid})")]
-    RootUser { uid: u32, gid: u32 },
-    #[error("invalid CGI user {user:?}: {reason}")]
-    InvalidUser { user: String, reason: &'static str },
-    #[error("invalid program name {name:?}: {reason}")]
-    InvalidProgramName { name: String, reason: &'static str },
-    #[error("program {name:?} not found (searched {SEARCH_PATH})")]
-    ProgramNotFound { name: String },
-    #[error("{path}: not executable")]
-    NotExecutable { path: PathBuf },
-    #[error("{path}: not a regular file, directory or symlink; it cannot go into a jail")]
-    UnsupportedFileType { path: PathBuf },
-    #[error("{path}: has the setuid or setgid bit; a jail must never hold one")]
-    SetuidRefused { path: PathBuf },
-    #[error("{path}: executable but neither an ELF file nor a #! script")]
-    UnknownExecutableFormat { path: PathBuf },
-    #[error("{path}: bad #! line: {reason}")]
-    BadShebang { path: PathBuf, reason: &'static str },
-    #[error("{script}: #! interpreter {interpreter} not found")]
-    InterpreterNotFound {
-        script: PathBuf,
-        interpreter: PathBuf,
-    },
-    #[error(
-        "{path}: #! interpreters nested more than {} deep",
-        elf::MAX_INTERPRETER_DEPTH
-    )]
-    InterpreterTooDeep { path: PathBuf },
-    #[error("{path}: cannot read ELF dependencies: {source}")]
-    Elf {
-        path: PathBuf,
-        #[source]
-        source: lddtree::Error,
-    },
-    #[error("{path}: the ELF dependency reader crashed on this file")]
-    ElfReaderPanicked { path: PathBuf },
-    #[error("{program}: PT_INTERP {interpreter:?} is not an absolute path")]
-    RelativeInterpreter {
-        program: PathBuf,
-        interpreter: String,
-    },
-    #[error("{program}: shared library {library} not found")]
-    LibraryNotFound { program: PathBuf, library: String },
-    #[error(
-        "{program}: library {library} was found only through LD_LIBRARY_PATH ({dir}), \
-         where the loader in the jail will not look; unset LD_LIBRARY_PATH"
-    )]
-    LibraryFromLdLibraryPath {
-        program: PathBuf,
-        library: String,
-        dir: PathBuf,
-    },
-    #[error("{path}: not an absolute path")]
-    RelativePath { path: PathBuf },
-    #[error("{path}: too many levels of symbolic links")]
-    SymlinkLoop { path: PathBuf },
-    #[error("{path}: {reason}")]
-    Conflict { path: PathBuf, reason: &'static str },
-    #[error("{path}: larger than {MAX_LOCALTIME_BYTES} bytes, not a time zone file")]
-    LocaltimeTooLarge { path: PathBuf },
-    #[error(
-        "{path} not found: the busybox profile needs a statically linked busybox \
-         (apt-get install busybox-static)"
-    )]
-    BusyboxMissing { path: PathBuf },
-    #[error(
-        "{path} is not a statically linked ELF executable: the busybox profile puts no \
-         loader and no shared library in the jail (apt-get install busybox-static)"
-    )]
-    BusyboxNotStatic { path: PathBuf },
-    #[error("--add {0}")]
-    InvalidAdd(#[from] AddSpecError),
-    #[error("{path}: --add tree deeper than {} levels", add::MAX_ADD_DEPTH)]
-    AddTooDeep { path: PathBuf },
-    #[error("{path}: {source}")]
-    Io {
-        path: PathBuf,
-        #[source]
-        source: io::Error,
-    },
 }
 
 impl JailInitError {
@@ -322,7 +218,7 @@ pub fn init(opts: &InitOptions) -> Result<InitReport, JailInitError> {
     write_library_cache(&jail, &opts.dir, &needed)?;
     // After the mirroring, which sets every directory it passes through to 0755.
     jail.dir("tmp", 0o1777)?;
-    jail.dir("cgi-bin", 0o755)?;
+    jail.dir(CGI_DIR.trim_start_matches('/'), 0o755)?;
 
     let report = InitReport {
         files_copied: jail.files_copied() + usize::from(localtime_copied),
@@ -357,17 +253,6 @@ fn install_beside_busybox(jail: &mut Jail, path: &Path) -> Result<(), JailInitEr
         .join(name);
     jail.mirror(&resolved)?;
     jail.install_symlink(path, &resolved)
-}
-
-/// `SetuidRefused` if `mode` has the setuid or setgid bit: a setuid file in the jail is the
-/// classic way back to root from a chroot.
-fn refuse_setuid(path: &Path, mode: u32) -> Result<(), JailInitError> {
-    if mode & (libc::S_ISUID | libc::S_ISGID) != 0 {
-        return Err(JailInitError::SetuidRefused {
-            path: path.to_path_buf(),
-        });
-    }
-    Ok(())
 }
 
 /// A bare name on [`SEARCH_PATH`] (first executable regular file, like `execvp`), or an

@@ -16,8 +16,16 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
 
+use super::elf;
+use super::error::{refuse_setuid, JailInitError};
 use super::mirror::Jail;
-use super::{elf, refuse_setuid, JailInitError, DEFAULT_PROGRAMS};
+
+/// The classic shell-CGI jail set: the programs of [`Profile::Classic`].
+pub const DEFAULT_PROGRAMS: &[&str] = &[
+    "[", "cat", "chmod", "cp", "date", "echo", "expr", "mv", "rm", "sh", "sleep", "test", "awk",
+    "egrep", "fgrep", "grep", "gunzip", "zcat", "gzip", "head", "nice", "sed", "sort", "tail",
+    "touch", "tr", "true", "uniq", "wc",
+];
 
 /// Where the host's busybox is taken from: Debian's `busybox-static` installs it there
 /// (and the dynamically linked `busybox` package, which conflicts with it, too).

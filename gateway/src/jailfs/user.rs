@@ -3,7 +3,14 @@
 use nix::errno::Errno;
 use nix::unistd::{Gid, Group, Uid, User};
 
-use super::CgiUser;
+/// The unprivileged account CGIs run as (resolved by the caller from --user).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct CgiUser {
+    pub name: String,
+    pub uid: u32,
+    pub gid: u32,
+    pub group_name: String,
+}
 
 /// The name given to a numeric uid that has no account on the host.
 const UNNAMED_USER: &str = "cgi";

@@ -15,7 +15,7 @@ use std::task::{ready, Context, Poll};
 use tokio::io::{AsyncRead, ReadBuf};
 use tracing::Instrument;
 
-use super::{serve_connection, FcgiRequest, FcgiResponse};
+use super::server::{serve_connection, FcgiRequest, FcgiResponse};
 use crate::front::access::RequestLog;
 use crate::front::listen::{accept_until, Connection, Listener, Stream, MAX_CONNECTIONS};
 use crate::front::request::body::BodySource;

@@ -2,7 +2,8 @@
 //! PARAMS stream and of GET_VALUES / GET_VALUES_RESULT: each length is one byte (0–127), or
 //! four bytes big-endian with the high bit set (a 31-bit length); then the name, then the value.
 
-use super::{FcgiError, MAX_PARAMS_BYTES};
+use super::error::FcgiError;
+use super::limits::MAX_PARAMS_BYTES;
 
 /// Name-value pairs in the order sent, as raw bytes (CGI variables need not be UTF-8).
 pub type NameValuePairs = Vec<(Vec<u8>, Vec<u8>)>;

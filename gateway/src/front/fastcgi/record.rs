@@ -6,7 +6,7 @@
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use tokio_util::codec::{Decoder, Encoder};
 
-use super::FcgiError;
+use super::error::FcgiError;
 
 /// `FCGI_VERSION_1`, the only version there is (section 8).
 pub const FCGI_VERSION_1: u8 = 1;

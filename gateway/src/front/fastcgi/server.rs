@@ -26,14 +26,15 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::sync::{mpsc, watch};
 use tokio_util::codec::{Decoder, Encoder};
 
+use super::error::FcgiError;
+use super::limits::{
+    ADVERTISED_MAX_CONNS, MAX_PARAMS_BYTES, OUTPUT_CHUNK, OUTPUT_QUEUE_RECORDS, STDIN_QUEUE_CHUNKS,
+    STDOUT_HOLD_BYTES,
+};
 use super::params::{decode_params, encode_params, NameValuePairs};
 use super::record::{
     unknown_type_body, BeginRequestBody, EndRequestBody, Record, RecordCodec, RecordType,
     FCGI_CANT_MPX_CONN, FCGI_REQUEST_COMPLETE, FCGI_RESPONDER, FCGI_UNKNOWN_ROLE, NULL_REQUEST_ID,
-};
-use super::{
-    FcgiError, ADVERTISED_MAX_CONNS, MAX_PARAMS_BYTES, OUTPUT_CHUNK, OUTPUT_QUEUE_RECORDS,
-    STDIN_QUEUE_CHUNKS, STDOUT_HOLD_BYTES,
 };
 
 /// One RESPONDER request, handed to the handler once its PARAMS stream is complete.

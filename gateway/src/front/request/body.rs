@@ -25,8 +25,7 @@ use tokio::net::unix::pipe;
 use tokio::sync::{oneshot, Notify};
 use tokio::time::{timeout_at, Instant};
 
-use super::error::RequestError;
-use super::internal;
+use super::error::{internal, RequestError};
 
 /// Bytes of a body kept in memory while the CGI is behind; beyond, they go to a file.
 const SPILL_AFTER: usize = 256 * 1024;

@@ -51,3 +51,16 @@ impl RequestError {
         }
     }
 }
+
+/// An I/O failure of ours while setting a run up.
+pub fn internal(error: std::io::Error) -> RequestError {
+    match error.raw_os_error() {
+        // Out of descriptors (ours, or the machine's): overload, not a fault. 503 with
+        // Retry-After, and the request can succeed once connections have closed.
+        Some(libc::EMFILE | libc::ENFILE) => {
+            tracing::warn!("cannot run a CGI: {error}");
+            RequestError::Overloaded
+        }
+        _ => RequestError::Internal(error.to_string()),
+    }
+}

@@ -28,7 +28,7 @@ use tracing::Instrument;
 
 pub use body::Body;
 pub use env::{RequestMeta, Variables};
-pub use error::RequestError;
+pub use error::{internal, RequestError};
 pub use output::CgiOutput;
 pub use router::Route;
 
@@ -337,19 +337,6 @@ async fn log_stderr(stderr: pipe::Receiver) {
             }
             Ok(_) => {}
         }
-    }
-}
-
-/// An I/O failure of ours while setting a run up.
-pub fn internal(error: std::io::Error) -> RequestError {
-    match error.raw_os_error() {
-        // Out of descriptors (ours, or the machine's): overload, not a fault. 503 with
-        // Retry-After, and the request can succeed once connections have closed.
-        Some(libc::EMFILE | libc::ENFILE) => {
-            tracing::warn!("cannot run a CGI: {error}");
-            RequestError::Overloaded
-        }
-        _ => RequestError::Internal(error.to_string()),
     }
 }
 

@@ -5,7 +5,8 @@
 use super::error::RequestError;
 use crate::config::CGI_DIR;
 
-/// The URL prefix that maps to [`CGI_DIR`].
+/// The URL prefix that maps to [`CGI_DIR`]: the same path, as URL paths map one to one onto
+/// the jail.
 pub const CGI_PREFIX: &str = "/cgi-bin/";
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -97,6 +98,11 @@ fn percent_decode(input: &str) -> Result<Vec<u8>, RequestError> {
 mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
+
+    #[test]
+    fn the_url_prefix_is_the_cgi_folder() {
+        assert_eq!(CGI_PREFIX, format!("{CGI_DIR}/"));
+    }
 
     #[test]
     fn segments_and_query_are_kept_decoded_and_raw() {
