@@ -5,8 +5,9 @@
 //! - [`front`]: runs unprivileged and parses everything untrusted: the privilege drop, the
 //!   listeners, the HTTP and FastCGI fronts, the request core, the worker pool, the admin
 //!   endpoint; it executes nothing itself;
-//! - [`config`] and [`jailfs`]: shared and unprivileged: the configuration, the jail builder
-//!   and its audit.
+//! - [`config`] and [`jailfs`]: shared: the configuration, the jail builder and its audit.
+//!   Root uses them at start-up (and on SIGHUP), and so do the `jail` commands; they read flags
+//!   and local files, never network input.
 //!
 //! The jailed side is the `worker` crate; every message between processes is in `protocol`.
 //! ARCHITECTURE.md has the map.

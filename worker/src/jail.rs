@@ -1,5 +1,5 @@
-//! The ordered steps into the jail, one function and one error per step (DESIGN.md, "Entering
-//! the jail"). Runs while the process is still single-threaded: no runtime has started yet, so
+//! The ordered steps into the jail, one function and one error per step (ARCHITECTURE.md,
+//! "Start-up"). Runs while the process is still single-threaded: no runtime has started yet, so
 //! `unshare` applies to the whole process and `fork` is safe.
 
 use std::os::fd::{AsFd, OwnedFd};

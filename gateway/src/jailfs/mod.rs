@@ -31,8 +31,9 @@
 //! - A re-init never deletes what an earlier one put there (only `/etc/localtime`, see
 //!   above): build a jail for another profile in a fresh DIR.
 //! - `/dev/stdin`, `/dev/stdout`, `/dev/stderr`, `/dev/fd`: not made here, because the
-//!   worker replaces `/dev` with its own tmpfs at run time; [`STD_DEVICE_LINKS`] lists them
-//!   for the worker.
+//!   worker replaces `/dev` with its own tmpfs at run time; [`STD_DEVICE_LINKS`] lists them.
+//!   The worker does not make them yet: they need a `/proc` for the CGIs, which they do not
+//!   have (SECURITY.md).
 //! - A bare name must be an executable regular file on the fixed search path, like
 //!   `execvp`. An absolute path may also name a non-executable file (a library that is
 //!   loaded with `dlopen`, which `lddtree` cannot see, or a data file): it is copied, with
@@ -111,10 +112,10 @@ impl InitOptions {
 // Character devices created in the jail's `/dev`, the same the worker makes at run time.
 use protocol::layout::{CGI_DIR, DEVICES};
 
-/// Symlinks the worker puts in the `/dev` it builds at run time, for scripts that name
-/// `/dev/stdin` and friends: (name in `/dev`, target). Not made by `init`: the worker's
-/// tmpfs replaces the jail tree's `/dev`, so anything init wrote there is never seen. They
-/// resolve only where `/proc` is mounted for the CGIs.
+/// Symlinks for scripts that name `/dev/stdin` and friends: (name in `/dev`, target). Not
+/// made by `init`: the worker's tmpfs replaces the jail tree's `/dev`, so anything init wrote
+/// there is never seen. They resolve only where `/proc` is mounted for the CGIs, so the worker
+/// does not make them yet either.
 pub const STD_DEVICE_LINKS: &[(&str, &str)] = &[
     ("stdin", "/proc/self/fd/0"),
     ("stdout", "/proc/self/fd/1"),
