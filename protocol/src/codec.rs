@@ -77,6 +77,7 @@ mod tests {
             spawn_request(),
             ToWorker::Kill { id: u64::MAX },
             ToWorker::Shutdown,
+            ToWorker::Ping { seq: 7 },
         ];
         for message in to_worker {
             assert_eq!(
@@ -110,6 +111,7 @@ mod tests {
                 id: 5,
                 status: ExitStatus::Code(-1),
             },
+            FromWorker::Pong { seq: u64::MAX },
         ];
         for message in from_worker {
             assert_eq!(

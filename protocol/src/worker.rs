@@ -4,7 +4,7 @@
 use serde::{Deserialize, Serialize};
 
 /// Bumped on every incompatible change; the gateway refuses a worker that reports another.
-pub const PROTOCOL_VERSION: u32 = 2;
+pub const PROTOCOL_VERSION: u32 = 3;
 
 /// Identifies one CGI run across both processes. Chosen by the gateway, unique per worker.
 pub type SpawnId = u64;
@@ -35,6 +35,9 @@ pub enum ToWorker {
     Kill { id: SpawnId },
     /// Kill every CGI and exit.
     Shutdown,
+    /// Are you there? Answered with `Pong` at once: a worker that does not answer (stopped,
+    /// starved of CPU) is replaced.
+    Ping { seq: u64 },
 }
 
 /// Everything the worker needs to start one CGI; the descriptors travel beside it.
@@ -68,6 +71,8 @@ pub enum FromWorker {
     SpawnFailed { id: SpawnId, error: SpawnError },
     /// The CGI's main process ended (anything left in its process group has been killed).
     Exited { id: SpawnId, status: ExitStatus },
+    /// The answer to `Ping { seq }`.
+    Pong { seq: u64 },
 }
 
 /// Why a CGI could not be started, classified so the gateway can pick the HTTP status.

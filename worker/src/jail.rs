@@ -34,6 +34,8 @@ pub enum JailError {
     Chdir(Errno),
     #[error("fork into the new PID namespace: {0}")]
     Fork(Errno),
+    #[error("{MEMFD_NOEXEC} (Linux 6.3 or later): {0}")]
+    MemfdNoexec(std::io::Error),
     #[error("setgroups([]): {0}")]
     SetGroups(Errno),
     #[error("setresgid({0}): {1}")]
@@ -66,20 +68,27 @@ pub enum Role {
     Worker,
 }
 
-/// Enters the jail: namespaces, mount tree, chroot, drop privileges for good, fork.
+/// Enters the jail: namespaces, mount tree, chroot, fork, drop privileges for good.
 pub fn enter(config: &Config) -> Result<Role, JailError> {
     let gateway = getppid();
     unshare_namespaces(config)?;
     make_mounts_private()?;
     crate::mounts::build_layout(&config.jail, config.tmp_size)?;
+    // Opened from the host's /proc, before the chroot hides it; written from inside the new
+    // PID namespace, whose setting it is.
+    let memfd_noexec = open_memfd_noexec()?;
     enter_chroot(config)?;
-    // Before the fork, so that neither process is ever root inside the jail (forking into the
-    // PID namespace made above needs no privilege).
+    let role = fork_namespace_init()?;
+    if let Role::Worker = role {
+        forbid_executable_memfds(memfd_noexec)?;
+    } else {
+        drop(memfd_noexec);
+    }
+    // Right after the fork, in both processes, before either reads anything of the jail's.
     drop_privileges(config)?;
     forbid_privilege_regain()?;
     crate::seccomp::install()?;
     scope_ipc()?;
-    let role = fork_namespace_init()?;
     match role {
         Role::Holder { .. } => die_with_parent(Some(gateway))?,
         // The holder is outside our PID namespace, so getppid() reads 0 here and cannot tell
@@ -87,6 +96,28 @@ pub fn enter(config: &Config) -> Result<Role, JailError> {
         Role::Worker => die_with_parent(None)?,
     }
     Ok(role)
+}
+
+/// The PID-namespace setting `vm.memfd_noexec`.
+const MEMFD_NOEXEC: &str = "/proc/sys/vm/memfd_noexec";
+/// `vm.memfd_noexec = 2`: every memfd of the namespace is created sealed non-executable, and
+/// asking for an executable one (MFD_EXEC) fails; a child namespace cannot lower it.
+const MEMFDS_NEVER_EXECUTABLE: &[u8] = b"2";
+
+fn open_memfd_noexec() -> Result<std::fs::File, JailError> {
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(MEMFD_NOEXEC)
+        .map_err(JailError::MemfdNoexec)
+}
+
+/// No code from memory: a program written to a memfd (from a request body, say) cannot be
+/// executed (`fexecve`, `execve("/proc/self/fd/N")`), past the `noexec` mounts.
+fn forbid_executable_memfds(mut setting: std::fs::File) -> Result<(), JailError> {
+    use std::io::Write;
+    setting
+        .write_all(MEMFDS_NEVER_EXECUTABLE)
+        .map_err(JailError::MemfdNoexec)
 }
 
 fn unshare_namespaces(config: &Config) -> Result<(), JailError> {

@@ -35,6 +35,7 @@ use nix::sys::resource::{setrlimit, Resource};
 use nix::sys::wait::waitpid;
 use nix::unistd::Pid;
 
+use crate::scope::CgiScope;
 use crate::seccomp::CgiFilter;
 
 /// The child's stack. The child calls a dozen thin system-call wrappers and nothing recursive,
@@ -67,16 +68,18 @@ pub struct Launcher {
     /// them per spawn would be 64 `sigaction` calls each time.
     handled_signals: Vec<c_int>,
     filter: CgiFilter,
+    scope: CgiScope,
 }
 
 impl Launcher {
     /// Call only after the worker has installed every signal handler it will ever have (the
     /// tokio signal streams): a handler installed later would not be reset in the child.
-    pub fn new(filter: CgiFilter) -> Result<Launcher, Errno> {
+    pub fn new(filter: CgiFilter, scope: CgiScope) -> Result<Launcher, Errno> {
         Ok(Launcher {
             stack: ChildStack::new()?,
             handled_signals: handled_signals(),
             filter,
+            scope,
         })
     }
 
@@ -96,6 +99,7 @@ impl Launcher {
             program,
             handled_signals: &self.handled_signals,
             filter: &self.filter,
+            scope: &self.scope,
             default_action: default_action(),
             empty_mask: signal_set(libc::sigemptyset),
             errno: AtomicI32::new(0),
@@ -147,6 +151,7 @@ struct Child<'a> {
     program: &'a Program<'a>,
     handled_signals: &'a [c_int],
     filter: &'a CgiFilter,
+    scope: &'a CgiScope,
     default_action: libc::sigaction,
     empty_mask: libc::sigset_t,
     /// The errno of the step that failed, stored by the child before it exits; 0 if it exec'd.
@@ -206,6 +211,10 @@ impl Child<'_> {
         }
         // After setsid: from here on the process cannot leave its process group.
         if let Err(errno) = self.filter.install() {
+            return errno;
+        }
+        // From here on it signals only its own processes.
+        if let Err(errno) = self.scope.enter() {
             return errno;
         }
         // SAFETY: a valid signal set, and no old mask asked for.
@@ -357,7 +366,11 @@ mod tests {
         drop(stdin_w);
         let (stdout_r, stdout) = nix::unistd::pipe().expect("pipe");
         let (stderr_r, stderr) = nix::unistd::pipe().expect("pipe");
-        let mut launcher = Launcher::new(CgiFilter::new().expect("filter")).expect("launcher");
+        let mut launcher = Launcher::new(
+            CgiFilter::new().expect("filter"),
+            CgiScope::new().expect("scope"),
+        )
+        .expect("launcher");
         let pid = launcher.launch(&Program {
             path: &argv_c[0],
             argv: &argv_p,

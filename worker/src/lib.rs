@@ -13,6 +13,7 @@ use std::process::ExitCode;
 mod jail;
 mod launch;
 mod mounts;
+mod scope;
 mod seccomp;
 mod serve;
 mod spawn;

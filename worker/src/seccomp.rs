@@ -61,7 +61,53 @@ const DENIED: &[i64] = &[
     libc::SYS_syslog,
     libc::SYS_quotactl,
     libc::SYS_vhangup,
+    // Another process's memory placement (`pid` names any process of the uid).
+    libc::SYS_move_pages,
+    libc::SYS_migrate_pages,
+    libc::SYS_process_madvise,
+    libc::SYS_process_mrelease,
+    // SysV IPC and POSIX message queues: objects of the worker's IPC namespace, so one would
+    // outlive its request and be seen by the next, and none counts against a CGI's limits.
+    libc::SYS_shmget,
+    libc::SYS_shmat,
+    libc::SYS_shmdt,
+    libc::SYS_shmctl,
+    libc::SYS_semget,
+    libc::SYS_semop,
+    libc::SYS_semtimedop,
+    libc::SYS_semctl,
+    libc::SYS_msgget,
+    libc::SYS_msgsnd,
+    libc::SYS_msgrcv,
+    libc::SYS_msgctl,
+    libc::SYS_mq_open,
+    libc::SYS_mq_unlink,
+    libc::SYS_mq_timedsend,
+    libc::SYS_mq_timedreceive,
+    libc::SYS_mq_notify,
+    libc::SYS_mq_getsetattr,
+    // The x86 local descriptor table: old exploits' favourite, no CGI's need.
+    #[cfg(target_arch = "x86_64")]
+    libc::SYS_modify_ldt,
+    #[cfg(target_arch = "x86_64")]
+    libc::SYS_uselib,
 ];
+
+/// Address families a CGI may open sockets of: local, IPv4, IPv6. The others (netlink,
+/// packet, the kernel's crypto API, vsock, Bluetooth, ...) are kernel surface a CGI never
+/// needs; `getaddrinfo`'s netlink probe falls back when refused.
+const SOCKET_FAMILIES: &[u64] = &[
+    libc::AF_UNIX as u64,
+    libc::AF_INET as u64,
+    libc::AF_INET6 as u64,
+];
+
+/// `personality(2)` flags refused: executable data (`READ_IMPLIES_EXEC`) would undo W^X in
+/// memory, and no address randomization would help an exploit. The query (0xffffffff) stays.
+const PERSONALITY_REFUSED: &[u64] = &[0x0040_0000, 0x0004_0000];
+const PERSONALITY_QUERY: u64 = 0xffff_ffff;
+/// `MFD_EXEC`: a memfd that may be executed (the worker's PID namespace refuses it too).
+const MFD_EXEC: u64 = 0x0010;
 
 /// `clone` flags that make a new namespace.
 const NAMESPACE_FLAGS: &[i32] = &[
@@ -137,6 +183,9 @@ pub fn install() -> Result<(), FilterError> {
         .collect::<Result<Vec<_>, _>>()
         .map_err(backend_error)?;
     denied.insert(libc::SYS_clone, namespace_rules);
+    for (syscall, rules) in argument_rules().map_err(backend_error)? {
+        denied.insert(syscall, rules);
+    }
     let deny = SeccompFilter::new(
         denied,
         SeccompAction::Allow,
@@ -156,6 +205,90 @@ pub fn install() -> Result<(), FilterError> {
     #[cfg(target_arch = "x86_64")]
     seccompiler::apply_filter(&no_x32()).map_err(|e| FilterError(e.to_string()))?;
     Ok(())
+}
+
+/// One condition on argument `index` (32 bits wide, as every argument checked here is).
+fn arg(
+    index: u8,
+    op: SeccompCmpOp,
+    value: u64,
+) -> Result<SeccompCondition, seccompiler::BackendError> {
+    SeccompCondition::new(index, SeccompCmpArgLen::Dword, op, value)
+}
+
+/// Calls denied for some arguments only: each rule is one way to be denied.
+fn argument_rules() -> Result<Vec<(i64, Vec<SeccompRule>)>, seccompiler::BackendError> {
+    use SeccompCmpOp::{Eq, Ge, Gt, Lt, MaskedEq, Ne};
+    let rule = |conditions| SeccompRule::new(conditions);
+    // Another process's limits, priority or scheduling: only pid 0 (the caller) is allowed,
+    // so no CGI can starve its worker or another request (`prlimit(1, RLIMIT_NPROC, 0)`,
+    // `renice` of pid 1, SCHED_IDLE). PRIO_USER and IOPRIO_WHO_USER reach every process of
+    // the uid, so they are refused whatever the id.
+    let only_self = |pid_arg| -> Result<Vec<SeccompRule>, seccompiler::BackendError> {
+        Ok(vec![rule(vec![arg(pid_arg, Ne, 0)?])?])
+    };
+    const PRIO_USER: u64 = 2;
+    const IOPRIO_WHO_USER: u64 = 3;
+    // Families outside SOCKET_FAMILIES: below the first, between, above the last.
+    let mut families = Vec::new();
+    let mut allowed = SOCKET_FAMILIES.to_vec();
+    allowed.sort_unstable();
+    let mut below = 0;
+    for &family in &allowed {
+        if family > below {
+            families.push(rule(vec![arg(0, Ge, below)?, arg(0, Lt, family)?])?);
+        }
+        below = family + 1;
+    }
+    families.push(rule(vec![arg(0, Gt, below - 1)?])?);
+    Ok(vec![
+        (libc::SYS_prlimit64, only_self(0)?),
+        (libc::SYS_sched_setscheduler, only_self(0)?),
+        (libc::SYS_sched_setparam, only_self(0)?),
+        (libc::SYS_sched_setattr, only_self(0)?),
+        (libc::SYS_sched_setaffinity, only_self(0)?),
+        (
+            libc::SYS_setpriority,
+            vec![
+                rule(vec![arg(0, Eq, PRIO_USER)?])?,
+                rule(vec![arg(1, Ne, 0)?])?,
+            ],
+        ),
+        (
+            libc::SYS_ioprio_set,
+            vec![
+                rule(vec![arg(0, Eq, IOPRIO_WHO_USER)?])?,
+                rule(vec![arg(1, Ne, 0)?])?,
+            ],
+        ),
+        (libc::SYS_socket, families.clone()),
+        (libc::SYS_socketpair, families),
+        // Code from memory: no executable memfd, no exec of a descriptor (`fexecve`).
+        (
+            libc::SYS_memfd_create,
+            vec![rule(vec![arg(1, MaskedEq(MFD_EXEC), MFD_EXEC)?])?],
+        ),
+        (
+            libc::SYS_execveat,
+            vec![rule(vec![arg(
+                4,
+                MaskedEq(libc::AT_EMPTY_PATH as u64),
+                libc::AT_EMPTY_PATH as u64,
+            )?])?],
+        ),
+        (
+            libc::SYS_personality,
+            PERSONALITY_REFUSED
+                .iter()
+                .map(|&flag| {
+                    rule(vec![
+                        arg(0, Ne, PERSONALITY_QUERY)?,
+                        arg(0, MaskedEq(flag), flag)?,
+                    ])
+                })
+                .collect::<Result<_, _>>()?,
+        ),
+    ])
 }
 
 /// On x86-64 the same arch also carries x32 system calls: the numbers above with bit 30 set,

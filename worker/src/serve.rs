@@ -101,6 +101,9 @@ async fn serve(channel_fd: OwnedFd) -> Result<(), ServeError> {
                         });
                     }
                 }
+                Ok((ToWorker::Ping { seq }, _)) => {
+                    channel.send(&FromWorker::Pong { seq }, &[]).await?;
+                }
                 Ok((ToWorker::Shutdown, _)) => break Ok(()),
                 // The gateway is gone: so is every reason to run.
                 Err(ChannelError::Closed) => break Ok(()),

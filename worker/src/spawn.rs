@@ -13,6 +13,7 @@ use nix::unistd::{access, AccessFlags, Pid};
 use protocol::{Limits, SpawnError, SpawnRequest};
 
 use crate::launch::{Launcher, Program};
+use crate::scope::CgiScope;
 use crate::seccomp::{CgiFilter, FilterError};
 
 // The folder inside the jail that holds the CGIs. Nothing outside it is ever executed on a
@@ -24,6 +25,8 @@ use protocol::layout::CGI_DIR;
 pub enum SetupError {
     #[error("the CGIs' {0}")]
     Filter(#[from] FilterError),
+    #[error("the CGIs' Landlock domain: {0}")]
+    Scope(#[from] landlock::RulesetError),
     #[error("mapping the stack CGIs start on: {0}")]
     Stack(Errno),
 }
@@ -42,7 +45,8 @@ impl Spawner {
     /// Call after the worker has installed its signal handlers (see [`Launcher::new`]).
     pub fn new() -> Result<Spawner, SetupError> {
         Ok(Spawner {
-            launcher: Launcher::new(CgiFilter::new()?).map_err(SetupError::Stack)?,
+            launcher: Launcher::new(CgiFilter::new()?, CgiScope::new()?)
+                .map_err(SetupError::Stack)?,
             env: EnvBlock::default(),
             path: Vec::new(),
             cwd: Vec::new(),

@@ -20,6 +20,10 @@ pub enum Behaviour {
     DieOnSpawn,
     /// Run a CGI that writes [`HELLO`] and exits 0.
     Hello,
+    /// Report Ready, then answer nothing, as a stopped worker.
+    Silent,
+    /// Fail every spawn for want of resources, as a worker whose process limit is gone.
+    Exhausted,
 }
 
 /// What a [`Behaviour::Hello`] CGI writes.
@@ -116,7 +120,13 @@ async fn run_worker(
                 };
                 match behaviour {
                     Behaviour::DieOnSpawn => return,
-                    Behaviour::Serve => {
+                    Behaviour::Exhausted => FromWorker::SpawnFailed {
+                        id: request.id,
+                        error: protocol::SpawnError::NoResources {
+                            errno: libc::EAGAIN,
+                        },
+                    },
+                    Behaviour::Serve | Behaviour::Silent => {
                         running.insert(request.id, fds);
                         spawned
                     }
@@ -143,8 +153,12 @@ async fn run_worker(
                     status: ExitStatus::Signal(9),
                 }
             }
+            Ok((ToWorker::Ping { seq }, _)) => FromWorker::Pong { seq },
             Ok((ToWorker::Shutdown, _)) | Err(_) => return,
         };
+        if behaviour == Behaviour::Silent {
+            continue;
+        }
         if channel.send(&reply, &[]).await.is_err() {
             return;
         }

@@ -71,6 +71,13 @@ const HEALTHY_LIFETIME: Duration = Duration::from_secs(10);
 const WORKER_WAIT: Duration = Duration::from_secs(5);
 /// Longest line of a worker's own stderr that is logged.
 const MAX_LOG_LINE: usize = 4096;
+/// How often a live worker is asked whether it still answers, and how long it has to: a
+/// worker that is stopped (SIGSTOP), starved of CPU or stuck is replaced within their sum.
+const PING_INTERVAL: Duration = Duration::from_secs(1);
+const PONG_TIMEOUT: Duration = Duration::from_secs(3);
+/// Spawns in a row that a worker fails for want of resources (a process limit, memory)
+/// before it is taken for broken and replaced: a fresh worker starts with fresh limits.
+const MAX_SPAWN_FAILURES: usize = 16;
 
 /// What a worker reports about one CGI.
 #[derive(Debug)]
@@ -87,6 +94,10 @@ struct WorkerLink {
     /// The CGIs running on this worker; its length is the worker's load.
     pending: Mutex<HashMap<SpawnId, mpsc::UnboundedSender<CgiEvent>>>,
     next_id: AtomicU64,
+    /// The last `Ping` the worker answered.
+    answered: watch::Sender<u64>,
+    /// Spawns it failed in a row for want of resources.
+    spawn_failures: AtomicUsize,
 }
 
 impl WorkerLink {
@@ -98,8 +109,10 @@ impl WorkerLink {
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
+    /// The worker's load: its CGIs, and its spawn failures in a row, so that a worker whose
+    /// spawns fail at once never looks the least busy and attracts every request.
     fn load(&self) -> usize {
-        self.pending().len()
+        self.pending().len() + self.spawn_failures.load(Ordering::Relaxed)
     }
 
     /// Routes one message from the worker to the request it belongs to.
@@ -116,10 +129,22 @@ impl WorkerLink {
                     script_segments,
                 },
             ),
-            FromWorker::SpawnFailed { id, error } => (id, CgiEvent::SpawnFailed(error)),
+            FromWorker::SpawnFailed { id, error } => {
+                if matches!(error, SpawnError::NoResources { .. }) {
+                    self.spawn_failures.fetch_add(1, Ordering::Relaxed);
+                }
+                (id, CgiEvent::SpawnFailed(error))
+            }
             FromWorker::Exited { id, status } => (id, CgiEvent::Exited(status)),
+            FromWorker::Pong { seq } => {
+                self.answered.send_replace(seq);
+                return Ok(());
+            }
             FromWorker::Ready { .. } => return Err("second Ready message".into()),
         };
+        if let CgiEvent::Spawned { .. } = event {
+            self.spawn_failures.store(0, Ordering::Relaxed);
+        }
         if let Some(sender) = self.pending().get(&id) {
             // The request may have ended already; then nobody listens, which is fine.
             let _ = sender.send(event);
@@ -455,6 +480,7 @@ async fn keep_slot_filled(
                 pool.worker_ready.notify_waiters();
                 let lost = tokio::select! {
                     reason = read_messages(&link, &mut buffer) => Some(reason),
+                    reason = watch_health(&link) => Some(reason),
                     _ = shutdown.wait_for(|stop| *stop) => None,
                 };
                 pool.slots[index].set(None);
@@ -477,6 +503,13 @@ async fn keep_slot_filled(
                         tracing::error!(
                             worker = index,
                             "stopping worker: {reason}; its requests fail with 502"
+                        );
+                        pool.workers.stop(slot, holder, Stop::Terminate).await;
+                    }
+                    Some(WorkerGone::Unhealthy(reason)) => {
+                        tracing::error!(
+                            worker = index,
+                            "worker {index} {reason}: replacing it; its requests fail with 502"
                         );
                         pool.workers.stop(slot, holder, Stop::Terminate).await;
                     }
@@ -539,6 +572,8 @@ async fn start_worker(
                 channel: ours,
                 pending: Mutex::default(),
                 next_id: AtomicU64::new(1),
+                answered: watch::Sender::new(0),
+                spawn_failures: AtomicUsize::new(0),
             });
             return Ok((link, holder));
         }
@@ -562,6 +597,39 @@ enum WorkerGone {
     Exited,
     /// Broke the protocol: it may be compromised, and is stopped.
     Misbehaved(String),
+    /// Stopped answering, or cannot start CGIs any more: it is stopped and replaced.
+    Unhealthy(String),
+}
+
+/// Asks the worker every [`PING_INTERVAL`] whether it answers; ends when it has not within
+/// [`PONG_TIMEOUT`], or has failed [`MAX_SPAWN_FAILURES`] spawns in a row.
+async fn watch_health(link: &WorkerLink) -> WorkerGone {
+    let mut answered = link.answered.subscribe();
+    let mut seq = 0;
+    loop {
+        sleep(PING_INTERVAL).await;
+        let failures = link.spawn_failures.load(Ordering::Relaxed);
+        if failures >= MAX_SPAWN_FAILURES {
+            return WorkerGone::Unhealthy(format!(
+                "failed {failures} spawns in a row for want of resources"
+            ));
+        }
+        seq += 1;
+        if link
+            .channel
+            .send(&ToWorker::Ping { seq }, &[])
+            .await
+            .is_err()
+        {
+            return WorkerGone::Exited;
+        }
+        let pong = timeout(PONG_TIMEOUT, answered.wait_for(|&last| last >= seq)).await;
+        if !matches!(pong, Ok(Ok(_))) {
+            return WorkerGone::Unhealthy(format!(
+                "is not answering (no answer in {PONG_TIMEOUT:?})"
+            ));
+        }
+    }
 }
 
 /// Serves one worker's messages until it goes away or breaks the protocol.
@@ -745,6 +813,54 @@ mod tests {
         assert!(matches!(refused, RequestError::Overloaded));
         assert_eq!(asked.elapsed(), Duration::ZERO);
         waiting.abort();
+        pool.shutdown().await;
+    }
+
+    /// Waits (on the paused clock) until the fake workers were started `starts` times.
+    async fn started(workers: &FakeWorkers, starts: usize) {
+        let restarted = async {
+            while workers.record().starts.len() < starts {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        };
+        timeout(Duration::from_secs(30), restarted)
+            .await
+            .expect("restarted");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_worker_that_stops_answering_is_replaced() {
+        let workers = FakeWorkers::new(Behaviour::Silent);
+        let pool = pool(config(1, 10, 10), &workers).await;
+        let since = Instant::now();
+        started(&workers, 2).await;
+        // Noticed after one ping interval and the answer's time-out, stopped, started again.
+        let noticed = since.elapsed();
+        assert!(noticed >= PING_INTERVAL + PONG_TIMEOUT, "{noticed:?}");
+        assert!(
+            noticed < PING_INTERVAL + PONG_TIMEOUT + Duration::from_secs(1),
+            "{noticed:?}"
+        );
+        assert_eq!(workers.record().stops, [1000]);
+        pool.shutdown().await;
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_worker_whose_spawns_keep_failing_is_replaced_and_avoided() {
+        let workers = FakeWorkers::new(Behaviour::Exhausted);
+        let pool = pool(config(1, 100, 100), &workers).await;
+        for _ in 0..MAX_SPAWN_FAILURES {
+            let mut handle = spawn(&pool).await.expect("sent");
+            assert!(matches!(
+                handle.next_event().await,
+                Some(CgiEvent::SpawnFailed(SpawnError::NoResources { .. }))
+            ));
+        }
+        // Its failures count as load: a failing worker never looks the least busy.
+        let link = pool.slots[0].get().expect("live");
+        assert_eq!(link.load(), MAX_SPAWN_FAILURES);
+        started(&workers, 2).await;
+        assert_eq!(workers.record().stops, [1000]);
         pool.shutdown().await;
     }
 }
