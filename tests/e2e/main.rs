@@ -13,6 +13,7 @@ mod errors;
 mod escape;
 mod fastcgi;
 mod faults;
+mod isolation;
 mod jail;
 mod lifecycle;
 mod nginx;

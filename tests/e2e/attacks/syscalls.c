@@ -1,0 +1,81 @@
+/* Kernel interfaces no CGI needs, each a known road to kernel bugs or to other processes:
+ * socket families other than local, IPv4 and IPv6 (netlink, packet, the crypto API, vsock,
+ * PF_KEY, Bluetooth), userfaultfd, the x86 LDT, another process's page placement
+ * (move_pages, migrate_pages on the worker), process_madvise, the keyring, the new mount
+ * API, and personality(READ_IMPLIES_EXEC) (readable memory becomes executable).
+ * Controls that must keep working: AF_UNIX, AF_INET, AF_INET6 sockets and the personality
+ * query. Reports `NAME=ok` or `NAME=ENAME` for each. */
+#include "report.h"
+
+#include <fcntl.h>
+#include <sys/personality.h>
+#include <sys/socket.h>
+#include <sys/syscall.h>
+
+#ifndef AF_ALG
+#define AF_ALG 38
+#endif
+#ifndef AF_VSOCK
+#define AF_VSOCK 40
+#endif
+#ifndef AF_KEY
+#define AF_KEY 15
+#endif
+#ifndef AF_BLUETOOTH
+#define AF_BLUETOOTH 31
+#endif
+#define PF_KEY_V2 2
+#define BTPROTO_L2CAP 0
+#define NETLINK_ROUTE 0
+#define MPOL_MF_MOVE (1 << 1)
+
+static void try_socket(const char *what, int family, int type, int protocol) {
+    int fd = (int)report(what, socket(family, type | SOCK_CLOEXEC, protocol));
+    if (fd != -1) {
+        close(fd);
+    }
+}
+
+static void try_fd(const char *what, long fd) {
+    if (report(what, fd) != -1) {
+        close((int)fd);
+    }
+}
+
+int main(void) {
+    cgi_header();
+    try_socket("socket_netlink", AF_NETLINK, SOCK_RAW, NETLINK_ROUTE);
+    try_socket("socket_packet", AF_PACKET, SOCK_DGRAM, 0);
+    try_socket("socket_alg", AF_ALG, SOCK_SEQPACKET, 0);
+    try_socket("socket_vsock", AF_VSOCK, SOCK_STREAM, 0);
+    try_socket("socket_key", AF_KEY, SOCK_RAW, PF_KEY_V2);
+    try_socket("socket_bluetooth", AF_BLUETOOTH, SOCK_SEQPACKET, BTPROTO_L2CAP);
+    try_socket("socket_unix", AF_UNIX, SOCK_STREAM, 0);
+    try_socket("socket_inet", AF_INET, SOCK_STREAM, 0);
+    try_socket("socket_inet6", AF_INET6, SOCK_STREAM, 0);
+
+    try_fd("userfaultfd", syscall(SYS_userfaultfd, O_CLOEXEC));
+#ifdef SYS_modify_ldt
+    char ldt[16];
+    report("modify_ldt", syscall(SYS_modify_ldt, 0, ldt, sizeof ldt));
+#else
+    printf("modify_ldt=ENOSYS\n");
+#endif
+    report("move_pages_worker", syscall(SYS_move_pages, 1, 0UL, NULL, NULL, NULL, 0));
+    unsigned long nodes = 1;
+    report("migrate_pages_worker",
+           syscall(SYS_migrate_pages, 1, 8 * sizeof nodes, &nodes, &nodes));
+    report("process_madvise", syscall(SYS_process_madvise, -1, NULL, 0UL, 0, 0U));
+    /* Into the process keyring (-2), which dies with this process, should the call work. */
+    report("add_key", syscall(SYS_add_key, "user", "jailgate", "x", 1UL, -2));
+    try_fd("fsopen", syscall(SYS_fsopen, "tmpfs", 0U));
+    try_fd("open_tree", syscall(SYS_open_tree, AT_FDCWD, "/", 0U));
+
+    int before = personality(0xffffffff);
+    if (report("personality_rie", personality(READ_IMPLIES_EXEC)) != -1) {
+        personality((unsigned long)before);
+    }
+    report("personality_query", personality(0xffffffff));
+    printf("done\n");
+    return 0;
+}

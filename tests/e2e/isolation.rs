@@ -1,0 +1,445 @@
+//! Requests kept apart from each other and from their worker: what one CGI does to the
+//! processes, the kernel objects and the system calls it shares with the others must harm no
+//! other request and not the worker that starts them. Each test runs a C attack (see
+//! `escape.rs` for how they are built) and then checks a victim: a request that runs during
+//! the attack, or the requests that follow it.
+
+use std::fs;
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::{kill, Signal};
+use nix::unistd::Pid;
+use tokio::task::JoinHandle;
+
+use crate::escape::{
+    assert_alive, assert_hello, attack, one_worker, report_of, start_attack, value, Arm, AttackRun,
+    Running, HELLO, MIB,
+};
+use crate::harness::{require_root, Gateway, Jail, Opts};
+use crate::http::client;
+use crate::procfs::{self, ProcStat};
+
+/// A request that only runs: its response ends with `done` after 4 s, unless something kills
+/// or stops it.
+const VICTIM: &str = r"printf 'Content-Type: text/plain\n\n'
+echo armed
+sleep 4
+echo done";
+
+/// `count` `hello` requests one after the other, each answered 200 `hello\n` within 10 s.
+async fn assert_hellos(gw: &Gateway, count: usize, after: &str) {
+    let http = client(Duration::from_secs(10));
+    for i in 1..=count {
+        let outcome = match http.get(gw.url("/cgi-bin/hello")).send().await {
+            Ok(response) => {
+                let status = response.status().as_u16();
+                match response.text().await {
+                    Ok(body) => Ok((status, body)),
+                    Err(e) => Err(format!("body: {e}")),
+                }
+            }
+            Err(e) => Err(e.to_string()),
+        };
+        match outcome {
+            Ok((200, body)) if body == "hello\n" => {}
+            other => panic!("hello {i} of {count} in a row after {after}: {other:?}"),
+        }
+    }
+}
+
+/// The gateway, its front, and its workers' holders and workers proper: what no CGI may harm.
+fn gateway_processes(gw: &Gateway) -> Vec<ProcStat> {
+    let mut recorded: Vec<ProcStat> = gw
+        .wait_for_workers(Duration::from_secs(10), &[])
+        .into_iter()
+        .flat_map(|p| [p.holder, p.worker])
+        .collect();
+    recorded.push(procfs::stat(gw.pid()).expect("gateway stat"));
+    recorded.push(gw.wait_for_front(Duration::from_secs(10)));
+    recorded
+}
+
+/// The shell of the running CGI named `comm` (not a child it forked that has not exec'd yet):
+/// its host process, and its pid in the worker's PID namespace.
+async fn cgi_shell(gw: &Gateway, comm: &str) -> (ProcStat, i32) {
+    let end = Instant::now() + Duration::from_secs(5);
+    loop {
+        let all = gw.descendants();
+        let shell = all.iter().find(|p| {
+            p.comm == comm
+                && !p.is_zombie()
+                && !all.iter().any(|q| q.pid == p.ppid && q.comm == comm)
+        });
+        if let Some(shell) = shell {
+            if let Some(ns) = procfs::ns_pids(shell.pid).and_then(|ns| ns.last().copied()) {
+                return (shell.clone(), ns);
+            }
+        }
+        assert!(
+            Instant::now() < end,
+            "the {comm} CGI (its shell) shows up under the gateway: {all:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Waits up to `deadline` for a request started with `start_attack` to end.
+async fn response_within(task: JoinHandle<AttackRun>, deadline: Duration, what: &str) -> AttackRun {
+    let abort = task.abort_handle();
+    match tokio::time::timeout(deadline, task).await {
+        Ok(run) => run.expect("the request's reader did not panic"),
+        Err(_) => {
+            abort.abort();
+            panic!("{what}: no complete response within {deadline:?} (killed? stopped?)");
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Signals.
+
+/// `kill(-1, SIGKILL)`, then `kill(-1, SIGSTOP)`, each sent every millisecond for 3 s by a CGI
+/// while another request runs on the same worker (same uid, same PID namespace): the other
+/// request ends normally, nothing of the gateway is touched, and the gateway serves on.
+///
+/// Not asserted: `kill_all` itself. For `kill(-1, SIG)` the kernel answers 0 as soon as it
+/// found any process to try, even when every one of them refused with EPERM
+/// (`kill_something_info`: only errors other than EPERM are kept), so with the victim in the
+/// namespace `kill_all=ok` whether or not the signal reached it. What tells is each pid asked
+/// alone: `kill(PID, 0)` for every pid of the namespace (`signalable`) and `kill(victim, SIG)`.
+#[tokio::test(flavor = "multi_thread")]
+async fn kill_minus_one_from_a_cgi_reaches_no_other_request() {
+    require_root!();
+    let jail = Jail::new();
+    jail.cgi("hello", HELLO);
+    jail.cgi("victim", VICTIM);
+    jail.install("signal_all", &attack("signal_all"), 0o755);
+    // One worker: the victim shares the attacker's PID namespace and uid.
+    let gw = jail.serve(one_worker());
+    let recorded = gateway_processes(&gw);
+
+    // A victim for each signal, so each runs through a whole attack.
+    for (sig, name) in [(9, "SIGKILL"), (19, "SIGSTOP")] {
+        let Running { armed, task } =
+            start_attack(&gw, "/cgi-bin/victim", Arm::Line("armed"), None, MIB);
+        tokio::time::timeout(Duration::from_secs(20), armed)
+            .await
+            .expect("the victim starts within 20 s")
+            .expect("the victim answers");
+        let (victim, victim_pid) = cgi_shell(&gw, "victim").await;
+        let body = report_of(
+            &gw,
+            &format!("/cgi-bin/signal_all?sig={sig}&seconds=3&pid={victim_pid}"),
+        )
+        .await;
+        eprintln!("NOTE: {name} to every process, every ms for 3 s, from a CGI: {body:?}");
+        assert_eq!(value(&body, "survived"), "yes", "{body}");
+        assert_eq!(
+            value(&body, "signalable"),
+            "0",
+            "{name}: pids of the worker's PID namespace a CGI may signal (kill(PID, 0) works; \
+             itself and the worker left out): {}\n{body}",
+            value(&body, "signalable_pids")
+        );
+        assert_ne!(
+            value(&body, "kill_victim"),
+            "ok",
+            "{name}: kill({victim_pid}, {sig}) of the other request's CGI {victim:?}: {body}"
+        );
+        assert_eq!(value(&body, "kill_victim_ok"), "0", "{name}: {body}");
+
+        let run = response_within(task, Duration::from_secs(20), "the victim").await;
+        assert!(
+            run.status == 200 && run.error.is_none() && run.head.lines().any(|l| l == "done"),
+            "{name}: the other request, running during the attack, must end normally: {run:?}"
+        );
+        assert_alive(&format!("after {name} to -1 from a CGI"), &recorded);
+    }
+    assert_hellos(&gw, 20, "kill(-1) from a CGI").await;
+    assert_alive("after the hello requests", &recorded);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Scheduling and limits.
+
+/// What a CGI could change of another process of its uid, as `/proc` shows it: the process
+/// limit, nice value, scheduling policy and allowed CPUs.
+#[derive(Debug, PartialEq, Eq)]
+struct Sched {
+    max_processes: String,
+    nice: String,
+    policy: String,
+    cpus: String,
+}
+
+fn sched_of(pid: i32) -> Sched {
+    let limits = fs::read_to_string(format!("/proc/{pid}/limits"))
+        .unwrap_or_else(|e| panic!("/proc/{pid}/limits: {e}"));
+    let max_processes = limits
+        .lines()
+        .find(|l| l.starts_with("Max processes"))
+        .expect("a Max processes line")
+        .split_whitespace()
+        .collect::<Vec<_>>()
+        .join(" ");
+    let stat = fs::read_to_string(format!("/proc/{pid}/stat"))
+        .unwrap_or_else(|e| panic!("/proc/{pid}/stat: {e}"));
+    // After the comm's last ')': field 3 first, so field N is at N - 3 (proc(5)).
+    let fields: Vec<&str> = stat[stat.rfind(')').expect("comm") + 1..]
+        .split_whitespace()
+        .collect();
+    let status = fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_else(|e| panic!("/proc/{pid}/status: {e}"));
+    let cpus = status
+        .lines()
+        .find_map(|l| l.strip_prefix("Cpus_allowed_list:"))
+        .expect("a Cpus_allowed_list line")
+        .trim()
+        .to_owned();
+    Sched {
+        max_processes,
+        nice: fields[19 - 3].to_owned(),
+        policy: fields[41 - 3].to_owned(),
+        cpus,
+    }
+}
+
+/// A CGI cannot take its worker's processes away (`RLIMIT_NPROC` 0: no CGI could start any
+/// more), lower its priority, put it in the idle scheduling or I/O class, pin it to one CPU,
+/// or renice every process of the uid; on itself it may.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_cgi_cannot_starve_its_worker() {
+    require_root!();
+    let jail = Jail::new();
+    jail.cgi("hello", HELLO);
+    jail.install("starve", &attack("starve"), 0o755);
+    let gw = jail.serve(one_worker());
+    let recorded = gateway_processes(&gw);
+    let worker = gw.wait_for_workers(Duration::from_secs(10), &[])[0]
+        .worker
+        .clone();
+    assert_hello(&gw).await;
+    let before = sched_of(worker.pid);
+
+    let body = report_of(&gw, "/cgi-bin/starve").await;
+    eprintln!("NOTE: starving the worker from a CGI: {body:?}");
+    for key in [
+        "prlimit_worker",
+        "renice_worker",
+        "idle_worker",
+        "renice_user",
+        "ioprio_worker",
+        "affinity_worker",
+    ] {
+        assert_ne!(value(&body, key), "ok", "{key}: {body}");
+    }
+    for key in ["prlimit_self", "renice_self"] {
+        assert_eq!(value(&body, key), "ok", "{key}, on itself: {body}");
+    }
+    assert!(body.lines().any(|l| l == "done"), "{body}");
+    assert_eq!(
+        sched_of(worker.pid),
+        before,
+        "the worker's limits and scheduling after the attack"
+    );
+    assert_hellos(&gw, 20, "the attempts to starve the worker").await;
+    assert_alive("after the attempts to starve the worker", &recorded);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Code from memory.
+
+/// A program copied into a memfd cannot be executed (`fexecve`, `execveat(fd, "",
+/// AT_EMPTY_PATH)`), as one copied to the `noexec` /tmp cannot.
+#[tokio::test(flavor = "multi_thread")]
+async fn code_from_memory_cannot_run() {
+    require_root!();
+    let jail = Jail::new();
+    jail.cgi("hello", HELLO);
+    jail.install("memfd_exec", &attack("memfd_exec"), 0o755);
+    let gw = jail.serve(one_worker());
+    let body = report_of(&gw, "/cgi-bin/memfd_exec").await;
+    eprintln!("NOTE: code from a memfd in a CGI: {body:?}");
+    assert_eq!(value(&body, "program"), "/cgi-bin/memfd_exec", "{body}");
+    if value(&body, "memfd_create") == "ok" {
+        assert_eq!(
+            value(&body, "memfd_write"),
+            "ok",
+            "the attack got going: its program is in the memfd: {body}"
+        );
+    }
+    assert!(
+        !body.lines().any(|l| l == "executed=yes"),
+        "a program copied into a memfd ran: {body}"
+    );
+    assert_ne!(value(&body, "fexecve"), "ok", "{body}");
+    assert_ne!(value(&body, "execveat_empty"), "ok", "{body}");
+    assert_ne!(value(&body, "memfd_exec_flag"), "ok", "{body}");
+    // The worker's PID namespace has vm.memfd_noexec = 2: every memfd is sealed non-executable,
+    // whatever route an exec would take (seccomp refuses the ones above first).
+    assert_eq!(value(&body, "memfd_seal_exec"), "yes", "{body}");
+    assert!(body.lines().any(|l| l == "done"), "{body}");
+    assert_hello(&gw).await;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Kernel objects that outlive a request.
+
+/// SysV shared memory, semaphores, message queues and POSIX message queues live in the
+/// worker's IPC namespace, beyond any request: a CGI can make none, so none is left for the
+/// next request to find.
+#[tokio::test(flavor = "multi_thread")]
+async fn sysv_ipc_and_message_queues_outlive_no_request() {
+    require_root!();
+    let jail = Jail::new();
+    jail.cgi("hello", HELLO);
+    jail.install("sysv", &attack("sysv"), 0o755);
+    // One worker: the second request runs in the first one's IPC namespace.
+    let gw = jail.serve(one_worker());
+    let created = report_of(&gw, "/cgi-bin/sysv?op=create").await;
+    let found = report_of(&gw, "/cgi-bin/sysv?op=find").await;
+    eprintln!("NOTE: SysV IPC and POSIX queues, made: {created:?}, then found: {found:?}");
+    assert_eq!(value(&created, "op"), "create", "{created}");
+    assert_eq!(value(&found, "op"), "find", "{found}");
+    for key in ["shm", "sem", "msg", "mq"] {
+        assert_ne!(value(&created, key), "ok", "{key} made by a CGI: {created}");
+        assert_ne!(
+            value(&found, key),
+            "ok",
+            "{key} made by one request, found by the next: {found}"
+        );
+    }
+    assert_hello(&gw).await;
+}
+
+// ---------------------------------------------------------------------------------------------
+// The system calls no CGI needs.
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_cgi_filter_refuses_what_no_cgi_needs() {
+    require_root!();
+    let jail = Jail::new();
+    jail.cgi("hello", HELLO);
+    jail.install("syscalls", &attack("syscalls"), 0o755);
+    let gw = jail.serve(one_worker());
+    let body = report_of(&gw, "/cgi-bin/syscalls").await;
+    eprintln!("NOTE: system calls no CGI needs: {body:?}");
+    for key in [
+        "socket_netlink",
+        "socket_packet",
+        "socket_alg",
+        "socket_vsock",
+        "socket_key",
+        "socket_bluetooth",
+        "userfaultfd",
+        "modify_ldt",
+        "move_pages_worker",
+        "migrate_pages_worker",
+        "process_madvise",
+        "add_key",
+        "fsopen",
+        "open_tree",
+        "personality_rie",
+    ] {
+        assert_ne!(value(&body, key), "ok", "{key}: {body}");
+    }
+    for key in [
+        "socket_unix",
+        "socket_inet",
+        "socket_inet6",
+        "personality_query",
+    ] {
+        assert_eq!(value(&body, key), "ok", "{key}, which CGIs need: {body}");
+    }
+    assert!(body.lines().any(|l| l == "done"), "{body}");
+    assert_hello(&gw).await;
+}
+
+// ---------------------------------------------------------------------------------------------
+// A worker that stops answering.
+
+/// A process the test stopped with SIGSTOP: continued when dropped, should it still exist.
+struct Stopped(ProcStat);
+
+impl Drop for Stopped {
+    fn drop(&mut self) {
+        if procfs::still_exists(&self.0).is_some() {
+            let _ = kill(Pid::from_raw(self.0.pid), Signal::SIGCONT);
+        }
+    }
+}
+
+/// A worker stopped with SIGSTOP (as a CGI could once do with `kill -STOP 1`, or a debugger
+/// or the kernel's freezer) answers nothing: the gateway notices, ends it, starts another, and
+/// the requests that follow are served.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_stopped_worker_is_replaced() {
+    require_root!();
+    let jail = Jail::new();
+    jail.cgi("hello", HELLO);
+    let gw = jail.serve(Opts {
+        workers: 2,
+        timeout_secs: None,
+    });
+    let pairs = gw.wait_for_workers(Duration::from_secs(10), &[]);
+    assert_hello(&gw).await;
+    let target = pairs[0].worker.clone();
+    kill(Pid::from_raw(target.pid), Signal::SIGSTOP).expect("SIGSTOP to the worker");
+    // Dropped before the gateway: nothing is left stopped, whatever happens below.
+    let stopped = Stopped(target.clone());
+    let deadline = Instant::now() + Duration::from_secs(15);
+
+    let mut in_a_row = 0;
+    let mut failures = Vec::new();
+    while in_a_row < 10 {
+        assert!(
+            Instant::now() < deadline,
+            "15 s after SIGSTOP to worker {target:?}: {in_a_row} hello requests in a row \
+             succeeded, not 10; failures: {failures:#?}"
+        );
+        let outcome = match client(Duration::from_secs(5))
+            .get(gw.url("/cgi-bin/hello"))
+            .send()
+            .await
+        {
+            Ok(response) => {
+                let status = response.status().as_u16();
+                (status, response.text().await.unwrap_or_default())
+            }
+            Err(e) => (0, format!("{e} (timed out: {})", e.is_timeout())),
+        };
+        if outcome.0 == 200 && outcome.1 == "hello\n" {
+            in_a_row += 1;
+        } else {
+            in_a_row = 0;
+            failures.push(outcome);
+        }
+    }
+    eprintln!("NOTE: hello requests that failed after SIGSTOP to a worker: {failures:?}");
+
+    loop {
+        if procfs::still_exists(&target).is_none_or(|p| p.is_zombie()) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the stopped worker {target:?} still exists 15 s after SIGSTOP"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let left = deadline.saturating_duration_since(Instant::now());
+    gw.wait_for_workers(
+        left.max(Duration::from_secs(1)),
+        std::slice::from_ref(&target),
+    );
+    let stderr = gw.stderr();
+    assert!(
+        stderr.lines().any(|l| {
+            let l = l.to_lowercase();
+            l.contains("worker") && l.contains("not answering")
+        }),
+        "the gateway says the worker was not answering:\n{stderr}"
+    );
+    drop(stopped);
+    assert_hello(&gw).await;
+}
