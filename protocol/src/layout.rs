@@ -16,3 +16,27 @@ pub const WRITABLE_AREAS: &[&str] = &["tmp", "var/tmp", "usr/tmp"];
 /// The device nodes CGIs get, and the only ones the audit allows: (name in `/dev`, major,
 /// minor). They give access to nothing (mem(4): null, zero, urandom).
 pub const DEVICES: &[(&str, u32, u32)] = &[("null", 1, 3), ("zero", 1, 5), ("urandom", 1, 9)];
+
+/// The mount point in the jail (an empty directory `jail init` makes) where each worker mounts
+/// a `/proc` of its own PID namespace for its CGIs, `hidepid=invisible,subset=pid`: a CGI sees
+/// only its own processes (each CGI has a uid of its own).
+pub const PROC_DIR: &str = "proc";
+
+/// Symlinks in the worker's `/dev`, for scripts that name `/dev/stdin` and friends (bash's
+/// process substitution uses `/dev/fd/N`): (name in `/dev`, target). Made where the jail has
+/// [`PROC_DIR`].
+pub const STD_DEVICE_LINKS: &[(&str, &str)] = &[
+    ("stdin", "/proc/self/fd/0"),
+    ("stdout", "/proc/self/fd/1"),
+    ("stderr", "/proc/self/fd/2"),
+    ("fd", "/proc/self/fd"),
+];
+
+/// The ids CGIs run as by default (`--cgi-ids`), a uid and gid each: 1879048192–1879113727
+/// (0x70000000 and the 65,535 after it), above the ranges Debian and systemd give accounts,
+/// dynamic users and containers (systemd's UIDS-GIDS.md: containers end at 1879048191), and
+/// below 2^31, which some tools take for negative.
+pub const DEFAULT_CGI_IDS: crate::IdRange = crate::IdRange {
+    first: 0x7000_0000,
+    count: 0x1_0000,
+};

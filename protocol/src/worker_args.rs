@@ -1,20 +1,44 @@
 //! The worker's command line, typed on both sides: the supervisor builds it with
 //! [`WorkerArgs::to_args`], `jailgate-worker` reads it back with [`WorkerArgs::parse`].
 //!
-//! `jailgate-worker --jail DIR --uid UID --gid GID --tmp-size BYTES [--no-network]`, with the
-//! channel to the front as descriptor 3.
+//! `jailgate-worker --jail DIR --uid UID --gid GID --cgi-ids FIRST:COUNT --tmp-size BYTES
+//! [--no-network]`, with the channel to the front as descriptor 3.
 
 use std::ffi::OsString;
 use std::path::PathBuf;
+
+/// A block of ids, `first` to `first + count - 1`: each CGI of a worker runs as a uid and gid
+/// of its own from the worker's block, the same number for both.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct IdRange {
+    pub first: u32,
+    pub count: u32,
+}
+
+impl IdRange {
+    /// The last id, or `None` for an empty range or one past `u32::MAX - 1` (4294967295 is
+    /// "no id" to the kernel).
+    pub fn last(&self) -> Option<u32> {
+        let last = self.first.checked_add(self.count.checked_sub(1)?)?;
+        (last < u32::MAX).then_some(last)
+    }
+
+    pub fn contains(&self, id: u32) -> bool {
+        self.last()
+            .is_some_and(|last| (self.first..=last).contains(&id))
+    }
+}
 
 /// What a worker needs to enter its jail.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct WorkerArgs {
     /// The jail's root on the host.
     pub jail: PathBuf,
-    /// The CGI user's uid and gid: never 0.
+    /// The worker's own uid and gid on the host (`--user`): never 0, never a CGI's.
     pub uid: u32,
     pub gid: u32,
+    /// The ids its CGIs run as: a block of the gateway's `--cgi-ids`, this worker's alone.
+    pub cgi_ids: IdRange,
     /// Size of each writable tmpfs (`/tmp` and friends), bytes.
     pub tmp_size: u64,
     /// CGIs get an empty network namespace: no interface but a down loopback.
@@ -31,6 +55,8 @@ impl WorkerArgs {
             self.uid.to_string().into(),
             "--gid".into(),
             self.gid.to_string().into(),
+            "--cgi-ids".into(),
+            format!("{}:{}", self.cgi_ids.first, self.cgi_ids.count).into(),
             "--tmp-size".into(),
             self.tmp_size.to_string().into(),
         ];
@@ -45,6 +71,7 @@ impl WorkerArgs {
     pub fn parse(mut args: impl Iterator<Item = OsString>) -> Result<WorkerArgs, String> {
         let (mut jail, mut uid, mut gid, mut tmp_size, mut no_network) =
             (None, None, None, None, false);
+        let mut cgi_ids = None;
         let number = |flag: &str, value: Option<OsString>| -> Result<u64, String> {
             let value = value.ok_or_else(|| format!("{flag} needs a value"))?;
             value
@@ -60,6 +87,20 @@ impl WorkerArgs {
                 Some("--uid") => uid = Some(number("--uid", args.next())?),
                 Some("--gid") => gid = Some(number("--gid", args.next())?),
                 Some("--tmp-size") => tmp_size = Some(number("--tmp-size", args.next())?),
+                Some("--cgi-ids") => {
+                    let value = args.next().ok_or("--cgi-ids needs a value")?;
+                    let parsed = value.to_str().and_then(|text| {
+                        let (first, count) = text.split_once(':')?;
+                        Some(IdRange {
+                            first: first.parse().ok()?,
+                            count: count.parse().ok()?,
+                        })
+                    });
+                    cgi_ids = Some(
+                        parsed
+                            .ok_or_else(|| format!("bad --cgi-ids {}", value.to_string_lossy()))?,
+                    );
+                }
                 Some("--no-network") => no_network = true,
                 _ => return Err(format!("unknown flag {}", flag.to_string_lossy())),
             }
@@ -72,11 +113,22 @@ impl WorkerArgs {
             jail: jail.ok_or("--jail is required")?,
             uid: id(uid, "--uid")?,
             gid: id(gid, "--gid")?,
+            cgi_ids: cgi_ids.ok_or("--cgi-ids is required")?,
             tmp_size: tmp_size.ok_or("--tmp-size is required")?,
             no_network,
         };
         if parsed.uid == 0 || parsed.gid == 0 {
-            return Err("refusing to run CGIs as root (uid or gid 0)".into());
+            return Err("refusing to run a worker as root (uid or gid 0)".into());
+        }
+        let ids = parsed.cgi_ids;
+        if ids.last().is_none() || ids.contains(0) {
+            return Err(format!(
+                "--cgi-ids {}:{} is empty, too large or holds 0",
+                ids.first, ids.count
+            ));
+        }
+        if ids.contains(parsed.uid) || ids.contains(parsed.gid) {
+            return Err("--cgi-ids holds the worker's own uid or gid".into());
         }
         Ok(parsed)
     }
@@ -97,6 +149,10 @@ mod tests {
                 jail: PathBuf::from("/srv/jail"),
                 uid: 65534,
                 gid: 65533,
+                cgi_ids: IdRange {
+                    first: 1_879_048_192,
+                    count: 256,
+                },
                 tmp_size: 1024,
                 no_network,
             };
@@ -107,13 +163,19 @@ mod tests {
     #[test]
     fn bad_command_lines_are_refused() {
         for bad in [
-            "--jail /j --uid 0 --gid 1 --tmp-size 1",
-            "--jail /j --uid 1 --gid 0 --tmp-size 1",
-            "--jail /j --uid 1 --gid 1",
-            "--jail /j --uid x --gid 1 --tmp-size 1",
-            "--jail /j --uid 4294967296 --gid 1 --tmp-size 1",
-            "--jail /j --uid 1 --gid 1 --tmp-size 1 --extra",
-            "--uid 1 --gid 1 --tmp-size 1",
+            "--jail /j --uid 0 --gid 1 --cgi-ids 100:10 --tmp-size 1",
+            "--jail /j --uid 1 --gid 0 --cgi-ids 100:10 --tmp-size 1",
+            "--jail /j --uid 1 --gid 1 --cgi-ids 100:10",
+            "--jail /j --uid x --gid 1 --cgi-ids 100:10 --tmp-size 1",
+            "--jail /j --uid 4294967296 --gid 1 --cgi-ids 100:10 --tmp-size 1",
+            "--jail /j --uid 1 --gid 1 --cgi-ids 100:10 --tmp-size 1 --extra",
+            "--jail /j --uid 1 --gid 1 --tmp-size 1",
+            "--jail /j --uid 1 --gid 1 --cgi-ids 0:10 --tmp-size 1",
+            "--jail /j --uid 1 --gid 1 --cgi-ids 100:0 --tmp-size 1",
+            "--jail /j --uid 105 --gid 1 --cgi-ids 100:10 --tmp-size 1",
+            "--jail /j --uid 1 --gid 1 --cgi-ids 4294967295:1 --tmp-size 1",
+            "--jail /j --uid 1 --gid 1 --cgi-ids 100 --tmp-size 1",
+            "--uid 1 --gid 1 --cgi-ids 100:10 --tmp-size 1",
             "--jail",
         ] {
             assert!(parse(bad).is_err(), "{bad}");

@@ -1,6 +1,7 @@
 //! The basics: a CGI answers, keep-alive works, the CGI is confined, its environment is clean.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
@@ -131,13 +132,39 @@ exec id -u",
             let (uids, gids) = settled_ids(role, p.pid).await;
             assert_eq!(uids, vec![NOBODY; 4], "{role} {} Uid line", p.pid);
             assert_eq!(gids, vec![NOBODY; 4], "{role} {} Gid line", p.pid);
-            assert_eq!(
-                procfs::root_link(p.pid).as_deref(),
-                Some(root.as_path()),
-                "{role} {}: /proc/PID/root is the jail",
-                p.pid
-            );
         }
+        // The holder is chrooted into the jail; the worker has the jail as the root of a mount
+        // namespace of its own, with nothing of the host's left in it ("/" as seen from here).
+        assert_eq!(
+            procfs::root_link(pair.holder.pid).as_deref(),
+            Some(root.as_path()),
+            "holder {}: /proc/PID/root is the jail",
+            pair.holder.pid
+        );
+        assert_eq!(
+            procfs::root_link(pair.worker.pid).as_deref(),
+            Some(Path::new("/")),
+            "worker {}: /proc/PID/root is its own namespace's root",
+            pair.worker.pid
+        );
+        let through_root: BTreeSet<String> =
+            std::fs::read_dir(format!("/proc/{}/root", pair.worker.pid))
+                .expect("the worker's root")
+                .map(|entry| {
+                    entry
+                        .expect("entry")
+                        .file_name()
+                        .to_string_lossy()
+                        .into_owned()
+                })
+                .chain([".".to_owned(), "..".to_owned()])
+                .collect();
+        assert_eq!(
+            through_root,
+            jail_root_entries(&root),
+            "worker {}: its root holds exactly the jail",
+            pair.worker.pid
+        );
         assert!(
             procfs::exe_is(pair.worker.pid, &crate::harness::worker_bin()),
             "worker {} runs the jailgate-worker binary",
@@ -184,9 +211,17 @@ exec id -u",
         .await
         .expect("GET /cgi-bin/uid");
     assert_eq!(response.status().as_u16(), 200);
-    assert_eq!(
-        response.text().await.expect("id body"),
-        format!("{NOBODY}\n")
+    // Each CGI runs as an id of its own from --cgi-ids, never the workers' account.
+    let uid: u32 = response
+        .text()
+        .await
+        .expect("id body")
+        .trim()
+        .parse()
+        .expect("a uid");
+    assert!(
+        (0x7000_0000..0x8000_0000).contains(&uid),
+        "the CGI's uid {uid} is one of --cgi-ids (each test gateway has a range of its own)"
     );
 }
 

@@ -362,6 +362,7 @@ impl Jail {
         cmd.arg("--jail")
             .arg(&self.root)
             .args(["--workers", "1", "--listen", "127.0.0.1:0"])
+            .args(cgi_ids_arg())
             .args(extra)
             .stdin(Stdio::null())
             .stdout(File::create(&stdout_path).expect("stdout file"))
@@ -395,6 +396,19 @@ impl Jail {
             stderr,
         }
     }
+}
+
+/// `--cgi-ids` with a range of its own for each gateway a test starts: gateways running at once
+/// must not share the ids their CGIs run as (each refuses to start while a process has one of
+/// its ids, and the tests run several at a time).
+pub fn cgi_ids_arg() -> [String; 2] {
+    static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(1);
+    let block = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed) % 4096;
+    let first = 0x7000_0000 + block * 0x1_0000;
+    [
+        "--cgi-ids".to_owned(),
+        format!("{first}-{}", first + 0xffff),
+    ]
 }
 
 /// Gateway flags a test may change. `--listen 127.0.0.1:0` is always passed.
@@ -450,6 +464,9 @@ impl Gateway {
             .args(["--listen", "127.0.0.1:0"]);
         if let Some(secs) = opts.timeout_secs {
             cmd.args(["--timeout", &secs.to_string()]);
+        }
+        if !extra.contains(&"--cgi-ids") {
+            cmd.args(cgi_ids_arg());
         }
         cmd.args(extra);
         let path = std::env::var("PATH").unwrap_or_else(|_| "/usr/bin:/bin".to_owned());
@@ -535,6 +552,17 @@ impl Gateway {
             let _ = f.read_to_string(&mut text);
         }
         text
+    }
+
+    /// What CGIs wrote to stderr starting with `tag`, in the order the gateway logged it (one
+    /// entry a line, `tag` included). The only way one request can learn what another did:
+    /// every request has a `/tmp` of its own.
+    pub fn cgi_stderr_lines(&self, tag: &str) -> Vec<String> {
+        let marker = format!("CGI stderr: {tag}");
+        self.stderr()
+            .lines()
+            .filter_map(|line| line.find(&marker).map(|at| line[at + 12..].to_owned()))
+            .collect()
     }
 
     /// The front: the process that accepts and parses HTTP, a child of the gateway pid (the

@@ -443,3 +443,119 @@ async fn a_stopped_worker_is_replaced() {
     drop(stopped);
     assert_hello(&gw).await;
 }
+
+/// The ids of the workers' own account (`--user nobody`).
+const NOBODY: u32 = 65534;
+
+/// `uid=N` of a `tmp_steal` report.
+fn uid_of(body: &str) -> u32 {
+    value(body, "uid").parse().expect("uid=N")
+}
+
+/// Each running CGI has a uid of its own, never the workers' account; while one request
+/// runs, another on the same worker can read none of its files in `/tmp` or `/var/tmp` (0600
+/// or 0644: each request has a `/tmp` of its own), sees none of its processes in `/proc`, and
+/// cannot read the worker's.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_running_requests_files_and_processes_are_out_of_reach() {
+    require_root!();
+    let jail = Jail::new();
+    jail.cgi("hello", HELLO);
+    jail.install("tmp_steal", &attack("tmp_steal"), 0o755);
+    let gw = jail.serve(one_worker());
+    let Running { armed, task } = start_attack(
+        &gw,
+        "/cgi-bin/tmp_steal?plant=1&hold=3",
+        Arm::Line("armed"),
+        None,
+        MIB,
+    );
+    tokio::time::timeout(Duration::from_secs(20), armed)
+        .await
+        .expect("the victim plants its files within 20 s")
+        .expect("the victim answers");
+    let body = report_of(&gw, "/cgi-bin/tmp_steal?steal=1").await;
+    eprintln!("NOTE: one request looking at a running one: {body:?}");
+    for file in [
+        "read_tmp_secret",
+        "read_tmp_open",
+        "read_var_tmp_secret",
+        "read_var_tmp_open",
+    ] {
+        assert_eq!(value(&body, file), "ENOENT", "{file}: {body}");
+    }
+    assert_eq!(value(&body, "others_in_proc"), "0", "{body}");
+    assert_ne!(value(&body, "worker_environ"), "ok", "{body}");
+    let victim = response_within(task, Duration::from_secs(20), "the victim").await;
+    assert_eq!(victim.status, 200, "{victim:?}");
+    assert!(
+        victim.head.contains("done"),
+        "the victim completes: {victim:?}"
+    );
+    let (victim_uid, thief_uid) = (uid_of(&victim.head), uid_of(&body));
+    assert_ne!(victim_uid, thief_uid, "two running CGIs share a uid");
+    for uid in [victim_uid, thief_uid] {
+        assert!(
+            uid >= 0x7000_0000 && uid != NOBODY,
+            "uid {uid} is one of --cgi-ids"
+        );
+    }
+    assert_hellos(&gw, 5, "after one request looked at another").await;
+}
+
+/// Nothing a finished request wrote in `/tmp` is there for the next one: its `/tmp` was a
+/// tmpfs of its own, gone with it.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_finished_requests_files_are_gone_for_the_next() {
+    require_root!();
+    let jail = Jail::new();
+    jail.cgi("hello", HELLO);
+    jail.install("tmp_steal", &attack("tmp_steal"), 0o755);
+    let gw = jail.serve(one_worker());
+    let planted = report_of(&gw, "/cgi-bin/tmp_steal?plant=1&hold=0").await;
+    assert!(planted.contains("armed"), "{planted}");
+    for _ in 0..3 {
+        let body = report_of(&gw, "/cgi-bin/tmp_steal?steal=1").await;
+        assert_eq!(value(&body, "read_tmp_secret"), "ENOENT", "{body}");
+        assert_eq!(value(&body, "read_tmp_open"), "ENOENT", "{body}");
+        assert_eq!(value(&body, "read_var_tmp_open"), "ENOENT", "{body}");
+    }
+    assert_hellos(&gw, 3, "after the planted files").await;
+}
+
+/// The seed's `/dev/stdin` (and `/dev/fd/N`) work: a CGI that is `cat /dev/stdin` echoes a
+/// POST body byte for byte, through the `/proc` each worker mounts for its CGIs.
+#[tokio::test(flavor = "multi_thread")]
+async fn dev_stdin_echoes_the_request_body() {
+    require_root!();
+    let jail = Jail::new();
+    jail.cgi(
+        "stdin",
+        r"printf 'Content-Type: application/octet-stream\n\n'
+exec cat /dev/stdin",
+    );
+    jail.cgi(
+        "fd0",
+        r"printf 'Content-Type: application/octet-stream\n\n'
+exec cat /dev/fd/0",
+    );
+    let gw = jail.serve(one_worker());
+    let http = client(Duration::from_secs(30));
+    // Every byte value, and more than a pipe holds.
+    let body: Vec<u8> = (0..300_000u32).map(|i| (i * 7 % 256) as u8).collect();
+    for path in ["/cgi-bin/stdin", "/cgi-bin/fd0"] {
+        let response = http
+            .post(gw.url(path))
+            .body(body.clone())
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("POST {path}: {e}"));
+        assert_eq!(response.status().as_u16(), 200, "POST {path}");
+        let echoed = response.bytes().await.expect("body");
+        assert!(
+            echoed[..] == body[..],
+            "{path} echoed {} bytes",
+            echoed.len()
+        );
+    }
+}

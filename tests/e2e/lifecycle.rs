@@ -208,9 +208,10 @@ async fn socket_activation_serves_on_the_inherited_socket() {
     // execs the gateway: the same pid, as with systemd.
     let fd = listener.as_raw_fd();
     let script = format!(
-        "export LISTEN_PID=$$ LISTEN_FDS=1 LISTEN_FDNAMES=http; exec {} --jail {} --workers 1",
+        "export LISTEN_PID=$$ LISTEN_FDS=1 LISTEN_FDNAMES=http; exec {} --jail {} --workers 1 {}",
         gateway_bin().display(),
-        jail.root().display()
+        jail.root().display(),
+        crate::harness::cgi_ids_arg().join(" ")
     );
     let mut command = Command::new("sh");
     command

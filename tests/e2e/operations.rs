@@ -571,6 +571,7 @@ async fn systemd_hears_ready_and_stopping() {
             .arg("--jail")
             .arg(jail.root())
             .args(["--workers", "1", "--listen", "127.0.0.1:0"])
+            .args(crate::harness::cgi_ids_arg())
             .env("NOTIFY_SOCKET", format!("@{name}"))
             .stdin(std::process::Stdio::null())
             .stdout(std::process::Stdio::piped())

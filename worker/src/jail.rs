@@ -34,6 +34,20 @@ pub enum JailError {
     Chdir(Errno),
     #[error("fork into the new PID namespace: {0}")]
     Fork(Errno),
+    #[error("the holder-worker handshake: {0}")]
+    Handshake(Errno),
+    #[error("the worker exited before its user namespace was made")]
+    WorkerGone,
+    #[error("the holder exited before mapping the worker's ids")]
+    HolderGone,
+    #[error("writing {0}: {1}")]
+    MapIds(String, std::io::Error),
+    #[error("pivot_root into {0}: {1}")]
+    PivotRoot(PathBuf, Errno),
+    #[error("detaching the host's tree: {0}")]
+    DetachHost(Errno),
+    #[error("unshare(user namespace): {0}")]
+    UserNamespace(Errno),
     #[error("{MEMFD_NOEXEC} (Linux 6.3 or later): {0}")]
     MemfdNoexec(std::io::Error),
     #[error("setgroups([]): {0}")]
@@ -68,24 +82,46 @@ pub enum Role {
     Worker,
 }
 
-/// Enters the jail: namespaces, mount tree, chroot, fork, drop privileges for good.
+/// Enters the jail: namespaces, mount tree, fork; then the worker takes the jail as the root
+/// of a mount namespace of its own (`/proc` for its CGIs mounted in it) and becomes root of a
+/// user namespace that maps exactly its own uid and its CGIs' ids, which the holder maps;
+/// both drop privileges for good.
 pub fn enter(config: &Config) -> Result<Role, JailError> {
     let gateway = getppid();
     unshare_namespaces(config)?;
     make_mounts_private()?;
     crate::mounts::build_layout(&config.jail, config.tmp_size)?;
-    // Opened from the host's /proc, before the chroot hides it; written from inside the new
-    // PID namespace, whose setting it is.
+    // Opened from the host's /proc, before the jail hides it; written from inside the new PID
+    // namespace, whose setting it is.
     let memfd_noexec = open_memfd_noexec()?;
-    enter_chroot(config)?;
+    let (handshake, worker_end) = Handshake::pair()?;
     let role = fork_namespace_init()?;
-    if let Role::Worker = role {
-        forbid_executable_memfds(memfd_noexec)?;
-    } else {
-        drop(memfd_noexec);
+    match role {
+        Role::Holder { worker } => {
+            drop((memfd_noexec, worker_end));
+            // Only a process outside the worker's user namespace, privileged in its parent,
+            // may map more than the creator's own id into it.
+            handshake.wait(JailError::WorkerGone)?;
+            map_ids(worker, config)?;
+            handshake.signal()?;
+            enter_chroot(config)?;
+            drop_privileges(config)?;
+        }
+        Role::Worker => {
+            drop(handshake);
+            forbid_executable_memfds(memfd_noexec)?;
+            // A mount namespace of its own, whose root becomes the jail: nothing of the host
+            // is left in it, not even under a chroot a namespace root could leave.
+            unshare(CloneFlags::CLONE_NEWNS).map_err(JailError::Unshare)?;
+            crate::mounts::mount_proc(&config.jail)?;
+            pivot_into(config)?;
+            drop_privileges(config)?;
+            // Made by the worker's own (unprivileged) account, which owns it.
+            unshare(CloneFlags::CLONE_NEWUSER).map_err(JailError::UserNamespace)?;
+            worker_end.signal()?;
+            worker_end.wait(JailError::HolderGone)?;
+        }
     }
-    // Right after the fork, in both processes, before either reads anything of the jail's.
-    drop_privileges(config)?;
     forbid_privilege_regain()?;
     crate::seccomp::install()?;
     scope_ipc()?;
@@ -96,6 +132,75 @@ pub fn enter(config: &Config) -> Result<Role, JailError> {
         Role::Worker => die_with_parent(None)?,
     }
     Ok(role)
+}
+
+/// One byte each way over a pair of pipes: the worker's "my user namespace exists" and the
+/// holder's "its ids are mapped".
+struct Handshake {
+    read: std::fs::File,
+    write: std::fs::File,
+}
+
+impl Handshake {
+    /// The two ends: the holder's and the worker's.
+    fn pair() -> Result<(Handshake, Handshake), JailError> {
+        let (to_holder_read, to_holder_write) =
+            nix::unistd::pipe().map_err(JailError::Handshake)?;
+        let (to_worker_read, to_worker_write) =
+            nix::unistd::pipe().map_err(JailError::Handshake)?;
+        Ok((
+            Handshake {
+                read: to_holder_read.into(),
+                write: to_worker_write.into(),
+            },
+            Handshake {
+                read: to_worker_read.into(),
+                write: to_holder_write.into(),
+            },
+        ))
+    }
+
+    fn signal(&self) -> Result<(), JailError> {
+        use std::io::Write;
+        (&self.write)
+            .write_all(b"+")
+            .map_err(|e| JailError::Handshake(Errno::from_raw(e.raw_os_error().unwrap_or(0))))
+    }
+
+    /// Waits for the other side's byte; `gone` if it exited instead.
+    fn wait(&self, gone: JailError) -> Result<(), JailError> {
+        use std::io::Read;
+        let mut byte = [0u8; 1];
+        match (&self.read).read(&mut byte) {
+            Ok(1) => Ok(()),
+            _ => Err(gone),
+        }
+    }
+}
+
+/// The worker's user namespace maps exactly two things: its own uid and gid as 0 (root of the
+/// namespace, with its capabilities there only), and its CGIs' block of ids as themselves. So
+/// a worker taken over can become only those ids: never root of the host or any other
+/// account, whatever it calls.
+fn map_ids(worker: Pid, config: &Config) -> Result<(), JailError> {
+    let ids = config.cgi_ids;
+    for (file, own) in [("uid_map", config.uid), ("gid_map", config.gid)] {
+        let map = format!("0 {own} 1\n{} {} {}\n", ids.first, ids.first, ids.count);
+        let path = format!("/proc/{worker}/{file}");
+        std::fs::write(&path, map).map_err(|error| JailError::MapIds(path, error))?;
+    }
+    Ok(())
+}
+
+/// The jail becomes the root of the worker's mount namespace (`pivot_root`, the old root
+/// detached), rather than a `chroot` inside the host's tree: a namespace root may chroot, and
+/// a chroot is left with `..`; here there is nothing above the jail to reach.
+fn pivot_into(config: &Config) -> Result<(), JailError> {
+    chdir(&config.jail).map_err(JailError::Chdir)?;
+    nix::unistd::pivot_root(".", ".")
+        .map_err(|errno| JailError::PivotRoot(config.jail.clone(), errno))?;
+    nix::mount::umount2(".", nix::mount::MntFlags::MNT_DETACH).map_err(JailError::DetachHost)?;
+    chdir("/").map_err(JailError::Chdir)
 }
 
 /// The PID-namespace setting `vm.memfd_noexec`.

@@ -58,6 +58,19 @@ pub struct Program<'a> {
     pub stdio: [BorrowedFd<'a>; 3],
     /// Set with `setrlimit`, in order: (resource, soft limit, hard limit).
     pub limits: &'a [(Resource, u64, u64)],
+    /// Who it runs as and the private `/tmp` it gets (always, in a worker; `None` only where
+    /// this runs outside one, in tests).
+    pub identity: Option<Identity<'a>>,
+}
+
+/// A CGI's own identity: a uid and gid (the same number) no other running CGI has, and a
+/// mount namespace of its own whose `/tmp` is a fresh tmpfs owned by it.
+pub struct Identity<'a> {
+    pub id: u32,
+    /// The tmpfs options: size, mode 0700, owner `id`.
+    pub tmp_options: &'a CStr,
+    /// `/tmp`, then the other writable areas of the jail, which get the same tmpfs bound.
+    pub tmp_dirs: &'a [&'a CStr],
 }
 
 /// Starts programs, one at a time. Made once per worker: the stack, the list of handled
@@ -182,6 +195,9 @@ impl Child<'_> {
                 return Errno::last_raw();
             }
         }
+        if let Err(errno) = self.become_itself() {
+            return errno;
+        }
         // SAFETY: setsid takes no arguments. In the new session and process group, the
         // worker's kill of the group reaches the CGI and everything it starts.
         if unsafe { libc::setsid() } == -1 {
@@ -232,6 +248,58 @@ impl Child<'_> {
             )
         };
         Errno::last_raw()
+    }
+}
+
+impl Child<'_> {
+    /// A mount namespace of its own with a private `/tmp`, then its own uid and gid for good
+    /// (from the worker's user-namespace root, every capability goes with the uid).
+    fn become_itself(&self) -> Result<(), c_int> {
+        let Some(identity) = &self.program.identity else {
+            return Ok(());
+        };
+        let check = |result: c_int| {
+            if result == -1 {
+                Err(Errno::last_raw())
+            } else {
+                Ok(())
+            }
+        };
+        // SAFETY: unshare takes flags only.
+        check(unsafe { libc::unshare(libc::CLONE_NEWNS) })?;
+        let mut dirs = identity.tmp_dirs.iter();
+        if let Some(tmp) = dirs.next() {
+            let flags = libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC;
+            // SAFETY: NUL-terminated strings the parent prepared, alive until exec.
+            check(unsafe {
+                libc::mount(
+                    c"tmpfs".as_ptr(),
+                    tmp.as_ptr(),
+                    c"tmpfs".as_ptr(),
+                    flags,
+                    identity.tmp_options.as_ptr().cast(),
+                )
+            })?;
+            for other in dirs {
+                // SAFETY: as above; a bind mount of the fresh tmpfs.
+                check(unsafe {
+                    libc::mount(
+                        tmp.as_ptr(),
+                        other.as_ptr(),
+                        ptr::null(),
+                        libc::MS_BIND,
+                        ptr::null(),
+                    )
+                })?;
+            }
+        }
+        let id = identity.id;
+        // SAFETY: plain numbers; no supplementary groups.
+        check(unsafe { libc::setgroups(0, ptr::null()) })?;
+        // SAFETY: plain numbers.
+        check(unsafe { libc::setresgid(id, id, id) })?;
+        // SAFETY: plain numbers.
+        check(unsafe { libc::setresuid(id, id, id) })
     }
 }
 
@@ -378,6 +446,7 @@ mod tests {
             cwd: &cwd,
             stdio: [stdin.as_fd(), stdout.as_fd(), stderr.as_fd()],
             limits,
+            identity: None,
         })?;
         drop((stdin, stdout, stderr));
         let read_all = |fd: OwnedFd| {

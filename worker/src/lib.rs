@@ -44,7 +44,7 @@ pub fn main() -> ExitCode {
             drop(channel_fd);
             jail::wait_for_worker(worker)
         }
-        Ok(jail::Role::Worker) => serve::run(channel_fd),
+        Ok(jail::Role::Worker) => serve::run(channel_fd, &config),
         Err(error) => {
             eprintln!("jailgate-worker: cannot enter the jail: {error}");
             ExitCode::from(1)

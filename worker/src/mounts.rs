@@ -18,7 +18,7 @@ use nix::errno::Errno;
 use nix::mount::{mount, MsFlags};
 use nix::sys::stat::{makedev, mknod, Mode, SFlag};
 
-use protocol::layout::{DEVICES, EXEC_AREAS, WRITABLE_AREAS};
+use protocol::layout::{DEVICES, EXEC_AREAS, PROC_DIR, STD_DEVICE_LINKS, WRITABLE_AREAS};
 
 /// Room for the device nodes; /dev holds no data.
 const DEV_TMPFS_OPTIONS: &str = "size=16k,nr_inodes=16,mode=0755";
@@ -39,6 +39,10 @@ pub enum MountError {
     DeviceNode(&'static str, Errno),
     #[error("making /dev read-only: {0}")]
     SealDev(Errno),
+    #[error("creating the /dev/{0} link: {1}")]
+    DeviceLink(&'static str, Errno),
+    #[error("mounting /proc for the CGIs: {0}")]
+    Proc(Errno),
     #[error("making the jail tree read-only and noexec: {0}")]
     SealJail(Errno),
 }
@@ -70,15 +74,17 @@ pub fn build_layout(jail: &Path, tmp_size: u64) -> Result<(), MountError> {
         }
     }
     if let Some(dev) = real_directory(jail, "dev")? {
-        build_dev(&dev)?;
+        let with_proc = real_directory(jail, PROC_DIR)?.is_some();
+        build_dev(&dev, with_proc)?;
     }
     let sealed = MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC;
     seal(jail, sealed).map_err(MountError::SealJail)
 }
 
-/// A fresh tmpfs with exactly the allowed nodes, then read-only. Device nodes from the jail
-/// tree are never used: that tree is `nodev`, and whatever it holds is not ours to trust.
-fn build_dev(dev: &Path) -> Result<(), MountError> {
+/// A fresh tmpfs with exactly the allowed nodes (and the `/dev/stdin` links, where the CGIs
+/// get a `/proc`), then read-only. Device nodes from the jail tree are never used: that tree
+/// is `nodev`, and whatever it holds is not ours to trust.
+fn build_dev(dev: &Path, with_proc: bool) -> Result<(), MountError> {
     let flags = MsFlags::MS_NOSUID | MsFlags::MS_NOEXEC;
     mount(
         Some("tmpfs"),
@@ -105,6 +111,10 @@ fn build_dev(dev: &Path) -> Result<(), MountError> {
             nix::sys::stat::FchmodatFlags::FollowSymlink,
         )
         .map_err(|errno| MountError::DeviceNode(name, errno))?;
+    }
+    for &(name, target) in STD_DEVICE_LINKS.iter().filter(|_| with_proc) {
+        nix::unistd::symlinkat(target, nix::fcntl::AT_FDCWD, &dev.join(name))
+            .map_err(|errno| MountError::DeviceLink(name, errno))?;
     }
     let remount = MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY | flags;
     mount(
@@ -143,4 +153,22 @@ fn bind(source: &Path, target: &Path) -> Result<(), Errno> {
 fn seal(path: &Path, flags: MsFlags) -> Result<(), Errno> {
     let remount = MsFlags::MS_REMOUNT | MsFlags::MS_BIND | MsFlags::MS_RDONLY | flags;
     mount(None::<&str>, path, None::<&str>, remount, None::<&str>)
+}
+
+/// A `/proc` of the calling process's PID namespace at the jail's empty `/proc`, if it has one:
+/// `hidepid=invisible` (a process sees only those of its own uid: each CGI has one of its
+/// own), `subset=pid` (no `/proc/sys`, no kernel tables: only processes, and `self`). Must be
+/// mounted by PID 1 of the namespace, as root, before the pivot into the jail.
+pub fn mount_proc(jail: &Path) -> Result<(), MountError> {
+    let Some(proc) = real_directory(jail, PROC_DIR)? else {
+        return Ok(());
+    };
+    mount(
+        Some("proc"),
+        &proc,
+        Some("proc"),
+        MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC,
+        Some("hidepid=invisible,subset=pid"),
+    )
+    .map_err(MountError::Proc)
 }

@@ -22,7 +22,7 @@ use crate::spawn::{SetupError, Spawner};
 /// How long a CGI told to stop with SIGTERM gets before its process group is killed.
 const KILL_GRACE: Duration = Duration::from_secs(2);
 
-pub fn run(channel_fd: OwnedFd) -> ExitCode {
+pub fn run(channel_fd: OwnedFd, config: &crate::jail::Config) -> ExitCode {
     let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -33,7 +33,7 @@ pub fn run(channel_fd: OwnedFd) -> ExitCode {
             return ExitCode::from(1);
         }
     };
-    match runtime.block_on(serve(channel_fd)) {
+    match runtime.block_on(serve(channel_fd, config)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
             eprintln!("jailgate-worker: {error}");
@@ -42,10 +42,10 @@ pub fn run(channel_fd: OwnedFd) -> ExitCode {
     }
 }
 
-/// The CGIs this worker is running, by the gateway's id and by pid.
+/// The CGIs this worker is running, by the gateway's id and by pid (with the CGI's own id).
 #[derive(Default)]
 struct Running {
-    by_pid: HashMap<Pid, SpawnId>,
+    by_pid: HashMap<Pid, (SpawnId, u32)>,
     by_id: HashMap<SpawnId, Pid>,
 }
 
@@ -57,11 +57,11 @@ enum ServeError {
     Setup(#[from] SetupError),
 }
 
-async fn serve(channel_fd: OwnedFd) -> Result<(), ServeError> {
+async fn serve(channel_fd: OwnedFd, config: &crate::jail::Config) -> Result<(), ServeError> {
     let channel = Channel::from_owned_fd(channel_fd).map_err(ChannelError::from)?;
     let mut children = signal(SignalKind::child()).map_err(ChannelError::from)?;
     // Made once the SIGCHLD handler above, the worker's last, is installed: see `Launcher::new`.
-    let mut spawner = Spawner::new()?;
+    let mut spawner = Spawner::new(config)?;
     let (deferred_kills, mut due_kills) = mpsc::unbounded_channel::<SpawnId>();
     let mut running = Running::default();
     let mut buffer = RecvBuffer::default();
@@ -81,8 +81,8 @@ async fn serve(channel_fd: OwnedFd) -> Result<(), ServeError> {
                 Ok((ToWorker::Spawn(request), fds)) => {
                     let id = request.id;
                     let reply = match spawner.spawn_cgi(&request, fds) {
-                        Ok((pid, script_segments)) => {
-                            running.by_pid.insert(pid, id);
+                        Ok((pid, script_segments, cgi_id)) => {
+                            running.by_pid.insert(pid, (id, cgi_id));
                             running.by_id.insert(id, pid);
                             let script_segments = script_segments as u32;
                             FromWorker::Spawned { id, pid: pid.as_raw() as u32, script_segments }
@@ -115,7 +115,8 @@ async fn serve(channel_fd: OwnedFd) -> Result<(), ServeError> {
                 }
             }
             _ = children.recv() => {
-                for (id, status) in reap(&mut running) {
+                for (id, status, cgi_id) in reap(&mut running) {
+                    spawner.release_id(cgi_id);
                     channel.send(&FromWorker::Exited { id, status }, &[]).await?;
                 }
             }
@@ -131,7 +132,7 @@ async fn serve(channel_fd: OwnedFd) -> Result<(), ServeError> {
 
 /// Collects every ended child. As PID 1 the worker also inherits orphans (a CGI's double-forked
 /// daemons); they are reaped here too, so no zombie accumulates.
-fn reap(running: &mut Running) -> Vec<(SpawnId, ExitStatus)> {
+fn reap(running: &mut Running) -> Vec<(SpawnId, ExitStatus, u32)> {
     let mut ended = Vec::new();
     loop {
         let (pid, status) = match waitpid(None::<Pid>, Some(WaitPidFlag::WNOHANG)) {
@@ -141,12 +142,12 @@ fn reap(running: &mut Running) -> Vec<(SpawnId, ExitStatus)> {
             Ok(_) | Err(Errno::EINTR) => continue,
             Err(_) => break,
         };
-        if let Some(id) = running.by_pid.remove(&pid) {
+        if let Some((id, cgi_id)) = running.by_pid.remove(&pid) {
             running.by_id.remove(&id);
             // A request ends with its CGI's main process: whatever it left running in its
             // process group (background jobs) is killed, so nothing outlives the request.
             let _ = killpg(pid, Signal::SIGKILL);
-            ended.push((id, status));
+            ended.push((id, status, cgi_id));
         }
     }
     ended

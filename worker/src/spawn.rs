@@ -1,7 +1,9 @@
 //! Starting one CGI: check the script, then start it (see `launch.rs`) with exactly its
 //! descriptors, environment, limits and a process group of its own.
 
-use std::ffi::{c_char, CStr, OsStr};
+use std::collections::VecDeque;
+use std::ffi::{c_char, CStr, CString, OsStr};
+use std::io::Write;
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
@@ -12,14 +14,14 @@ use nix::sys::resource::{Resource, RLIM_INFINITY};
 use nix::unistd::{access, AccessFlags, Pid};
 use protocol::{Limits, SpawnError, SpawnRequest};
 
-use crate::launch::{Launcher, Program};
+use crate::launch::{Identity, Launcher, Program};
 use crate::scope::CgiScope;
 use crate::seccomp::{CgiFilter, FilterError};
 
 // The folder inside the jail that holds the CGIs. Nothing outside it is ever executed on a
 // request, whatever the request names: a `/cgi-bin/x -> /bin/sh` symlink would otherwise turn
 // a URL into a remote shell reading the request body.
-use protocol::layout::CGI_DIR;
+use protocol::layout::{CGI_DIR, WRITABLE_AREAS};
 
 #[derive(Debug, thiserror::Error)]
 pub enum SetupError {
@@ -39,28 +41,53 @@ pub struct Spawner {
     env: EnvBlock,
     path: Vec<u8>,
     cwd: Vec<u8>,
+    /// The ids no running CGI has, least recently used first: an id is reused as late as the
+    /// block allows, long after whatever its last CGI left has been killed and reaped.
+    free_ids: VecDeque<u32>,
+    tmp_size: u64,
+    tmp_options: Vec<u8>,
+    /// `/tmp` and the jail's other writable areas, as the CGI's mount namespace names them.
+    tmp_dirs: Vec<CString>,
 }
 
 impl Spawner {
     /// Call after the worker has installed its signal handlers (see [`Launcher::new`]).
-    pub fn new() -> Result<Spawner, SetupError> {
+    pub fn new(config: &crate::jail::Config) -> Result<Spawner, SetupError> {
+        let ids = config.cgi_ids;
+        // Writable areas the jail has (the worker's root is the jail now), `/tmp` first.
+        let tmp_dirs = WRITABLE_AREAS
+            .iter()
+            .map(|area| format!("/{area}"))
+            .filter(|dir| Path::new(dir).is_dir())
+            .filter_map(|dir| CString::new(dir).ok())
+            .collect();
         Ok(Spawner {
             launcher: Launcher::new(CgiFilter::new()?, CgiScope::new()?)
                 .map_err(SetupError::Stack)?,
             env: EnvBlock::default(),
             path: Vec::new(),
             cwd: Vec::new(),
+            free_ids: (ids.first..).take(ids.count as usize).collect(),
+            tmp_size: config.tmp_size,
+            tmp_options: Vec::new(),
+            tmp_dirs,
         })
     }
 
+    /// Gives back the id of a CGI that has exited (its process group killed with it).
+    pub fn release_id(&mut self, id: u32) {
+        self.free_ids.push_back(id);
+    }
+
     /// Starts the CGI described by `request`, its stdin, stdout and stderr being `fds` (in that
-    /// order). Returns the CGI's pid, which is also its process group id, and how many segments
-    /// of the request's path named the script.
+    /// order), as an id of its own. Returns the CGI's pid, which is also its process group id,
+    /// how many segments of the request's path named the script, and its id, to give back
+    /// with [`Spawner::release_id`] once it has exited.
     pub fn spawn_cgi(
         &mut self,
         request: &SpawnRequest,
         fds: Vec<OwnedFd>,
-    ) -> Result<(Pid, usize), SpawnError> {
+    ) -> Result<(Pid, usize, u32), SpawnError> {
         let stdio: [OwnedFd; 3] = fds.try_into().map_err(|fds: Vec<OwnedFd>| {
             SpawnError::BadRequest(format!("{} descriptors, want 3", fds.len()))
         })?;
@@ -100,18 +127,38 @@ impl Spawner {
         let cwd = c_string(&mut self.cwd, directory.as_os_str().as_bytes())?;
         let (limits, count) = rlimits(&request.limits);
         let argv = [path.as_ptr(), ptr::null()];
-        let pid = self
-            .launcher
-            .launch(&Program {
-                path,
-                argv: &argv,
-                envp,
-                cwd,
-                stdio: [stdin.as_fd(), stdout.as_fd(), stderr.as_fd()],
-                limits: &limits[..count],
-            })
-            .map_err(classify_exec_error)?;
-        Ok((pid, script_segments))
+        let id = self.free_ids.pop_front().ok_or(SpawnError::NoResources {
+            errno: libc::EAGAIN,
+        })?;
+        self.tmp_options.clear();
+        let _ = write!(
+            self.tmp_options,
+            "size={},mode=0700,uid={id},gid={id}\0",
+            self.tmp_size
+        );
+        let tmp_options = CStr::from_bytes_with_nul(&self.tmp_options)
+            .map_err(|_| SpawnError::BadRequest("tmpfs options".into()))?;
+        let tmp_dirs: Vec<&CStr> = self.tmp_dirs.iter().map(CString::as_c_str).collect();
+        let launched = self.launcher.launch(&Program {
+            path,
+            argv: &argv,
+            envp,
+            cwd,
+            stdio: [stdin.as_fd(), stdout.as_fd(), stderr.as_fd()],
+            limits: &limits[..count],
+            identity: Some(Identity {
+                id,
+                tmp_options,
+                tmp_dirs: &tmp_dirs,
+            }),
+        });
+        match launched {
+            Ok(pid) => Ok((pid, script_segments, id)),
+            Err(errno) => {
+                self.free_ids.push_back(id);
+                Err(classify_exec_error(errno))
+            }
+        }
     }
 }
 

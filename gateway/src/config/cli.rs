@@ -124,6 +124,9 @@ pub fn load_config(args: ServeArgs) -> Result<Config, String> {
         config.listen = listen;
     }
     config.fastcgi = args.fastcgi;
+    if let Some(ids) = args.cgi_ids {
+        config.cgi_ids = ids;
+    }
     config.socket_access = SocketAccess {
         mode: args.socket_mode,
         group: args.socket_group,

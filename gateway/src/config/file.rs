@@ -304,6 +304,7 @@ mod tests {
             socket-mode = "0600"
             socket-group = 33
             user = "nobody"
+            cgi-ids = "1879048192-1879113727"
             timeout = 10
             limit-cpu = 5
             limit-memory = "512M"

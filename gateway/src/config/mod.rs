@@ -10,6 +10,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
+pub use protocol::IdRange;
 use protocol::Limits;
 
 use crate::jailfs::CgiUser;
@@ -28,12 +29,16 @@ pub const DEFAULT_LIMIT_MEMORY: u64 = 1 << 30;
 /// Largest file a CGI may write (its only writable place is the /tmp tmpfs anyway).
 pub const DEFAULT_LIMIT_FILE_SIZE: u64 = 64 << 20;
 pub const DEFAULT_LIMIT_OPEN_FILES: u64 = 256;
-/// RLIMIT_NPROC counts every process of the CGI user (workers included), so this bounds a
-/// fork bomb across the whole gateway, not per CGI.
-/// The default leaves room for every CGI slot of a few workers (128 each) and their children.
-pub const DEFAULT_LIMIT_PROCESSES: u64 = 4096;
-/// Size of each worker's private /tmp.
+/// RLIMIT_NPROC counts the processes of one uid, and every CGI has a uid of its own: this
+/// bounds a fork bomb per request (so it cannot starve the others), and all running CGIs
+/// together at `--max-concurrent` times it. Plenty for a shell pipeline or git's helpers.
+pub const DEFAULT_LIMIT_PROCESSES: u64 = 64;
+/// Size of each CGI's private /tmp.
 pub const DEFAULT_TMP_SIZE: u64 = 64 << 20;
+pub use protocol::layout::DEFAULT_CGI_IDS;
+/// Fewest ids a worker gets: its CGIs' ids are reused least recently freed first, so a block
+/// at least twice `--max-cgis-per-worker` keeps any id unused long after its CGI is gone.
+pub const MIN_IDS_PER_WORKER: u32 = 64;
 
 /// How long a stop waits for requests in flight.
 pub const DEFAULT_DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
@@ -55,7 +60,10 @@ pub struct Config {
     pub fastcgi: Option<ListenAddr>,
     /// Mode and group of the Unix socket files we create.
     pub socket_access: SocketAccess,
+    /// The account the workers run as (their own uid outside their user namespace).
     pub user: CgiUser,
+    /// The ids CGIs run as, one uid and gid each while it runs (`--cgi-ids`).
+    pub cgi_ids: IdRange,
     /// Wall-clock limit per request, from spawn to the last byte of output.
     pub timeout: Duration,
     /// The `jailgate-worker` executable.
@@ -121,6 +129,8 @@ pub enum ConfigError {
     Jail(PathBuf, String),
     #[error("worker executable {0} not found (it is installed next to the gateway)")]
     WorkerExe(PathBuf),
+    #[error("--cgi-ids {first}-{last}: {why}")]
+    CgiIds { first: u32, last: u32, why: String },
 }
 
 impl Config {
@@ -134,6 +144,7 @@ impl Config {
             fastcgi: None,
             socket_access: SocketAccess::default(),
             user,
+            cgi_ids: DEFAULT_CGI_IDS,
             timeout,
             worker_exe: worker_exe_path(),
             limits: Limits {
@@ -208,8 +219,51 @@ impl Config {
         if !self.worker_exe.is_file() {
             return Err(ConfigError::WorkerExe(self.worker_exe));
         }
+        self.check_cgi_ids()?;
         self.jail = canonical;
         Ok(self)
+    }
+}
+
+impl Config {
+    /// The ids one worker gets, a block of `--cgi-ids`.
+    pub fn ids_per_worker(&self) -> u32 {
+        let cgis = u32::try_from(self.cgis_per_worker).unwrap_or(u32::MAX);
+        cgis.saturating_mul(2).max(MIN_IDS_PER_WORKER)
+    }
+
+    /// How many workers' blocks `--cgi-ids` holds.
+    pub fn id_blocks(&self) -> usize {
+        (self.cgi_ids.count / self.ids_per_worker()) as usize
+    }
+
+    /// `--cgi-ids` must hold a block for every worker of two pools (a reload runs both), and
+    /// no id of root's or the workers' own account.
+    fn check_cgi_ids(&self) -> Result<(), ConfigError> {
+        let IdRange { first, count } = self.cgi_ids;
+        let last = first.saturating_add(count.saturating_sub(1));
+        let refuse = |why: String| ConfigError::CgiIds { first, last, why };
+        if self.cgi_ids.last().is_none() || self.cgi_ids.contains(0) {
+            return Err(refuse(
+                "not a range of ids above 0 and below 4294967295".into(),
+            ));
+        }
+        if self.cgi_ids.contains(self.user.uid) || self.cgi_ids.contains(self.user.gid) {
+            return Err(refuse(format!(
+                "holds the id of --user {} (the workers' own account)",
+                self.user.name
+            )));
+        }
+        let needed = self.workers.saturating_mul(2);
+        if self.id_blocks() < needed {
+            return Err(refuse(format!(
+                "{count} ids are too few: {} workers, in two pools during a reload, need {needed} \
+                 blocks of {} (twice --max-cgis-per-worker)",
+                self.workers,
+                self.ids_per_worker()
+            )));
+        }
+        Ok(())
     }
 }
 

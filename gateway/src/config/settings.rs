@@ -11,16 +11,17 @@ use std::path::Path;
 
 use super::file::{
     account, address, at_least_1, boolean, choice, convert, count, group, key_name, limit, list,
-    mode, parse_toml, path, read_text, seconds, size, whole, FileError, LineError,
+    mode, parse_toml, path, read_text, seconds, size, string, whole, FileError, LineError,
 };
 use super::values::{
-    parse_env, parse_group, parse_limit, parse_mode, parse_network, parse_pass_env, parse_size,
-    Limit, ListenAddr,
+    parse_env, parse_group, parse_id_range, parse_limit, parse_mode, parse_network, parse_pass_env,
+    parse_size, Limit, ListenAddr,
 };
 use super::{
     AccessLog, LogFormat, DEFAULT_CGIS_PER_WORKER, DEFAULT_DRAIN_TIMEOUT, DEFAULT_LIMIT_OPEN_FILES,
     DEFAULT_LIMIT_PROCESSES, DEFAULT_QUEUE_TIMEOUT, MAX_TIMEOUT_SECS, MAX_WORKERS,
 };
+use protocol::IdRange;
 
 /// Declares each setting once: the clap field, the file's raw TOML shape (each value with its
 /// span, unknown keys refused), the file's typed settings with their conversion, and the merge
@@ -109,9 +110,14 @@ settings! {
     /// Group of the Unix socket files (the front server's, e.g. www-data) [default: root's]
     #[arg(long, value_name = "GROUP|GID", value_parser = parse_group)]
     socket_group: Option<u32>, file u32 = group;
-    /// The unprivileged user CGIs run as (never root)
+    /// The unprivileged account the workers run as (never root); each CGI runs as an id of
+    /// its own from --cgi-ids
     #[arg(long, value_name = "NAME|UID[:GID]", default_value = "nobody")]
     user: String, file String = account;
+    /// The uids and gids CGIs run as, one of each for each running CGI (the same number),
+    /// from a range no account, process or file of the host uses [default: 1879048192-1879113727]
+    #[arg(long, value_name = "FIRST-LAST", value_parser = parse_id_range)]
+    cgi_ids: Option<IdRange>, file IdRange = |v| string(v, "a range like \"1879048192-1879113727\"").and_then(parse_id_range);
     /// Wall-clock limit per request in seconds; the CGI's process group is killed after it (504)
     #[arg(long, value_name = "SECS", default_value_t = 30)]
     timeout: u64, file u64 = |v| seconds(v, 1, MAX_TIMEOUT_SECS);
@@ -127,7 +133,7 @@ settings! {
     /// Open files per CGI process (RLIMIT_NOFILE)
     #[arg(long, value_name = "N", default_value_t = DEFAULT_LIMIT_OPEN_FILES)]
     limit_open_files: u64, file u64 = |v| whole(v, 1, u64::MAX);
-    /// Processes of the CGI user, all workers and CGIs together (RLIMIT_NPROC)
+    /// Processes of one CGI, its children included (RLIMIT_NPROC of its own uid)
     #[arg(long, value_name = "N", default_value_t = DEFAULT_LIMIT_PROCESSES)]
     limit_processes: u64, file u64 = |v| whole(v, 1, u64::MAX);
     /// Largest response body of one CGI; beyond it the response is cut off and the CGI killed

@@ -137,6 +137,23 @@ impl Default for SocketAccess {
     }
 }
 
+/// `FIRST-LAST` for `--cgi-ids`: a range of ids, both ends included.
+pub fn parse_id_range(text: &str) -> Result<protocol::IdRange, String> {
+    let bad = || format!("`{text}` is not a range of ids like 1879048192-1879113727");
+    let (first, last) = text.split_once('-').ok_or_else(bad)?;
+    let (first, last): (u32, u32) = (
+        first.parse().map_err(|_| bad())?,
+        last.parse().map_err(|_| bad())?,
+    );
+    if last < first {
+        return Err(bad());
+    }
+    Ok(protocol::IdRange {
+        first,
+        count: last - first + 1,
+    })
+}
+
 /// `NAME` for `--pass-env`: a variable the front server may set for CGIs (nginx's
 /// `fastcgi_param NAME value;`). Like `--env`, never a meta-variable or an `HTTP_*` name.
 pub fn parse_pass_env(name: &str) -> Result<String, String> {
@@ -189,6 +206,15 @@ mod tests {
         ] {
             let error = bad.parse::<ListenAddr>().unwrap_err();
             assert!(error.contains(bad), "{error}");
+        }
+    }
+
+    #[test]
+    fn id_ranges_are_first_dash_last() {
+        let range = parse_id_range("1879048192-1879113727").unwrap();
+        assert_eq!((range.first, range.count), (1_879_048_192, 65_536));
+        for bad in ["", "5", "5-", "-5", "9-5", "1-2-3", "x-9", "1-4294967296"] {
+            assert!(parse_id_range(bad).is_err(), "{bad}");
         }
     }
 

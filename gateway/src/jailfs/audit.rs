@@ -38,7 +38,8 @@ use nix::errno::Errno;
 use nix::fcntl::{openat, OFlag};
 use nix::sys::stat::Mode;
 
-use protocol::layout::{DEVICES, WRITABLE_AREAS};
+use protocol::layout::{DEFAULT_CGI_IDS, DEVICES, PROC_DIR, WRITABLE_AREAS};
+use protocol::IdRange;
 
 use super::user::CgiUser;
 
@@ -58,6 +59,8 @@ pub struct AuditOptions {
     pub user: CgiUser,
     /// Absolute jail paths where the CGI user may write.
     pub writable: Vec<PathBuf>,
+    /// The ids CGIs run as (`--cgi-ids`): no file of the jail may be theirs.
+    pub cgi_ids: IdRange,
 }
 
 impl AuditOptions {
@@ -70,6 +73,7 @@ impl AuditOptions {
                 .iter()
                 .map(|area| Path::new("/").join(area))
                 .collect(),
+            cgi_ids: DEFAULT_CGI_IDS,
         }
     }
 }
@@ -98,8 +102,11 @@ pub enum Problem {
         uid: u32,
         mode: u32,
     },
-    /// `proc` or `sys` (of any type) at the top of the jail.
+    /// `sys` at the top of the jail, `proc` that is not an empty root-owned folder, or
+    /// anything in it.
     ProcOrSys,
+    /// Owned by an id CGIs run as (`--cgi-ids`).
+    OwnedByCgiId,
     /// A file system is mounted here; not descended into.
     MountPoint,
     /// A setuid regular file.
@@ -141,7 +148,12 @@ impl fmt::Display for Problem {
             ),
             Problem::ProcOrSys => f.write_str(
                 "proc or sys in the jail: the kernel's process and system interfaces do not \
-                 belong in a jail",
+                 belong in a jail (only an empty, root-owned /proc, where each worker mounts \
+                 one that shows a CGI its own processes)",
+            ),
+            Problem::OwnedByCgiId => f.write_str(
+                "owned by one of the ids CGIs run as (--cgi-ids): the CGI that gets that id \
+                 could change or replace it",
             ),
             Problem::MountPoint => f.write_str(
                 "a file system is mounted here: not audited, and the worker's bind mount \
@@ -425,8 +437,17 @@ impl Walk<'_> {
         let sticky = mode & libc::S_ISVTX != 0;
         let mut descend = false;
 
-        if entry.top && (entry.name == c"proc" || entry.name == c"sys") {
+        let mount_point_for_proc = kind == libc::S_IFDIR && st.stx_uid == 0 && mode & 0o022 == 0;
+        let proc_name = CString::new(PROC_DIR).ok();
+        let is_proc = entry.top && proc_name.as_deref() == Some(entry.name);
+        if (entry.top && entry.name == c"sys")
+            || (is_proc && !mount_point_for_proc)
+            || path.starts_with(Path::new("/").join(PROC_DIR)) && !is_proc
+        {
             self.found(path, Problem::ProcOrSys);
+        }
+        if self.opts.cgi_ids.contains(st.stx_uid) || self.opts.cgi_ids.contains(st.stx_gid) {
+            self.found(path, Problem::OwnedByCgiId);
         }
         let mount_root = libc::STATX_ATTR_MOUNT_ROOT as u64;
         // The attribute when the kernel gives it: a btrfs subvolume or an overlayfs layer

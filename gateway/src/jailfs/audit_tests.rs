@@ -282,15 +282,33 @@ fn each_planted_problem_is_found_and_nothing_else() {
             vec![finding("/etc/fifo", Problem::Fifo)],
         ),
         (
-            "proc directory and sys symlink",
+            "something in /proc, and a sys symlink",
             |jail| {
-                mkdir(jail, "/proc", 0o555);
+                mkdir(jail, "/proc/1", 0o555);
                 symlink("/proc", host(jail, "/sys")).expect("symlink");
             },
             vec![
-                finding("/proc", Problem::ProcOrSys),
+                finding("/proc/1", Problem::ProcOrSys),
                 finding("/sys", Problem::ProcOrSys),
             ],
+        ),
+        (
+            "a /proc that its group may write: no mount point of ours",
+            |jail| chmod(&host(jail, "/proc"), 0o575),
+            vec![finding("/proc", Problem::ProcOrSys)],
+        ),
+        (
+            "a file of an id CGIs run as",
+            |jail| {
+                let planted = plant_program(jail, "/usr/bin/mine", 0o755);
+                nix::unistd::chown(
+                    &planted,
+                    Some(nix::unistd::Uid::from_raw(0x7000_0005)),
+                    None,
+                )
+                .expect("chown");
+            },
+            vec![finding("/usr/bin/mine", Problem::OwnedByCgiId)],
         ),
         (
             "proc below the top is just a name",
@@ -385,7 +403,7 @@ fn every_problem_at_once_is_reported_sorted() {
     let jail = tmp.path();
     plant_program(jail, "/usr/bin/su", 0o4755);
     device(jail, "/dev/mem", SFlag::S_IFCHR, 1, 1);
-    mkdir(jail, "/proc", 0o555);
+    mkdir(jail, "/proc/self", 0o555);
     nix::unistd::mkfifo(
         &host(jail, "/cgi-bin/fifo"),
         Mode::from_bits_truncate(0o600),
@@ -404,7 +422,7 @@ fn every_problem_at_once_is_reported_sorted() {
                     minor: 1
                 }
             ),
-            finding("/proc", Problem::ProcOrSys),
+            finding("/proc/self", Problem::ProcOrSys),
             finding("/usr/bin/su", Problem::Setuid),
         ]
     );

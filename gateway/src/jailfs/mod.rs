@@ -31,9 +31,8 @@
 //! - A re-init never deletes what an earlier one put there (only `/etc/localtime`, see
 //!   above): build a jail for another profile in a fresh DIR.
 //! - `/dev/stdin`, `/dev/stdout`, `/dev/stderr`, `/dev/fd`: not made here, because the
-//!   worker replaces `/dev` with its own tmpfs at run time; [`STD_DEVICE_LINKS`] lists them.
-//!   The worker does not make them yet: they need a `/proc` for the CGIs, which they do not
-//!   have (SECURITY.md).
+//!   worker replaces `/dev` with its own tmpfs at run time and makes [`STD_DEVICE_LINKS`]
+//!   there; they resolve through the `/proc` it mounts on the empty `/proc` made here.
 //! - A bare name must be an executable regular file on the fixed search path, like
 //!   `execvp`. An absolute path may also name a non-executable file (a library that is
 //!   loaded with `dlopen`, which `lddtree` cannot see, or a data file): it is copied, with
@@ -110,18 +109,9 @@ impl InitOptions {
 }
 
 // Character devices created in the jail's `/dev`, the same the worker makes at run time.
-use protocol::layout::{CGI_DIR, DEVICES};
+use protocol::layout::{CGI_DIR, DEVICES, PROC_DIR};
 
-/// Symlinks for scripts that name `/dev/stdin` and friends: (name in `/dev`, target). Not
-/// made by `init`: the worker's tmpfs replaces the jail tree's `/dev`, so anything init wrote
-/// there is never seen. They resolve only where `/proc` is mounted for the CGIs, so the worker
-/// does not make them yet either.
-pub const STD_DEVICE_LINKS: &[(&str, &str)] = &[
-    ("stdin", "/proc/self/fd/0"),
-    ("stdout", "/proc/self/fd/1"),
-    ("stderr", "/proc/self/fd/2"),
-    ("fd", "/proc/self/fd"),
-];
+pub use protocol::layout::STD_DEVICE_LINKS;
 
 /// What `init` did.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -220,6 +210,8 @@ pub fn init(opts: &InitOptions) -> Result<InitReport, JailInitError> {
     // After the mirroring, which sets every directory it passes through to 0755.
     jail.dir("tmp", 0o1777)?;
     jail.dir(CGI_DIR.trim_start_matches('/'), 0o755)?;
+    // Empty: each worker mounts a /proc of its own here, for its CGIs.
+    jail.dir(PROC_DIR, 0o555)?;
 
     let report = InitReport {
         files_copied: jail.files_copied() + usize::from(localtime_copied),

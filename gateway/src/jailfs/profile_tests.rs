@@ -81,7 +81,7 @@ fn busybox_shell_runs_a_pipeline_in_the_chroot() {
     let (tmp, _) = build(Profile::Busybox, &[], &[]);
     let jail = tmp.path();
     let out = stdout_of(jail, "/bin/sh", &["-c", "echo a | tr a b; ls /; id -u"]);
-    assert_eq!(out, "b\nbin\ncgi-bin\ndev\netc\ntmp\nusr\n0\n");
+    assert_eq!(out, "b\nbin\ncgi-bin\ndev\netc\nproc\ntmp\nusr\n0\n");
 
     // The classic applets work, and `#!/usr/bin/env sh` finds the shell.
     let script = jail.join("cgi-bin/env.sh");

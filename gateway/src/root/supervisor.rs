@@ -52,6 +52,8 @@ pub enum SupervisorError {
 pub enum Refusal {
     #[error("a worker start beyond the {max} allowed")]
     TooManyWorkers { max: usize },
+    #[error("a worker start with every block of --cgi-ids in use")]
+    NoIds,
     #[error("a stop for process {holder}, which is no worker of ours")]
     NotOurWorker { holder: u32 },
     #[error("a stop that would wait {millis} ms, more than {MAX_STOP_WAIT:?}")]
@@ -61,8 +63,10 @@ pub enum Refusal {
 /// What to do about one request from the front.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Decision {
+    /// Start a worker with block `block` of `--cgi-ids`.
     Start {
         slot: usize,
+        block: usize,
     },
     Stop {
         slot: usize,
@@ -76,19 +80,29 @@ pub enum Decision {
     },
 }
 
-/// The worker holders the supervisor started and has not reaped yet, and how many it may have
-/// at once (`--workers`; during a reload the old pool's and the new one's together).
+/// The worker holders the supervisor started and has not reaped yet, each with its block of
+/// `--cgi-ids`, and how many it may have at once (`--workers`; during a reload the old pool's
+/// and the new one's together). No two live workers share a block, so no two running CGIs
+/// share an id, whichever pool they belong to.
 pub struct Holders<H> {
-    running: HashMap<u32, H>,
+    running: HashMap<u32, (H, usize)>,
     pub max: usize,
+    /// How many blocks `--cgi-ids` holds.
+    blocks: usize,
 }
 
 impl<H> Holders<H> {
-    pub fn new(max: usize) -> Holders<H> {
+    pub fn new(max: usize, blocks: usize) -> Holders<H> {
         Holders {
             running: HashMap::new(),
             max,
+            blocks,
         }
+    }
+
+    /// The lowest block no live worker has.
+    fn free_block(&self) -> Option<usize> {
+        (0..self.blocks).find(|block| !self.running.values().any(|(_, used)| used == block))
     }
 
     /// Checks a request against what the front may ask for.
@@ -104,7 +118,16 @@ impl<H> Holders<H> {
                     why: Refusal::TooManyWorkers { max: self.max },
                 }
             }
-            ToSupervisor::StartWorker { slot } => Decision::Start { slot },
+            ToSupervisor::StartWorker { slot } => match self.free_block() {
+                Some(block) => Decision::Start { slot, block },
+                None => Decision::Refuse {
+                    reply: Reply::StartFailed {
+                        slot,
+                        reason: "no ids left for another worker".into(),
+                    },
+                    why: Refusal::NoIds,
+                },
+            },
             ToSupervisor::StopWorker { slot, holder, .. }
                 if !self.running.contains_key(&holder) =>
             {
@@ -126,16 +149,16 @@ impl<H> Holders<H> {
         }
     }
 
-    pub fn insert(&mut self, holder: u32, child: H) {
-        self.running.insert(holder, child);
+    pub fn insert(&mut self, holder: u32, child: H, block: usize) {
+        self.running.insert(holder, (child, block));
     }
 
     pub fn remove(&mut self, holder: u32) -> Option<H> {
-        self.running.remove(&holder)
+        self.running.remove(&holder).map(|(child, _)| child)
     }
 
     pub fn drain(&mut self) -> impl Iterator<Item = H> + '_ {
-        self.running.drain().map(|(_, child)| child)
+        self.running.drain().map(|(_, (child, _))| child)
     }
 }
 
@@ -175,7 +198,7 @@ async fn supervise(
     let mut interrupt = listen(SignalKind::interrupt())?;
     let mut children = listen(SignalKind::child())?;
     let mut hangup = listen(SignalKind::hangup())?;
-    let mut holders: Holders<Child> = Holders::new(config.workers);
+    let mut holders: Holders<Child> = Holders::new(config.workers, config.id_blocks());
     let mut buffer = RecvBuffer::default();
     let mut front_exit = None;
     let served: Result<(), SupervisorError> = async {
@@ -201,6 +224,11 @@ async fn supervise(
                         tracing::info!(workers = new.workers, jail = %new.jail.display(), "SIGHUP: configuration read again; starting a fresh pool");
                         // The old pool's workers drain while the new pool's start.
                         holders.max = config.workers + new.workers;
+                        // The ids are split into blocks at the start, once: a block's workers
+                        // may still run when the new pool starts.
+                        let mut new = new;
+                        new.cgi_ids = config.cgi_ids;
+                        new.cgis_per_worker = new.cgis_per_worker.min(config.cgis_per_worker);
                         config = new;
                         let message = Reply::Reload { config: Box::new(config.clone()) };
                         control.send(&message, &[]).await.map_err(SupervisorError::Reply)?;
@@ -248,12 +276,12 @@ async fn carry_out(
     control: &Arc<Channel>,
 ) -> Result<(), SupervisorError> {
     let reply = match holders.decide(request) {
-        Decision::Start { slot } => match spawn_worker(config) {
+        Decision::Start { slot, block } => match spawn_worker(config, block) {
             Ok(started) => {
                 let fds = [started.channel.as_fd(), started.stderr.as_fd()];
                 let holder = started.holder.id().unwrap_or(0);
                 let sent = control.send(&Reply::Started { slot, holder }, &fds).await;
-                holders.insert(holder, started.holder);
+                holders.insert(holder, started.holder, block);
                 return sent.map_err(SupervisorError::Reply);
             }
             Err(reason) => Reply::StartFailed { slot, reason },
@@ -298,6 +326,12 @@ fn unchangeable(old: &Config, new: &Config) -> Vec<&'static str> {
     if old.log_format != new.log_format {
         changed.push("--log-format");
     }
+    if old.cgi_ids != new.cgi_ids {
+        changed.push("--cgi-ids");
+    }
+    if new.cgis_per_worker > old.cgis_per_worker {
+        changed.push("a larger --max-cgis-per-worker");
+    }
     changed
 }
 
@@ -323,9 +357,9 @@ mod tests {
     use super::*;
 
     fn holders(running: &[u32], max: usize) -> Holders<()> {
-        let mut holders = Holders::new(max);
-        for &holder in running {
-            holders.insert(holder, ());
+        let mut holders = Holders::new(max, 8);
+        for (block, &holder) in running.iter().enumerate() {
+            holders.insert(holder, (), block);
         }
         holders
     }
@@ -333,7 +367,31 @@ mod tests {
     #[test]
     fn starts_within_the_worker_count_are_carried_out() {
         let decision = holders(&[10], 2).decide(ToSupervisor::StartWorker { slot: 1 });
-        assert_eq!(decision, Decision::Start { slot: 1 });
+        assert_eq!(decision, Decision::Start { slot: 1, block: 1 });
+    }
+
+    #[test]
+    fn no_two_live_workers_share_a_block_of_ids() {
+        let mut holders = holders(&[10, 11, 12], 8);
+        holders.remove(11);
+        // The block the stopped worker had is free again; the others are not.
+        assert_eq!(
+            holders.decide(ToSupervisor::StartWorker { slot: 5 }),
+            Decision::Start { slot: 5, block: 1 }
+        );
+        let mut full = Holders::new(8, 2);
+        full.insert(10, (), 0);
+        full.insert(11, (), 1);
+        assert_eq!(
+            full.decide(ToSupervisor::StartWorker { slot: 2 }),
+            Decision::Refuse {
+                reply: Reply::StartFailed {
+                    slot: 2,
+                    reason: "no ids left for another worker".into()
+                },
+                why: Refusal::NoIds,
+            }
+        );
     }
 
     #[test]

@@ -11,7 +11,7 @@ use std::time::Duration;
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 use protocol::supervisor::HOLDER_EXIT_WAIT;
-use protocol::{Channel, Stop, WorkerArgs};
+use protocol::{Channel, IdRange, Stop, WorkerArgs};
 use tokio::process::{Child, Command};
 use tokio::time::timeout;
 
@@ -25,12 +25,21 @@ pub struct SpawnedWorker {
     pub stderr: OwnedFd,
 }
 
-/// The worker's command line for `config`.
-pub fn worker_args(config: &Config) -> WorkerArgs {
+/// The command line of a worker with the ids of block `block` of `--cgi-ids`.
+pub fn worker_args(config: &Config, block: usize) -> WorkerArgs {
+    let size = config.ids_per_worker();
+    let block = u32::try_from(block).unwrap_or(u32::MAX);
     WorkerArgs {
         jail: config.jail.clone(),
         uid: config.user.uid,
         gid: config.user.gid,
+        cgi_ids: IdRange {
+            first: config
+                .cgi_ids
+                .first
+                .saturating_add(block.saturating_mul(size)),
+            count: size,
+        },
         tmp_size: config.tmp_size,
         no_network: config.no_network,
     }
@@ -38,13 +47,13 @@ pub fn worker_args(config: &Config) -> WorkerArgs {
 
 /// Execs a fresh worker image with its end of the channel as descriptor 3. The worker's
 /// environment is empty: nothing of ours goes in.
-pub fn spawn_worker(config: &Config) -> Result<SpawnedWorker, String> {
+pub fn spawn_worker(config: &Config, block: usize) -> Result<SpawnedWorker, String> {
     let (ours, theirs) = Channel::pair().map_err(|e| format!("socketpair: {e}"))?;
     let theirs: OwnedFd = theirs.into_owned_fd();
     let theirs_raw = theirs.as_raw_fd();
     let mut command = Command::new(&config.worker_exe);
     command
-        .args(worker_args(config).to_args())
+        .args(worker_args(config, block).to_args())
         .env_clear()
         .stdin(Stdio::null())
         .stdout(Stdio::null())

@@ -167,6 +167,14 @@ impl Core {
             cgi_stdout.into_blocking_fd().map_err(internal)?,
             cgi_stderr.into_blocking_fd().map_err(internal)?,
         ];
+        // The CGI runs as an id of its own, and `/dev/stdin` (`/proc/self/fd/0`) opens its
+        // stdin anew, as the file it is: readable for stdin, writable for stdout and stderr,
+        // not the other way (no CGI writes into a spooled body). Only the CGI's own processes
+        // can reach these through /proc.
+        for (fd, mode) in cgi_fds.iter().zip([0o444, 0o222, 0o222]) {
+            nix::sys::stat::fchmod(fd, nix::sys::stat::Mode::from_bits_truncate(mode))
+                .map_err(|errno| internal(errno.into()))?;
+        }
         let deadline = Instant::now() + config.timeout;
         let spawn = SpawnRequest {
             id: 0,
