@@ -10,6 +10,24 @@ use std::sync::{Arc, Mutex};
 use protocol::{Channel, ExitStatus, FromWorker, RecvBuffer, SpawnId, Stop, ToWorker};
 
 use super::pool::{BoxFuture, StartedWorker, WorkerSource};
+use crate::config::Config;
+use crate::jailfs::CgiUser;
+
+/// A configuration for tests: `workers` workers, at most `max_concurrent` CGIs at once and
+/// `queue` requests waiting; a jail that is never looked at.
+pub fn config(workers: usize, max_concurrent: usize, queue: usize) -> Config {
+    let user = CgiUser {
+        name: "cgi".into(),
+        uid: 60000,
+        gid: 60000,
+        group_name: "cgi".into(),
+    };
+    let mut config = Config::new("/nonexistent".into(), user);
+    config.workers = workers;
+    config.max_concurrent = max_concurrent;
+    config.queue = queue;
+    config
+}
 
 /// How the fake workers behave.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -253,21 +253,10 @@ mod tests {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
     use super::*;
-    use crate::front::fake_workers::{Behaviour, FakeWorkers, HELLO};
-    use crate::jailfs::CgiUser;
+    use crate::front::fake_workers::{self, Behaviour, FakeWorkers, HELLO};
 
     fn config() -> Config {
-        let user = CgiUser {
-            name: "cgi".into(),
-            uid: 60000,
-            gid: 60000,
-            group_name: "cgi".into(),
-        };
-        let mut config = Config::new("/nonexistent".into(), user);
-        config.workers = 1;
-        config.max_concurrent = 4;
-        config.queue = 4;
-        config
+        fake_workers::config(1, 4, 4)
     }
 
     async fn get(address: std::net::SocketAddr, path: &str) -> String {

@@ -680,21 +680,10 @@ async fn log_worker_stderr(index: usize, stderr: pipe::Receiver) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::front::fake_workers::{Behaviour, FakeWorkers};
-    use crate::jailfs::CgiUser;
+    use crate::front::fake_workers::{self, Behaviour, FakeWorkers};
 
     fn config(workers: usize, max_concurrent: usize, queue: usize) -> Arc<Config> {
-        let user = CgiUser {
-            name: "cgi".into(),
-            uid: 60000,
-            gid: 60000,
-            group_name: "cgi".into(),
-        };
-        let mut config = Config::new("/nonexistent".into(), user);
-        config.workers = workers;
-        config.max_concurrent = max_concurrent;
-        config.queue = queue;
-        Arc::new(config)
+        Arc::new(fake_workers::config(workers, max_concurrent, queue))
     }
 
     async fn pool(config: Arc<Config>, workers: &Arc<FakeWorkers>) -> Arc<Pool> {

@@ -372,23 +372,12 @@ mod tests {
     use std::borrow::Cow;
 
     use super::*;
-    use crate::front::fake_workers::{Behaviour, FakeWorkers};
+    use crate::front::fake_workers::{self, Behaviour, FakeWorkers};
     use crate::front::pool::WorkerSource;
-    use crate::jailfs::CgiUser;
 
     /// A core over one fake worker, with a 30-second `--timeout`.
     async fn core() -> (Core, Arc<FakeWorkers>) {
-        let user = CgiUser {
-            name: "cgi".into(),
-            uid: 60000,
-            gid: 60000,
-            group_name: "cgi".into(),
-        };
-        let mut config = Config::new("/nonexistent".into(), user);
-        config.workers = 1;
-        config.max_concurrent = 4;
-        config.queue = 4;
-        let config = Arc::new(config);
+        let config = Arc::new(fake_workers::config(1, 4, 4));
         let workers = FakeWorkers::new(Behaviour::Serve);
         let source: Arc<dyn WorkerSource> = workers.clone();
         let metrics = Arc::new(Metrics::new());
