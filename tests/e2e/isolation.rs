@@ -559,3 +559,43 @@ exec cat /dev/fd/0",
         );
     }
 }
+
+/// An id comes back after its worker's whole block has been used (least recently freed
+/// first). Whatever the last CGI of that id left in `/tmp` (files, an extended attribute on
+/// `/tmp` itself, its mode) is not there for the next: its `/tmp` is kept for reuse only when
+/// empty, and checked again before it is.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_id_that_comes_back_finds_a_clean_tmp() {
+    require_root!();
+    let jail = Jail::new();
+    jail.cgi("hello", HELLO);
+    jail.install("tmp_steal", &attack("tmp_steal"), 0o755);
+    // 32 CGIs at once: a block of 64 ids per worker.
+    let gw = jail.serve_with(one_worker(), &["--max-cgis-per-worker", "32"]);
+    let http = client(Duration::from_secs(10));
+    for plant in ["1", "2"] {
+        let planted = report_of(&gw, &format!("/cgi-bin/tmp_steal?plant={plant}&hold=0")).await;
+        assert!(planted.contains("armed"), "{planted}");
+        if plant == "2" {
+            assert_eq!(value(&planted, "plant_xattr"), "ok", "{planted}");
+            assert_eq!(value(&planted, "plant_mode"), "ok", "{planted}");
+        }
+        let id = uid_of(&planted);
+        // The other 63 ids of the block, one request each; then `id` is next.
+        for _ in 0..63 {
+            let response = http
+                .get(gw.url("/cgi-bin/hello"))
+                .send()
+                .await
+                .expect("hello");
+            assert_eq!(response.status().as_u16(), 200);
+        }
+        let body = report_of(&gw, "/cgi-bin/tmp_steal?steal=1").await;
+        eprintln!("NOTE: id {id} back after plant={plant}: {body:?}");
+        assert_eq!(uid_of(&body), id, "the id came back: {body}");
+        assert_eq!(value(&body, "read_tmp_secret"), "ENOENT", "{body}");
+        assert_eq!(value(&body, "read_tmp_open"), "ENOENT", "{body}");
+        assert_eq!(value(&body, "tmp_xattr"), "ENODATA", "{body}");
+        assert_eq!(value(&body, "tmp_mode"), "700", "{body}");
+    }
+}

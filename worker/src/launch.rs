@@ -71,6 +71,9 @@ pub struct Identity<'a> {
     pub tmp_options: &'a CStr,
     /// `/tmp`, then the other writable areas of the jail, which get the same tmpfs bound.
     pub tmp_dirs: &'a [&'a CStr],
+    /// The mount namespace the last CGI of this id had, if any: entering it is cheaper than
+    /// making a new one (its `/tmp` is checked and replaced unless empty).
+    pub mount_namespace: Option<BorrowedFd<'a>>,
 }
 
 /// Starts programs, one at a time. Made once per worker: the stack, the list of handled
@@ -258,39 +261,28 @@ impl Child<'_> {
         let Some(identity) = &self.program.identity else {
             return Ok(());
         };
-        let check = |result: c_int| {
-            if result == -1 {
-                Err(Errno::last_raw())
-            } else {
-                Ok(())
+        match identity.mount_namespace {
+            // The namespace the last CGI of this id had: its /tmp is reused only if that CGI
+            // left nothing in it, else replaced by a fresh one.
+            Some(namespace) => {
+                // SAFETY: a namespace descriptor and a namespace type.
+                check(unsafe { libc::setns(namespace.as_raw_fd(), libc::CLONE_NEWNS) })?;
+                if tmp_is_empty(identity)? {
+                    // As a fresh one: the last CGI of this id may have changed its mode.
+                    // SAFETY: a NUL-terminated path the parent prepared.
+                    check(unsafe { libc::chmod(identity.tmp_dirs[0].as_ptr(), 0o700) })?;
+                } else {
+                    for dir in identity.tmp_dirs.iter().rev() {
+                        // SAFETY: a NUL-terminated path the parent prepared.
+                        check(unsafe { libc::umount2(dir.as_ptr(), libc::MNT_DETACH) })?;
+                    }
+                    mount_tmp(identity)?;
+                }
             }
-        };
-        // SAFETY: unshare takes flags only.
-        check(unsafe { libc::unshare(libc::CLONE_NEWNS) })?;
-        let mut dirs = identity.tmp_dirs.iter();
-        if let Some(tmp) = dirs.next() {
-            let flags = libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC;
-            // SAFETY: NUL-terminated strings the parent prepared, alive until exec.
-            check(unsafe {
-                libc::mount(
-                    c"tmpfs".as_ptr(),
-                    tmp.as_ptr(),
-                    c"tmpfs".as_ptr(),
-                    flags,
-                    identity.tmp_options.as_ptr().cast(),
-                )
-            })?;
-            for other in dirs {
-                // SAFETY: as above; a bind mount of the fresh tmpfs.
-                check(unsafe {
-                    libc::mount(
-                        tmp.as_ptr(),
-                        other.as_ptr(),
-                        ptr::null(),
-                        libc::MS_BIND,
-                        ptr::null(),
-                    )
-                })?;
+            None => {
+                // SAFETY: unshare takes flags only.
+                check(unsafe { libc::unshare(libc::CLONE_NEWNS) })?;
+                mount_tmp(identity)?;
             }
         }
         let id = identity.id;
@@ -301,6 +293,97 @@ impl Child<'_> {
         // SAFETY: plain numbers.
         check(unsafe { libc::setresuid(id, id, id) })
     }
+}
+
+/// `Ok(())` unless `result` is -1, then the errno.
+fn check(result: c_int) -> Result<(), c_int> {
+    if result == -1 {
+        Err(Errno::last_raw())
+    } else {
+        Ok(())
+    }
+}
+
+/// A fresh tmpfs on `/tmp`, owned by the CGI's id, bound on the other writable areas too.
+fn mount_tmp(identity: &Identity<'_>) -> Result<(), c_int> {
+    let mut dirs = identity.tmp_dirs.iter();
+    let Some(tmp) = dirs.next() else {
+        return Ok(());
+    };
+    let flags = libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC;
+    // SAFETY: NUL-terminated strings the parent prepared, alive until exec.
+    check(unsafe {
+        libc::mount(
+            c"tmpfs".as_ptr(),
+            tmp.as_ptr(),
+            c"tmpfs".as_ptr(),
+            flags,
+            identity.tmp_options.as_ptr().cast(),
+        )
+    })?;
+    for other in dirs {
+        // SAFETY: as above; a bind mount of the fresh tmpfs.
+        check(unsafe {
+            libc::mount(
+                tmp.as_ptr(),
+                other.as_ptr(),
+                ptr::null(),
+                libc::MS_BIND,
+                ptr::null(),
+            )
+        })?;
+    }
+    Ok(())
+}
+
+/// Whether `/tmp` holds nothing but `.` and `..`: the last CGI of this id wrote nothing there,
+/// or removed all it wrote. (Its processes are all gone: killed with its process group, and an
+/// id is reused least recently freed first.) Reads the directory with one `getdents64` into a
+/// buffer on the stack: a vfork child allocates nothing.
+fn tmp_is_empty(identity: &Identity<'_>) -> Result<bool, c_int> {
+    let Some(tmp) = identity.tmp_dirs.first() else {
+        return Ok(true);
+    };
+    // SAFETY: a NUL-terminated path; the descriptor is closed below.
+    let fd = unsafe {
+        libc::open(
+            tmp.as_ptr(),
+            libc::O_RDONLY | libc::O_DIRECTORY | libc::O_CLOEXEC | libc::O_NOFOLLOW,
+        )
+    };
+    check(fd)?;
+    let mut buffer = [0u8; 512];
+    // SAFETY: a buffer of the length given, on this stack.
+    let read =
+        unsafe { libc::syscall(libc::SYS_getdents64, fd, buffer.as_mut_ptr(), buffer.len()) };
+    let read_errno = Errno::last_raw();
+    // No extended attributes either (tmpfs keeps `user.*` ones): nothing of the last CGI's.
+    // SAFETY: a null buffer of length 0 asks for the size only.
+    let attributes = unsafe { libc::flistxattr(fd, ptr::null_mut(), 0) };
+    // SAFETY: our own descriptor.
+    unsafe { libc::close(fd) };
+    if read < 0 {
+        return Err(read_errno);
+    }
+    if attributes != 0 {
+        return Ok(false);
+    }
+    // struct linux_dirent64: ino (8), off (8), reclen (2), type (1), name (NUL-terminated).
+    let mut at = 0usize;
+    let read = read as usize;
+    while at + 19 < read {
+        let reclen = usize::from(u16::from_ne_bytes([buffer[at + 16], buffer[at + 17]]));
+        let name = &buffer[at + 19..(at + reclen).min(read)];
+        let name = name.split(|&b| b == 0).next().unwrap_or(&[]);
+        if name != b"." && name != b".." {
+            return Ok(false);
+        }
+        if reclen == 0 {
+            break;
+        }
+        at += reclen;
+    }
+    Ok(true)
 }
 
 /// The signals that have a handler in this process (not SIG_DFL, not SIG_IGN).

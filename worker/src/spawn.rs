@@ -1,7 +1,7 @@
 //! Starting one CGI: check the script, then start it (see `launch.rs`) with exactly its
 //! descriptors, environment, limits and a process group of its own.
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::ffi::{c_char, CStr, CString, OsStr};
 use std::io::Write;
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
@@ -48,6 +48,16 @@ pub struct Spawner {
     tmp_options: Vec<u8>,
     /// `/tmp` and the jail's other writable areas, as the CGI's mount namespace names them.
     tmp_dirs: Vec<CString>,
+    /// The mount namespace each id's last CGI had, with its `/tmp`, while that `/tmp` is
+    /// empty: entering it costs less than making a new one (and tearing it down).
+    namespaces: HashMap<u32, Namespace>,
+}
+
+/// A CGI's mount namespace, kept for the next CGI of the same id.
+struct Namespace {
+    mount: OwnedFd,
+    /// Its `/tmp` (`O_PATH`), to see whether the CGI left anything there.
+    tmp: OwnedFd,
 }
 
 impl Spawner {
@@ -71,12 +81,47 @@ impl Spawner {
             tmp_size: config.tmp_size,
             tmp_options: Vec::new(),
             tmp_dirs,
+            namespaces: HashMap::new(),
         })
     }
 
-    /// Gives back the id of a CGI that has exited (its process group killed with it).
+    /// Gives back the id of a CGI that has exited (its process group killed with it). Its
+    /// mount namespace is kept for the next CGI of that id only if its `/tmp` is empty;
+    /// otherwise it is let go, and its `/tmp` with it, now rather than when the id comes back.
     pub fn release_id(&mut self, id: u32) {
+        if let Some(namespace) = self.namespaces.get(&id) {
+            let used = nix::sys::statfs::fstatfs(&namespace.tmp)
+                .map(|fs| fs.blocks() != fs.blocks_free() || fs.files() != fs.files_free() + 1)
+                .unwrap_or(true);
+            if used {
+                self.namespaces.remove(&id);
+            }
+        }
         self.free_ids.push_back(id);
+    }
+
+    /// Keeps the mount namespace of the CGI `pid` (just started as `id`) for the next CGI of
+    /// that id. Best effort: a CGI that has already exited has no namespace left to keep.
+    fn keep_namespace(&mut self, pid: Pid, id: u32) {
+        use nix::fcntl::{open, OFlag};
+        use nix::sys::stat::Mode;
+        if self.namespaces.contains_key(&id) {
+            return;
+        }
+        let Some(tmp) = self.tmp_dirs.first() else {
+            return;
+        };
+        let flags = OFlag::O_RDONLY | OFlag::O_CLOEXEC;
+        let mount = open(format!("/proc/{pid}/ns/mnt").as_str(), flags, Mode::empty());
+        let tmp_path = format!("/proc/{pid}/root{}", tmp.to_string_lossy());
+        let tmp = open(
+            tmp_path.as_str(),
+            OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
+            Mode::empty(),
+        );
+        if let (Ok(mount), Ok(tmp)) = (mount, tmp) {
+            self.namespaces.insert(id, Namespace { mount, tmp });
+        }
     }
 
     /// Starts the CGI described by `request`, its stdin, stdout and stderr being `fds` (in that
@@ -139,6 +184,7 @@ impl Spawner {
         let tmp_options = CStr::from_bytes_with_nul(&self.tmp_options)
             .map_err(|_| SpawnError::BadRequest("tmpfs options".into()))?;
         let tmp_dirs: Vec<&CStr> = self.tmp_dirs.iter().map(CString::as_c_str).collect();
+        let mount_namespace = self.namespaces.get(&id).map(|ns| ns.mount.as_fd());
         let launched = self.launcher.launch(&Program {
             path,
             argv: &argv,
@@ -150,10 +196,14 @@ impl Spawner {
                 id,
                 tmp_options,
                 tmp_dirs: &tmp_dirs,
+                mount_namespace,
             }),
         });
         match launched {
-            Ok(pid) => Ok((pid, script_segments, id)),
+            Ok(pid) => {
+                self.keep_namespace(pid, id);
+                Ok((pid, script_segments, id))
+            }
             Err(errno) => {
                 self.free_ids.push_back(id);
                 Err(classify_exec_error(errno))

@@ -3,8 +3,10 @@
  *
  *   ?op=plant&hold=S  writes /tmp/secret (0600) and /tmp/open (0644), the same in /var/tmp
  *                     where it exists, prints `armed`, then sleeps S seconds before it exits
+ *   ?plant=2          leaves no file, only an extended attribute on /tmp and its mode 0777
  *   ?op=steal         tries to read those files, counts the processes /proc shows besides its
- *                     own, and tries the worker's /proc/1/environ
+ *                     own, and tries the worker's /proc/1/environ; reads /tmp's attribute
+ *                     (`tmp_xattr`) and mode (`tmp_mode`)
  *
  * Prints `uid=`, and for steal `read_tmp_secret=ok|ENAME`, ..., `others_in_proc=N`,
  * `worker_environ=ok|ENAME`, then `done`. */
@@ -13,11 +15,18 @@
 #include <dirent.h>
 #include <fcntl.h>
 #include <sys/stat.h>
+#include <sys/xattr.h>
 
 static const char *const FILES[] = {"/tmp/secret", "/tmp/open", "/var/tmp/secret",
                                     "/var/tmp/open"};
 
-static void plant(long hold) {
+static void plant(long how, long hold) {
+    if (how == 2) {
+        report("plant_xattr", setxattr("/tmp", "user.secret", "x", 1, 0));
+        report("plant_mode", chmod("/tmp", 0777));
+        printf("armed\n");
+        return;
+    }
     for (unsigned i = 0; i < sizeof FILES / sizeof *FILES; i++) {
         mode_t mode = strstr(FILES[i], "secret") ? 0600 : 0644;
         int fd = open(FILES[i], O_WRONLY | O_CREAT | O_TRUNC, mode);
@@ -63,6 +72,12 @@ static void steal(void) {
         closedir(proc);
     }
     printf("others_in_proc=%d\n", others);
+    char value[16];
+    report("tmp_xattr", getxattr("/tmp", "user.secret", value, sizeof value));
+    struct stat st;
+    if (stat("/tmp", &st) == 0) {
+        printf("tmp_mode=%o\n", (unsigned)(st.st_mode & 07777));
+    }
     int fd = open("/proc/1/environ", O_RDONLY);
     report("worker_environ", fd);
     if (fd != -1) {
@@ -74,7 +89,7 @@ int main(void) {
     cgi_header();
     printf("uid=%d\n", (int)getuid());
     if (query_long("plant", 0)) {
-        plant(query_long("hold", 3));
+        plant(query_long("plant", 1), query_long("hold", 3));
     } else {
         steal();
     }
