@@ -21,4 +21,4 @@ pub use codec::{decode, encode, CodecError, MAX_MESSAGE_BYTES};
 pub use fd::{Channel, ChannelError, RecvBuffer, MAX_FDS};
 pub use supervisor::{FromSupervisor, Stop, ToSupervisor};
 pub use worker::*;
-pub use worker_args::{IdRange, WorkerArgs};
+pub use worker_args::{DataDir, IdRange, WorkerArgs};

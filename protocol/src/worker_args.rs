@@ -29,6 +29,16 @@ impl IdRange {
     }
 }
 
+/// A folder of the jail that CGIs may write (`--data-dir`), shared through a group of its own
+/// (`--data-group`): mounted read-write (never executable) where everything else is read-only,
+/// and every CGI gets the group.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct DataDir {
+    /// Its path inside the jail, absolute.
+    pub path: PathBuf,
+    pub gid: u32,
+}
+
 /// What a worker needs to enter its jail.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct WorkerArgs {
@@ -41,6 +51,8 @@ pub struct WorkerArgs {
     pub cgi_ids: IdRange,
     /// Size of each writable tmpfs (`/tmp` and friends), bytes.
     pub tmp_size: u64,
+    /// The shared data folder, if any.
+    pub data: Option<DataDir>,
     /// CGIs get an empty network namespace: no interface but a down loopback.
     pub no_network: bool,
 }
@@ -60,6 +72,14 @@ impl WorkerArgs {
             "--tmp-size".into(),
             self.tmp_size.to_string().into(),
         ];
+        if let Some(data) = &self.data {
+            args.extend([
+                "--data-dir".into(),
+                data.path.clone().into(),
+                "--data-gid".into(),
+                data.gid.to_string().into(),
+            ]);
+        }
         if self.no_network {
             args.push("--no-network".into());
         }
@@ -72,6 +92,7 @@ impl WorkerArgs {
         let (mut jail, mut uid, mut gid, mut tmp_size, mut no_network) =
             (None, None, None, None, false);
         let mut cgi_ids = None;
+        let (mut data_dir, mut data_gid) = (None, None);
         let number = |flag: &str, value: Option<OsString>| -> Result<u64, String> {
             let value = value.ok_or_else(|| format!("{flag} needs a value"))?;
             value
@@ -102,6 +123,12 @@ impl WorkerArgs {
                     );
                 }
                 Some("--no-network") => no_network = true,
+                Some("--data-dir") => {
+                    data_dir = Some(PathBuf::from(
+                        args.next().ok_or("--data-dir needs a value")?,
+                    ))
+                }
+                Some("--data-gid") => data_gid = Some(number("--data-gid", args.next())?),
                 _ => return Err(format!("unknown flag {}", flag.to_string_lossy())),
             }
         }
@@ -115,6 +142,14 @@ impl WorkerArgs {
             gid: id(gid, "--gid")?,
             cgi_ids: cgi_ids.ok_or("--cgi-ids is required")?,
             tmp_size: tmp_size.ok_or("--tmp-size is required")?,
+            data: match (data_dir, data_gid) {
+                (Some(path), Some(gid)) if path.is_absolute() => Some(DataDir {
+                    path,
+                    gid: id(Some(gid), "--data-gid")?,
+                }),
+                (None, None) => None,
+                _ => return Err("--data-dir (absolute) and --data-gid go together".into()),
+            },
             no_network,
         };
         if parsed.uid == 0 || parsed.gid == 0 {
@@ -129,6 +164,11 @@ impl WorkerArgs {
         }
         if ids.contains(parsed.uid) || ids.contains(parsed.gid) {
             return Err("--cgi-ids holds the worker's own uid or gid".into());
+        }
+        if let Some(data) = &parsed.data {
+            if data.gid == 0 || data.gid == parsed.gid || ids.contains(data.gid) {
+                return Err("--data-gid is 0, the worker's own gid, or one of --cgi-ids".into());
+            }
         }
         Ok(parsed)
     }
@@ -154,6 +194,10 @@ mod tests {
                     count: 256,
                 },
                 tmp_size: 1024,
+                data: no_network.then(|| DataDir {
+                    path: PathBuf::from("/data"),
+                    gid: 4242,
+                }),
                 no_network,
             };
             assert_eq!(WorkerArgs::parse(args.to_args().into_iter()), Ok(args));

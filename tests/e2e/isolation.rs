@@ -599,3 +599,80 @@ async fn an_id_that_comes_back_finds_a_clean_tmp() {
         assert_eq!(value(&body, "tmp_mode"), "700", "{body}");
     }
 }
+
+/// `--data-dir` with `--data-group`: the one folder CGIs may write, shared through a group of
+/// its own. A file one request writes there, another request (another uid) may append to, and
+/// a third reads back; nothing there can be executed; without the flags it is read-only.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_data_folder_is_shared_through_its_group() {
+    use std::os::unix::fs::PermissionsExt;
+    require_root!();
+    const GROUP: u32 = 4242;
+    let jail = Jail::new();
+    let data = jail.root().join("data");
+    fs::create_dir(&data).expect("mkdir data");
+    nix::unistd::chown(
+        &data,
+        Some(nix::unistd::Uid::from_raw(0)),
+        Some(nix::unistd::Gid::from_raw(GROUP)),
+    )
+    .expect("chown data");
+    fs::set_permissions(&data, fs::Permissions::from_mode(0o2770)).expect("chmod data");
+    jail.cgi(
+        "append",
+        r"printf 'Content-Type: text/plain\n\n'
+if echo line >>/data/log 2>/dev/null; then echo wrote; else echo failed; fi
+id -u",
+    );
+    jail.cgi(
+        "show",
+        r"printf 'Content-Type: text/plain\n\n'
+cat /data/log",
+    );
+    jail.cgi(
+        "run",
+        r"printf 'Content-Type: text/plain\n\n'
+cp /bin/true /data/program 2>/dev/null
+if /data/program 2>/dev/null; then echo ran; else echo refused; fi",
+    );
+    let gw = jail.serve_with(
+        one_worker(),
+        &["--data-dir", "/data", "--data-group", &GROUP.to_string()],
+    );
+    let first = report_of(&gw, "/cgi-bin/append").await;
+    let second = report_of(&gw, "/cgi-bin/append").await;
+    assert!(
+        first.starts_with("wrote\n") && second.starts_with("wrote\n"),
+        "{first} {second}"
+    );
+    assert_ne!(first, second, "two requests, two uids");
+    assert_eq!(report_of(&gw, "/cgi-bin/show").await, "line\nline\n");
+    assert_eq!(report_of(&gw, "/cgi-bin/run").await, "refused\n", "noexec");
+    drop(gw);
+
+    // The same jail without the flags: the folder is read-only like the rest.
+    let gw = jail_again(GROUP);
+    let body = report_of(&gw, "/cgi-bin/append").await;
+    assert!(body.starts_with("failed\n"), "{body}");
+}
+
+/// A gateway on a fresh jail with a `/data` folder of `group`'s, no data flags.
+fn jail_again(group: u32) -> Gateway {
+    use std::os::unix::fs::PermissionsExt;
+    let jail = Jail::new();
+    let copy = jail.root().join("data");
+    fs::create_dir(&copy).expect("mkdir data");
+    nix::unistd::chown(
+        &copy,
+        Some(nix::unistd::Uid::from_raw(0)),
+        Some(nix::unistd::Gid::from_raw(group)),
+    )
+    .expect("chown data");
+    fs::set_permissions(&copy, fs::Permissions::from_mode(0o2770)).expect("chmod data");
+    jail.cgi(
+        "append",
+        r"printf 'Content-Type: text/plain\n\n'
+if echo line >>/data/log 2>/dev/null; then echo wrote; else echo failed; fi",
+    );
+    jail.serve(one_worker())
+}

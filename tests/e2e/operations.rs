@@ -561,6 +561,7 @@ async fn systemd_hears_ready_and_stopping() {
     let jail = Jail::new();
     jail.cgi("hello", HELLO);
     let name = format!("jailgate-e2e-notify-{}", std::process::id());
+    let stderr_path = jail.root().with_file_name("notify-gateway.stderr");
     let socket = UnixDatagram::bind_addr(&SocketAddr::from_abstract_name(&name).expect("name"))
         .expect("bind the notify socket");
     socket
@@ -575,7 +576,7 @@ async fn systemd_hears_ready_and_stopping() {
             .env("NOTIFY_SOCKET", format!("@{name}"))
             .stdin(std::process::Stdio::null())
             .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::null()),
+            .stderr(std::fs::File::create(&stderr_path).expect("stderr file")),
     );
     let stdout = gateway.take_stdout().expect("stdout");
     let ready_line = tokio::task::spawn_blocking(move || {
@@ -584,9 +585,12 @@ async fn systemd_hears_ready_and_stopping() {
     });
     let receive = |socket: &UnixDatagram| {
         let mut buffer = [0u8; 256];
-        let length = socket
-            .recv(&mut buffer)
-            .expect("a notification within 30 s");
+        let length = socket.recv(&mut buffer).unwrap_or_else(|error| {
+            panic!(
+                "a notification within 30 s: {error}; the gateway's stderr:\n{}",
+                std::fs::read_to_string(&stderr_path).unwrap_or_default()
+            )
+        });
         String::from_utf8_lossy(&buffer[..length]).into_owned()
     };
     assert_eq!(receive(&socket).trim(), "READY=1");

@@ -90,7 +90,8 @@ pub fn enter(config: &Config) -> Result<Role, JailError> {
     let gateway = getppid();
     unshare_namespaces(config)?;
     make_mounts_private()?;
-    crate::mounts::build_layout(&config.jail, config.tmp_size)?;
+    let data = config.data.as_ref().map(|data| data.path.as_path());
+    crate::mounts::build_layout(&config.jail, config.tmp_size, data)?;
     // Opened from the host's /proc, before the jail hides it; written from inside the new PID
     // namespace, whose setting it is.
     let memfd_noexec = open_memfd_noexec()?;
@@ -178,14 +179,19 @@ impl Handshake {
     }
 }
 
-/// The worker's user namespace maps exactly two things: its own uid and gid as 0 (root of the
-/// namespace, with its capabilities there only), and its CGIs' block of ids as themselves. So
+/// The worker's user namespace maps exactly two things (three with a data folder: its group):
+/// its own uid and gid as 0 (root of the namespace, with its capabilities there only), and its
+/// CGIs' block of ids as themselves. So
 /// a worker taken over can become only those ids: never root of the host or any other
 /// account, whatever it calls.
 fn map_ids(worker: Pid, config: &Config) -> Result<(), JailError> {
     let ids = config.cgi_ids;
     for (file, own) in [("uid_map", config.uid), ("gid_map", config.gid)] {
-        let map = format!("0 {own} 1\n{} {} {}\n", ids.first, ids.first, ids.count);
+        let mut map = format!("0 {own} 1\n{} {} {}\n", ids.first, ids.first, ids.count);
+        // The data folder's group, which every CGI gets, as itself.
+        if let (Some(data), "gid_map") = (&config.data, file) {
+            map.push_str(&format!("{0} {0} 1\n", data.gid));
+        }
         let path = format!("/proc/{worker}/{file}");
         std::fs::write(&path, map).map_err(|error| JailError::MapIds(path, error))?;
     }

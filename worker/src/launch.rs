@@ -74,6 +74,8 @@ pub struct Identity<'a> {
     /// The mount namespace the last CGI of this id had, if any: entering it is cheaper than
     /// making a new one (its `/tmp` is checked and replaced unless empty).
     pub mount_namespace: Option<BorrowedFd<'a>>,
+    /// Its supplementary groups: the data folder's, or none.
+    pub groups: &'a [libc::gid_t],
 }
 
 /// Starts programs, one at a time. Made once per worker: the stack, the list of handled
@@ -286,8 +288,12 @@ impl Child<'_> {
             }
         }
         let id = identity.id;
-        // SAFETY: plain numbers; no supplementary groups.
-        check(unsafe { libc::setgroups(0, ptr::null()) })?;
+        // SAFETY: a slice and its length.
+        check(unsafe { libc::setgroups(identity.groups.len(), identity.groups.as_ptr()) })?;
+        // What it creates is its group's to change too (the data folder's files are shared
+        // through that group), and nobody else's.
+        // SAFETY: umask takes a mode and cannot fail.
+        unsafe { libc::umask(0o007) };
         // SAFETY: plain numbers.
         check(unsafe { libc::setresgid(id, id, id) })?;
         // SAFETY: plain numbers.

@@ -43,13 +43,16 @@ pub enum MountError {
     DeviceLink(&'static str, Errno),
     #[error("mounting /proc for the CGIs: {0}")]
     Proc(Errno),
+    #[error("mounting the data folder {0} writable and noexec: {1}")]
+    DataDir(PathBuf, Errno),
     #[error("making the jail tree read-only and noexec: {0}")]
     SealJail(Errno),
 }
 
 /// Builds the layout on `jail` (canonical host path). Must run as root in a fresh, private
-/// mount namespace; leaves `jail` ready for the chroot.
-pub fn build_layout(jail: &Path, tmp_size: u64) -> Result<(), MountError> {
+/// mount namespace; leaves `jail` ready for the chroot. `data` is the jail path of the one
+/// folder CGIs may write, if any: it stays writable, and never executable.
+pub fn build_layout(jail: &Path, tmp_size: u64, data: Option<&Path>) -> Result<(), MountError> {
     // The jail becomes a mount point of its own, so its flags can differ from the host's.
     bind(jail, jail).map_err(|errno| MountError::BindJail(jail.to_path_buf(), errno))?;
     for area in EXEC_AREAS {
@@ -76,6 +79,16 @@ pub fn build_layout(jail: &Path, tmp_size: u64) -> Result<(), MountError> {
     if let Some(dev) = real_directory(jail, "dev")? {
         let with_proc = real_directory(jail, PROC_DIR)?.is_some();
         build_dev(&dev, with_proc)?;
+    }
+    if let Some(data) = data {
+        let relative = data.strip_prefix("/").unwrap_or(data);
+        if let Some(path) = real_directory(jail, &relative.to_string_lossy())? {
+            let flags = MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC;
+            let remount = MsFlags::MS_REMOUNT | MsFlags::MS_BIND | flags;
+            bind(&path, &path)
+                .and_then(|()| mount(None::<&str>, &path, None::<&str>, remount, None::<&str>))
+                .map_err(|errno| MountError::DataDir(path.clone(), errno))?;
+        }
     }
     let sealed = MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC;
     seal(jail, sealed).map_err(MountError::SealJail)

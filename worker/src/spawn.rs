@@ -48,6 +48,8 @@ pub struct Spawner {
     tmp_options: Vec<u8>,
     /// `/tmp` and the jail's other writable areas, as the CGI's mount namespace names them.
     tmp_dirs: Vec<CString>,
+    /// The supplementary groups of every CGI: the data folder's, if there is one.
+    groups: Vec<libc::gid_t>,
     /// The mount namespace each id's last CGI had, with its `/tmp`, while that `/tmp` is
     /// empty: entering it costs less than making a new one (and tearing it down).
     namespaces: HashMap<u32, Namespace>,
@@ -81,6 +83,7 @@ impl Spawner {
             tmp_size: config.tmp_size,
             tmp_options: Vec::new(),
             tmp_dirs,
+            groups: config.data.iter().map(|data| data.gid).collect(),
             namespaces: HashMap::new(),
         })
     }
@@ -197,6 +200,7 @@ impl Spawner {
                 tmp_options,
                 tmp_dirs: &tmp_dirs,
                 mount_namespace,
+                groups: &self.groups,
             }),
         });
         match launched {

@@ -127,6 +127,11 @@ pub fn load_config(args: ServeArgs) -> Result<Config, String> {
     if let Some(ids) = args.cgi_ids {
         config.cgi_ids = ids;
     }
+    config.data = match (args.data_dir, args.data_group) {
+        (Some(path), Some(gid)) => Some(protocol::DataDir { path, gid }),
+        (None, None) => None,
+        _ => return Err("--data-dir and --data-group go together".into()),
+    };
     config.socket_access = SocketAccess {
         mode: args.socket_mode,
         group: args.socket_group,

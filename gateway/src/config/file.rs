@@ -305,6 +305,8 @@ mod tests {
             socket-group = 33
             user = "nobody"
             cgi-ids = "1879048192-1879113727"
+            data-dir = "/data"
+            data-group = 4242
             timeout = 10
             limit-cpu = 5
             limit-memory = "512M"

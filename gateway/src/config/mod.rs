@@ -10,8 +10,8 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-pub use protocol::IdRange;
 use protocol::Limits;
+pub use protocol::{DataDir, IdRange};
 
 use crate::jailfs::CgiUser;
 pub use values::{ListenAddr, SocketAccess};
@@ -64,6 +64,9 @@ pub struct Config {
     pub user: CgiUser,
     /// The ids CGIs run as, one uid and gid each while it runs (`--cgi-ids`).
     pub cgi_ids: IdRange,
+    /// The one folder of the jail CGIs may write, shared through its group (`--data-dir`,
+    /// `--data-group`).
+    pub data: Option<DataDir>,
     /// Wall-clock limit per request, from spawn to the last byte of output.
     pub timeout: Duration,
     /// The `jailgate-worker` executable.
@@ -131,6 +134,8 @@ pub enum ConfigError {
     WorkerExe(PathBuf),
     #[error("--cgi-ids {first}-{last}: {why}")]
     CgiIds { first: u32, last: u32, why: String },
+    #[error("--data-dir {0}: {1}")]
+    DataDir(PathBuf, String),
 }
 
 impl Config {
@@ -145,6 +150,7 @@ impl Config {
             socket_access: SocketAccess::default(),
             user,
             cgi_ids: DEFAULT_CGI_IDS,
+            data: None,
             timeout,
             worker_exe: worker_exe_path(),
             limits: Limits {
@@ -220,6 +226,7 @@ impl Config {
             return Err(ConfigError::WorkerExe(self.worker_exe));
         }
         self.check_cgi_ids()?;
+        self.check_data_dir(&canonical)?;
         self.jail = canonical;
         Ok(self)
     }
@@ -235,6 +242,58 @@ impl Config {
     /// How many workers' blocks `--cgi-ids` holds.
     pub fn id_blocks(&self) -> usize {
         (self.cgi_ids.count / self.ids_per_worker()) as usize
+    }
+
+    /// `--data-dir` is a real folder of the jail (no symlink on the way), its group the one
+    /// given (`--data-group`), nobody else's to read or write, its group's to write; the group
+    /// is none of root's, the workers' or the CGIs' own ids.
+    fn check_data_dir(&self, jail: &std::path::Path) -> Result<(), ConfigError> {
+        use std::os::unix::fs::MetadataExt;
+        let Some(data) = &self.data else {
+            return Ok(());
+        };
+        let refuse = |why: String| ConfigError::DataDir(data.path.clone(), why);
+        let relative = data
+            .path
+            .strip_prefix("/")
+            .map_err(|_| refuse("not an absolute path in the jail".into()))?;
+        if relative.as_os_str().is_empty()
+            || relative
+                .components()
+                .any(|part| !matches!(part, std::path::Component::Normal(_)))
+        {
+            return Err(refuse("not a plain path below the jail's root".into()));
+        }
+        let mut host = jail.to_path_buf();
+        for part in relative.components() {
+            host.push(part);
+            let meta = std::fs::symlink_metadata(&host).map_err(|e| refuse(e.to_string()))?;
+            if !meta.file_type().is_dir() {
+                return Err(refuse(format!("{} is not a folder", host.display())));
+            }
+        }
+        let meta = std::fs::symlink_metadata(&host).map_err(|e| refuse(e.to_string()))?;
+        if meta.uid() != 0 || meta.gid() != data.gid {
+            return Err(refuse(format!(
+                "must belong to root and to the group {} (chown 0:{} {})",
+                data.gid,
+                data.gid,
+                host.display()
+            )));
+        }
+        if meta.mode() & 0o007 != 0 || meta.mode() & 0o020 == 0 {
+            return Err(refuse(format!(
+                "mode {:o}: its group must write it, others nothing (chmod 2770 {})",
+                meta.mode() & 0o7777,
+                host.display()
+            )));
+        }
+        if data.gid == 0 || data.gid == self.user.gid || self.cgi_ids.contains(data.gid) {
+            return Err(refuse(
+                "--data-group must not be root's, the workers' (--user) or one of --cgi-ids".into(),
+            ));
+        }
+        Ok(())
     }
 
     /// `--cgi-ids` must hold a block for every worker of two pools (a reload runs both), and

@@ -118,6 +118,13 @@ settings! {
     /// from a range no account, process or file of the host uses [default: 1879048192-1879113727]
     #[arg(long, value_name = "FIRST-LAST", value_parser = parse_id_range)]
     cgi_ids: Option<IdRange>, file IdRange = |v| string(v, "a range like \"1879048192-1879113727\"").and_then(parse_id_range);
+    /// A folder of the jail CGIs may write (mounted read-write and noexec; everything else is
+    /// read-only), shared through --data-group: root's, that group's, mode 2770
+    #[arg(long, value_name = "JAILPATH", requires = "data_group")]
+    data_dir: Option<PathBuf>, file PathBuf = path;
+    /// The group every CGI gets, to share --data-dir
+    #[arg(long, value_name = "GROUP|GID", value_parser = parse_group, requires = "data_dir")]
+    data_group: Option<u32>, file u32 = group;
     /// Wall-clock limit per request in seconds; the CGI's process group is killed after it (504)
     #[arg(long, value_name = "SECS", default_value_t = 30)]
     timeout: u64, file u64 = |v| seconds(v, 1, MAX_TIMEOUT_SECS);

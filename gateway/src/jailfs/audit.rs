@@ -446,9 +446,7 @@ impl Walk<'_> {
         {
             self.found(path, Problem::ProcOrSys);
         }
-        if self.opts.cgi_ids.contains(st.stx_uid) || self.opts.cgi_ids.contains(st.stx_gid) {
-            self.found(path, Problem::OwnedByCgiId);
-        }
+
         let mount_root = libc::STATX_ATTR_MOUNT_ROOT as u64;
         // The attribute when the kernel gives it: a btrfs subvolume or an overlayfs layer
         // has a device of its own without being a mount, and CGIs do see it.
@@ -506,6 +504,11 @@ impl Walk<'_> {
         }
 
         let exempt = entry.in_writable || self.is_writable_place(path);
+        if !exempt
+            && (self.opts.cgi_ids.contains(st.stx_uid) || self.opts.cgi_ids.contains(st.stx_gid))
+        {
+            self.found(path, Problem::OwnedByCgiId);
+        }
         if !exempt {
             let user = &self.opts.user;
             if st.stx_uid == user.uid {

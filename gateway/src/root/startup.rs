@@ -128,6 +128,10 @@ pub fn split(startup: Startup) -> Result<Split, StartupError> {
 pub fn audit_before_serving(config: &Config) -> Result<(), String> {
     let mut options = jailfs::AuditOptions::new(config.jail.clone(), config.user.clone());
     options.cgi_ids = config.cgi_ids;
+    if let Some(data) = &config.data {
+        // CGIs write there: their files are expected, and its group may write it.
+        options.writable.push(data.path.clone());
+    }
     let findings = jailfs::audit(&options)
         .map_err(|error| format!("cannot audit the jail {}: {error}", config.jail.display()))?;
     if findings.is_empty() {

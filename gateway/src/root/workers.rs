@@ -41,6 +41,7 @@ pub fn worker_args(config: &Config, block: usize) -> WorkerArgs {
             count: size,
         },
         tmp_size: config.tmp_size,
+        data: config.data.clone(),
         no_network: config.no_network,
     }
 }
