@@ -271,8 +271,10 @@ impl Child<'_> {
                 check(unsafe { libc::setns(namespace.as_raw_fd(), libc::CLONE_NEWNS) })?;
                 if tmp_is_empty(identity)? {
                     // As a fresh one: the last CGI of this id may have changed its mode.
-                    // SAFETY: a NUL-terminated path the parent prepared.
-                    check(unsafe { libc::chmod(identity.tmp_dirs[0].as_ptr(), 0o700) })?;
+                    if let Some(tmp) = identity.tmp_dirs.first() {
+                        // SAFETY: a NUL-terminated path the parent prepared.
+                        check(unsafe { libc::chmod(tmp.as_ptr(), 0o700) })?;
+                    }
                 } else {
                     for dir in identity.tmp_dirs.iter().rev() {
                         // SAFETY: a NUL-terminated path the parent prepared.

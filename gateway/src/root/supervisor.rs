@@ -87,16 +87,19 @@ pub enum Decision {
 pub struct Holders<H> {
     running: HashMap<u32, (H, usize)>,
     pub max: usize,
-    /// How many blocks `--cgi-ids` holds.
+    /// How many blocks `--cgi-ids` holds, and how many ids each: fixed at the start, since a
+    /// block's workers may outlive a reload.
     blocks: usize,
+    pub block_size: u32,
 }
 
 impl<H> Holders<H> {
-    pub fn new(max: usize, blocks: usize) -> Holders<H> {
+    pub fn new(max: usize, blocks: usize, block_size: u32) -> Holders<H> {
         Holders {
             running: HashMap::new(),
             max,
             blocks,
+            block_size,
         }
     }
 
@@ -198,7 +201,8 @@ async fn supervise(
     let mut interrupt = listen(SignalKind::interrupt())?;
     let mut children = listen(SignalKind::child())?;
     let mut hangup = listen(SignalKind::hangup())?;
-    let mut holders: Holders<Child> = Holders::new(config.workers, config.id_blocks());
+    let mut holders: Holders<Child> =
+        Holders::new(config.workers, config.id_blocks(), config.ids_per_worker());
     let mut buffer = RecvBuffer::default();
     let mut front_exit = None;
     let served: Result<(), SupervisorError> = async {
@@ -228,7 +232,6 @@ async fn supervise(
                         // may still run when the new pool starts.
                         let mut new = new;
                         new.cgi_ids = config.cgi_ids;
-                        new.cgis_per_worker = new.cgis_per_worker.min(config.cgis_per_worker);
                         config = new;
                         let message = Reply::Reload { config: Box::new(config.clone()) };
                         control.send(&message, &[]).await.map_err(SupervisorError::Reply)?;
@@ -276,7 +279,7 @@ async fn carry_out(
     control: &Arc<Channel>,
 ) -> Result<(), SupervisorError> {
     let reply = match holders.decide(request) {
-        Decision::Start { slot, block } => match spawn_worker(config, block) {
+        Decision::Start { slot, block } => match spawn_worker(config, block, holders.block_size) {
             Ok(started) => {
                 let fds = [started.channel.as_fd(), started.stderr.as_fd()];
                 let holder = started.holder.id().unwrap_or(0);
@@ -329,8 +332,10 @@ fn unchangeable(old: &Config, new: &Config) -> Vec<&'static str> {
     if old.cgi_ids != new.cgi_ids {
         changed.push("--cgi-ids");
     }
-    if new.cgis_per_worker > old.cgis_per_worker {
-        changed.push("a larger --max-cgis-per-worker");
+    if new.ids_per_worker() > old.ids_per_worker() {
+        // Each worker still gets the ids of one block of the start's size: at most that many
+        // of its CGIs run at once (more fail with 503 until one ends).
+        changed.push("a larger --max-cgis-per-worker (beyond half the ids of a worker's block)");
     }
     changed
 }
@@ -357,7 +362,7 @@ mod tests {
     use super::*;
 
     fn holders(running: &[u32], max: usize) -> Holders<()> {
-        let mut holders = Holders::new(max, 8);
+        let mut holders = Holders::new(max, 8, 64);
         for (block, &holder) in running.iter().enumerate() {
             holders.insert(holder, (), block);
         }
@@ -379,7 +384,7 @@ mod tests {
             holders.decide(ToSupervisor::StartWorker { slot: 5 }),
             Decision::Start { slot: 5, block: 1 }
         );
-        let mut full = Holders::new(8, 2);
+        let mut full = Holders::new(8, 2, 64);
         full.insert(10, (), 0);
         full.insert(11, (), 1);
         assert_eq!(

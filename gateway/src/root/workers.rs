@@ -25,9 +25,8 @@ pub struct SpawnedWorker {
     pub stderr: OwnedFd,
 }
 
-/// The command line of a worker with the ids of block `block` of `--cgi-ids`.
-pub fn worker_args(config: &Config, block: usize) -> WorkerArgs {
-    let size = config.ids_per_worker();
+/// The command line of a worker with the ids of block `block` (of `size` ids) of `--cgi-ids`.
+pub fn worker_args(config: &Config, block: usize, size: u32) -> WorkerArgs {
     let block = u32::try_from(block).unwrap_or(u32::MAX);
     WorkerArgs {
         jail: config.jail.clone(),
@@ -48,13 +47,13 @@ pub fn worker_args(config: &Config, block: usize) -> WorkerArgs {
 
 /// Execs a fresh worker image with its end of the channel as descriptor 3. The worker's
 /// environment is empty: nothing of ours goes in.
-pub fn spawn_worker(config: &Config, block: usize) -> Result<SpawnedWorker, String> {
+pub fn spawn_worker(config: &Config, block: usize, size: u32) -> Result<SpawnedWorker, String> {
     let (ours, theirs) = Channel::pair().map_err(|e| format!("socketpair: {e}"))?;
     let theirs: OwnedFd = theirs.into_owned_fd();
     let theirs_raw = theirs.as_raw_fd();
     let mut command = Command::new(&config.worker_exe);
     command
-        .args(worker_args(config, block).to_args())
+        .args(worker_args(config, block, size).to_args())
         .env_clear()
         .stdin(Stdio::null())
         .stdout(Stdio::null())
