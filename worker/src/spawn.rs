@@ -50,16 +50,11 @@ pub struct Spawner {
     tmp_dirs: Vec<CString>,
     /// The supplementary groups of every CGI: the data folder's, if there is one.
     groups: Vec<libc::gid_t>,
-    /// The mount namespace each id's last CGI had, with its `/tmp`, while that `/tmp` is
-    /// empty: entering it costs less than making a new one (and tearing it down).
-    namespaces: HashMap<u32, Namespace>,
-}
-
-/// A CGI's mount namespace, kept for the next CGI of the same id.
-struct Namespace {
-    mount: OwnedFd,
-    /// Its `/tmp` (`O_PATH`), to see whether the CGI left anything there.
-    tmp: OwnedFd,
+    /// The mount namespace each id's last CGI had, while its `/tmp` is empty: entering it
+    /// costs less than making a new one (and tearing it down). One descriptor an id at most.
+    namespaces: HashMap<u32, OwnedFd>,
+    /// The `/tmp` (`O_PATH`) of each running CGI, to see whether it left anything there.
+    running_tmp: HashMap<u32, OwnedFd>,
 }
 
 impl Spawner {
@@ -85,6 +80,7 @@ impl Spawner {
             tmp_dirs,
             groups: config.data.iter().map(|data| data.gid).collect(),
             namespaces: HashMap::new(),
+            running_tmp: HashMap::new(),
         })
     }
 
@@ -92,38 +88,36 @@ impl Spawner {
     /// mount namespace is kept for the next CGI of that id only if its `/tmp` is empty;
     /// otherwise it is let go, and its `/tmp` with it, now rather than when the id comes back.
     pub fn release_id(&mut self, id: u32) {
-        if let Some(namespace) = self.namespaces.get(&id) {
-            let used = nix::sys::statfs::fstatfs(&namespace.tmp)
-                .map(|fs| fs.blocks() != fs.blocks_free() || fs.files() != fs.files_free() + 1)
-                .unwrap_or(true);
-            if used {
-                self.namespaces.remove(&id);
-            }
+        let empty = self.running_tmp.remove(&id).is_some_and(|tmp| {
+            nix::sys::statfs::fstatfs(&tmp).is_ok_and(|fs| {
+                fs.blocks() == fs.blocks_free() && fs.files() == fs.files_free() + 1
+            })
+        });
+        if !empty {
+            self.namespaces.remove(&id);
         }
         self.free_ids.push_back(id);
     }
 
-    /// Keeps the mount namespace of the CGI `pid` (just started as `id`) for the next CGI of
-    /// that id. Best effort: a CGI that has already exited has no namespace left to keep.
+    /// Holds on to the `/tmp` of the CGI `pid` (just started as `id`) while it runs, and keeps
+    /// its mount namespace for the next CGI of that id. Best effort: a CGI that has already
+    /// exited has neither left (its namespace is then not kept).
     fn keep_namespace(&mut self, pid: Pid, id: u32) {
         use nix::fcntl::{open, OFlag};
         use nix::sys::stat::Mode;
-        if self.namespaces.contains_key(&id) {
-            return;
-        }
         let Some(tmp) = self.tmp_dirs.first() else {
             return;
         };
-        let flags = OFlag::O_RDONLY | OFlag::O_CLOEXEC;
-        let mount = open(format!("/proc/{pid}/ns/mnt").as_str(), flags, Mode::empty());
         let tmp_path = format!("/proc/{pid}/root{}", tmp.to_string_lossy());
-        let tmp = open(
-            tmp_path.as_str(),
-            OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
-            Mode::empty(),
-        );
-        if let (Ok(mount), Ok(tmp)) = (mount, tmp) {
-            self.namespaces.insert(id, Namespace { mount, tmp });
+        let flags = OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC;
+        if let Ok(tmp) = open(tmp_path.as_str(), flags, Mode::empty()) {
+            self.running_tmp.insert(id, tmp);
+        }
+        if !self.namespaces.contains_key(&id) {
+            let flags = OFlag::O_RDONLY | OFlag::O_CLOEXEC;
+            if let Ok(mount) = open(format!("/proc/{pid}/ns/mnt").as_str(), flags, Mode::empty()) {
+                self.namespaces.insert(id, mount);
+            }
         }
     }
 
@@ -187,7 +181,7 @@ impl Spawner {
         let tmp_options = CStr::from_bytes_with_nul(&self.tmp_options)
             .map_err(|_| SpawnError::BadRequest("tmpfs options".into()))?;
         let tmp_dirs: Vec<&CStr> = self.tmp_dirs.iter().map(CString::as_c_str).collect();
-        let mount_namespace = self.namespaces.get(&id).map(|ns| ns.mount.as_fd());
+        let mount_namespace = self.namespaces.get(&id).map(|ns| ns.as_fd());
         let launched = self.launcher.launch(&Program {
             path,
             argv: &argv,
