@@ -113,10 +113,10 @@ impl Spawner {
         if let Ok(tmp) = open(tmp_path.as_str(), flags, Mode::empty()) {
             self.running_tmp.insert(id, tmp);
         }
-        if !self.namespaces.contains_key(&id) {
+        if let std::collections::hash_map::Entry::Vacant(slot) = self.namespaces.entry(id) {
             let flags = OFlag::O_RDONLY | OFlag::O_CLOEXEC;
             if let Ok(mount) = open(format!("/proc/{pid}/ns/mnt").as_str(), flags, Mode::empty()) {
-                self.namespaces.insert(id, mount);
+                slot.insert(mount);
             }
         }
     }
