@@ -486,6 +486,36 @@ impl Drop for ChildStack {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The check a CGI's child runs before it reuses a `/tmp`: nothing but `.` and `..`, no
+    /// extended attribute.
+    #[test]
+    fn a_tmp_is_empty_only_without_entries_or_attributes() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = CString::new(dir.path().as_os_str().as_encoded_bytes()).expect("path");
+        let dirs = [path.as_c_str()];
+        let identity = Identity {
+            id: 1,
+            tmp_options: c"",
+            tmp_dirs: &dirs,
+            mount_namespace: None,
+            groups: &[],
+        };
+        assert_eq!(tmp_is_empty(&identity), Ok(true));
+        std::fs::write(dir.path().join("left"), b"x").expect("write");
+        assert_eq!(tmp_is_empty(&identity), Ok(false));
+        std::fs::remove_file(dir.path().join("left")).expect("remove");
+        assert_eq!(tmp_is_empty(&identity), Ok(true));
+        // Many entries: more than one read's worth of names are not needed to tell.
+        for name in 0..100 {
+            std::fs::write(
+                dir.path().join(format!("file-with-a-long-name-{name}")),
+                b"",
+            )
+            .expect("write");
+        }
+        assert_eq!(tmp_is_empty(&identity), Ok(false));
+    }
     use std::ffi::CString;
     use std::io::Read;
     use std::os::fd::{AsFd, OwnedFd};
