@@ -68,23 +68,7 @@ workers() {
 }
 rss_kb() { awk '/^VmRSS/ {print $2}' "/proc/$1/status"; }
 fds() { ls "/proc/$1/fd" | wc -l; }
-# A worker keeps one descriptor per id of its block for the mount namespace of that id's last
-# CGI (while its /tmp is empty): a cache bounded by the block, not a leak; counted apart.
-worker_fds() {
-  local total=0 pid
-  for pid in $(workers); do
-    total=$((total + $(find "/proc/$pid/fd" -mindepth 1 -printf '%l\n' | grep -vc '^mnt:')))
-  done
-  echo "$total"
-}
-namespace_fds() {
-  local most=0 pid count
-  for pid in $(workers); do
-    count=$(find "/proc/$pid/fd" -mindepth 1 -printf '%l\n' | grep -c '^mnt:' || true)
-    [ "$count" -gt "$most" ] && most=$count
-  done
-  echo "$most"
-}
+worker_fds() { local total=0; for pid in $(workers); do total=$((total + $(fds "$pid"))); done; echo "$total"; }
 metric() { curl -s "http://127.0.0.1:$admin/metrics" | awk -v key="$1" '$1 == key {print $2}' | tail -1; }
 status_count() { local v; v="$(metric "jailgate_requests_total{front=\"http\",status=\"$1\"}")"; echo "${v:-0}"; }
 
@@ -109,7 +93,6 @@ wait "$load" || true
 sleep 2   # connections close, the last CGIs exit
 
 rss_after="$(rss_kb "$front_pid")"; fds_after="$(fds "$front_pid")"; wfds_after="$(worker_fds)"
-ns_most="$(namespace_fds)"
 ok=$(( $(status_count 200) - ok_before )); not_found=$(( $(status_count 404) - nf_before ))
 failed=$(( $(status_count 502) - bad_before ))
 all="$(curl -s "http://127.0.0.1:$admin/metrics" | awk '/^jailgate_requests_total/ {sum += $2} END {print sum + 0}')"
@@ -168,8 +151,6 @@ problems=()
 [ "$left" -eq 0 ] || problems+=("$left processes left after the stop")
 [ "$fds_after" -le $((fds_before + 2)) ] || problems+=("front descriptors grew from $fds_before to $fds_after")
 [ "$wfds_after" -le $((wfds_before + 2)) ] || problems+=("worker descriptors grew from $wfds_before to $wfds_after")
-# The namespace cache: at most one per id of a worker's block (2 x --max-cgis-per-worker 128).
-[ "$ns_most" -le 256 ] || problems+=("a worker keeps $ns_most mount namespaces, more than its 256 ids")
 # Allocator arenas settle in the first minutes; more than half again plus 4 MiB is a leak.
 [ "$rss_after" -le $((rss_before * 3 / 2 + 4096)) ] || problems+=("front RSS grew from $rss_before to $rss_after KiB")
 [ "$ok" -gt 0 ] && [ "$failed" -gt 0 ] && [ "$not_found" -gt 0 ] || problems+=("the workload did not run as planned")

@@ -562,8 +562,7 @@ exec cat /dev/fd/0",
 
 /// An id comes back after its worker's whole block has been used (least recently freed
 /// first). Whatever the last CGI of that id left in `/tmp` (files, an extended attribute on
-/// `/tmp` itself, its mode) is not there for the next: its `/tmp` is kept for reuse only when
-/// empty, and checked again before it is.
+/// `/tmp` itself, its mode) is not there for the next: every CGI gets a fresh `/tmp`.
 #[tokio::test(flavor = "multi_thread")]
 async fn an_id_that_comes_back_finds_a_clean_tmp() {
     require_root!();

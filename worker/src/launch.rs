@@ -71,9 +71,6 @@ pub struct Identity<'a> {
     pub tmp_options: &'a CStr,
     /// `/tmp`, then the other writable areas of the jail, which get the same tmpfs bound.
     pub tmp_dirs: &'a [&'a CStr],
-    /// The mount namespace the last CGI of this id had, if any: entering it is cheaper than
-    /// making a new one (its `/tmp` is checked and replaced unless empty).
-    pub mount_namespace: Option<BorrowedFd<'a>>,
     /// Its supplementary groups: the data folder's, or none.
     pub groups: &'a [libc::gid_t],
 }
@@ -263,32 +260,9 @@ impl Child<'_> {
         let Some(identity) = &self.program.identity else {
             return Ok(());
         };
-        match identity.mount_namespace {
-            // The namespace the last CGI of this id had: its /tmp is reused only if that CGI
-            // left nothing in it, else replaced by a fresh one.
-            Some(namespace) => {
-                // SAFETY: a namespace descriptor and a namespace type.
-                check(unsafe { libc::setns(namespace.as_raw_fd(), libc::CLONE_NEWNS) })?;
-                if tmp_is_empty(identity)? {
-                    // As a fresh one: the last CGI of this id may have changed its mode.
-                    if let Some(tmp) = identity.tmp_dirs.first() {
-                        // SAFETY: a NUL-terminated path the parent prepared.
-                        check(unsafe { libc::chmod(tmp.as_ptr(), 0o700) })?;
-                    }
-                } else {
-                    for dir in identity.tmp_dirs.iter().rev() {
-                        // SAFETY: a NUL-terminated path the parent prepared.
-                        check(unsafe { libc::umount2(dir.as_ptr(), libc::MNT_DETACH) })?;
-                    }
-                    mount_tmp(identity)?;
-                }
-            }
-            None => {
-                // SAFETY: unshare takes flags only.
-                check(unsafe { libc::unshare(libc::CLONE_NEWNS) })?;
-                mount_tmp(identity)?;
-            }
-        }
+        // SAFETY: unshare takes flags only.
+        check(unsafe { libc::unshare(libc::CLONE_NEWNS) })?;
+        mount_tmp(identity)?;
         let id = identity.id;
         // SAFETY: a slice and its length.
         check(unsafe { libc::setgroups(identity.groups.len(), identity.groups.as_ptr()) })?;
@@ -342,56 +316,6 @@ fn mount_tmp(identity: &Identity<'_>) -> Result<(), c_int> {
         })?;
     }
     Ok(())
-}
-
-/// Whether `/tmp` holds nothing but `.` and `..`: the last CGI of this id wrote nothing there,
-/// or removed all it wrote. (Its processes are all gone: killed with its process group, and an
-/// id is reused least recently freed first.) Reads the directory with one `getdents64` into a
-/// buffer on the stack: a vfork child allocates nothing.
-fn tmp_is_empty(identity: &Identity<'_>) -> Result<bool, c_int> {
-    let Some(tmp) = identity.tmp_dirs.first() else {
-        return Ok(true);
-    };
-    // SAFETY: a NUL-terminated path; the descriptor is closed below.
-    let fd = unsafe {
-        libc::open(
-            tmp.as_ptr(),
-            libc::O_RDONLY | libc::O_DIRECTORY | libc::O_CLOEXEC | libc::O_NOFOLLOW,
-        )
-    };
-    check(fd)?;
-    let mut buffer = [0u8; 512];
-    // SAFETY: a buffer of the length given, on this stack.
-    let read =
-        unsafe { libc::syscall(libc::SYS_getdents64, fd, buffer.as_mut_ptr(), buffer.len()) };
-    let read_errno = Errno::last_raw();
-    // No extended attributes either (tmpfs keeps `user.*` ones): nothing of the last CGI's.
-    // SAFETY: a null buffer of length 0 asks for the size only.
-    let attributes = unsafe { libc::flistxattr(fd, ptr::null_mut(), 0) };
-    // SAFETY: our own descriptor.
-    unsafe { libc::close(fd) };
-    if read < 0 {
-        return Err(read_errno);
-    }
-    if attributes != 0 {
-        return Ok(false);
-    }
-    // struct linux_dirent64: ino (8), off (8), reclen (2), type (1), name (NUL-terminated).
-    let mut at = 0usize;
-    let read = read as usize;
-    while at + 19 < read {
-        let reclen = usize::from(u16::from_ne_bytes([buffer[at + 16], buffer[at + 17]]));
-        let name = &buffer[at + 19..(at + reclen).min(read)];
-        let name = name.split(|&b| b == 0).next().unwrap_or(&[]);
-        if name != b"." && name != b".." {
-            return Ok(false);
-        }
-        if reclen == 0 {
-            break;
-        }
-        at += reclen;
-    }
-    Ok(true)
 }
 
 /// The signals that have a handler in this process (not SIG_DFL, not SIG_IGN).
@@ -487,35 +411,6 @@ impl Drop for ChildStack {
 mod tests {
     use super::*;
 
-    /// The check a CGI's child runs before it reuses a `/tmp`: nothing but `.` and `..`, no
-    /// extended attribute.
-    #[test]
-    fn a_tmp_is_empty_only_without_entries_or_attributes() {
-        let dir = tempfile::tempdir().expect("temp dir");
-        let path = CString::new(dir.path().as_os_str().as_encoded_bytes()).expect("path");
-        let dirs = [path.as_c_str()];
-        let identity = Identity {
-            id: 1,
-            tmp_options: c"",
-            tmp_dirs: &dirs,
-            mount_namespace: None,
-            groups: &[],
-        };
-        assert_eq!(tmp_is_empty(&identity), Ok(true));
-        std::fs::write(dir.path().join("left"), b"x").expect("write");
-        assert_eq!(tmp_is_empty(&identity), Ok(false));
-        std::fs::remove_file(dir.path().join("left")).expect("remove");
-        assert_eq!(tmp_is_empty(&identity), Ok(true));
-        // Many entries: more than one read's worth of names are not needed to tell.
-        for name in 0..100 {
-            std::fs::write(
-                dir.path().join(format!("file-with-a-long-name-{name}")),
-                b"",
-            )
-            .expect("write");
-        }
-        assert_eq!(tmp_is_empty(&identity), Ok(false));
-    }
     use std::ffi::CString;
     use std::io::Read;
     use std::os::fd::{AsFd, OwnedFd};

@@ -25,8 +25,10 @@ const DENIED: &[i64] = &[
     libc::SYS_kcmp,
     // Mounts, roots and namespaces (`mount` and `unshare` of a mount namespace only for the
     // worker, which gives each CGI its private `/tmp` with them: see DENIED_TO_CGIS).
+    libc::SYS_umount2,
     libc::SYS_pivot_root,
     libc::SYS_chroot,
+    libc::SYS_setns,
     libc::SYS_fsopen,
     libc::SYS_fsconfig,
     libc::SYS_fsmount,
@@ -118,17 +120,15 @@ const NAMESPACE_FLAGS: &[i32] = &[
 ];
 
 /// Denied to CGIs by [`CgiFilter`], not to the worker by [`install`]: each CGI's process calls
-/// `setsid`, `unshare` or `setns` (a mount namespace) and `mount` and `umount2` (its `/tmp`)
-/// itself, before its filter is installed. The worker ends a request by killing its CGI's process group; a process that
+/// `setsid`, `unshare` (a mount namespace) and `mount` (its `/tmp`) itself, before its filter
+/// is installed. The worker ends a request by killing its CGI's process group; a process that
 /// left the group with `setsid` or `setpgid` would escape that kill, run on, and hold the
 /// response's pipes open until the deadline.
 const DENIED_TO_CGIS: &[i64] = &[
     libc::SYS_setsid,
     libc::SYS_setpgid,
     libc::SYS_mount,
-    libc::SYS_umount2,
     libc::SYS_unshare,
-    libc::SYS_setns,
 ];
 
 #[derive(Debug, thiserror::Error)]
@@ -247,14 +247,10 @@ fn argument_rules() -> Result<Vec<(i64, Vec<SeccompRule>)>, seccompiler::Backend
     }
     families.push(rule(vec![arg(0, Gt, below - 1)?])?);
     Ok(vec![
-        // The worker may make or enter a mount namespace (each CGI's), nothing else.
+        // The worker may make a mount namespace (each CGI's), nothing else.
         (
             libc::SYS_unshare,
             vec![rule(vec![arg(0, Ne, libc::CLONE_NEWNS as u64)?])?],
-        ),
-        (
-            libc::SYS_setns,
-            vec![rule(vec![arg(1, Ne, libc::CLONE_NEWNS as u64)?])?],
         ),
         (libc::SYS_prlimit64, only_self(0)?),
         (libc::SYS_sched_setscheduler, only_self(0)?),

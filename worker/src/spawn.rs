@@ -1,7 +1,7 @@
 //! Starting one CGI: check the script, then start it (see `launch.rs`) with exactly its
 //! descriptors, environment, limits and a process group of its own.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
 use std::ffi::{c_char, CStr, CString, OsStr};
 use std::io::Write;
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
@@ -50,11 +50,6 @@ pub struct Spawner {
     tmp_dirs: Vec<CString>,
     /// The supplementary groups of every CGI: the data folder's, if there is one.
     groups: Vec<libc::gid_t>,
-    /// The mount namespace each id's last CGI had, while its `/tmp` is empty: entering it
-    /// costs less than making a new one (and tearing it down). One descriptor an id at most.
-    namespaces: HashMap<u32, OwnedFd>,
-    /// The `/tmp` (`O_PATH`) of each running CGI, to see whether it left anything there.
-    running_tmp: HashMap<u32, OwnedFd>,
 }
 
 impl Spawner {
@@ -79,46 +74,13 @@ impl Spawner {
             tmp_options: Vec::new(),
             tmp_dirs,
             groups: config.data.iter().map(|data| data.gid).collect(),
-            namespaces: HashMap::new(),
-            running_tmp: HashMap::new(),
         })
     }
 
-    /// Gives back the id of a CGI that has exited (its process group killed with it). Its
-    /// mount namespace is kept for the next CGI of that id only if its `/tmp` is empty;
-    /// otherwise it is let go, and its `/tmp` with it, now rather than when the id comes back.
+    /// Gives back the id of a CGI that has exited (its process group killed with it, its
+    /// mount namespace and `/tmp` gone with its last process).
     pub fn release_id(&mut self, id: u32) {
-        let empty = self.running_tmp.remove(&id).is_some_and(|tmp| {
-            nix::sys::statfs::fstatfs(&tmp).is_ok_and(|fs| {
-                fs.blocks() == fs.blocks_free() && fs.files() == fs.files_free() + 1
-            })
-        });
-        if !empty {
-            self.namespaces.remove(&id);
-        }
         self.free_ids.push_back(id);
-    }
-
-    /// Holds on to the `/tmp` of the CGI `pid` (just started as `id`) while it runs, and keeps
-    /// its mount namespace for the next CGI of that id. Best effort: a CGI that has already
-    /// exited has neither left (its namespace is then not kept).
-    fn keep_namespace(&mut self, pid: Pid, id: u32) {
-        use nix::fcntl::{open, OFlag};
-        use nix::sys::stat::Mode;
-        let Some(tmp) = self.tmp_dirs.first() else {
-            return;
-        };
-        let tmp_path = format!("/proc/{pid}/root{}", tmp.to_string_lossy());
-        let flags = OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC;
-        if let Ok(tmp) = open(tmp_path.as_str(), flags, Mode::empty()) {
-            self.running_tmp.insert(id, tmp);
-        }
-        if let std::collections::hash_map::Entry::Vacant(slot) = self.namespaces.entry(id) {
-            let flags = OFlag::O_RDONLY | OFlag::O_CLOEXEC;
-            if let Ok(mount) = open(format!("/proc/{pid}/ns/mnt").as_str(), flags, Mode::empty()) {
-                slot.insert(mount);
-            }
-        }
     }
 
     /// Starts the CGI described by `request`, its stdin, stdout and stderr being `fds` (in that
@@ -181,7 +143,6 @@ impl Spawner {
         let tmp_options = CStr::from_bytes_with_nul(&self.tmp_options)
             .map_err(|_| SpawnError::BadRequest("tmpfs options".into()))?;
         let tmp_dirs: Vec<&CStr> = self.tmp_dirs.iter().map(CString::as_c_str).collect();
-        let mount_namespace = self.namespaces.get(&id).map(|ns| ns.as_fd());
         let launched = self.launcher.launch(&Program {
             path,
             argv: &argv,
@@ -193,15 +154,11 @@ impl Spawner {
                 id,
                 tmp_options,
                 tmp_dirs: &tmp_dirs,
-                mount_namespace,
                 groups: &self.groups,
             }),
         });
         match launched {
-            Ok(pid) => {
-                self.keep_namespace(pid, id);
-                Ok((pid, script_segments, id))
-            }
+            Ok(pid) => Ok((pid, script_segments, id)),
             Err(errno) => {
                 self.free_ids.push_back(id);
                 Err(classify_exec_error(errno))
