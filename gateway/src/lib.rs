@@ -29,6 +29,7 @@ use root::startup::{Split, Startup};
 /// supervisor in the parent. Must be called as root before any thread exists. Returns the exit
 /// code in the supervisor; the front never returns from here.
 pub fn serve(startup: Startup) -> ExitCode {
+    let _ = root::handover::stop_signals().thread_block();
     match root::startup::split(startup) {
         Err(error) => {
             eprintln!("gateway: {error}");

@@ -267,3 +267,61 @@ async fn socket_activation_serves_on_the_inherited_socket() {
         .expect("exits after SIGTERM");
     assert_eq!(status.code(), Some(0));
 }
+
+/// A SIGTERM while the gateway starts (its front forked but not yet serving) stops it cleanly:
+/// exit 0, nothing left behind. Before the stop signals were held across the start, the
+/// default action killed the half-started front, and the gateway exited 1.
+#[tokio::test(flavor = "multi_thread")]
+async fn sigterm_while_starting_stops_cleanly() {
+    require_root!();
+    let jail = Jail::new();
+    for attempt in 1..=5 {
+        let stderr_path = jail
+            .root()
+            .with_file_name(format!("starting-{attempt}.stderr"));
+        let mut gateway = crate::harness::ChildGuard::spawn(
+            Command::new(gateway_bin())
+                .arg("--jail")
+                .arg(jail.root())
+                .args(["--workers", "2", "--listen", "127.0.0.1:0"])
+                .args(crate::harness::cgi_ids_arg())
+                .stdin(std::process::Stdio::null())
+                .stdout(std::process::Stdio::null())
+                .stderr(std::fs::File::create(&stderr_path).expect("stderr file")),
+        );
+        let pid = gateway.pid();
+        // The moment the front exists: the fork is done, the front's start has just begun.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let front = loop {
+            let all = procfs::snapshot();
+            if let Some(front) = procfs::children(&all, pid).into_iter().next() {
+                break front;
+            }
+            assert!(
+                gateway.try_wait().is_none() && Instant::now() < deadline,
+                "the gateway never forked its front"
+            );
+        };
+        let mut before = procfs::descendants(&procfs::snapshot(), pid);
+        before.push(front);
+        gateway.signal(Signal::SIGTERM);
+        let status = gateway
+            .wait_timeout(Duration::from_secs(15))
+            .expect("the gateway exits after a SIGTERM while starting");
+        let stderr = std::fs::read_to_string(&stderr_path).unwrap_or_default();
+        assert_eq!(
+            status.code(),
+            Some(0),
+            "attempt {attempt}: exit status {status} after a SIGTERM while starting; stderr:\n{stderr}"
+        );
+        let end = Instant::now() + Duration::from_secs(2);
+        while !before.is_empty() && Instant::now() < end {
+            before.retain(|p| procfs::still_exists(p).is_some());
+            thread::sleep(Duration::from_millis(20));
+        }
+        assert!(
+            before.is_empty(),
+            "attempt {attempt}: these outlived the gateway by 2 s: {before:?}"
+        );
+    }
+}

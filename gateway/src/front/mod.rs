@@ -29,7 +29,7 @@ use std::sync::Arc;
 use tokio::sync::{mpsc, watch};
 
 use crate::config::Config;
-use crate::root::handover::{Bound, Handover, Listeners};
+use crate::root::handover::{stop_signals, Bound, Handover, Listeners};
 use listen::Listener;
 use metrics::Metrics;
 use pool::{Pool, WorkerSource};
@@ -61,8 +61,10 @@ pub fn run(handover: Handover) -> i32 {
         }
     };
     let served = runtime.block_on(async move {
+        let stop = stop_signal();
+        let _ = stop_signals().thread_unblock();
         let (supervisor, reloads) = SupervisorLink::new(control)?;
-        serve(config, listeners, supervisor, reloads, stop_signal()).await
+        serve(config, listeners, supervisor, reloads, stop).await
     });
     match served {
         Ok(()) => 0,
@@ -230,19 +232,23 @@ fn notify_systemd(state: &str) {
     }
 }
 
-/// Resolves on SIGTERM or SIGINT.
-pub async fn stop_signal() {
+/// Resolves on SIGTERM or SIGINT. The handlers are installed at the call, inside the runtime,
+/// not when the future is first polled: a signal in between is not lost.
+pub fn stop_signal() -> impl std::future::Future<Output = ()> {
     use tokio::signal::unix::{signal, SignalKind};
-    let (Ok(mut terminate), Ok(mut interrupt)) = (
+    let streams = (
         signal(SignalKind::terminate()),
         signal(SignalKind::interrupt()),
-    ) else {
-        // Without signal handling the default action (exit) still stops us.
-        return std::future::pending().await;
-    };
-    tokio::select! {
-        _ = terminate.recv() => tracing::info!("SIGTERM: stopping"),
-        _ = interrupt.recv() => tracing::info!("SIGINT: stopping"),
+    );
+    async move {
+        let (Ok(mut terminate), Ok(mut interrupt)) = streams else {
+            // Without signal handling the default action (exit) still stops us.
+            return std::future::pending().await;
+        };
+        tokio::select! {
+            _ = terminate.recv() => tracing::info!("SIGTERM: stopping"),
+            _ = interrupt.recv() => tracing::info!("SIGINT: stopping"),
+        }
     }
 }
 

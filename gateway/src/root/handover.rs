@@ -1,13 +1,26 @@
-//! What root hands to the front at the fork: the sockets it bound, the supervisor channel, and
-//! the account to drop to. The only part of `root/` the front uses.
+//! What root hands to the front at the fork: the sockets it bound, the supervisor channel, the
+//! account to drop to, and the stop signals held. The only part of `root/` the front uses.
 
 use std::os::fd::OwnedFd;
 use std::os::unix::net::UnixListener;
 use std::path::{Path, PathBuf};
 
+use nix::sys::signal::{SigSet, Signal};
 use nix::unistd::Pid;
 
 use crate::config::{Config, FrontUser};
+
+/// SIGTERM and SIGINT are held (blocked) from the start of serving, across the fork, until each
+/// process has its handlers: one arriving mid-start then stops it cleanly, where the default
+/// action would kill it half-started (a front killed before it is ready, socket files left).
+/// Threads started meanwhile inherit the block, so the signals go to the thread that releases
+/// them, the one running the runtime's main future.
+pub fn stop_signals() -> SigSet {
+    let mut set = SigSet::empty();
+    set.add(Signal::SIGTERM);
+    set.add(Signal::SIGINT);
+    set
+}
 
 /// Everything the front starts from, in the child of the fork.
 pub struct Handover {

@@ -22,6 +22,7 @@ use protocol::{Channel, ChannelError, FromSupervisor, RecvBuffer, Stop, ToSuperv
 use tokio::process::Child;
 use tokio::signal::unix::{signal, SignalKind};
 
+use super::handover::stop_signals;
 use super::workers::{spawn_worker, stop_holder};
 use crate::config::Config;
 
@@ -199,6 +200,7 @@ async fn supervise(
     let listen = |kind| signal(kind).map_err(SupervisorError::Signals);
     let mut terminate = listen(SignalKind::terminate())?;
     let mut interrupt = listen(SignalKind::interrupt())?;
+    let _ = stop_signals().thread_unblock();
     let mut children = listen(SignalKind::child())?;
     let mut hangup = listen(SignalKind::hangup())?;
     let mut holders: Holders<Child> =
@@ -213,9 +215,11 @@ async fn supervise(
                     None => break,
                 },
                 _ = terminate.recv() => {
+                    tracing::info!("SIGTERM: passed on to the HTTP front");
                     let _ = kill(front, Signal::SIGTERM);
                 }
                 _ = interrupt.recv() => {
+                    tracing::info!("SIGINT: passed on to the HTTP front as SIGTERM");
                     let _ = kill(front, Signal::SIGTERM);
                 }
                 _ = children.recv() => front_exit = reap_front(front, false),
