@@ -53,7 +53,11 @@ fn check_route(route: &Route, query: Option<&str>) {
 }
 
 fn segment_allowed(segment: &[u8]) -> bool {
-    segment != b"." && segment != b".." && !segment.iter().any(|b| matches!(b, b'/' | b'\\' | 0))
+    segment != b"."
+        && segment != b".."
+        && !segment
+            .iter()
+            .any(|&b| matches!(b, b'/' | b'\\' | 0..=0x1f | 0x7f))
 }
 
 fn segments_allowed(segments: &[&[u8]]) -> bool {

@@ -383,3 +383,42 @@ mod fcgi {
         }
     }
 }
+
+/// nginx passes PATH_INFO decoded: a CR LF in it (from `%0d%0a` in the URL) gets 400 and runs
+/// nothing, so a CGI that echoes PATH_INFO into a header cannot be made to inject one. The
+/// same request with a plain PATH_INFO runs.
+#[test]
+fn control_bytes_in_path_info_get_400_and_run_nothing() {
+    require_root!();
+    let jail = Jail::new();
+    jail.cgi("env", ENV_CGI);
+    let fastcgi: SocketAddr = ([127, 0, 0, 1], free_port()).into();
+    let _gw = jail.serve_with(
+        Opts {
+            workers: 1,
+            ..Opts::default()
+        },
+        &["--fastcgi", &fastcgi.to_string()],
+    );
+    for path_info in [
+        "/a\r\nSet-Cookie: x=1",
+        "/\n",
+        "/\x1b[31m",
+        "/a\x7fb",
+        "/\t",
+    ] {
+        let mut params = NGINX_PARAMS.to_vec();
+        params.push(("PATH_INFO", path_info));
+        let answer =
+            fcgi::exchange(fastcgi, &params, b"").expect("a FastCGI exchange with the gateway");
+        let (status, body) = cgi_response(&answer.stdout);
+        assert_eq!(status, 400, "PATH_INFO {path_info:?}: {body}");
+        assert!(
+            !body.contains("REQUEST_METHOD="),
+            "PATH_INFO {path_info:?} ran the CGI: {body}"
+        );
+    }
+    let mut params = NGINX_PARAMS.to_vec();
+    params.push(("PATH_INFO", "/a b~\u{e9}"));
+    expect_var(&fastcgi_env(fastcgi, &params), "PATH_INFO", "/a b~\u{e9}");
+}

@@ -1041,8 +1041,14 @@ printf 'Content-Type: text/plain\n\nran\n'"#,
         assert_eq!(status, *want, "{what}");
     }
 
-    // Dot segments, encoded slashes, NUL, in the script segment and in PATH_INFO.
+    // Dot segments, encoded slashes, NUL and other control bytes, in the script segment and in
+    // PATH_INFO.
     let paths = [
+        "/cgi-bin/marker/a%0d%0aSet-Cookie:%20x=1",
+        "/cgi-bin/marker/%0a",
+        "/cgi-bin/marker%09",
+        "/cgi-bin/marker/%1b[31m",
+        "/cgi-bin/marker/%7F",
         "/cgi-bin/marker%2Fx",
         "/cgi-bin/marker%2F",
         "/cgi-bin/%2E%2E/cgi-bin/marker",

@@ -43,8 +43,10 @@ pub fn route(path: &str, query: Option<&str>) -> Result<Route, RequestError> {
     // how naive CGIs get tricked into opening other files.
     for segment in path.split('/') {
         let decoded = percent_decode(segment)?;
-        if decoded.contains(&0) {
-            return Err(RequestError::BadRequest("NUL in path"));
+        // NUL cuts C strings short; CR, LF and the rest of the control bytes reach PATH_INFO,
+        // where a CGI that echoes it into a header (or a log line) can be made to inject one.
+        if decoded.iter().any(|&byte| byte < 0x20 || byte == 0x7f) {
+            return Err(RequestError::BadRequest("control byte in path"));
         }
         if decoded == b"." || decoded == b".." {
             return Err(RequestError::BadRequest("dot segment in path"));
@@ -114,6 +116,11 @@ mod tests {
         assert_eq!((bare.segments.len(), bare.query_string.as_str()), (1, ""));
         assert_eq!(route_ok("/cgi-bin/env/").segments, [&b"env"[..], b""]);
         assert_eq!(route_ok("/cgi-bin/hello%2Esh").segments, [&b"hello.sh"[..]]);
+        // The bytes around the control range pass: space, `~`, and UTF-8 above 0x7F.
+        assert_eq!(
+            route_ok("/cgi-bin/env/%20~%C3%A9").segments,
+            [&b"env"[..], " ~\u{e9}".as_bytes()]
+        );
         assert_eq!(
             route_ok("/cgi-bin/app/run.sh/x").url_path(2),
             "/cgi-bin/app/run.sh"
@@ -164,6 +171,15 @@ mod tests {
             "/cgi-bin/hello%+1",
             "/cgi-bin/hello/%+f",
             "/cgi-bin/hello%-1",
+            // Control bytes: header injection through PATH_INFO, terminal escapes in logs.
+            "/cgi-bin/hello/a%0d%0aSet-Cookie:%20x=1",
+            "/cgi-bin/hello/%0a",
+            "/cgi-bin/hello/%0D",
+            "/cgi-bin/hello%09",
+            "/cgi-bin/hello/%1b[31m",
+            "/cgi-bin/hello/%7f",
+            "/cgi-bin/hello/%7F",
+            "/cgi-bin/hello/%1F",
         ];
         for path in hostile {
             assert!(
