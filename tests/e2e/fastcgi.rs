@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use tokio::io::{AsyncWriteExt, BufReader};
 
-use crate::harness::{require_root, Jail, Opts, LEAK_NAME};
+use crate::harness::{require_root, Gateway, Jail, Opts, LEAK_NAME};
 use crate::http::read_response;
 
 const TIMEOUT: Duration = Duration::from_secs(30);
@@ -65,6 +65,22 @@ const HOSTILE_PARAMS: &[(&str, &str)] = &[
 fn free_port() -> u16 {
     let listener = TcpListener::bind("127.0.0.1:0").expect("bind a free port");
     listener.local_addr().expect("local address").port()
+}
+
+/// One worker serving `jail` with a FastCGI listener on a free loopback port, plus `flags`.
+fn serve_fastcgi(jail: Jail, flags: &[&str]) -> (Gateway, SocketAddr) {
+    let fastcgi: SocketAddr = ([127, 0, 0, 1], free_port()).into();
+    let address = fastcgi.to_string();
+    let mut args = vec!["--fastcgi", address.as_str()];
+    args.extend_from_slice(flags);
+    let gateway = jail.serve_with(
+        Opts {
+            workers: 1,
+            ..Opts::default()
+        },
+        &args,
+    );
+    (gateway, fastcgi)
 }
 
 /// The variables of an `env` dump.
@@ -128,14 +144,7 @@ fn fastcgi_peer_cannot_set_arbitrary_environment_variables() {
     require_root!();
     let jail = Jail::new();
     jail.cgi("env", ENV_CGI);
-    let fastcgi: SocketAddr = ([127, 0, 0, 1], free_port()).into();
-    let _gw = jail.serve_with(
-        Opts {
-            workers: 1,
-            ..Opts::default()
-        },
-        &["--fastcgi", &fastcgi.to_string()],
-    );
+    let (_gw, fastcgi) = serve_fastcgi(jail, &[]);
     let params: Vec<(&str, &str)> = NGINX_PARAMS.iter().chain(HOSTILE_PARAMS).copied().collect();
     let vars = fastcgi_env(fastcgi, &params);
 
@@ -183,19 +192,7 @@ fn pass_env_lets_a_named_fastcgi_param_through() {
         );
     }
 
-    let fastcgi: SocketAddr = ([127, 0, 0, 1], free_port()).into();
-    let _gw = jail.serve_with(
-        Opts {
-            workers: 1,
-            ..Opts::default()
-        },
-        &[
-            "--fastcgi",
-            &fastcgi.to_string(),
-            "--pass-env",
-            "GIT_PROJECT_ROOT",
-        ],
-    );
+    let (_gw, fastcgi) = serve_fastcgi(jail, &["--pass-env", "GIT_PROJECT_ROOT"]);
     let params: Vec<(&str, &str)> = NGINX_PARAMS
         .iter()
         .copied()
@@ -392,14 +389,7 @@ fn control_bytes_in_path_info_get_400_and_run_nothing() {
     require_root!();
     let jail = Jail::new();
     jail.cgi("env", ENV_CGI);
-    let fastcgi: SocketAddr = ([127, 0, 0, 1], free_port()).into();
-    let _gw = jail.serve_with(
-        Opts {
-            workers: 1,
-            ..Opts::default()
-        },
-        &["--fastcgi", &fastcgi.to_string()],
-    );
+    let (_gw, fastcgi) = serve_fastcgi(jail, &[]);
     for path_info in [
         "/a\r\nSet-Cookie: x=1",
         "/\n",

@@ -354,7 +354,7 @@ pub fn error_response(error: &RequestError) -> Response<ResponseBody> {
 mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
-    use crate::front::request::env::{meta_variables, CGI_PATH};
+    use crate::front::request::env::{by_name, meta_variables, CGI_PATH};
     use std::collections::HashMap;
 
     fn env_of(request: http::Request<()>) -> HashMap<String, String> {
@@ -383,14 +383,7 @@ mod tests {
             }
         };
         let meta = request_meta(&parts, connection, policy);
-        meta_variables(&meta, &route, length, policy)
-            .into_iter()
-            .map(|v| {
-                let v = String::from_utf8(v).unwrap();
-                let (name, value) = v.split_once('=').unwrap();
-                (name.to_owned(), value.to_owned())
-            })
-            .collect()
+        by_name(meta_variables(&meta, &route, length, policy))
     }
 
     #[test]

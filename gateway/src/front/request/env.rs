@@ -251,6 +251,19 @@ pub fn split_port(host: &str) -> (&str, Option<u16>) {
     (name, port)
 }
 
+/// The variables as a map, for tests that look them up by name.
+#[cfg(test)]
+pub fn by_name(variables: Vec<Vec<u8>>) -> std::collections::HashMap<String, String> {
+    variables
+        .into_iter()
+        .map(|variable| {
+            let variable = String::from_utf8(variable).expect("UTF-8 in a test");
+            let (name, value) = variable.split_once('=').expect("NAME=value");
+            (name.to_owned(), value.to_owned())
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used)]
@@ -278,14 +291,7 @@ mod tests {
 
     fn env_of(meta: &RequestMeta<'_>, policy: &EnvPolicy) -> HashMap<String, String> {
         let route = route("/cgi-bin/x", Some("q")).unwrap();
-        meta_variables(meta, &route, None, policy)
-            .into_iter()
-            .map(|v| {
-                let v = String::from_utf8(v).unwrap();
-                let (name, value) = v.split_once('=').unwrap();
-                (name.to_owned(), value.to_owned())
-            })
-            .collect()
+        by_name(meta_variables(meta, &route, None, policy))
     }
 
     fn params(pairs: &[(&str, &str)]) -> Vec<(Vec<u8>, Vec<u8>)> {
