@@ -50,6 +50,7 @@ const ATTACKS: &[&str] = &[
     "sysv",
     "syscalls",
     "tmp_steal",
+    "front_server",
 ];
 
 static BUILT: OnceLock<Result<PathBuf, String>> = OnceLock::new();
@@ -1175,28 +1176,29 @@ async fn connect_report(extra: &[&str]) -> String {
     body
 }
 
+/// By default a CGI has no network: not even the gateway's own port on 127.0.0.1.
 #[tokio::test(flavor = "multi_thread")]
-async fn no_network_blocks_connect_to_loopback() {
+async fn cgis_have_no_network_by_default() {
     require_root!();
-    let body = connect_report(&["--no-network"]).await;
+    let body = connect_report(&[]).await;
     let outcome = value(&body, "connect");
-    eprintln!("NOTE: connect to 127.0.0.1 with --no-network: {outcome}");
+    eprintln!("NOTE: connect to 127.0.0.1 from a CGI by default: {outcome}");
     assert_ne!(
         outcome, "ok",
-        "with --no-network a CGI reached the gateway's port: {body}"
+        "without --cgi-network a CGI reached the gateway's port: {body}"
     );
 }
 
-/// The control for the test above: the same program does reach the port without the flag.
+/// The control for the test above: the same program does reach the port with `--cgi-network`.
 #[tokio::test(flavor = "multi_thread")]
-async fn without_no_network_connect_to_loopback_works() {
+async fn with_cgi_network_connect_to_loopback_works() {
     require_root!();
-    let body = connect_report(&[]).await;
+    let body = connect_report(&["--cgi-network"]).await;
     assert_eq!(value(&body, "connect"), "ok", "{body}");
 }
 
 /// Abstract Unix sockets belong to the network namespace, not the file tree: the chroot does
-/// not hide the host's, so without `--no-network` only the worker's Landlock scope does.
+/// not hide the host's, so with `--cgi-network` only the worker's Landlock scope does.
 #[tokio::test(flavor = "multi_thread")]
 async fn abstract_unix_sockets_are_out_of_reach() {
     use std::os::linux::net::SocketAddrExt;
@@ -1228,7 +1230,7 @@ async fn abstract_unix_sockets_are_out_of_reach() {
     let jail = Jail::new();
     jail.cgi("hello", HELLO);
     jail.install("abstract", &program, 0o755);
-    let gw = jail.serve(one_worker());
+    let gw = jail.serve_with(one_worker(), &["--cgi-network"]);
     let body = report_of(&gw, &format!("/cgi-bin/abstract?id={id}")).await;
     let outcome = value(&body, "connect");
     eprintln!("NOTE: connect to the host's abstract socket from a CGI: {outcome}");

@@ -6,7 +6,8 @@
 
 use std::collections::BTreeMap;
 use std::io::{self, Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use tokio::io::{AsyncWriteExt, BufReader};
@@ -21,7 +22,7 @@ const ENV_CGI: &str = r"printf 'Content-Type: text/plain\n\n'; exec env";
 const CGI_PATH: &str = "/usr/local/bin:/usr/bin:/bin";
 
 /// What nginx's stock `fastcgi_params` sends for `GET /cgi-bin/env?a=1` (plus two headers).
-const NGINX_PARAMS: &[(&str, &str)] = &[
+pub(crate) const NGINX_PARAMS: &[(&str, &str)] = &[
     ("QUERY_STRING", "a=1"),
     ("REQUEST_METHOD", "GET"),
     ("CONTENT_TYPE", ""),
@@ -61,16 +62,16 @@ const HOSTILE_PARAMS: &[(&str, &str)] = &[
     ("PATH", "/tmp"),
 ];
 
-/// A free loopback port (closed again at once: the gateway binds it right after).
-fn free_port() -> u16 {
-    let listener = TcpListener::bind("127.0.0.1:0").expect("bind a free port");
-    listener.local_addr().expect("local address").port()
-}
-
-/// One worker serving `jail` with a FastCGI listener on a free loopback port, plus `flags`.
-fn serve_fastcgi(jail: Jail, flags: &[&str]) -> (Gateway, SocketAddr) {
-    let fastcgi: SocketAddr = ([127, 0, 0, 1], free_port()).into();
-    let address = fastcgi.to_string();
+/// One worker serving `jail` with a FastCGI listener on a Unix socket in the jail's temp
+/// folder (the only place a FastCGI peer can be checked on this host: SO_PEERCRED; the tests
+/// run as root, which is always a front server), plus `flags`.
+fn serve_fastcgi(jail: Jail, flags: &[&str]) -> (Gateway, PathBuf) {
+    let socket = jail
+        .root()
+        .parent()
+        .expect("the jail's temp folder")
+        .join("fastcgi.sock");
+    let address = format!("unix:{}", socket.display());
     let mut args = vec!["--fastcgi", address.as_str()];
     args.extend_from_slice(flags);
     let gateway = jail.serve_with(
@@ -80,7 +81,7 @@ fn serve_fastcgi(jail: Jail, flags: &[&str]) -> (Gateway, SocketAddr) {
         },
         &args,
     );
-    (gateway, fastcgi)
+    (gateway, socket)
 }
 
 /// The variables of an `env` dump.
@@ -113,8 +114,8 @@ fn cgi_response(stdout: &[u8]) -> (u16, String) {
 }
 
 /// One FastCGI request with `params`, no body, answered with 200: the CGI's variables.
-fn fastcgi_env(addr: SocketAddr, params: &[(&str, &str)]) -> BTreeMap<String, String> {
-    let answer = fcgi::exchange(addr, params, b"").expect("a FastCGI exchange with the gateway");
+fn fastcgi_env(socket: &Path, params: &[(&str, &str)]) -> BTreeMap<String, String> {
+    let answer = fcgi::exchange(socket, params, b"").expect("a FastCGI exchange with the gateway");
     assert_eq!(
         answer.protocol_status,
         fcgi::REQUEST_COMPLETE,
@@ -146,7 +147,7 @@ fn fastcgi_peer_cannot_set_arbitrary_environment_variables() {
     jail.cgi("env", ENV_CGI);
     let (_gw, fastcgi) = serve_fastcgi(jail, &[]);
     let params: Vec<(&str, &str)> = NGINX_PARAMS.iter().chain(HOSTILE_PARAMS).copied().collect();
-    let vars = fastcgi_env(fastcgi, &params);
+    let vars = fastcgi_env(&fastcgi, &params);
 
     let set: Vec<String> = HOSTILE_PARAMS
         .iter()
@@ -198,7 +199,7 @@ fn pass_env_lets_a_named_fastcgi_param_through() {
         .copied()
         .chain([("GIT_PROJECT_ROOT", "/srv/git"), ("GIT_DIR", "/x")])
         .collect();
-    let vars = fastcgi_env(fastcgi, &params);
+    let vars = fastcgi_env(&fastcgi, &params);
     expect_var(&vars, "GIT_PROJECT_ROOT", "/srv/git");
     assert!(
         !vars.contains_key("GIT_DIR"),
@@ -247,7 +248,7 @@ async fn http_peer_cannot_pass_proxy_authorization_or_connection() {
 
 /// A FastCGI 1.0 client (FastCGI Specification, Open Market, 1996): one RESPONDER request
 /// per connection, request id 1, every read and write bounded by [`TIMEOUT`].
-mod fcgi {
+pub(crate) mod fcgi {
     use super::*;
 
     const VERSION: u8 = 1;
@@ -319,7 +320,7 @@ mod fcgi {
     }
 
     /// Fills `buf`, giving up at `deadline`.
-    fn read_by(stream: &mut TcpStream, buf: &mut [u8], deadline: Instant) -> io::Result<()> {
+    fn read_by(stream: &mut UnixStream, buf: &mut [u8], deadline: Instant) -> io::Result<()> {
         let mut filled = 0;
         while filled < buf.len() {
             let left = deadline.saturating_duration_since(Instant::now());
@@ -335,19 +336,23 @@ mod fcgi {
         Ok(())
     }
 
-    /// Sends BEGIN_REQUEST (RESPONDER, no keep-alive), `params`, `stdin`; reads STDOUT and
-    /// STDERR until END_REQUEST.
-    pub fn exchange(addr: SocketAddr, params: &[(&str, &str)], stdin: &[u8]) -> io::Result<Answer> {
-        let deadline = Instant::now() + TIMEOUT;
-        let mut stream = TcpStream::connect_timeout(&addr, TIMEOUT)?;
-        stream.set_write_timeout(Some(TIMEOUT))?;
+    /// The bytes of one request: BEGIN_REQUEST (RESPONDER, no keep-alive), `params`, `stdin`.
+    pub fn request(params: &[(&str, &str)], stdin: &[u8]) -> Vec<u8> {
         let mut request = Vec::new();
         let mut begin = [0; 8];
         begin[..2].copy_from_slice(&RESPONDER.to_be_bytes());
         put_record(&mut request, BEGIN_REQUEST, &begin);
         put_stream(&mut request, PARAMS, &name_value_pairs(params));
         put_stream(&mut request, STDIN, stdin);
-        stream.write_all(&request)?;
+        request
+    }
+
+    /// Sends [`request`]; reads STDOUT and STDERR until END_REQUEST.
+    pub fn exchange(socket: &Path, params: &[(&str, &str)], stdin: &[u8]) -> io::Result<Answer> {
+        let deadline = Instant::now() + TIMEOUT;
+        let mut stream = UnixStream::connect(socket)?;
+        stream.set_write_timeout(Some(TIMEOUT))?;
+        stream.write_all(&request(params, stdin))?;
 
         let mut answer = Answer {
             stdout: Vec::new(),
@@ -400,7 +405,7 @@ fn control_bytes_in_path_info_get_400_and_run_nothing() {
         let mut params = NGINX_PARAMS.to_vec();
         params.push(("PATH_INFO", path_info));
         let answer =
-            fcgi::exchange(fastcgi, &params, b"").expect("a FastCGI exchange with the gateway");
+            fcgi::exchange(&fastcgi, &params, b"").expect("a FastCGI exchange with the gateway");
         let (status, body) = cgi_response(&answer.stdout);
         assert_eq!(status, 400, "PATH_INFO {path_info:?}: {body}");
         assert!(
@@ -410,5 +415,5 @@ fn control_bytes_in_path_info_get_400_and_run_nothing() {
     }
     let mut params = NGINX_PARAMS.to_vec();
     params.push(("PATH_INFO", "/a b~\u{e9}"));
-    expect_var(&fastcgi_env(fastcgi, &params), "PATH_INFO", "/a b~\u{e9}");
+    expect_var(&fastcgi_env(&fastcgi, &params), "PATH_INFO", "/a b~\u{e9}");
 }

@@ -398,6 +398,33 @@ impl Jail {
     }
 }
 
+/// This host's own IPv4 addresses other than loopback (any local process can connect from
+/// one of them).
+pub fn host_addresses() -> Vec<std::net::IpAddr> {
+    nix::ifaddrs::getifaddrs()
+        .expect("the host's interfaces")
+        .filter_map(|interface| interface.address)
+        .filter_map(|address| address.as_sockaddr_in().map(|v4| v4.ip().into()))
+        .filter(|ip: &std::net::IpAddr| !ip.is_loopback())
+        .collect()
+}
+
+/// A documentation network (RFC 5737) none of this host's addresses is in, for a
+/// `--trusted-proxy` on another host, with an address in it: `("198.51.100.0/24",
+/// "198.51.100.7")`.
+pub fn foreign_network() -> (String, String) {
+    let local = host_addresses();
+    ["192.0.2", "198.51.100", "203.0.113"]
+        .into_iter()
+        .find(|prefix| {
+            !local
+                .iter()
+                .any(|ip| ip.to_string().starts_with(&format!("{prefix}.")))
+        })
+        .map(|prefix| (format!("{prefix}.0/24"), format!("{prefix}.7")))
+        .expect("a documentation network this host has no address in")
+}
+
 /// `--cgi-ids` with a range of its own for each gateway a test starts: gateways running at once
 /// must not share the ids their CGIs run as (each refuses to start while a process has one of
 /// its ids, and the tests run several at a time).
@@ -541,8 +568,26 @@ impl Gateway {
         &self.root
     }
 
+    /// The URL of `path` for [`Gateway::client`]: on a Unix socket the host is only a name.
     pub fn url(&self, path: &str) -> String {
-        format!("http://{}{path}", self.addr)
+        match self.unix {
+            Some(_) => format!("http://localhost{path}"),
+            None => format!("http://{}{path}", self.addr),
+        }
+    }
+
+    /// A reqwest client that reaches this gateway's HTTP listener, TCP or Unix socket (as
+    /// root: a Unix-socket peer the gateway takes for a front server).
+    pub fn client(&self, timeout: Duration) -> reqwest::Client {
+        match &self.unix {
+            Some(socket) => reqwest::Client::builder()
+                .unix_socket(socket.as_path())
+                .timeout(timeout)
+                .connect_timeout(Duration::from_secs(5))
+                .build()
+                .expect("reqwest client on a Unix socket"),
+            None => crate::http::client(timeout),
+        }
     }
 
     /// Everything the gateway wrote to stderr so far.

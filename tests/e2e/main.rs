@@ -20,3 +20,4 @@ mod nginx;
 mod operations;
 mod realworld;
 mod streaming;
+mod trust;

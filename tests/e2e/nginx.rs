@@ -93,8 +93,9 @@ async fn both(
     path: &str,
 ) -> [(u16, Option<String>, Vec<u8>); 2] {
     let mut answers = Vec::new();
-    for url in [gw.url(path), nginx.url(path)] {
-        let response = request(http, url).send().await.expect("response");
+    let direct = gw.client(TIMEOUT);
+    for (client, url) in [(&direct, gw.url(path)), (http, nginx.url(path))] {
+        let response = request(client, url).send().await.expect("response");
         let status = response.status().as_u16();
         let content_type = response
             .headers()
@@ -135,8 +136,10 @@ async fn proxy_pass_gives_the_same_answers_as_direct() {
         .parent()
         .expect("the jail's temp folder")
         .join("nginx");
-    let gw = jail.serve_with(Opts::default(), &["--trusted-proxy", "127.0.0.1"]);
-    let nginx = Nginx::start("proxy_pass.conf", &prefix, &gw.addr.to_string());
+    // nginx on this host: a Unix socket, whose peer (nginx, root here) is the front server.
+    let socket = format!("unix:{}", prefix.with_extension("sock").display());
+    let gw = jail.serve_with(Opts::default(), &["--listen", &socket]);
+    let nginx = Nginx::start("proxy_pass.conf", &prefix, &socket);
     let http = client(TIMEOUT);
 
     let get = |http: &reqwest::Client, url: String| http.get(url);
@@ -153,7 +156,7 @@ async fn proxy_pass_gives_the_same_answers_as_direct() {
 
     assert_uploads_match(&http, &gw, &nginx).await;
 
-    // Through the trusted proxy, the client's address is the one nginx saw.
+    // Through the front server, the client's address is the one nginx saw.
     let [direct, proxied] = both(&http, &gw, &nginx, get, "/cgi-bin/remote").await;
     assert_eq!(
         (direct.2.as_slice(), proxied.2.as_slice()),
@@ -181,9 +184,9 @@ async fn fastcgi_pass_gives_the_same_answers_as_direct() {
         .parent()
         .expect("the jail's temp folder")
         .join("nginx");
-    let fastcgi: SocketAddr = ([127, 0, 0, 1], free_port()).into();
-    let gw = jail.serve_with(Opts::default(), &["--fastcgi", &fastcgi.to_string()]);
-    let nginx = Nginx::start("fastcgi_pass.conf", &prefix, &fastcgi.to_string());
+    let fastcgi = format!("unix:{}", prefix.with_extension("sock").display());
+    let gw = jail.serve_with(Opts::default(), &["--fastcgi", &fastcgi]);
+    let nginx = Nginx::start("fastcgi_pass.conf", &prefix, &fastcgi);
     let http = client(TIMEOUT);
 
     let get = |http: &reqwest::Client, url: String| http.get(url).header("proxy", "http://evil:1");
@@ -225,15 +228,11 @@ async fn a_login_at_nginx_reaches_the_cgi_as_remote_user_and_auth_type() {
         .parent()
         .expect("the jail's temp folder")
         .to_owned();
-    let fastcgi_address: SocketAddr = ([127, 0, 0, 1], free_port()).into();
+    let http_address = format!("unix:{}", dir.join("http.sock").display());
+    let fastcgi_address = format!("unix:{}", dir.join("fastcgi.sock").display());
     let gw = jail.serve_with(
         Opts::default(),
-        &[
-            "--trusted-proxy",
-            "127.0.0.1",
-            "--fastcgi",
-            &fastcgi_address.to_string(),
-        ],
+        &["--listen", &http_address, "--fastcgi", &fastcgi_address],
     );
     // The example configs with a login in front of /cgi-bin/protected/... only.
     let with_login = |prefix: PathBuf| {
@@ -252,13 +251,13 @@ async fn a_login_at_nginx_reaches_the_cgi_as_remote_user_and_auth_type() {
     let proxy = Nginx::start_edited(
         "proxy_pass.conf",
         &http_prefix,
-        &gw.addr.to_string(),
+        &http_address,
         with_login(http_prefix.clone()),
     );
     let fastcgi = Nginx::start_edited(
         "fastcgi_pass.conf",
         &fastcgi_prefix,
-        &fastcgi_address.to_string(),
+        &fastcgi_address,
         with_login(fastcgi_prefix.clone()),
     );
     let http = client(TIMEOUT);
@@ -281,7 +280,8 @@ async fn a_login_at_nginx_reaches_the_cgi_as_remote_user_and_auth_type() {
         assert_eq!(body, "alice|Basic|withheld\n", "via {}", nginx.addr);
     }
     // Straight to the gateway, nobody logged in: neither variable is set.
-    let direct = http
+    let direct = gw
+        .client(TIMEOUT)
         .get(gw.url("/cgi-bin/who"))
         .send()
         .await
@@ -308,13 +308,9 @@ async fn busybox_shell_cgis_through_fastcgi_pass() {
         .parent()
         .expect("the jail's temp folder")
         .to_owned();
-    let fastcgi: SocketAddr = ([127, 0, 0, 1], free_port()).into();
-    let gw = jail.serve_with(Opts::default(), &["--fastcgi", &fastcgi.to_string()]);
-    let nginx = Nginx::start(
-        "fastcgi_pass.conf",
-        &dir.join("nginx"),
-        &fastcgi.to_string(),
-    );
+    let fastcgi = format!("unix:{}", dir.join("fastcgi.sock").display());
+    let gw = jail.serve_with(Opts::default(), &["--fastcgi", &fastcgi]);
+    let nginx = Nginx::start("fastcgi_pass.conf", &dir.join("nginx"), &fastcgi);
     let http = client(TIMEOUT);
     let get = |http: &reqwest::Client, url: String| http.get(url);
     let [direct, proxied] = both(&http, &gw, &nginx, get, "/cgi-bin/info/a/b?x=1").await;

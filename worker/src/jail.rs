@@ -302,7 +302,7 @@ fn scope_ipc() -> Result<(), JailError> {
     if status.ruleset != RulesetStatus::FullyEnforced {
         eprintln!(
             "jailgate-worker: this kernel does not scope abstract Unix sockets (Landlock ABI < 6): \
-             use --no-network to keep CGIs from the host's"
+             without --cgi-network CGIs cannot reach the host's anyway"
         );
     }
     Ok(())

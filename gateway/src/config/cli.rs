@@ -147,7 +147,7 @@ pub fn load_config(args: ServeArgs) -> Result<Config, String> {
     config.max_output_bytes = args.max_output.0;
     config.cgis_per_worker = args.max_cgis_per_worker;
     config.tmp_size = args.tmp_size;
-    config.no_network = args.no_network;
+    config.cgi_network = args.cgi_network;
     config.allow_insecure_jail = args.allow_insecure_jail;
     config.max_body_bytes = args.max_body;
     config.drain_timeout = Duration::from_secs(args.drain_timeout);
@@ -160,6 +160,7 @@ pub fn load_config(args: ServeArgs) -> Result<Config, String> {
     config.env = EnvPolicy {
         pass_authorization: args.pass_authorization,
         trusted_proxies: args.trusted_proxy,
+        trusted_group: args.trusted_group.or(args.socket_group),
         fixed: args.env,
         pass_env: args.pass_env,
     };
@@ -237,7 +238,8 @@ mod tests {
         assert!(args.socket_group.is_some());
         assert_eq!(args.limit_cpu, Some(30));
         assert_eq!(args.max_concurrent, Some(1024));
-        assert_eq!(args.trusted_proxy.len(), 2);
+        assert_eq!(args.trusted_proxy.len(), 1);
+        assert!(args.trusted_group.is_some());
         assert_eq!(args.env.len(), 2);
         assert_eq!(args.pass_env, vec!["GIT_PROJECT_ROOT".to_owned()]);
         assert!(args.admin.is_some() && args.fastcgi.is_some() && args.listen.is_some());
@@ -246,7 +248,7 @@ mod tests {
     #[test]
     fn the_file_sets_what_the_flags_do_not() {
         let (_dir, path) = config_file(
-            "jail = \"/srv/jail\"\ntimeout = 7\nenv = [\"A=1\"]\nno-network = true\n\
+            "jail = \"/srv/jail\"\ntimeout = 7\nenv = [\"A=1\"]\ncgi-network = true\n\
              max-body = \"2K\"\nlisten = \"127.0.0.1:9999\"\ntrusted-proxy = [\"10.0.0.0/8\"]\n\
              log-format = \"json\"\nworkers = 3\nlimit-memory = \"unlimited\"\n",
         );
@@ -254,7 +256,7 @@ mod tests {
         assert_eq!(args.jail, Some(PathBuf::from("/srv/jail")));
         assert_eq!(args.timeout, 7);
         assert_eq!(args.env, vec![("A".to_owned(), b"1".to_vec())]);
-        assert!(args.no_network);
+        assert!(args.cgi_network);
         assert_eq!(args.max_body, 2048);
         assert_eq!(
             args.listen,

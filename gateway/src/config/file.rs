@@ -2,7 +2,7 @@
 //! as written on the command line (kebab-case: `max-cgis-per-worker = 128`), with the flag's
 //! value syntax where that is a string (`max-body = "64M"`, `limit-memory = "unlimited"`,
 //! `listen = "unix:/run/jailgate/http.sock"`, `socket-mode = "0660"`), whole numbers for
-//! counts and seconds (`timeout = 30`), booleans for switches (`no-network = true`) and arrays
+//! counts and seconds (`timeout = 30`), booleans for switches (`cgi-network = true`) and arrays
 //! for the repeatable flags (`trusted-proxy = ["10.0.0.0/8"]`, `env = ["A=1"]`). An unknown
 //! key or a bad value is an error that names the key and its line.
 
@@ -303,6 +303,7 @@ mod tests {
             fastcgi = "127.0.0.1:9000"
             socket-mode = "0600"
             socket-group = 33
+            trusted-group = 33
             user = "nobody"
             cgi-ids = "1879048192-1879113727"
             data-dir = "/data"
@@ -316,7 +317,7 @@ mod tests {
             max-output = 1048576
             max-cgis-per-worker = 16
             tmp-size = "16M"
-            no-network = true
+            cgi-network = true
             allow-insecure-jail = false
             gateway-user = "daemon"
             max-body = "2K"
@@ -346,7 +347,7 @@ mod tests {
         assert_eq!(settings.max_output, Some(Limit(Some(1 << 20))));
         assert_eq!(settings.tmp_size, Some(16 << 20));
         assert_eq!(settings.max_body, Some(2048));
-        assert_eq!(settings.no_network, Some(true));
+        assert_eq!(settings.cgi_network, Some(true));
         assert_eq!(settings.allow_insecure_jail, Some(false));
         assert_eq!(settings.trusted_proxy.map(|p| p.len()), Some(2));
         assert_eq!(
@@ -440,9 +441,9 @@ mod tests {
             "socket-mode: 660 is not a mode; write \"0660\" or 0o660",
         );
         check(
-            "no-network = \"yes\"\n",
+            "cgi-network = \"yes\"\n",
             1,
-            "no-network: expected true or false, not \"yes\"",
+            "cgi-network: expected true or false, not \"yes\"",
         );
         check(
             "listen = \"localhost\"\n",

@@ -77,7 +77,8 @@ pub struct Config {
     pub max_output_bytes: Option<u64>,
     pub cgis_per_worker: usize,
     pub tmp_size: u64,
-    pub no_network: bool,
+    /// CGIs share the host's network (`--cgi-network`); else each worker's CGIs have none.
+    pub cgi_network: bool,
     /// Serve even if the jail audit finds problems.
     pub allow_insecure_jail: bool,
     /// What besides the request goes into a CGI's environment.
@@ -136,6 +137,22 @@ pub enum ConfigError {
     CgiIds { first: u32, last: u32, why: String },
     #[error("--data-dir {0}: {1}")]
     DataDir(PathBuf, String),
+    #[error(
+        "--trusted-proxy {network} holds {address}, an address of this host: any local process \
+         (another user's, or a CGI with --cgi-network) could connect from it and set \
+         X-Forwarded-User. For a front server on this host use a Unix socket and its group: \
+         --listen unix:/run/jailgate/http.sock --socket-group www-data"
+    )]
+    LocalTrustedProxy {
+        network: ipnet::IpNet,
+        address: std::net::IpAddr,
+    },
+    #[error(
+        "--fastcgi {0}: every FastCGI peer is a trusted front server, and over TCP only \
+         --trusted-proxy hosts (never this one) may be. For nginx on this host use a Unix \
+         socket: --fastcgi unix:/run/jailgate/fastcgi.sock --socket-group www-data"
+    )]
+    FastCgiOverTcp(SocketAddr),
 }
 
 impl Config {
@@ -164,7 +181,7 @@ impl Config {
             max_output_bytes: None,
             cgis_per_worker: DEFAULT_CGIS_PER_WORKER,
             tmp_size: DEFAULT_TMP_SIZE,
-            no_network: false,
+            cgi_network: false,
             allow_insecure_jail: false,
             env: EnvPolicy::default(),
             drain_timeout: DEFAULT_DRAIN_TIMEOUT,
@@ -227,6 +244,7 @@ impl Config {
         }
         self.check_cgi_ids()?;
         self.check_data_dir(&canonical)?;
+        self.check_front_servers(&local_addresses())?;
         self.jail = canonical;
         Ok(self)
     }
@@ -296,6 +314,37 @@ impl Config {
         Ok(())
     }
 
+    /// The front server is trusted by what no other local process can fake: over TCP, an
+    /// address of another host (`local` holds this host's: any local process, a CGI with
+    /// `--cgi-network` included, can connect from one of them); over a Unix socket, the peer's
+    /// group, checked per connection. FastCGI over TCP needs such a host named.
+    pub fn check_front_servers(&self, local: &[std::net::IpAddr]) -> Result<(), ConfigError> {
+        let loopback = [
+            std::net::IpAddr::from([127, 0, 0, 1]),
+            std::net::IpAddr::from(std::net::Ipv6Addr::LOCALHOST),
+        ];
+        for network in &self.env.trusted_proxies {
+            // Any of 127.0.0.0/8 is this host's, not only the addresses its interfaces list.
+            let in_loopback_net =
+                matches!(network, ipnet::IpNet::V4(v4) if v4.addr().is_loopback());
+            let local_in_it = loopback.iter().chain(local).find(|address| {
+                in_loopback_net && address.is_loopback() || network.contains(*address)
+            });
+            if let Some(address) = local_in_it {
+                return Err(ConfigError::LocalTrustedProxy {
+                    network: *network,
+                    address: *address,
+                });
+            }
+        }
+        if let Some(ListenAddr::Tcp(address)) = &self.fastcgi {
+            if self.env.trusted_proxies.is_empty() {
+                return Err(ConfigError::FastCgiOverTcp(*address));
+            }
+        }
+        Ok(())
+    }
+
     /// `--cgi-ids` must hold a block for every worker of two pools (a reload runs both), and
     /// no id of root's or the workers' own account.
     fn check_cgi_ids(&self) -> Result<(), ConfigError> {
@@ -326,6 +375,26 @@ impl Config {
     }
 }
 
+/// Every address of this host's interfaces; none if they cannot be read (loopback is always
+/// taken as local by [`Config::check_front_servers`]).
+fn local_addresses() -> Vec<std::net::IpAddr> {
+    let Ok(interfaces) = nix::ifaddrs::getifaddrs() else {
+        return Vec::new();
+    };
+    interfaces
+        .filter_map(|interface| interface.address)
+        .filter_map(|address| {
+            if let Some(v4) = address.as_sockaddr_in() {
+                Some(std::net::IpAddr::from(v4.ip()))
+            } else {
+                address
+                    .as_sockaddr_in6()
+                    .map(|v6| std::net::IpAddr::from(v6.ip()))
+            }
+        })
+        .collect()
+}
+
 /// `jailgate-worker` is installed beside `gateway` (cargo puts both in the same target folder).
 fn worker_exe_path() -> PathBuf {
     let exe = std::env::current_exe().unwrap_or_else(|_| PathBuf::from("gateway"));
@@ -337,12 +406,26 @@ fn worker_exe_path() -> PathBuf {
 pub struct EnvPolicy {
     /// Export `Authorization` as HTTP_AUTHORIZATION (`--pass-authorization`).
     pub pass_authorization: bool,
-    /// Peers whose X-Forwarded-For/-Proto/-Host are believed (`--trusted-proxy`).
+    /// TCP peers (other hosts) whose X-Forwarded-* are believed and who may speak FastCGI
+    /// (`--trusted-proxy`).
     pub trusted_proxies: Vec<ipnet::IpNet>,
+    /// The group of Unix-socket peers trusted the same way, besides root (`--trusted-group`,
+    /// else `--socket-group`).
+    pub trusted_group: Option<u32>,
     /// Fixed variables for every CGI (`--env`); never override a meta-variable.
     pub fixed: Vec<(String, Vec<u8>)>,
     /// Variables the front server may set beside the meta-variables (`--pass-env`).
     pub pass_env: Vec<String>,
+}
+
+impl EnvPolicy {
+    /// Whether a TCP peer at `address` is a `--trusted-proxy`.
+    pub fn is_trusted_proxy(&self, address: std::net::IpAddr) -> bool {
+        let address = address.to_canonical();
+        self.trusted_proxies
+            .iter()
+            .any(|network| network.contains(&address))
+    }
 }
 
 /// Names `--env` may not set: the meta-variables and their extensions (RFC 3875 §4.1).
@@ -403,5 +486,61 @@ impl FrontUser {
             uid: account.uid,
             gid: account.gid,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(trusted: &[&str], fastcgi: Option<&str>) -> Config {
+        let user = crate::jailfs::parse_user("65534:65534").expect("a numeric account");
+        let mut config = Config::new(PathBuf::from("/srv/jail"), user);
+        config.env.trusted_proxies = trusted
+            .iter()
+            .map(|net| net.parse().expect("a network"))
+            .collect();
+        config.fastcgi = fastcgi.map(|address| address.parse().expect("an address"));
+        config
+    }
+
+    #[test]
+    fn a_trusted_proxy_never_holds_an_address_of_this_host() {
+        let host: Vec<std::net::IpAddr> = vec!["192.0.2.2".parse().expect("an address")];
+        for local in [
+            "127.0.0.1/32",
+            "127.0.0.0/8",
+            "127.9.9.9/32",
+            "0.0.0.0/0",
+            "::1/128",
+            "::/0",
+            "192.0.2.0/24",
+            "192.0.2.2/32",
+        ] {
+            let refused = config(&["10.0.0.0/8", local], None).check_front_servers(&host);
+            assert!(
+                matches!(refused, Err(ConfigError::LocalTrustedProxy { .. })),
+                "{local}: {refused:?}"
+            );
+        }
+        for other_host in ["10.0.0.0/8", "192.0.3.0/24", "2001:db8::/32"] {
+            config(&[other_host], None)
+                .check_front_servers(&host)
+                .unwrap_or_else(|e| panic!("{other_host}: {e}"));
+        }
+    }
+
+    #[test]
+    fn fastcgi_over_tcp_needs_a_front_server_on_another_host() {
+        let refused = config(&[], Some("127.0.0.1:9000")).check_front_servers(&[]);
+        assert!(matches!(refused, Err(ConfigError::FastCgiOverTcp(_))));
+        let message = refused.expect_err("refused").to_string();
+        assert!(message.contains("--fastcgi unix:"), "{message}");
+        for allowed in [
+            config(&["10.0.0.0/8"], Some("0.0.0.0:9000")),
+            config(&[], Some("unix:/run/jailgate/fastcgi.sock")),
+        ] {
+            allowed.check_front_servers(&[]).expect("allowed");
+        }
     }
 }

@@ -110,6 +110,11 @@ settings! {
     /// Group of the Unix socket files (the front server's, e.g. www-data) [default: root's]
     #[arg(long, value_name = "GROUP|GID", value_parser = parse_group)]
     socket_group: Option<u32>, file u32 = group;
+    /// The front server's group (nginx's, e.g. www-data): a peer on a Unix socket running with
+    /// it (SO_PEERCRED), or as root, may set X-Forwarded-* and speak FastCGI; any other peer is
+    /// a plain client, and is refused FastCGI [default: --socket-group]
+    #[arg(long, value_name = "GROUP|GID", value_parser = parse_group)]
+    trusted_group: Option<u32>, file u32 = group;
     /// The unprivileged account the workers run as (never root); each CGI runs as an id of
     /// its own from --cgi-ids
     #[arg(long, value_name = "NAME|UID[:GID]", default_value = "nobody")]
@@ -152,9 +157,10 @@ settings! {
     /// Size of each worker's private /tmp (a noexec tmpfs)
     #[arg(long, value_name = "BYTES", default_value = "64M", value_parser = parse_size)]
     tmp_size: u64, file u64 = |v| size(v).and_then(at_least_1);
-    /// Give CGIs an empty network namespace: no network at all, not even loopback
+    /// Let CGIs use the host's network. Without it each worker's CGIs get an empty network
+    /// namespace: no network at all, not even loopback, so no CGI can reach a listener
     #[arg(long)]
-    no_network: bool, file bool = boolean;
+    cgi_network: bool, file bool = boolean;
     /// Serve even if the jail audit finds problems (they are logged as errors)
     #[arg(long)]
     allow_insecure_jail: bool, file bool = boolean;
@@ -167,7 +173,9 @@ settings! {
     /// Pass the Authorization header to CGIs as HTTP_AUTHORIZATION (off: credentials stay here)
     #[arg(long)]
     pass_authorization: bool, file bool = boolean;
-    /// A proxy (address or CIDR) whose X-Forwarded-For/-Proto/-Host are believed; repeatable
+    /// A front server on another host (address or CIDR): over TCP, its X-Forwarded-For/-Proto/
+    /// -Host/-User are believed and only it may speak FastCGI. Never an address of this host,
+    /// which any local process could use (trust a Unix socket's peer with --trusted-group)
     #[arg(long, value_name = "CIDR", value_parser = parse_network)]
     trusted_proxy: Vec<ipnet::IpNet>, file Vec<ipnet::IpNet> = |v| list(v, "addresses or CIDR networks", parse_network);
     /// A fixed variable for every CGI (like Apache's SetEnv); never a meta-variable; repeatable

@@ -10,6 +10,7 @@ use tokio::net::{TcpStream, UnixStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_util::either::Either;
 
+use crate::config::EnvPolicy;
 use crate::root::handover::Bound;
 
 /// Open client connections at most, per front; further clients wait in the listen backlog.
@@ -28,10 +29,32 @@ pub enum Connection {
         local: SocketAddr,
         remote: SocketAddr,
     },
-    /// A Unix socket (`--listen unix:/path`): the peer is a local front server, and which
-    /// one the socket file's mode decides. Its X-Forwarded-* headers are believed, as a
-    /// trusted proxy's.
-    Unix,
+    /// A Unix socket (`--listen unix:/path`), with the peer's credentials as it connected
+    /// (SO_PEERCRED; `None` if they could not be read).
+    Unix { peer: Option<PeerCredentials> },
+}
+
+/// Who a Unix-socket peer was when it connected: what the kernel vouches for, not what it says.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PeerCredentials {
+    pub uid: u32,
+    pub gid: u32,
+}
+
+impl Connection {
+    /// Whether the peer is a front server, whose X-Forwarded-* headers are believed and who
+    /// may speak FastCGI: over TCP a `--trusted-proxy` address (never this host's, checked at
+    /// start), over a Unix socket root or a process of `--trusted-group`. Anyone else is a
+    /// client: a CGI with `--cgi-network` or another local user cannot pass for nginx.
+    pub fn is_front_server(&self, policy: &EnvPolicy) -> bool {
+        match self {
+            Connection::Tcp { remote, .. } => policy.is_trusted_proxy(remote.ip()),
+            Connection::Unix { peer: Some(peer) } => {
+                peer.uid == 0 || policy.trusted_group == Some(peer.gid)
+            }
+            Connection::Unix { peer: None } => false,
+        }
+    }
 }
 
 /// A listener registered with the runtime.
@@ -69,7 +92,11 @@ impl Listener {
             }
             Listener::Unix(listener) => {
                 let (stream, _) = listener.accept().await?;
-                Ok((Either::Right(stream), Connection::Unix))
+                let peer = stream.peer_cred().ok().map(|credentials| PeerCredentials {
+                    uid: credentials.uid(),
+                    gid: credentials.gid(),
+                });
+                Ok((Either::Right(stream), Connection::Unix { peer }))
             }
         }
     }

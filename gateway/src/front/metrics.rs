@@ -44,6 +44,7 @@ pub struct Metrics {
     cgi_exits: Family<ExitLabels, Counter>,
     rejected: Family<RejectLabels, Counter>,
     worker_restarts: Counter,
+    fastcgi_peers_refused: Counter,
     bytes_in: Counter,
     bytes_out: Counter,
     running: Gauge,
@@ -108,6 +109,12 @@ impl Metrics {
             "Workers started again after one died",
             worker_restarts.clone(),
         );
+        let fastcgi_peers_refused = Counter::default();
+        registry.register(
+            "fastcgi_peers_refused",
+            "FastCGI connections closed unread: the peer was not a front server",
+            fastcgi_peers_refused.clone(),
+        );
         let bytes_in = Counter::default();
         registry.register(
             "request_body_bytes",
@@ -144,6 +151,7 @@ impl Metrics {
             cgi_exits,
             rejected,
             worker_restarts,
+            fastcgi_peers_refused,
             bytes_in,
             bytes_out,
             running,
@@ -192,6 +200,10 @@ impl Metrics {
 
     pub fn worker_restarted(&self) {
         self.worker_restarts.inc();
+    }
+
+    pub fn fastcgi_peer_refused(&self) {
+        self.fastcgi_peers_refused.inc();
     }
 
     /// The text for `/metrics`, with the gauges set from `state`.

@@ -260,6 +260,16 @@ fn bind_listeners(config: &Config, listen_given: bool) -> Result<Listeners, Stri
         (_, Some(address)) => Some(Bound::bind(address, config.socket_access)?),
         (inherited, None) => inherited,
     };
+    // The rule `Config::check_front_servers` applies to --fastcgi, for systemd's socket too.
+    if matches!(fastcgi, Some(Bound::Tcp(_))) && config.env.trusted_proxies.is_empty() {
+        return Err(
+            "the fastcgi socket systemd passed is TCP: every FastCGI peer is a trusted \
+                    front server, and over TCP only --trusted-proxy hosts (never this one) may \
+                    be; pass a Unix socket (ListenStream=/run/jailgate/fastcgi.sock, \
+                    SocketGroup=www-data) instead"
+                .to_owned(),
+        );
+    }
     let admin = config
         .admin
         .as_ref()

@@ -41,7 +41,7 @@ pub fn worker_args(config: &Config, block: usize, size: u32) -> WorkerArgs {
         },
         tmp_size: config.tmp_size,
         data: config.data.clone(),
-        no_network: config.no_network,
+        no_network: !config.cgi_network,
     }
 }
 

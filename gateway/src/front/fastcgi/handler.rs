@@ -42,9 +42,20 @@ pub async fn run(
     shutdown: impl Future<Output = ()>,
     drain: std::time::Duration,
 ) {
-    // nginx sends the client's address as a FastCGI parameter; the peer itself tells nothing.
+    // nginx sends the client's address as a FastCGI parameter; the peer itself tells nothing
+    // about the client. But every FastCGI peer speaks as the front server (REMOTE_USER, the
+    // variables --pass-env names), so a peer that is not one is closed before a byte is read.
     let serve = |stream: Stream, peer: Connection, permit: tokio::sync::OwnedSemaphorePermit| {
         let core = core.clone();
+        if !peer.is_front_server(&core.current().config.env) {
+            tracing::warn!(
+                ?peer,
+                "fastcgi connection refused: the peer is not a front server \
+                 (--trusted-group on a Unix socket, --trusted-proxy over TCP)"
+            );
+            core.metrics.fastcgi_peer_refused();
+            return;
+        }
         tokio::spawn(async move {
             let handler = move |request| handle(core.clone(), request);
             if let Err(error) = serve_connection(stream, handler).await {

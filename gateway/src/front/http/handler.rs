@@ -56,7 +56,7 @@ pub async fn handle(
     let span = tracing::info_span!("request", id = log.id());
     let client = match connection {
         Connection::Tcp { remote, .. } => remote.ip().to_canonical().to_string(),
-        Connection::Unix => "unix".to_owned(),
+        Connection::Unix { .. } => "unix".to_owned(),
     };
     log.set_request(
         request.method(),
@@ -164,20 +164,20 @@ fn request_body(parts: &Parts, body: Option<Incoming>) -> Result<Body, RequestEr
     })
 }
 
-/// The request in CGI terms. The client is the peer, or, behind a trusted proxy (or on a Unix
-/// socket), whom the proxy's X-Forwarded-For/-Proto/-Host/-User say it serves.
+/// The request in CGI terms. The client is the peer, or, when the peer is a front server
+/// ([`Connection::is_front_server`]), whom its X-Forwarded-For/-Proto/-Host/-User say it serves.
 fn request_meta<'a>(
     parts: &'a Parts,
     connection: Connection,
     policy: &EnvPolicy,
 ) -> RequestMeta<'a> {
-    let trusted = |ip: std::net::IpAddr| policy.trusted_proxies.iter().any(|net| net.contains(&ip));
-    let (peer_address, peer_port, peer_trusted) = match connection {
+    let trusted = |ip: std::net::IpAddr| policy.is_trusted_proxy(ip);
+    let peer_trusted = connection.is_front_server(policy);
+    let (peer_address, peer_port) = match connection {
         Connection::Tcp { remote, .. } => {
-            let peer = remote.ip().to_canonical();
-            (peer.to_string(), Some(remote.port()), trusted(peer))
+            (remote.ip().to_canonical().to_string(), Some(remote.port()))
         }
-        Connection::Unix => (UNIX_PEER_ADDRESS.to_owned(), None, true),
+        Connection::Unix { .. } => (UNIX_PEER_ADDRESS.to_owned(), None),
     };
     let forwarded = |name: &str| {
         peer_trusted
@@ -208,7 +208,7 @@ fn request_meta<'a>(
         ),
         // No address of ours the client used: the port is the one it asked for (the front
         // server's), else the scheme's.
-        Connection::Unix => (
+        Connection::Unix { .. } => (
             host.map_or("localhost", |(name, _)| name).to_owned(),
             None,
             host.and_then(|(_, port)| port)
@@ -354,6 +354,7 @@ pub fn error_response(error: &RequestError) -> Response<ResponseBody> {
 mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
+    use crate::front::listen::PeerCredentials;
     use crate::front::request::env::{by_name, meta_variables, CGI_PATH};
     use std::collections::HashMap;
 
@@ -374,8 +375,15 @@ mod tests {
             .get("content-length")
             .map(|v| v.to_str().unwrap().parse::<u64>().unwrap());
         let route = route(parts.uri.path(), parts.uri.query()).unwrap();
-        let connection = if peer == "unix" {
-            Connection::Unix
+        // `unix:UID:GID`: a Unix-socket peer with those credentials.
+        let connection = if let Some(ids) = peer.strip_prefix("unix:") {
+            let (uid, gid) = ids.split_once(':').unwrap();
+            Connection::Unix {
+                peer: Some(PeerCredentials {
+                    uid: uid.parse().unwrap(),
+                    gid: gid.parse().unwrap(),
+                }),
+            }
         } else {
             Connection::Tcp {
                 local: "127.0.0.1:8080".parse().unwrap(),
@@ -518,26 +526,47 @@ mod tests {
     }
 
     #[test]
-    fn a_unix_socket_peer_is_a_trusted_local_front_server() {
-        let proxied = http::Request::get("/cgi-bin/x")
-            .header("host", "www.example.org:8443")
-            .header("x-forwarded-for", "6.6.6.6, 203.0.113.9")
-            .header("x-forwarded-proto", "https")
-            .body(())
-            .unwrap();
-        let env = env_with(proxied, &EnvPolicy::default(), "unix");
-        assert_eq!(env["REMOTE_ADDR"], "203.0.113.9");
-        assert_eq!(env["SERVER_NAME"], "www.example.org");
-        assert_eq!(env["SERVER_PORT"], "8443");
-        assert_eq!(env["HTTPS"], "on");
-        assert!(!env.contains_key("SERVER_ADDR"));
-        assert!(!env.contains_key("REMOTE_PORT"));
+    fn a_unix_socket_peer_as_root_or_of_the_trusted_group_is_a_front_server() {
+        let proxied = || {
+            http::Request::get("/cgi-bin/x")
+                .header("host", "www.example.org:8443")
+                .header("x-forwarded-for", "6.6.6.6, 203.0.113.9")
+                .header("x-forwarded-proto", "https")
+                .header("x-forwarded-user", "alice")
+                .body(())
+                .unwrap()
+        };
+        let policy = EnvPolicy {
+            trusted_group: Some(33),
+            ..EnvPolicy::default()
+        };
+        for front_server in ["unix:0:0", "unix:33:33", "unix:1000:33"] {
+            let env = env_with(proxied(), &policy, front_server);
+            assert_eq!(env["REMOTE_ADDR"], "203.0.113.9", "{front_server}");
+            assert_eq!(env["REMOTE_USER"], "alice", "{front_server}");
+            assert_eq!(env["SERVER_NAME"], "www.example.org");
+            assert_eq!(env["SERVER_PORT"], "8443");
+            assert_eq!(env["HTTPS"], "on");
+            assert!(!env.contains_key("SERVER_ADDR"));
+            assert!(!env.contains_key("REMOTE_PORT"));
+        }
+        // Another local user's process, or one with another group (the group it runs with
+        // counts, not its uid or supplementary groups): a client, whatever it claims.
+        for client in ["unix:1000:1000", "unix:33:1000"] {
+            let env = env_with(proxied(), &policy, client);
+            assert_eq!(env["REMOTE_ADDR"], "127.0.0.1", "{client}");
+            assert!(!env.contains_key("REMOTE_USER"), "{client}");
+            assert!(!env.contains_key("HTTPS"), "{client}");
+        }
+        // Without --trusted-group only root is a front server.
+        let env = env_with(proxied(), &EnvPolicy::default(), "unix:33:33");
+        assert!(!env.contains_key("REMOTE_USER"));
         // Nothing forwarded, no port in Host: a local client, the scheme's port.
         let bare = http::Request::get("/cgi-bin/x")
             .header("host", "[::1]")
             .body(())
             .unwrap();
-        let env = env_with(bare, &EnvPolicy::default(), "unix");
+        let env = env_with(bare, &EnvPolicy::default(), "unix:0:0");
         assert_eq!(env["REMOTE_ADDR"], "127.0.0.1");
         assert_eq!(env["SERVER_NAME"], "[::1]");
         assert_eq!(env["SERVER_PORT"], "80");
