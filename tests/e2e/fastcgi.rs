@@ -2,7 +2,8 @@
 //! PARAMS the peer sends, a CGI gets the CGI variables and nothing else (no `BASH_ENV`,
 //! `LD_PRELOAD`, `PATH`, ...), except the names the operator lets through with `--pass-env`.
 //! And the rule shared with the HTTP front: `Proxy-Authorization` and `Connection` never
-//! become variables.
+//! become variables. On the way back, the CGI's header block is parsed as over HTTP, and the
+//! fields a front server would act on are gone before nginx sees it.
 
 use std::collections::BTreeMap;
 use std::io::{self, Read, Write};

@@ -1,5 +1,6 @@
 //! A real nginx in front (`proxy_pass`, with `examples/nginx/proxy_pass.conf` exactly): the
-//! same requests give the same answers through nginx as directly.
+//! same requests give the same answers through nginx as directly, and a CGI's answer cannot
+//! make nginx serve anything else.
 
 use std::net::{SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};
