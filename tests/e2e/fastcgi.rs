@@ -2,7 +2,8 @@
 //! PARAMS the peer sends, a CGI gets the CGI variables and nothing else (no `BASH_ENV`,
 //! `LD_PRELOAD`, `PATH`, ...), except the names the operator lets through with `--pass-env`.
 //! And the rule shared with the HTTP front: `Proxy-Authorization` and `Connection` never
-//! become variables.
+//! become variables. On the way back, the CGI's header block is parsed as over HTTP, and the
+//! fields a front server would act on are gone before nginx sees it.
 
 use std::collections::BTreeMap;
 use std::io::{self, Read, Write};
@@ -244,6 +245,102 @@ async fn http_peer_cannot_pass_proxy_authorization_or_connection() {
             "{name} reached the CGI: {vars:#?}"
         );
     }
+}
+
+/// The CGI's answer split into its header lines and its body, as nginx would read it (the
+/// head ends at the first empty line, LF or CRLF).
+fn head_and_body(stdout: &[u8]) -> (Vec<String>, Vec<u8>) {
+    let (end, body) = (0..stdout.len())
+        .find_map(|at| match &stdout[at..] {
+            [b'\n', b'\n', ..] => Some((at, at + 2)),
+            [b'\n', b'\r', b'\n', ..] => Some((at, at + 3)),
+            _ => None,
+        })
+        .unwrap_or_else(|| panic!("no header block: {:?}", String::from_utf8_lossy(stdout)));
+    let head = String::from_utf8_lossy(&stdout[..end]);
+    let lines = head
+        .split('\n')
+        .map(|line| line.trim_end_matches('\r').to_owned());
+    (lines.collect(), stdout[body..].to_vec())
+}
+
+/// Over FastCGI the CGI's header block is read by the same strict parser as over HTTP before
+/// nginx sees it (nginx honours X-Accel-Redirect from a fastcgi_pass upstream too): the
+/// fields a front server acts on are dropped whatever their case, the CGI's own fields and
+/// status pass, and the body follows byte for byte (a field name in it is no field). A
+/// malformed head, or a document without Content-Type, gets a 502 answer of ours and none of
+/// its bytes; an `nph-` script's status line becomes a Status field nginx can read.
+#[test]
+fn fastcgi_answers_lose_front_server_headers_and_malformed_heads_get_502() {
+    require_root!();
+    let jail = Jail::new();
+    jail.cgi(
+        "accel",
+        r"printf 'Status: 201 Created\nContent-Type: text/plain\nx-ACCEL-redirect: /internal/secret\nX-Accel-Buffering: no\nX-SENDFILE: /etc/passwd\nX-Lighttpd-Send-File2: /etc/shadow 0-10\nX-Custom: 1\n\nX-Accel-Redirect: in the body\n'",
+    );
+    jail.cgi(
+        "no-colon",
+        r"printf 'Content-Type text/plain\n\nraw bytes\n'",
+    );
+    jail.cgi(
+        "no-type",
+        r"printf 'X-Accel-Redirect: /internal/secret\n\nraw bytes\n'",
+    );
+    jail.cgi(
+        "nph-tea",
+        r"printf 'HTTP/1.1 418 Teapot\r\nContent-Type: text/plain\r\nX-Sendfile: /etc/passwd\r\n\r\nshort and stout\n'",
+    );
+    let (_gw, fastcgi) = serve_fastcgi(jail, &[]);
+    let exchange = |script: &str| {
+        let mut params = NGINX_PARAMS.to_vec();
+        params.push(("SCRIPT_NAME", script));
+        let answer =
+            fcgi::exchange(&fastcgi, &params, b"").expect("a FastCGI exchange with the gateway");
+        assert_eq!(answer.protocol_status, fcgi::REQUEST_COMPLETE, "{script}");
+        answer.stdout
+    };
+    let front_server_field = |line: &String| {
+        let name = line
+            .split(':')
+            .next()
+            .unwrap_or_default()
+            .to_ascii_lowercase();
+        name.starts_with("x-accel-")
+            || name.starts_with("x-sendfile")
+            || name.starts_with("x-lighttpd")
+    };
+
+    let (head, body) = head_and_body(&exchange("/cgi-bin/accel"));
+    assert!(!head.iter().any(front_server_field), "{head:?}");
+    assert!(
+        head.iter()
+            .any(|line| line.eq_ignore_ascii_case("x-custom: 1")),
+        "{head:?}"
+    );
+    assert!(
+        head.iter().any(|line| line.starts_with("Status: 201")),
+        "{head:?}"
+    );
+    assert_eq!(body, b"X-Accel-Redirect: in the body\n");
+
+    for script in ["/cgi-bin/no-colon", "/cgi-bin/no-type"] {
+        let stdout = exchange(script);
+        let (status, body) = cgi_response(&stdout);
+        assert_eq!(status, 502, "{script}: {body}");
+        let text = String::from_utf8_lossy(&stdout);
+        assert!(
+            !text.contains("raw bytes") && !text.contains("X-Accel"),
+            "{script}: {text}"
+        );
+    }
+
+    let (head, body) = head_and_body(&exchange("/cgi-bin/nph-tea"));
+    assert!(
+        head.iter().any(|line| line.starts_with("Status: 418")),
+        "{head:?}"
+    );
+    assert!(!head.iter().any(front_server_field), "{head:?}");
+    assert_eq!(body, b"short and stout\n");
 }
 
 /// A FastCGI 1.0 client (FastCGI Specification, Open Market, 1996): one RESPONDER request

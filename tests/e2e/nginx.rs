@@ -1,5 +1,6 @@
 //! A real nginx in front (`proxy_pass`, with `examples/nginx/proxy_pass.conf` exactly): the
-//! same requests give the same answers through nginx as directly.
+//! same requests give the same answers through nginx as directly, and a CGI's answer cannot
+//! make nginx serve anything else.
 
 use std::net::{SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};
@@ -287,6 +288,145 @@ async fn a_login_at_nginx_reaches_the_cgi_as_remote_user_and_auth_type() {
         .await
         .expect("response");
     assert_eq!(direct.text().await.expect("body"), "unset|unset|withheld\n");
+}
+
+/// What every CGI of [`front_server_headers_reach_no_front_server_unless_allowed`] answers:
+/// fields nginx (X-Accel-Redirect) and others (X-Sendfile) would act on, and one of its own.
+const FRONT_SERVER_ANSWER: &str = r"printf 'Content-Type: text/plain\nX-Accel-Redirect: /internal/secret\nX-Sendfile: /etc/passwd\nX-Custom: 1\n\nthe CGI answer\n'";
+
+/// What nginx's internal location holds: served only if nginx honours a CGI's redirect.
+const INTERNAL_SECRET: &str = "SECRET of the front server\n";
+
+/// The example config with an `internal` location (only an upstream's X-Accel-Redirect can
+/// reach it) serving [`INTERNAL_SECRET`] from the nginx prefix, as a real site's private
+/// downloads would be.
+fn with_internal_location(prefix: PathBuf) -> impl FnOnce(String) -> String {
+    move |config: String| {
+        std::fs::create_dir_all(prefix.join("internal")).expect("internal folder");
+        std::fs::write(prefix.join("internal/secret"), INTERNAL_SECRET).expect("the secret");
+        config.replace(
+            "        location /cgi-bin/ {\n",
+            "        location /internal/ {\n            internal;\n            \
+             alias @PREFIX@/internal/;\n        }\n        location /cgi-bin/ {\n",
+        )
+    }
+}
+
+/// A header of `response`, as text.
+fn header<'a>(response: &'a reqwest::Response, name: &str) -> Option<&'a str> {
+    response.headers().get(name).and_then(|v| v.to_str().ok())
+}
+
+/// A CGI cannot make nginx serve an internal location (X-Accel-Redirect) or a file
+/// (X-Sendfile): those fields are dropped from its answer through proxy_pass, fastcgi_pass and
+/// directly, while its own fields and body pass, and the drop is logged once per script.
+/// `--allow-front-server-headers /cgi-bin/download` lets them through for that script alone,
+/// on whole segments (not for /cgi-bin/downloadx), and nginx then serves the internal
+/// location: the test sees a redirect when one is honoured.
+#[tokio::test(flavor = "multi_thread")]
+async fn front_server_headers_reach_no_front_server_unless_allowed() {
+    require_root!();
+    let jail = Jail::new();
+    for name in ["accel", "download", "downloadx"] {
+        jail.cgi(name, FRONT_SERVER_ANSWER);
+    }
+    let dir = jail
+        .root()
+        .parent()
+        .expect("the jail's temp folder")
+        .to_owned();
+    let http_address = format!("unix:{}", dir.join("http.sock").display());
+    let fastcgi_address = format!("unix:{}", dir.join("fastcgi.sock").display());
+    let gw = jail.serve_with(
+        Opts::default(),
+        &[
+            "--listen",
+            &http_address,
+            "--fastcgi",
+            &fastcgi_address,
+            "--allow-front-server-headers",
+            "/cgi-bin/download",
+        ],
+    );
+    let http_prefix = dir.join("nginx-http");
+    let fastcgi_prefix = dir.join("nginx-fastcgi");
+    let proxy = Nginx::start_edited(
+        "proxy_pass.conf",
+        &http_prefix,
+        &http_address,
+        with_internal_location(http_prefix.clone()),
+    );
+    let fastcgi = Nginx::start_edited(
+        "fastcgi_pass.conf",
+        &fastcgi_prefix,
+        &fastcgi_address,
+        with_internal_location(fastcgi_prefix.clone()),
+    );
+    let http = client(TIMEOUT);
+    let get = |url: String| {
+        let http = http.clone();
+        async move { http.get(url).send().await.expect("response") }
+    };
+    for nginx in [&proxy, &fastcgi] {
+        let via = format!("via {}", nginx.addr);
+        // Not for clients to ask for: the location is internal.
+        let asked = get(nginx.url("/internal/secret")).await;
+        assert_eq!(asked.status().as_u16(), 404, "{via}");
+        for script in ["/cgi-bin/accel", "/cgi-bin/downloadx"] {
+            let response = get(nginx.url(script)).await;
+            let status = response.status().as_u16();
+            let fields = [
+                header(&response, "x-accel-redirect").map(str::to_owned),
+                header(&response, "x-sendfile").map(str::to_owned),
+                header(&response, "x-custom").map(str::to_owned),
+            ];
+            let body = response.text().await.expect("body");
+            assert_eq!(
+                (status, body.as_str()),
+                (200, "the CGI answer\n"),
+                "{script} {via}: the CGI's own answer, not the internal location"
+            );
+            assert_eq!(fields, [None, None, Some("1".to_owned())], "{script} {via}");
+        }
+        let allowed = get(nginx.url("/cgi-bin/download")).await;
+        assert_eq!(allowed.status().as_u16(), 200, "{via}");
+        let body = allowed.text().await.expect("body");
+        assert_eq!(
+            body, INTERNAL_SECRET,
+            "the allowed redirect is honoured {via}"
+        );
+    }
+
+    // Directly, the same fields are gone from the gateway's own answer; allowed, they are there.
+    let direct_client = gw.client(TIMEOUT);
+    let get = |url: String| {
+        let http = direct_client.clone();
+        async move { http.get(url).send().await.expect("response") }
+    };
+    let direct = get(gw.url("/cgi-bin/accel")).await;
+    assert_eq!(direct.status().as_u16(), 200);
+    assert_eq!(header(&direct, "x-accel-redirect"), None);
+    assert_eq!(header(&direct, "x-sendfile"), None);
+    assert_eq!(header(&direct, "x-custom"), Some("1"));
+    assert_eq!(direct.text().await.expect("body"), "the CGI answer\n");
+    let allowed = get(gw.url("/cgi-bin/download")).await;
+    assert_eq!(
+        (
+            header(&allowed, "x-accel-redirect"),
+            header(&allowed, "x-sendfile")
+        ),
+        (Some("/internal/secret"), Some("/etc/passwd"))
+    );
+
+    // Three answers of /cgi-bin/accel lost them (through each nginx and directly): one warning.
+    let stderr = gw.stderr();
+    let warnings = |script: &str| {
+        let marker = format!("{script}: front-server header fields dropped");
+        stderr.lines().filter(|line| line.contains(&marker)).count()
+    };
+    assert_eq!(warnings("/cgi-bin/accel"), 1, "{stderr}");
+    assert_eq!(warnings("/cgi-bin/downloadx"), 1, "{stderr}");
+    assert_eq!(warnings("/cgi-bin/download"), 0, "{stderr}");
 }
 
 /// Shell CGIs on a static busybox (the busybox profile: no shared library in the jail) through

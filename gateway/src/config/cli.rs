@@ -145,6 +145,7 @@ pub fn load_config(args: ServeArgs) -> Result<Config, String> {
         processes: Some(args.limit_processes),
     };
     config.max_output_bytes = args.max_output.0;
+    config.allow_front_server_headers = args.allow_front_server_headers;
     config.cgis_per_worker = args.max_cgis_per_worker;
     config.tmp_size = args.tmp_size;
     config.cgi_network = args.cgi_network;
@@ -242,6 +243,10 @@ mod tests {
         assert!(args.trusted_group.is_some());
         assert_eq!(args.env.len(), 2);
         assert_eq!(args.pass_env, vec!["GIT_PROJECT_ROOT".to_owned()]);
+        assert_eq!(
+            args.allow_front_server_headers,
+            vec![crate::config::values::parse_script_prefix("/cgi-bin/download").expect("a path")]
+        );
         assert!(args.admin.is_some() && args.fastcgi.is_some() && args.listen.is_some());
     }
 
@@ -327,6 +332,23 @@ mod tests {
         assert!(
             missing.starts_with("/nonexistent/jailgate.toml: "),
             "{missing}"
+        );
+    }
+
+    #[test]
+    fn a_bad_front_server_header_path_names_the_flag_or_the_key() {
+        let flag =
+            serve_args(&["--allow-front-server-headers", "cgi-bin/x"]).expect_err("not a URL path");
+        assert!(
+            flag.contains("--allow-front-server-headers") && flag.contains("must start with /"),
+            "{flag}"
+        );
+        let (_dir, path) = config_file("allow-front-server-headers = [\"/cgi-bin/a/../b\"]\n");
+        assert_eq!(
+            serve_args(&["--config", &path]).expect_err("a dot segment"),
+            format!(
+                "{path} line 1: allow-front-server-headers: `/cgi-bin/a/../b` has a dot segment (..)"
+            )
         );
     }
 

@@ -315,6 +315,7 @@ mod tests {
             limit-open-files = 64
             limit-processes = 100
             max-output = 1048576
+            allow-front-server-headers = ["/cgi-bin/download", "/cgi-bin/files/"]
             max-cgis-per-worker = 16
             tmp-size = "16M"
             cgi-network = true

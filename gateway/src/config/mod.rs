@@ -14,7 +14,7 @@ use protocol::Limits;
 pub use protocol::{DataDir, IdRange};
 
 use crate::jailfs::CgiUser;
-pub use values::{ListenAddr, SocketAccess};
+pub use values::{ListenAddr, ScriptPrefix, SocketAccess};
 
 /// Most workers one gateway starts; more would only contend for the same cores.
 pub const MAX_WORKERS: usize = 1024;
@@ -75,6 +75,9 @@ pub struct Config {
     pub max_body_bytes: u64,
     /// Cap on one CGI's response body; `None`: unlimited.
     pub max_output_bytes: Option<u64>,
+    /// Scripts whose answers may keep the header fields a front server acts on
+    /// (`--allow-front-server-headers`); every other script's lose them.
+    pub allow_front_server_headers: Vec<ScriptPrefix>,
     pub cgis_per_worker: usize,
     pub tmp_size: u64,
     /// CGIs share the host's network (`--cgi-network`); else each worker's CGIs have none.
@@ -179,6 +182,7 @@ impl Config {
             },
             max_body_bytes: DEFAULT_MAX_BODY_BYTES,
             max_output_bytes: None,
+            allow_front_server_headers: Vec::new(),
             cgis_per_worker: DEFAULT_CGIS_PER_WORKER,
             tmp_size: DEFAULT_TMP_SIZE,
             cgi_network: false,

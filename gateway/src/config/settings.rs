@@ -15,7 +15,7 @@ use super::file::{
 };
 use super::values::{
     parse_env, parse_group, parse_id_range, parse_limit, parse_mode, parse_network, parse_pass_env,
-    parse_size, Limit, ListenAddr,
+    parse_script_prefix, parse_size, Limit, ListenAddr, ScriptPrefix,
 };
 use super::{
     AccessLog, LogFormat, DEFAULT_CGIS_PER_WORKER, DEFAULT_DRAIN_TIMEOUT, DEFAULT_LIMIT_OPEN_FILES,
@@ -151,6 +151,11 @@ settings! {
     /// Largest response body of one CGI; beyond it the response is cut off and the CGI killed
     #[arg(long, value_name = "BYTES", default_value = "unlimited", value_parser = parse_limit)]
     max_output: Limit, file Limit = limit;
+    /// Let the response headers a front server acts on (X-Accel-Redirect, X-Sendfile, ...)
+    /// through for the scripts at this path, on whole segments (/cgi-bin/download, or a folder
+    /// of them); from any other script they are dropped; repeatable
+    #[arg(long, value_name = "PATH", value_parser = parse_script_prefix)]
+    allow_front_server_headers: Vec<ScriptPrefix>, file Vec<ScriptPrefix> = |v| list(v, "script paths like \"/cgi-bin/download\"", parse_script_prefix);
     /// CGIs one worker runs at once; more requests wait, then get 503
     #[arg(long, value_name = "N", default_value_t = DEFAULT_CGIS_PER_WORKER)]
     max_cgis_per_worker: usize, file usize = |v| count(v, 1, usize::MAX);

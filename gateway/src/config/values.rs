@@ -165,6 +165,64 @@ pub fn parse_pass_env(name: &str) -> Result<String, String> {
     parse_env(&format!("{name}=")).map(|(name, _)| name)
 }
 
+/// A script's URL path, or a folder of scripts, for `--allow-front-server-headers`: it matches
+/// a script whose path is it or lies below it on whole segments (`/cgi-bin/dl` matches
+/// `/cgi-bin/dl`, not `/cgi-bin/dlx`). Written as the script's path, not percent-encoded.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct ScriptPrefix(String);
+
+impl ScriptPrefix {
+    /// Whether the script at the URL path `script` (`/cgi-bin/NAME`, as the router names it)
+    /// is this one or below it.
+    pub fn matches(&self, script: &str) -> bool {
+        let prefix = self.0.as_str();
+        prefix == "/"
+            || script == prefix
+            || script
+                .strip_prefix(prefix)
+                .is_some_and(|rest| rest.starts_with('/'))
+    }
+}
+
+impl fmt::Display for ScriptPrefix {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// `PATH` for `--allow-front-server-headers`: an absolute URL path, `/`, `/cgi-bin` or below
+/// it (scripts are nowhere else, so any other path would silently match nothing), without dot
+/// or empty segments (a script path has neither, so such a prefix would match nothing either)
+/// and without control bytes. One trailing `/` is dropped: `/cgi-bin/tools/` is the folder.
+pub fn parse_script_prefix(text: &str) -> Result<ScriptPrefix, String> {
+    if !text.starts_with('/') {
+        return Err(format!(
+            "`{text}` is not a URL path: it must start with /, like /cgi-bin/download"
+        ));
+    }
+    if text.bytes().any(|byte| byte < 0x20 || byte == 0x7f) {
+        return Err(format!("{text:?} contains a control byte"));
+    }
+    if text == "/" {
+        return Ok(ScriptPrefix(text.to_owned()));
+    }
+    let path = text.strip_suffix('/').unwrap_or(text);
+    for segment in path.split('/').skip(1) {
+        match segment {
+            "" => return Err(format!("`{text}` has an empty segment (//)")),
+            "." | ".." => return Err(format!("`{text}` has a dot segment ({segment})")),
+            _ => {}
+        }
+    }
+    if !ScriptPrefix(super::CGI_DIR.to_owned()).matches(path) {
+        return Err(format!(
+            "`{text}` is outside {}, where every script is",
+            super::CGI_DIR
+        ));
+    }
+    Ok(ScriptPrefix(path.to_owned()))
+}
+
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used)]
@@ -215,6 +273,58 @@ mod tests {
         assert_eq!((range.first, range.count), (1_879_048_192, 65_536));
         for bad in ["", "5", "5-", "-5", "9-5", "1-2-3", "x-9", "1-4294967296"] {
             assert!(parse_id_range(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn script_prefixes_are_url_paths_under_cgi_bin() {
+        for (text, kept) in [
+            ("/cgi-bin/download", "/cgi-bin/download"),
+            ("/cgi-bin/tools/", "/cgi-bin/tools"),
+            ("/cgi-bin", "/cgi-bin"),
+            ("/", "/"),
+            ("/cgi-bin/a b%20", "/cgi-bin/a b%20"),
+        ] {
+            assert_eq!(
+                parse_script_prefix(text).unwrap().to_string(),
+                kept,
+                "{text}"
+            );
+        }
+        for (bad, says) in [
+            ("cgi-bin/x", "must start with /"),
+            ("", "must start with /"),
+            ("/cgi-bin/../etc", "dot segment"),
+            ("/cgi-bin/./x", "dot segment"),
+            ("/cgi-bin/x/..", "dot segment"),
+            ("/cgi-bin//x", "empty segment"),
+            ("//", "empty segment"),
+            ("/cgi-bin/x\n", "control byte"),
+            ("/cgi-bin/\x7f", "control byte"),
+            ("/cgi-bin/x\0", "control byte"),
+            ("/cgi", "outside /cgi-bin"),
+            ("/cgi-binx/y", "outside /cgi-bin"),
+            ("/internal/secret", "outside /cgi-bin"),
+        ] {
+            let error = parse_script_prefix(bad).unwrap_err();
+            assert!(error.contains(says), "{bad:?}: {error}");
+        }
+    }
+
+    #[test]
+    fn script_prefixes_match_on_whole_segments() {
+        let prefix = |text| parse_script_prefix(text).unwrap();
+        let download = prefix("/cgi-bin/download");
+        assert!(download.matches("/cgi-bin/download"));
+        assert!(download.matches("/cgi-bin/download/deeper"));
+        assert!(!download.matches("/cgi-bin/downloadx"));
+        assert!(!download.matches("/cgi-bin/dl"));
+        assert!(!download.matches("/cgi-bin"));
+        assert!(!prefix("/cgi-bin/dl").matches("/cgi-bin/dlx"));
+        assert!(prefix("/cgi-bin/tools/").matches("/cgi-bin/tools/x"));
+        assert!(!prefix("/cgi-bin/tools/").matches("/cgi-bin/toolsx"));
+        for all in ["/", "/cgi-bin"] {
+            assert!(prefix(all).matches("/cgi-bin/anything"), "{all}");
         }
     }
 

@@ -4,7 +4,9 @@
 //! under `/cgi-bin/` (the same router as HTTP requests, so anything else is refused), the
 //! meta-variables are read from the params, and the CGI's environment is built by the one rule
 //! both fronts share (so a peer cannot set `BASH_ENV`, `LD_PRELOAD`, ...). The CGI's output
-//! goes back to nginx unparsed, as CGI output, for nginx to turn into HTTP.
+//! goes back to nginx as CGI output, for nginx to turn into HTTP: its header block read by the
+//! HTTP front's strict parser (nginx would act on an `X-Accel-Redirect` in it, so the fields a
+//! front server acts on are dropped) and written again, the body after it passed on unparsed.
 
 use std::borrow::Cow;
 use std::future::Future;
@@ -12,11 +14,14 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{ready, Context, Poll};
 
+use bytes::{BufMut, Bytes, BytesMut};
 use tokio::io::{AsyncRead, ReadBuf};
+use tokio::time::timeout_at;
 use tracing::Instrument;
 
 use super::server::{serve_connection, FcgiRequest, FcgiResponse};
 use crate::front::access::RequestLog;
+use crate::front::http::response::{read_head, CgiHead, HeadStyle};
 use crate::front::listen::{accept_until, Connection, Listener, Stream, MAX_CONNECTIONS};
 use crate::front::request::body::BodySource;
 use crate::front::request::env::{auth_scheme, split_port};
@@ -141,17 +146,49 @@ async fn run_cgi(
     };
     let meta = request_meta(params, &path);
     let Started {
-        output,
+        mut output,
         body_received,
         deadline,
-        ..
+        script,
     } = core.start(&generation, &route, &meta, body, log).await?;
     body_complete(body_received, deadline).await?;
     tracing::info!(path = %route.url_path(route.segments.len()), "fastcgi request");
+    // nginx reads this head and acts on X-Accel-Redirect from a fastcgi_pass upstream too:
+    // the one strict parser reads it, as over HTTP (the same size limit and deadline, so a
+    // malformed head is our 502 and a silent CGI our 504, not whatever nginx makes of them).
+    let style = HeadStyle::of_script(&script);
+    let (mut head, first) = timeout_at(deadline, read_head(output.stdout(), style))
+        .await
+        .unwrap_or(Err(RequestError::Timeout))?;
+    core.withhold_front_server_headers(&generation.config, &script, &mut head.headers);
     Ok(CgiStdout {
+        head: head_block(&head),
+        first,
         output,
         log: log.clone(),
     })
+}
+
+/// `head` written out again as CGI header fields, for nginx: its status as a Status field
+/// (none for a local redirect, which is one because it has none, so nginx treats it as it
+/// would have), an NPH script's status line included; then its fields in the CGI's order.
+/// Each name and value went through the parser, so none holds a line end.
+fn head_block(head: &CgiHead) -> Bytes {
+    let mut block = BytesMut::with_capacity(256);
+    if head.local_redirect.is_none() {
+        let reason = head.status.canonical_reason().unwrap_or("");
+        let status = format!("Status: {} {reason}", head.status.as_u16());
+        block.put_slice(status.trim_end().as_bytes());
+        block.put_slice(b"\r\n");
+    }
+    for (name, value) in &head.headers {
+        block.put_slice(name.as_str().as_bytes());
+        block.put_slice(b": ");
+        block.put_slice(value.as_bytes());
+        block.put_slice(b"\r\n");
+    }
+    block.put_slice(b"\r\n");
+    block.freeze()
 }
 
 /// The request in CGI terms, from nginx's params (`fastcgi_params`).
@@ -215,13 +252,34 @@ fn cgi_error(error: &RequestError) -> Vec<u8> {
     .into_bytes()
 }
 
-/// The CGI's output as nginx reads it, passed on unparsed: cut off at the deadline or past
-/// --max-output; read to its end, it lets the CGI finish; dropped before, it has the CGI
-/// killed (see [`CgiOutput`]).
+/// The CGI's output as nginx reads it: its head written again, then its body passed on
+/// unparsed, cut off at the deadline or past --max-output; read to its end, it lets the CGI
+/// finish; dropped before, it has the CGI killed (see [`CgiOutput`]).
 pub struct CgiStdout {
+    /// The head as written again, sent first. As over HTTP, --max-output and the byte count
+    /// are the body's.
+    head: Bytes,
+    /// Body bytes that came in the reads of the head, sent next.
+    first: Bytes,
     output: CgiOutput,
-    /// Counts the bytes relayed.
+    /// Counts the body bytes relayed.
     log: Arc<RequestLog>,
+}
+
+/// A cut-off CGI output as the error the FastCGI connection reports (logged here); a read
+/// error as it was.
+fn cut_off(error: OutputError) -> std::io::Error {
+    match error {
+        OutputError::Io(error) => error,
+        error => {
+            tracing::warn!("{error}");
+            let kind = match error {
+                OutputError::TooLarge(_) => std::io::ErrorKind::FileTooLarge,
+                _ => std::io::ErrorKind::TimedOut,
+            };
+            kind.into()
+        }
+    }
 }
 
 impl AsyncRead for CgiStdout {
@@ -231,6 +289,21 @@ impl AsyncRead for CgiStdout {
         buf: &mut ReadBuf<'_>,
     ) -> Poll<std::io::Result<()>> {
         let this = &mut *self;
+        if !this.head.is_empty() {
+            let take = this.head.len().min(buf.remaining());
+            buf.put_slice(&this.head.split_to(take));
+            return Poll::Ready(Ok(()));
+        }
+        if !this.first.is_empty() {
+            let take = this.first.len().min(buf.remaining());
+            if let Err(error) = this.output.charge(take) {
+                return Poll::Ready(Err(cut_off(error)));
+            }
+            buf.put_slice(&this.first.split_to(take));
+            this.log.add_bytes_out(take as u64);
+            return Poll::Ready(Ok(()));
+        }
+        let before = buf.filled().len();
         let read = ready!(this.output.poll_read_into(cx, buf)).and_then(|read| {
             this.output.charge(read)?;
             Ok(read)
@@ -238,14 +311,11 @@ impl AsyncRead for CgiStdout {
         match read {
             Ok(0) => this.output.deliver(),
             Ok(read) => this.log.add_bytes_out(read as u64),
-            Err(OutputError::Io(error)) => return Poll::Ready(Err(error)),
             Err(error) => {
-                tracing::warn!("{error}");
-                let kind = match error {
-                    OutputError::TooLarge(_) => std::io::ErrorKind::FileTooLarge,
-                    _ => std::io::ErrorKind::TimedOut,
-                };
-                return Poll::Ready(Err(kind.into()));
+                // A read that fails hands over nothing (AsyncRead's contract), not the bytes
+                // past the cap.
+                buf.set_filled(before);
+                return Poll::Ready(Err(cut_off(error)));
             }
         }
         Poll::Ready(Ok(()))
@@ -268,6 +338,128 @@ impl AsyncRead for FcgiOutput {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::front::http::response::parse_head;
+
+    /// `block` parsed in `style` and written again for nginx, as text.
+    fn written_again(block: &[u8], style: HeadStyle) -> String {
+        let head = parse_head(block, style).expect("a valid head");
+        String::from_utf8(head_block(&head).to_vec()).expect("text")
+    }
+
+    #[test]
+    fn a_head_is_written_again_as_cgi_fields_in_its_order() {
+        assert_eq!(
+            written_again(
+                b"Status: 404 Gone Fishing\nContent-Type: text/plain\nX-A: 1\nSet-Cookie: a=1\n\
+                  X-A:  2 \r\nContent-Length: 5\nTransfer-Encoding: chunked",
+                HeadStyle::Cgi
+            ),
+            "Status: 404 Not Found\r\ncontent-type: text/plain\r\nx-a: 1\r\nx-a: 2\r\n\
+             set-cookie: a=1\r\ncontent-length: 5\r\n\r\n"
+        );
+        // No Status: the parser's 200, or 302 with a Location, said explicitly.
+        assert_eq!(
+            written_again(b"Content-Type: text/html", HeadStyle::Cgi),
+            "Status: 200 OK\r\ncontent-type: text/html\r\n\r\n"
+        );
+        assert_eq!(
+            written_again(b"Location: https://example.org/", HeadStyle::Cgi),
+            "Status: 302 Found\r\nlocation: https://example.org/\r\n\r\n"
+        );
+        // A local redirect stays one: no Status.
+        assert_eq!(
+            written_again(b"Location: /cgi-bin/other?x=1", HeadStyle::Cgi),
+            "location: /cgi-bin/other?x=1\r\n\r\n"
+        );
+        // An NPH script's status line becomes a field nginx reads; a code without a reason.
+        assert_eq!(
+            written_again(b"HTTP/1.1 418 Teapot\r\nX-Nph: yes\r", HeadStyle::Nph),
+            "Status: 418 I'm a teapot\r\nx-nph: yes\r\n\r\n"
+        );
+        assert_eq!(
+            written_again(b"Status: 299\nContent-Type: a/b", HeadStyle::Cgi),
+            "Status: 299\r\ncontent-type: a/b\r\n\r\n"
+        );
+    }
+
+    /// A CGI output whose pipe holds `rest`, its head `head` and first body bytes `first`
+    /// already read; with its delivery.
+    async fn stdout_of(
+        head: &'static [u8],
+        first: &'static [u8],
+        rest: &[u8],
+        max_output: Option<u64>,
+    ) -> (CgiStdout, tokio::sync::oneshot::Receiver<()>) {
+        use tokio::io::AsyncWriteExt;
+        let (mut cgi, pipe) = tokio::net::unix::pipe::pipe().expect("pipe");
+        cgi.write_all(rest).await.expect("write");
+        drop(cgi);
+        let (delivered, delivery) = tokio::sync::oneshot::channel();
+        let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(5);
+        let metrics = Arc::new(crate::front::metrics::Metrics::new());
+        let stdout = CgiStdout {
+            head: Bytes::from_static(head),
+            first: Bytes::from_static(first),
+            output: CgiOutput::new(pipe, deadline, max_output, delivered),
+            log: RequestLog::new(1, "fastcgi", crate::config::AccessLog::Off, metrics),
+        };
+        (stdout, delivery)
+    }
+
+    /// The head first, then the body; only the body counts against --max-output, as over HTTP.
+    #[tokio::test]
+    async fn the_head_goes_first_and_only_the_body_counts_as_output() {
+        use tokio::io::AsyncReadExt;
+        let head = b"Status: 200 OK\r\ncontent-type: text/plain\r\n\r\n";
+        let (mut stdout, delivery) = stdout_of(head, b"abc", b"de", Some(5)).await;
+        let mut relayed = Vec::new();
+        stdout
+            .read_to_end(&mut relayed)
+            .await
+            .expect("within --max-output");
+        assert_eq!(relayed, [&head[..], b"abcde"].concat());
+        assert!(delivery.await.is_ok(), "read to its end: delivered");
+        let (mut stdout, delivery) = stdout_of(head, b"abc", b"def", Some(5)).await;
+        let error = stdout.read_to_end(&mut Vec::new()).await.expect_err("over");
+        assert_eq!(error.kind(), std::io::ErrorKind::FileTooLarge);
+        drop(stdout);
+        assert!(delivery.await.is_err(), "cut off: abandoned");
+        let (mut stdout, _) = stdout_of(head, b"abcdef", b"", Some(5)).await;
+        let error = stdout.read_to_end(&mut Vec::new()).await.expect_err("over");
+        assert_eq!(error.kind(), std::io::ErrorKind::FileTooLarge);
+    }
+
+    /// What is written again is what the parser accepts, and it reads back as the same head.
+    #[test]
+    fn a_head_written_again_parses_to_the_same_head() {
+        for block in [
+            &b"Status: 201 Created\nContent-Type: text/plain\nX: caf\xc3\xa9\nContent-Length: 3"[..],
+            b"Location: /cgi-bin/x",
+            b"Location: https://example.org/\nContent-Type: text/html",
+            b"Status: 204",
+        ] {
+            let head = parse_head(block, HeadStyle::Cgi).expect("a valid head");
+            let written = head_block(&head);
+            let again = parse_head(&written[..written.len() - 2], HeadStyle::Cgi)
+                .expect("written again, it parses");
+            assert_eq!(
+                (
+                    again.status,
+                    again.headers,
+                    again.content_length,
+                    again.local_redirect
+                ),
+                (
+                    head.status,
+                    head.headers,
+                    head.content_length,
+                    head.local_redirect
+                ),
+                "{:?}",
+                String::from_utf8_lossy(block)
+            );
+        }
+    }
 
     #[test]
     fn decoded_paths_are_encoded_for_the_router() {

@@ -113,23 +113,16 @@ async fn run_cgi(
         deadline,
         script,
     } = core.start(&generation, &route, &meta, body, log).await?;
-    // RFC 3875 §5: a script whose name starts with nph- writes the HTTP head itself.
-    let style = if script
-        .rsplit('/')
-        .next()
-        .is_some_and(|name| name.starts_with("nph-"))
-    {
-        HeadStyle::Nph
-    } else {
-        HeadStyle::Cgi
-    };
-    let (head, first_bytes) =
+    let style = HeadStyle::of_script(&script);
+    let (mut head, first_bytes) =
         read_head_unless_body_fails(&mut output, style, &mut body_received, deadline).await?;
     body_complete(body_received, deadline).await?;
     if let Some(location) = head.local_redirect {
         // This CGI's part is done; dropping its output undelivered stops whatever it still runs.
         return Ok(Outcome::LocalRedirect(location));
     }
+    // A front server (nginx's proxy_pass) in front of us would act on these.
+    core.withhold_front_server_headers(&generation.config, &script, &mut head.headers);
     let body = CgiBody::new(first_bytes, output, head.content_length);
     let mut response = Response::new(Either::Right(body));
     *response.status_mut() = head.status;

@@ -36,6 +36,17 @@ pub enum HeadStyle {
     Nph,
 }
 
+impl HeadStyle {
+    /// How the script at the URL path `script` writes its head: RFC 3875 §5, a script whose
+    /// name starts with `nph-` writes the HTTP head itself.
+    pub fn of_script(script: &str) -> HeadStyle {
+        match script.rsplit('/').next() {
+            Some(name) if name.starts_with("nph-") => HeadStyle::Nph,
+            _ => HeadStyle::Cgi,
+        }
+    }
+}
+
 /// Reads from `stdout` until the blank line that ends the header block. Returns the parsed head
 /// and whatever body bytes came in the same reads.
 pub async fn read_head<R: AsyncRead + Unpin>(
@@ -399,6 +410,14 @@ mod tests {
             framing.headers.get("transfer-encoding").is_none()
                 && framing.headers.get("connection").is_none()
         );
+    }
+
+    #[test]
+    fn nph_scripts_are_known_by_name() {
+        assert_eq!(HeadStyle::of_script("/cgi-bin/nph-tea"), HeadStyle::Nph);
+        assert_eq!(HeadStyle::of_script("/cgi-bin/app/nph-raw"), HeadStyle::Nph);
+        assert_eq!(HeadStyle::of_script("/cgi-bin/tea"), HeadStyle::Cgi);
+        assert_eq!(HeadStyle::of_script("/cgi-bin/nph-dir/tea"), HeadStyle::Cgi);
     }
 
     #[test]

@@ -5,11 +5,13 @@
 //! [`CgiOutput`] ([`output`]: deadline, output budget, delivered or abandoned). Every run has
 //! one teardown path ([`watch`]) that kills the CGI's process group when its deadline passes
 //! or its request is abandoned; errors are classified once ([`error`]) and rendered once
-//! ([`render_error`]); the CGI's stderr is logged here.
+//! ([`render_error`]); the CGI's stderr is logged here. Both fronts drop from a CGI's answer
+//! the fields a front server would act on ([`front_server`]).
 
 pub mod body;
 pub mod env;
 pub mod error;
+pub mod front_server;
 pub mod output;
 pub mod router;
 
@@ -78,6 +80,8 @@ pub struct Core {
     current: RwLock<Arc<Generation>>,
     pub metrics: Arc<Metrics>,
     next_request: AtomicU64,
+    /// The scripts whose front-server header fields were dropped and logged, across reloads.
+    warned: front_server::WarnedScripts,
 }
 
 /// A CGI that runs: its output still to read, and when its request's body is in.
@@ -96,7 +100,24 @@ impl Core {
             current: RwLock::new(Generation::new(config, pool)),
             metrics,
             next_request: AtomicU64::new(1),
+            warned: front_server::WarnedScripts::default(),
         }
+    }
+
+    /// Drops from the answer of `script` the header fields a front server would act on,
+    /// unless `config` allows them for it ([`front_server::withhold`]).
+    pub fn withhold_front_server_headers(
+        &self,
+        config: &Config,
+        script: &str,
+        headers: &mut http::HeaderMap,
+    ) {
+        front_server::withhold(
+            headers,
+            script,
+            &config.allow_front_server_headers,
+            &self.warned,
+        );
     }
 
     /// The configuration and pool new requests go to.
