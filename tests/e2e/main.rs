@@ -21,3 +21,4 @@ mod operations;
 mod realworld;
 mod streaming;
 mod trust;
+mod uploads;

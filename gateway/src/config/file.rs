@@ -322,6 +322,8 @@ mod tests {
             allow-insecure-jail = false
             gateway-user = "daemon"
             max-body = "2K"
+            body-timeout = 9
+            spool-budget = "64M"
             pass-authorization = true
             trusted-proxy = ["10.0.0.0/8", "127.0.0.1"]
             env = ["A=1", "B=two words"]
@@ -348,6 +350,8 @@ mod tests {
         assert_eq!(settings.max_output, Some(Limit(Some(1 << 20))));
         assert_eq!(settings.tmp_size, Some(16 << 20));
         assert_eq!(settings.max_body, Some(2048));
+        assert_eq!(settings.body_timeout, Some(9));
+        assert_eq!(settings.spool_budget, Some(64 << 20));
         assert_eq!(settings.cgi_network, Some(true));
         assert_eq!(settings.allow_insecure_jail, Some(false));
         assert_eq!(settings.trusted_proxy.map(|p| p.len()), Some(2));

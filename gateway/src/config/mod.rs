@@ -40,6 +40,16 @@ pub use protocol::layout::DEFAULT_CGI_IDS;
 /// at least twice `--max-cgis-per-worker` keeps any id unused long after its CGI is gone.
 pub const MIN_IDS_PER_WORKER: u32 = 64;
 
+/// How long a request body may take to arrive before the [`MIN_BODY_RATE`] allowance: enough
+/// for any client on a working link to send its first bytes; a client dribbling a byte a
+/// second (holding a connection and a spool) is cut off after it.
+pub const DEFAULT_BODY_TIMEOUT: Duration = Duration::from_secs(20);
+/// Bytes per second a request body earns beyond `--body-timeout` (Apache's mod_reqtimeout
+/// MinRate idea): a large upload on a slow but working link is never cut off, a trickle is.
+pub const MIN_BODY_RATE: u64 = 4096;
+/// Request body bytes held for CGIs, all requests together.
+pub const DEFAULT_SPOOL_BUDGET: u64 = 1 << 30;
+
 /// How long a stop waits for requests in flight.
 pub const DEFAULT_DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
 /// How long a request waits for a CGI slot before it gets 503.
@@ -73,6 +83,10 @@ pub struct Config {
     pub worker_exe: PathBuf,
     pub limits: Limits,
     pub max_body_bytes: u64,
+    /// How long a body may take, before the allowance per byte received (`--body-timeout`).
+    pub body_timeout: Duration,
+    /// Request body bytes held for CGIs, all requests together (`--spool-budget`).
+    pub spool_budget: u64,
     /// Cap on one CGI's response body; `None`: unlimited.
     pub max_output_bytes: Option<u64>,
     /// Scripts whose answers may keep the header fields a front server acts on
@@ -181,6 +195,8 @@ impl Config {
                 processes: Some(DEFAULT_LIMIT_PROCESSES),
             },
             max_body_bytes: DEFAULT_MAX_BODY_BYTES,
+            body_timeout: DEFAULT_BODY_TIMEOUT,
+            spool_budget: DEFAULT_SPOOL_BUDGET,
             max_output_bytes: None,
             allow_front_server_headers: Vec::new(),
             cgis_per_worker: DEFAULT_CGIS_PER_WORKER,

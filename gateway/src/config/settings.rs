@@ -18,8 +18,9 @@ use super::values::{
     parse_script_prefix, parse_size, Limit, ListenAddr, ScriptPrefix,
 };
 use super::{
-    AccessLog, LogFormat, DEFAULT_CGIS_PER_WORKER, DEFAULT_DRAIN_TIMEOUT, DEFAULT_LIMIT_OPEN_FILES,
-    DEFAULT_LIMIT_PROCESSES, DEFAULT_QUEUE_TIMEOUT, MAX_TIMEOUT_SECS, MAX_WORKERS,
+    AccessLog, LogFormat, DEFAULT_BODY_TIMEOUT, DEFAULT_CGIS_PER_WORKER, DEFAULT_DRAIN_TIMEOUT,
+    DEFAULT_LIMIT_OPEN_FILES, DEFAULT_LIMIT_PROCESSES, DEFAULT_QUEUE_TIMEOUT, MAX_TIMEOUT_SECS,
+    MAX_WORKERS,
 };
 use protocol::IdRange;
 
@@ -175,6 +176,14 @@ settings! {
     /// Largest request body passed to a CGI (413 above it); chunked bodies are spooled up to it
     #[arg(long, value_name = "BYTES", default_value = "1G", value_parser = parse_size)]
     max_body: u64, file u64 = size;
+    /// How long a request body may take to arrive, plus a second for every 4 KiB received (a
+    /// client slower than that is cut off with 408 and its connection closed)
+    #[arg(long, value_name = "SECS", default_value_t = DEFAULT_BODY_TIMEOUT.as_secs())]
+    body_timeout: u64, file u64 = |v| seconds(v, 1, MAX_TIMEOUT_SECS);
+    /// Request body bytes the front holds in memory files for all requests together (chunked
+    /// bodies until they end, what a slow CGI has not read yet); beyond it, 503
+    #[arg(long, value_name = "BYTES", default_value = "1G", value_parser = parse_size)]
+    spool_budget: u64, file u64 = |v| size(v).and_then(at_least_1);
     /// Pass the Authorization header to CGIs as HTTP_AUTHORIZATION (off: credentials stay here)
     #[arg(long)]
     pass_authorization: bool, file bool = boolean;

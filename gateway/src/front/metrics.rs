@@ -49,6 +49,8 @@ pub struct Metrics {
     bytes_out: Counter,
     running: Gauge,
     queued: Gauge,
+    spooled_bytes: Gauge,
+    spool_refusals: Counter,
     workers: Gauge,
     workers_alive: Gauge,
 }
@@ -60,6 +62,10 @@ pub struct PoolState {
     pub queued: usize,
     pub workers: usize,
     pub workers_alive: usize,
+    /// Request body bytes held for CGIs now (`--spool-budget`).
+    pub spooled_bytes: u64,
+    /// Requests refused so far because that budget was spent.
+    pub spool_refusals: u64,
 }
 
 impl Default for Metrics {
@@ -135,6 +141,18 @@ impl Metrics {
             "Requests waiting for a CGI slot now",
             queued.clone(),
         );
+        let spooled_bytes = Gauge::default();
+        registry.register(
+            "spooled_body_bytes",
+            "Request body bytes held for CGIs now, all requests together (--spool-budget)",
+            spooled_bytes.clone(),
+        );
+        let spool_refusals = Counter::default();
+        registry.register(
+            "spool_refused",
+            "Requests answered 503 because --spool-budget was spent",
+            spool_refusals.clone(),
+        );
         let workers = Gauge::default();
         registry.register("workers", "Workers configured", workers.clone());
         let workers_alive = Gauge::default();
@@ -156,6 +174,8 @@ impl Metrics {
             bytes_out,
             running,
             queued,
+            spooled_bytes,
+            spool_refusals,
             workers,
             workers_alive,
         }
@@ -213,6 +233,12 @@ impl Metrics {
         self.queued.set(gauge(state.queued));
         self.workers.set(gauge(state.workers));
         self.workers_alive.set(gauge(state.workers_alive));
+        self.spooled_bytes
+            .set(i64::try_from(state.spooled_bytes).unwrap_or(i64::MAX));
+        // The budget counts its refusals; the counter follows it (it only grows).
+        let known = self.spool_refusals.get();
+        self.spool_refusals
+            .inc_by(state.spool_refusals.saturating_sub(known));
         let mut text = String::new();
         if prometheus_client::encoding::text::encode(&mut text, &self.registry).is_err() {
             // Writing to a String cannot fail; should it, say so rather than serve half.
@@ -239,6 +265,8 @@ mod tests {
             queued: 2,
             workers: 4,
             workers_alive: 3,
+            spooled_bytes: 4096,
+            spool_refusals: 2,
         });
         for line in [
             r#"jailgate_requests_total{front="http",status="200"} 2"#,
@@ -249,6 +277,8 @@ mod tests {
             "jailgate_running_cgis 1",
             "jailgate_queued_requests 2",
             "jailgate_workers_alive 3",
+            "jailgate_spooled_body_bytes 4096",
+            "jailgate_spool_refused_total 2",
             "jailgate_spawn_latency_seconds_count 1",
         ] {
             assert!(text.lines().any(|l| l == line), "{line} in\n{text}");

@@ -315,6 +315,7 @@ impl Pool {
             queued: self.waiting.load(Ordering::SeqCst),
             workers: self.slots.len(),
             workers_alive: links.len(),
+            ..PoolState::default()
         }
     }
 

@@ -279,7 +279,7 @@ fn requested_host<'a>(
 async fn read_head_unless_body_fails(
     output: &mut CgiOutput,
     style: HeadStyle,
-    body_received: &mut Option<oneshot::Receiver<()>>,
+    body_received: &mut Option<oneshot::Receiver<Result<(), RequestError>>>,
     deadline: Instant,
 ) -> Result<(CgiHead, Bytes), RequestError> {
     let head = timeout_at(deadline, read_head(output.stdout(), style));
@@ -298,7 +298,9 @@ async fn read_head_unless_body_fails(
         };
         match body {
             // All of it arrived: only the head is awaited now.
-            Some(Ok(())) => *body_received = None,
+            Some(Ok(Ok(()))) => *body_received = None,
+            // Too slow (408), no room for it (503), ...: that is the answer.
+            Some(Ok(Err(error))) => return Err(error),
             // The body reader stops at the deadline too: that is the CGI's timeout.
             _ if Instant::now() >= deadline => return Err(RequestError::Timeout),
             _ => return Err(RequestError::BadRequest("request body ended early")),
@@ -339,6 +341,10 @@ pub fn error_response(error: &RequestError) -> Response<ResponseBody> {
     );
     if status == http::StatusCode::SERVICE_UNAVAILABLE {
         headers.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+    }
+    if status == http::StatusCode::REQUEST_TIMEOUT {
+        // A client too slow to send its body: its connection goes too, not only the request.
+        headers.insert(header::CONNECTION, HeaderValue::from_static("close"));
     }
     response
 }

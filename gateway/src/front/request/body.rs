@@ -1,6 +1,8 @@
 //! Request body → the CGI's stdin: the body policy both fronts share ([`prepare`]: length,
 //! `--max-body`, spooling a body of unknown length), and the copy that never makes the client
-//! wait for the CGI ([`feed`]).
+//! wait for the CGI ([`feed`]). Both are bounded the same way: a body must keep arriving
+//! ([`BodyDeadline`], else 408), and what waits for a CGI counts against one budget for all
+//! requests ([`super::spool`], else 503).
 //!
 //! Many clients, nginx among them, send a whole request body before they read any of the
 //! response. A CGI that writes more output than a pipe holds before it has read all its input
@@ -8,7 +10,7 @@
 //! the gateway stops reading the client: nobody moves again until the timeout (nginx +
 //! fcgiwrap wedges exactly so). Here the body is always read as fast as the client sends it;
 //! what the CGI has not read yet waits in memory, and past [`SPILL_AFTER`] in an unlinked
-//! temporary file. The body's size is bounded by its Content-Length, which is bounded by
+//! memory file. The body's size is bounded by its Content-Length, which is bounded by
 //! `--max-body`, and the whole copy by the request's deadline.
 
 use std::collections::VecDeque;
@@ -16,6 +18,7 @@ use std::fs::File;
 use std::os::unix::fs::FileExt;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use http_body_util::BodyExt;
@@ -26,8 +29,11 @@ use tokio::sync::{oneshot, Notify};
 use tokio::time::{timeout_at, Instant};
 
 use super::error::{internal, RequestError};
+use super::spool::{memory_file, seal, Reservation, SpoolBudget};
+use crate::config::MIN_BODY_RATE;
 
-/// Bytes of a body kept in memory while the CGI is behind; beyond, they go to a file.
+/// Bytes of a body kept in memory while the CGI is behind; beyond, they go to a memory file
+/// that counts against the spool budget.
 const SPILL_AFTER: usize = 256 * 1024;
 /// Largest piece read back from the spill file at once.
 const SPILL_READ: usize = 64 * 1024;
@@ -38,6 +44,8 @@ struct Backlog {
     memory: VecDeque<Bytes>,
     memory_bytes: usize,
     spill: Option<File>,
+    /// What the spill file holds of the spool budget.
+    reservation: Option<Reservation>,
     /// Spill file offsets: written up to, read up to.
     spilled: u64,
     drained: u64,
@@ -81,18 +89,55 @@ pub enum Prepared {
     Empty,
     /// Streamed into a pipe while the CGI runs, after the data already read, if any.
     Stream(BodySource, Option<Bytes>),
-    /// Spooled whole to an unlinked temporary file that becomes the CGI's stdin.
-    Spooled(File),
+    /// Spooled whole to a sealed memory file that becomes the CGI's stdin, read-only, with
+    /// its share of the spool budget (held until the CGI is gone).
+    Spooled(File, Reservation),
 }
 
-/// The body policy: a body over `max` (`--max-body`) is refused with 413, a body of unknown
-/// length is spooled (up to `max`), and a client that waits for 100 Continue has its first
-/// piece read at once, by `deadline`. Returns the body and its length, if it has one.
+/// When a request body must be in: `--body-timeout` after the request began, plus a second
+/// for every [`MIN_BODY_RATE`] bytes received so far. A trickle is cut off; a large upload
+/// on a slow but working link keeps earning time.
+#[derive(Debug, Clone, Copy)]
+pub struct BodyDeadline {
+    start: Instant,
+    grace: Duration,
+}
+
+impl BodyDeadline {
+    /// Starts the clock now.
+    pub fn new(grace: Duration) -> BodyDeadline {
+        BodyDeadline {
+            start: Instant::now(),
+            grace,
+        }
+    }
+
+    /// The deadline once `received` bytes are in.
+    pub fn after(&self, received: u64) -> Instant {
+        self.start + self.grace + Duration::from_secs(received / MIN_BODY_RATE)
+    }
+}
+
+/// What bounds one request's body, besides its request's deadline.
+pub struct BodyLimits {
+    /// `--max-body`: 413 above it.
+    pub max: u64,
+    pub deadline: BodyDeadline,
+    /// Bytes held for CGIs, all requests together, and `--spool-budget`.
+    pub budget: Arc<SpoolBudget>,
+    pub budget_limit: u64,
+}
+
+/// The body policy: a body over `--max-body` is refused with 413, a body of unknown length is
+/// spooled (up to it, by its body deadline, within the budget), and a client that waits for
+/// 100 Continue has its first piece read at once, by `deadline`. Returns the body and its
+/// length, if it has one.
 pub async fn prepare(
     body: Body,
-    max: u64,
+    limits: &BodyLimits,
     deadline: Instant,
 ) -> Result<(Prepared, Option<u64>), RequestError> {
+    let max = limits.max;
     match body {
         Body::None | Body::Sized { length: 0, .. } => Ok((Prepared::Empty, None)),
         Body::Sized { length, .. } if length > max => Err(RequestError::BodyTooLarge(length)),
@@ -118,28 +163,42 @@ pub async fn prepare(
             Ok((Prepared::Stream(source, first), Some(length)))
         }
         Body::Unsized(source) => {
-            let (file, length) = spool(source, max).await?;
-            Ok((Prepared::Spooled(file), Some(length)))
+            let (file, reservation, length) = spool(source, limits).await?;
+            Ok((Prepared::Spooled(file, reservation), Some(length)))
         }
     }
 }
 
-/// Reads a body of unknown length into an unlinked temporary file, refusing it past `limit`.
-async fn spool(mut source: BodySource, limit: u64) -> Result<(File, u64), RequestError> {
+/// Reads a body of unknown length into a memory file, refusing it past `--max-body`, past its
+/// body deadline (408) or past the spool budget (503); then seals the file, so that the CGI
+/// can only read it.
+async fn spool(
+    mut source: BodySource,
+    limits: &BodyLimits,
+) -> Result<(File, Reservation, u64), RequestError> {
     use std::io::{Seek, SeekFrom, Write};
-    // Writes go to the page cache of an unlinked file: short enough not to need a thread.
-    let mut file = tempfile::tempfile().map_err(internal)?;
+    // Writes go to memory: short enough not to need a thread.
+    let mut file = memory_file("jailgate-body").map_err(internal)?;
+    let mut reservation = limits.budget.reservation(limits.budget_limit);
     let mut length: u64 = 0;
-    while let Some(data) = source.next().await {
+    loop {
+        let next = timeout_at(limits.deadline.after(length), source.next()).await;
+        let Some(data) = next.map_err(|_| RequestError::BodyTimeout)? else {
+            break;
+        };
         let data = data.map_err(|_| RequestError::BadRequest("request body ended early"))?;
         length += data.len() as u64;
-        if length > limit {
+        if length > limits.max {
             return Err(RequestError::BodyTooLarge(length));
         }
+        reservation
+            .grow(data.len() as u64)
+            .map_err(|_| limits.budget.refused())?;
         file.write_all(&data).map_err(internal)?;
     }
+    seal(&file).map_err(internal)?;
     file.seek(SeekFrom::Start(0)).map_err(internal)?;
-    Ok((file, length))
+    Ok((file, reservation, length))
 }
 
 /// Where a request body comes from: an HTTP request, or any byte stream (FastCGI's STDIN).
@@ -175,45 +234,54 @@ impl BodySource {
 }
 
 /// Copies `first` (data already read) and the rest of `body` into the CGI's `stdin`, until the
-/// body ends or `deadline`; returns when both the client's side and the CGI's are done.
-/// `received` is sent once the whole body has arrived from the client (dropped if it never
-/// does).
+/// body ends, its body deadline or the request's `deadline`; returns when both the client's
+/// side and the CGI's are done. `received` gets how the body ended as soon as it has (not
+/// when the CGI has taken the rest, which it may never): whole, or why not.
 pub async fn feed(
     mut body: BodySource,
     first: Option<Bytes>,
     stdin: pipe::Sender,
     deadline: Instant,
-    received: oneshot::Sender<()>,
+    limits: BodyLimits,
+    received: oneshot::Sender<Result<(), RequestError>>,
 ) {
     let shared = Arc::new(Shared {
-        backlog: Mutex::default(),
+        backlog: Mutex::new(Backlog {
+            reservation: Some(limits.budget.reservation(limits.budget_limit)),
+            ..Backlog::default()
+        }),
         changed: Notify::new(),
     });
     let writer = tokio::spawn(write_out(shared.clone(), stdin));
     let read = async {
+        let mut length: u64 = 0;
         if let Some(first) = first {
-            push(&shared, first)?;
+            length += first.len() as u64;
+            push(&shared, first).map_err(|spent| spent.into_error(&limits))?;
         }
-        while let Some(data) = body.next().await {
-            push(&shared, data?)?;
+        loop {
+            let body_deadline = limits.deadline.after(length);
+            let next = match timeout_at(body_deadline.min(deadline), body.next()).await {
+                Ok(next) => next,
+                Err(_) if body_deadline < deadline => return Err(RequestError::BodyTimeout),
+                Err(_) => return Err(RequestError::Timeout),
+            };
+            let Some(data) = next else {
+                return Ok(());
+            };
+            let data = data.map_err(|why| {
+                tracing::debug!("{why}");
+                RequestError::BadRequest("request body ended early")
+            })?;
+            length += data.len() as u64;
+            push(&shared, data).map_err(|spent| spent.into_error(&limits))?;
         }
-        Ok::<(), String>(())
     };
-    match timeout_at(deadline, read).await {
-        Ok(Ok(())) => {
-            let _ = received.send(());
-        }
-        // Dropped now, not when the CGI has taken the rest (it may never): the request
-        // learns at once that its body will not arrive whole.
-        Ok(Err(why)) => {
-            drop(received);
-            tracing::debug!("{why}");
-        }
-        Err(_) => {
-            drop(received);
-            tracing::debug!("request body still arriving at the deadline");
-        }
+    let outcome = read.await;
+    if let Err(error) = &outcome {
+        tracing::debug!("request body not received whole: {error}");
     }
+    let _ = received.send(outcome);
     shared.lock().ended = true;
     shared.changed.notify_one();
     let abort = writer.abort_handle();
@@ -222,8 +290,25 @@ pub async fn feed(
     }
 }
 
+/// Why a piece of the body could not be queued.
+#[derive(Debug)]
+enum PushError {
+    /// The spool budget is spent.
+    BudgetSpent,
+    Spill(std::io::Error),
+}
+
+impl PushError {
+    fn into_error(self, limits: &BodyLimits) -> RequestError {
+        match self {
+            PushError::BudgetSpent => limits.budget.refused(),
+            PushError::Spill(error) => internal(error),
+        }
+    }
+}
+
 /// Queues one piece of the body for the CGI.
-fn push(shared: &Shared, data: Bytes) -> Result<(), String> {
+fn push(shared: &Shared, data: Bytes) -> Result<(), PushError> {
     let mut backlog = shared.lock();
     if backlog.cgi_gone {
         // Still read, so the client is never stuck sending; but nobody wants it.
@@ -236,15 +321,20 @@ fn push(shared: &Shared, data: Bytes) -> Result<(), String> {
     } else {
         // Once spilling, everything goes to the file until the CGI has read it all, so the
         // order of the bytes is kept (memory holds only what came before).
+        if let Some(reservation) = &mut backlog.reservation {
+            reservation
+                .grow(data.len() as u64)
+                .map_err(|_| PushError::BudgetSpent)?;
+        }
         if backlog.spill.is_none() {
-            backlog.spill = Some(tempfile::tempfile().map_err(|e| format!("spill file: {e}"))?);
+            backlog.spill = Some(memory_file("jailgate-spill").map_err(PushError::Spill)?);
         }
         let offset = backlog.spilled;
         if let Some(spill) = &backlog.spill {
-            // Page-cache writes of one frame: short enough not to need a thread.
+            // Memory writes of one frame: short enough not to need a thread.
             spill
                 .write_all_at(&data, offset)
-                .map_err(|e| format!("spill file: {e}"))?;
+                .map_err(PushError::Spill)?;
         }
         backlog.spilled += data.len() as u64;
     }
@@ -278,6 +368,9 @@ fn take(backlog: &mut Backlog) -> Result<Next, std::io::Error> {
             backlog.drained = 0;
             if let Some(spill) = &backlog.spill {
                 spill.set_len(0)?;
+            }
+            if let Some(reservation) = &mut backlog.reservation {
+                reservation.release();
             }
         }
         return Ok(Next::Data(Bytes::from(data)));
@@ -316,6 +409,7 @@ async fn write_out(shared: Arc<Shared>, mut stdin: pipe::Sender) {
     backlog.memory.clear();
     backlog.memory_bytes = 0;
     backlog.spill = None;
+    backlog.reservation = None;
 }
 
 #[cfg(test)]

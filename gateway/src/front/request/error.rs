@@ -14,6 +14,10 @@ pub enum RequestError {
     BodyTooLarge(u64),
     #[error("request body without Content-Length")]
     LengthRequired,
+    #[error("request body too slow: not all in by its deadline")]
+    BodyTimeout,
+    #[error("no room to hold the request body (--spool-budget)")]
+    SpoolFull,
     #[error("CGI could not be started: {0}")]
     Spawn(SpawnError),
     #[error("no worker available")]
@@ -37,6 +41,8 @@ impl RequestError {
             RequestError::NotFound => StatusCode::NOT_FOUND,
             RequestError::BodyTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             RequestError::LengthRequired => StatusCode::LENGTH_REQUIRED,
+            RequestError::BodyTimeout => StatusCode::REQUEST_TIMEOUT,
+            RequestError::SpoolFull => StatusCode::SERVICE_UNAVAILABLE,
             RequestError::Spawn(error) => match error {
                 SpawnError::NotFound => StatusCode::NOT_FOUND,
                 SpawnError::NotExecutable | SpawnError::Forbidden => StatusCode::FORBIDDEN,

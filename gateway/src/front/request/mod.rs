@@ -14,6 +14,7 @@ pub mod error;
 pub mod front_server;
 pub mod output;
 pub mod router;
+pub mod spool;
 
 use std::os::fd::OwnedFd;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -38,6 +39,7 @@ use super::access::RequestLog;
 use super::metrics::{Metrics, PoolState};
 use super::pool::{CgiEvent, CgiHandle, Pool};
 use crate::config::Config;
+use spool::{Reservation, SpoolBudget};
 
 /// Longest CGI stderr line logged; the rest of a longer line is logged as further lines.
 const MAX_STDERR_LINE: usize = 4096;
@@ -79,6 +81,8 @@ impl Generation {
 pub struct Core {
     current: RwLock<Arc<Generation>>,
     pub metrics: Arc<Metrics>,
+    /// Request body bytes held for CGIs, all requests and generations together.
+    spool: Arc<SpoolBudget>,
     next_request: AtomicU64,
     /// The scripts whose front-server header fields were dropped and logged, across reloads.
     warned: front_server::WarnedScripts,
@@ -87,8 +91,9 @@ pub struct Core {
 /// A CGI that runs: its output still to read, and when its request's body is in.
 pub struct Started {
     pub output: CgiOutput,
-    /// Fires when the whole request body has arrived; `None` without a streamed body.
-    pub body_received: Option<oneshot::Receiver<()>>,
+    /// How the request body ended, once it has: whole, or why not (408, 503, ...); `None`
+    /// without a streamed body.
+    pub body_received: Option<oneshot::Receiver<Result<(), RequestError>>>,
     pub deadline: Instant,
     /// The script's URL path, as the worker found it.
     pub script: String,
@@ -99,6 +104,7 @@ impl Core {
         Core {
             current: RwLock::new(Generation::new(config, pool)),
             metrics,
+            spool: Arc::default(),
             next_request: AtomicU64::new(1),
             warned: front_server::WarnedScripts::default(),
         }
@@ -139,7 +145,11 @@ impl Core {
 
     /// The current pool's state, for `/metrics` and `/healthz`.
     pub fn pool_state(&self) -> PoolState {
-        self.current().pool.state()
+        PoolState {
+            spooled_bytes: self.spool.used(),
+            spool_refusals: self.spool.refusals(),
+            ..self.current().pool.state()
+        }
     }
 
     /// A new request: its number and its access-log entry.
@@ -165,8 +175,14 @@ impl Core {
         log: &Arc<RequestLog>,
     ) -> Result<Started, RequestError> {
         let Generation { config, pool } = &**generation;
+        let limits = body::BodyLimits {
+            max: config.max_body_bytes,
+            deadline: body::BodyDeadline::new(config.body_timeout),
+            budget: self.spool.clone(),
+            budget_limit: config.spool_budget,
+        };
         let (body, content_length) =
-            body::prepare(body, config.max_body_bytes, Instant::now() + config.timeout).await?;
+            body::prepare(body, &limits, Instant::now() + config.timeout).await?;
         let env = env::meta_variables(meta, route, content_length, &config.env);
         log.set_bytes_in(content_length.unwrap_or(0));
         let permit = pool.admit().await?;
@@ -174,8 +190,12 @@ impl Core {
         let (cgi_stdout, stdout) = pipe::pipe().map_err(internal)?;
         let (cgi_stderr, stderr) = pipe::pipe().map_err(internal)?;
         // The CGI gets plain blocking descriptors, as a program started from a shell would.
+        let mut spooled = None;
         let (stdin, cgi_stdin) = match body {
-            body::Prepared::Spooled(file) => (None, OwnedFd::from(file)),
+            body::Prepared::Spooled(file, reservation) => {
+                spooled = Some(reservation);
+                (None, OwnedFd::from(file))
+            }
             body::Prepared::Stream(body, first) => (
                 Some((body, first, stdin)),
                 cgi_stdin.into_blocking_fd().map_err(internal)?,
@@ -240,7 +260,9 @@ impl Core {
         };
         let body_received = stdin.map(|(body, first, stdin)| {
             let (received, body_received) = oneshot::channel();
-            tokio::spawn(body::feed(body, first, stdin, deadline, received).in_current_span());
+            tokio::spawn(
+                body::feed(body, first, stdin, deadline, limits, received).in_current_span(),
+            );
             body_received
         });
         tokio::spawn(log_stderr(stderr).in_current_span());
@@ -250,6 +272,7 @@ impl Core {
             log: log.clone(),
             _generation: generation.clone(),
             _permit: permit,
+            _spooled: spooled,
         };
         tokio::spawn(watch(cgi, deadline, delivery, run).in_current_span());
         Ok(Started {
@@ -266,14 +289,14 @@ impl Core {
 /// reading its input would then wait forever. The body is read whatever the CGI does, so
 /// this wait depends on the client alone.
 pub async fn body_complete(
-    body_received: Option<oneshot::Receiver<()>>,
+    body_received: Option<oneshot::Receiver<Result<(), RequestError>>>,
     deadline: Instant,
 ) -> Result<(), RequestError> {
     let Some(body_received) = body_received else {
         return Ok(());
     };
     match timeout_at(deadline, body_received).await {
-        Ok(Ok(())) => Ok(()),
+        Ok(Ok(outcome)) => outcome,
         Ok(Err(_)) => Err(RequestError::BadRequest("request body ended early")),
         Err(_) => Err(RequestError::Timeout),
     }
@@ -288,6 +311,9 @@ struct Run {
     _generation: Arc<Generation>,
     /// Its place among --max-concurrent.
     _permit: OwnedSemaphorePermit,
+    /// A spooled body's share of the spool budget: the CGI holds the memory file until it
+    /// exits.
+    _spooled: Option<Reservation>,
 }
 
 /// The one teardown path of a CGI: it ends when the CGI exits, or is killed when the deadline

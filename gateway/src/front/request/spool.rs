@@ -14,16 +14,31 @@ use std::sync::Arc;
 use nix::fcntl::{fcntl, FcntlArg, SealFlag};
 use nix::sys::memfd::{memfd_create, MFdFlags};
 
+use super::error::RequestError;
+
 /// The bytes of request bodies held by the front for all requests together.
 #[derive(Debug, Default)]
 pub struct SpoolBudget {
     used: AtomicU64,
+    /// Requests refused because the budget was spent, for `/metrics`.
+    refusals: AtomicU64,
 }
 
 impl SpoolBudget {
     /// Bytes held now.
     pub fn used(&self) -> u64 {
         self.used.load(Ordering::Relaxed)
+    }
+
+    /// Requests refused so far for want of budget.
+    pub fn refusals(&self) -> u64 {
+        self.refusals.load(Ordering::Relaxed)
+    }
+
+    /// Counts one refusal; the error the request gets (503).
+    pub fn refused(&self) -> RequestError {
+        self.refusals.fetch_add(1, Ordering::Relaxed);
+        RequestError::SpoolFull
     }
 
     /// An empty reservation, to grow as a body arrives.

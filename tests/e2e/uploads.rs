@@ -1,0 +1,312 @@
+//! Request bodies as an edge (issue 13.2): a body must keep arriving (`--body-timeout`, plus a
+//! second per 4 KiB received: a trickle gets 408 and loses its connection), all bodies held
+//! for CGIs share one budget (`--spool-budget`: 503 beyond it, counted in `/metrics`), they
+//! are held in memory files of the gateway's own, and a CGI can only read its stdin.
+
+use std::time::{Duration, Instant};
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+use crate::escape::{one_worker, HELLO};
+use crate::harness::{require_root, Gateway, Jail, Opts};
+use crate::http::client;
+
+const TIMEOUT: Duration = Duration::from_secs(30);
+/// Reads its whole body, then says how many bytes it got.
+const SINK: &str = r#"n=$(cat | wc -c); printf 'Content-Type: text/plain\n\n%s\n' "$n""#;
+
+/// What a raw client saw: the status of the answer (0: none), whether the gateway closed the
+/// connection after it, and how long after the request's start.
+#[derive(Debug)]
+struct Seen {
+    status: u16,
+    closed: bool,
+    after: Duration,
+}
+
+/// A client that sends `head`, then one body byte a second (`chunked`: as a one-byte chunk)
+/// until the gateway answers; reads until the gateway closes, at most `limit`.
+async fn trickle(
+    gw_addr: std::net::SocketAddr,
+    head: String,
+    chunked: bool,
+    limit: Duration,
+) -> Seen {
+    let start = Instant::now();
+    let mut stream = TcpStream::connect(gw_addr).await.expect("connect");
+    stream
+        .write_all(head.as_bytes())
+        .await
+        .expect("send the head");
+    let piece: &[u8] = if chunked { b"1\r\nx\r\n" } else { b"x" };
+    let mut answer = Vec::new();
+    let mut buffer = [0u8; 4096];
+    let mut closed = false;
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    while start.elapsed() < limit {
+        tokio::select! {
+            read = stream.read(&mut buffer) => match read {
+                Ok(0) | Err(_) => { closed = true; break; }
+                Ok(n) => answer.extend_from_slice(&buffer[..n]),
+            },
+            _ = tick.tick(), if answer.is_empty() => {
+                // The gateway may have stopped reading: a failed write is no answer yet.
+                let _ = stream.write_all(piece).await;
+            }
+            _ = tokio::time::sleep(Duration::from_millis(100)), if !answer.is_empty() => {}
+        }
+    }
+    let status = String::from_utf8_lossy(&answer)
+        .split(' ')
+        .nth(1)
+        .and_then(|code| code.parse().ok())
+        .unwrap_or(0);
+    Seen {
+        status,
+        closed,
+        after: start.elapsed(),
+    }
+}
+
+/// 200 clients trickle chunked bodies and 20 more a body of announced length, one byte a
+/// second: each gets 408 at the body deadline and its connection closed, while `hello`
+/// requests beside them are answered at once, and afterwards too.
+#[tokio::test(flavor = "multi_thread")]
+async fn slow_uploads_are_cut_at_the_body_deadline_while_hello_stays_fast() {
+    require_root!();
+    let jail = Jail::new();
+    jail.cgi("hello", HELLO);
+    jail.cgi("sink", SINK);
+    let gw = jail.serve_with(Opts::default(), &["--body-timeout", "2"]);
+    let chunked = "POST /cgi-bin/sink HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n";
+    let sized = "POST /cgi-bin/sink HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n";
+    let limit = Duration::from_secs(15);
+    let mut clients = Vec::new();
+    for i in 0..220 {
+        let (head, is_chunked) = if i < 200 {
+            (chunked, true)
+        } else {
+            (sized, false)
+        };
+        clients.push(tokio::spawn(trickle(
+            gw.addr,
+            head.to_owned(),
+            is_chunked,
+            limit,
+        )));
+    }
+    // Meanwhile: hello, one after another.
+    let http = client(TIMEOUT);
+    let mut slowest = Duration::ZERO;
+    for _ in 0..20 {
+        let start = Instant::now();
+        let response = http
+            .get(gw.url("/cgi-bin/hello"))
+            .send()
+            .await
+            .expect("hello");
+        assert_eq!(response.status().as_u16(), 200);
+        assert_eq!(response.text().await.expect("body"), "hello\n");
+        slowest = slowest.max(start.elapsed());
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    eprintln!("NOTE: slowest hello beside 220 trickling uploads: {slowest:?}");
+    assert!(
+        slowest < Duration::from_secs(2),
+        "a hello took {slowest:?} beside the slow uploads"
+    );
+    for (i, client) in clients.into_iter().enumerate() {
+        let seen = client.await.expect("client task");
+        assert_eq!(seen.status, 408, "client {i}: {seen:?}");
+        assert!(
+            seen.closed,
+            "client {i}: the connection stays open: {seen:?}"
+        );
+        assert!(
+            seen.after < Duration::from_secs(10),
+            "client {i}: cut off only after {:?}",
+            seen.after
+        );
+    }
+    let after = http
+        .get(gw.url("/cgi-bin/hello"))
+        .send()
+        .await
+        .expect("hello");
+    assert_eq!(after.status().as_u16(), 200);
+}
+
+/// A body arriving at a working pace is never cut off by the deadline: 64 KiB in 16 pieces
+/// over 3 s (past `--body-timeout 2`, earning a second per 4 KiB).
+#[tokio::test(flavor = "multi_thread")]
+async fn a_steady_upload_outlives_the_body_timeout() {
+    require_root!();
+    let jail = Jail::new();
+    jail.cgi("sink", SINK);
+    let gw = jail.serve_with(one_worker(), &["--body-timeout", "2"]);
+    let mut stream = TcpStream::connect(gw.addr).await.expect("connect");
+    stream
+        .write_all(b"POST /cgi-bin/sink HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n")
+        .await
+        .expect("head");
+    for _ in 0..16 {
+        stream.write_all(b"1000\r\n").await.expect("chunk size");
+        stream.write_all(&[b'y'; 4096]).await.expect("chunk");
+        stream.write_all(b"\r\n").await.expect("chunk end");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    stream.write_all(b"0\r\n\r\n").await.expect("last chunk");
+    let mut answer = String::new();
+    tokio::time::timeout(TIMEOUT, stream.read_to_string(&mut answer))
+        .await
+        .expect("an answer in time")
+        .expect("read");
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    assert!(answer.contains("65536"), "{answer}");
+}
+
+/// The whole metrics text of `admin`.
+async fn metrics(admin: &str) -> String {
+    client(TIMEOUT)
+        .get(format!("http://{admin}/metrics"))
+        .send()
+        .await
+        .expect("metrics")
+        .text()
+        .await
+        .expect("metrics text")
+}
+
+/// The value of metric `name` (a line `name VALUE`).
+fn metric(text: &str, name: &str) -> f64 {
+    text.lines()
+        .find_map(|line| line.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+        .unwrap_or_else(|| panic!("no {name} in\n{text}"))
+}
+
+/// Sends a chunked POST head and `bytes` of body, and leaves the body unfinished.
+async fn start_upload(gw: &Gateway, bytes: usize) -> TcpStream {
+    let mut stream = TcpStream::connect(gw.addr).await.expect("connect");
+    let head = format!(
+        "POST /cgi-bin/sink HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\
+         Connection: close\r\n\r\n{bytes:x}\r\n"
+    );
+    stream.write_all(head.as_bytes()).await.expect("head");
+    stream.write_all(&vec![b'z'; bytes]).await.expect("body");
+    stream.write_all(b"\r\n").await.expect("chunk end");
+    stream
+}
+
+/// Finishes an upload `start_upload` began; its answer.
+async fn finish_upload(mut stream: TcpStream) -> String {
+    stream.write_all(b"0\r\n\r\n").await.expect("last chunk");
+    let mut answer = String::new();
+    tokio::time::timeout(TIMEOUT, stream.read_to_string(&mut answer))
+        .await
+        .expect("an answer in time")
+        .expect("read");
+    answer
+}
+
+/// `--spool-budget 1M`: two unfinished chunked uploads of 400 KiB fit, a third does not (503,
+/// counted in `/metrics`); the first two then complete, and the budget is whole again.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_spool_budget_holds_for_all_uploads_together() {
+    require_root!();
+    let jail = Jail::new();
+    jail.cgi("sink", SINK);
+    let admin = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|listener| listener.local_addr())
+        .expect("a free port")
+        .to_string();
+    let gw = jail.serve_with(
+        one_worker(),
+        &[
+            "--spool-budget",
+            "1M",
+            "--admin",
+            &admin,
+            "--body-timeout",
+            "60",
+        ],
+    );
+    const PIECE: usize = 400 * 1024;
+    let first = start_upload(&gw, PIECE).await;
+    let second = start_upload(&gw, PIECE).await;
+    let end = Instant::now() + Duration::from_secs(10);
+    while metric(&metrics(&admin).await, "jailgate_spooled_body_bytes") < (2 * PIECE) as f64 {
+        assert!(Instant::now() < end, "the two bodies were never spooled");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let third = start_upload(&gw, PIECE).await;
+    // Only the reading half: dropping the writing one would end the body early.
+    let (mut third_reader, _third_writer) = third.into_split();
+    let mut answer = String::new();
+    tokio::time::timeout(TIMEOUT, third_reader.read_to_string(&mut answer))
+        .await
+        .expect("the third is answered at once")
+        .ok();
+    assert!(answer.starts_with("HTTP/1.1 503"), "{answer}");
+    let text = metrics(&admin).await;
+    assert_eq!(metric(&text, "jailgate_spool_refused_total"), 1.0, "{text}");
+    assert!(
+        metric(&text, "jailgate_spooled_body_bytes") <= (1 << 20) as f64,
+        "{text}"
+    );
+
+    for upload in [first, second] {
+        let answer = finish_upload(upload).await;
+        assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+        assert!(answer.contains(&format!("{PIECE}\n")), "{answer}");
+    }
+    let end = Instant::now() + Duration::from_secs(10);
+    while metric(&metrics(&admin).await, "jailgate_spooled_body_bytes") != 0.0 {
+        assert!(Instant::now() < end, "the budget did not come back");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// A CGI's stdin is read-only, whatever the body's framing: writing to descriptor 0 or to
+/// `/dev/stdin` fails for a body of announced length (a pipe) and for a chunked one (a sealed
+/// memory file), and the body it then reads is the client's, unchanged.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_cgi_cannot_write_to_its_stdin() {
+    require_root!();
+    let jail = Jail::new();
+    jail.cgi(
+        "scribble",
+        r#"printf 'Content-Type: text/plain\n\n'
+if (printf 'EVIL' >&0) 2>/dev/null; then echo fd0=written; else echo fd0=refused; fi
+if (printf 'EVIL' > /dev/stdin) 2>/dev/null; then echo dev=written; else echo dev=refused; fi
+cat"#,
+    );
+    let gw = jail.serve_with(one_worker(), &[]);
+    let http = client(TIMEOUT);
+    let body = "the client's own body\n";
+    let sized = http
+        .post(gw.url("/cgi-bin/scribble"))
+        .body(body)
+        .send()
+        .await
+        .expect("response");
+    let chunks: Vec<Result<&'static str, std::io::Error>> =
+        vec![Ok("the client's "), Ok("own body\n")];
+    let chunked = http
+        .post(gw.url("/cgi-bin/scribble"))
+        .body(reqwest::Body::wrap_stream(futures_util::stream::iter(
+            chunks,
+        )))
+        .send()
+        .await
+        .expect("response");
+    for (framing, response) in [("sized", sized), ("chunked", chunked)] {
+        assert_eq!(response.status().as_u16(), 200, "{framing}");
+        let text = response.text().await.expect("body");
+        assert_eq!(
+            text,
+            format!("fd0=refused\ndev=refused\n{body}"),
+            "{framing}: the CGI wrote into its stdin"
+        );
+    }
+}
