@@ -490,7 +490,8 @@ pub fn account_or_default(
 
 /// The front's own account (`--gateway-user`): the unprivileged process that parses every
 /// request runs as it. Never root, never the workers' account, whose processes could otherwise
-/// signal or trace the front, and none of `--cgi-ids`, for the same reason with CGIs.
+/// signal or trace the front, none of `--cgi-ids`, for the same reason with CGIs, and not of
+/// `--data-group`, whose folder every CGI writes.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FrontUser {
     pub name: String,
@@ -514,6 +515,16 @@ impl FrontUser {
             return Err(format!(
                 "--gateway-user {shown}: uid {} or gid {} is one of --cgi-ids, which CGIs run as",
                 account.uid, account.gid
+            ));
+        }
+        if config
+            .data
+            .as_ref()
+            .is_some_and(|data| data.gid == account.gid)
+        {
+            return Err(format!(
+                "--gateway-user {shown}: gid {} is --data-group, whose folder every CGI writes",
+                account.gid
             ));
         }
         Ok(FrontUser {
@@ -570,7 +581,7 @@ mod tests {
     }
 
     #[test]
-    fn the_front_is_never_root_the_workers_or_a_cgi() {
+    fn the_front_shares_no_id_with_root_the_workers_or_the_cgis() {
         let config = config(&[], None);
         for (spec, why) in [
             ("0", "refusing to run"),
@@ -587,6 +598,13 @@ mod tests {
         }
         let front = FrontUser::parse(Some("4000"), &config).expect("an id of its own");
         assert_eq!((front.uid, front.gid), (4000, 4000));
+        let mut config = config;
+        config.data = Some(DataDir {
+            path: PathBuf::from("/data"),
+            gid: 4000,
+        });
+        let error = FrontUser::parse(Some("4000"), &config).expect_err("the data group");
+        assert!(error.contains("is --data-group"), "{error}");
     }
 
     #[test]
