@@ -262,7 +262,7 @@ def memory_section(meta, out):
 
     out.append("### Jailgate's memory\n")
     out.append("The gateway is a root **supervisor** (starts and stops workers), the **front** (HTTP and "
-               "FastCGI, runs as `daemon`) and `--workers 2` **workers**; each worker is two "
+               "FastCGI, runs as uid 1879048190) and `--workers 2` **workers**; each worker is two "
                "`jailgate-worker` processes: the one the supervisor started and its child, PID 1 of "
                "the jail's PID namespace, which spawns the CGIs. VmRSS per process; PSS (shared pages "
                "split between the processes sharing them) in brackets. *Idle* is after the start-up "
@@ -279,7 +279,7 @@ def memory_section(meta, out):
         out.append(f"| {name} | {cells[0]} | {cells[1]} |")
 
     line("supervisor (root)", "supervisor")
-    line("front (`daemon`)", "front")
+    line("front (uid 1879048190)", "front")
     i = 0
     while f"idle_start_worker{i}_outer_rss_kb" in meta:
         line(f"worker {i + 1}: outer process", f"worker{i}_outer")
@@ -447,7 +447,8 @@ def main():
                f"lighttpd {meta.get('lighttpd')}; fcgiwrap {meta.get('fcgiwrap')}, spawn-fcgi {meta.get('spawn_fcgi')}; "
                f"wrk {meta.get('wrk')}; busybox {meta.get('busybox')}; dash {meta.get('dash')}")
     out.append(f"- Jailgate: `gateway --workers {meta.get('workers')} --listen … --fastcgi … --trusted-proxy 127.0.0.1`, "
-               "every other flag at its default (CGIs as `nobody`, per-request log line on stderr); the jail "
+               "every other flag at its default (workers as uid 1879048191, each CGI as an id of its own, "
+               "per-request log line on stderr); the jail "
                "is `gateway jail init DIR --with /usr/bin/busybox` (classic profile)")
     if meta.get("scheduling"):
         out.append(f"- scheduling: {meta.get('scheduling')} for the whole benchmark (see `cpu_group_init` in run.sh: "

@@ -54,7 +54,7 @@ WORKERS=2            # gateway --workers: one per core on the 2-core reference m
 FCGIWRAP_CHILDREN=16 # the anchor: 16 preforked fcgiwrap processes
 ECHO_BYTES=$((64 * 1024 * 1024))
 WEDGE_SECONDS=10     # a POST echo with no answer after this long counts as wedged
-ANCHOR_USER=www-data # nginx, fcgiwrap and lighttpd run as Debian's web user; Jailgate's CGIs as nobody
+ANCHOR_USER=www-data # nginx, fcgiwrap and lighttpd run as Debian's web user; Jailgate as ids of its own
 CLEAN_PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
 
 log() { printf '[%(%H:%M:%S)T] %s\n' -1 "$*" >&2; }

@@ -58,7 +58,9 @@ gw=$!
 for _ in $(seq 200); do grep -q listening "$work/stdout" 2>/dev/null && break; sleep 0.05; done
 grep -q listening "$work/stdout" || { echo "soak: the gateway did not start:"; cat "$work/stderr"; exit 1; }
 
-front() { ps -o pid= --ppid "$gw" -o user= | awk '$2 == "daemon" {print $1}'; }
+# The front is the gateway's child that runs the gateway binary (forked, not exec'd), whatever
+# its account (--gateway-user).
+front() { ps -o pid=,comm= --ppid "$gw" | awk '$2 == "gateway" {print $1}'; }
 # The holders are the gateway's jailgate-worker children; each worker proper is a holder's child.
 workers() {
   local holder

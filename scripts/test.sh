@@ -19,6 +19,9 @@ need=()
 for package in gcc libc6-dev busybox-static nginx-light git python3-prometheus-client wrk curl; do
   dpkg -s "$package" >/dev/null 2>&1 || need+=("$package")
 done
+# Debian's `nobody` and `daemon`: the tests use them as other services' accounts (a local user
+# that is no front server, a socket group, names that resolve); the gateway itself runs as ids
+# of its own, which need no account.
 for account in nobody daemon; do
   getent passwd "$account" >/dev/null || { echo "no '$account' user on this machine" >&2; exit 2; }
 done

@@ -8,7 +8,9 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 
-use crate::config::{Config, FrontUser, ListenAddr, CGI_DIR};
+use crate::config::{
+    account_or_default, Config, FrontUser, ListenAddr, CGI_DIR, DEFAULT_WORKER_ID,
+};
 use crate::jailfs;
 use crate::root::startup::Startup;
 
@@ -39,14 +41,16 @@ fi
     ),
 ];
 
-/// Builds the demo jail, serves it until SIGTERM or SIGINT, removes it. Root only.
-pub fn run(listen: SocketAddr, front_user: FrontUser) -> anyhow::Result<ExitCode> {
+/// Builds the demo jail, serves it until SIGTERM or SIGINT, removes it. Root only. The workers
+/// run as their default account, the front as `gateway_user` or its default.
+pub fn run(listen: SocketAddr, gateway_user: Option<&str>) -> anyhow::Result<ExitCode> {
+    let user = account_or_default(None, DEFAULT_WORKER_ID, "--user", "workers'")
+        .map_err(anyhow::Error::msg)?;
     let folder = tempfile::Builder::new()
         .prefix("jailgate-demo-")
         .tempdir()
         .context("creating the demo folder")?;
     let jail = folder.path().join("jail");
-    let user = jailfs::parse_user("nobody").context("the demo runs its CGIs as `nobody`")?;
     // The classic profile, plus what the sample CGIs use.
     let mut options = jailfs::InitOptions::new(jail.clone(), user.clone());
     options
@@ -59,6 +63,7 @@ pub fn run(listen: SocketAddr, front_user: FrontUser) -> anyhow::Result<ExitCode
     config.workers = config.workers.min(4);
     config.listen = ListenAddr::Tcp(listen);
     let config = config.validate()?;
+    let front_user = FrontUser::parse(gateway_user, &config).map_err(anyhow::Error::msg)?;
     eprintln!("Demo jail in {} (removed on exit). Try:", jail.display());
     eprintln!("  curl http://{listen}/cgi-bin/hello.sh");
     eprintln!("  curl 'http://{listen}/cgi-bin/env.sh/extra/path?a=1&b=2'");

@@ -69,7 +69,7 @@ fn run_command(command: Command) -> ExitCode {
         Command::Demo {
             listen,
             gateway_user,
-        } => demo(listen, &gateway_user),
+        } => demo(listen, gateway_user),
     }
 }
 
@@ -80,7 +80,7 @@ fn serve(args: ServeArgs) -> ExitCode {
         Ok(config) => config,
         Err(error) => return usage_error(&error),
     };
-    let front_user = match FrontUser::parse(&gateway_user, &config.user) {
+    let front_user = match FrontUser::parse(gateway_user.as_deref(), &config) {
         Ok(user) => user,
         Err(message) => return usage_error(&message),
     };
@@ -97,15 +97,8 @@ fn serve(args: ServeArgs) -> ExitCode {
     })
 }
 
-fn demo(listen: SocketAddr, gateway_user: &str) -> ExitCode {
-    let front_user = jailfs::parse_user("nobody")
-        .map_err(|e| e.to_string())
-        .and_then(|cgi_user| FrontUser::parse(gateway_user, &cgi_user));
-    let front_user = match front_user {
-        Ok(user) => user,
-        Err(message) => return usage_error(&message),
-    };
-    match gateway::demo::run(listen, front_user) {
+fn demo(listen: SocketAddr, gateway_user: Option<String>) -> ExitCode {
+    match gateway::demo::run(listen, gateway_user.as_deref()) {
         Ok(code) => code,
         Err(error) => {
             eprintln!("gateway: {error:#}");

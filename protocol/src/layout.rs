@@ -40,3 +40,33 @@ pub const DEFAULT_CGI_IDS: crate::IdRange = crate::IdRange {
     first: 0x7000_0000,
     count: 0x1_0000,
 };
+
+/// The uid and gid the workers run as by default (`--user`): 1879048191, the id just below
+/// [`DEFAULT_CGI_IDS`]. An id of Jailgate's own, as systemd's `DynamicUser=` gives a service:
+/// no account needs to hold it (nothing to create on install or remove after), and no other
+/// service runs under it, as one would under `nobody`: a worker taken over could otherwise
+/// signal or trace every process of that account, and they it. It is the last id of
+/// systemd's container range (UIDS-GIDS.md), so a container may map onto it: the start warns
+/// of any process running as it, and refuses it if an account or group holds it.
+pub const DEFAULT_WORKER_ID: u32 = DEFAULT_CGI_IDS.first - 1;
+
+/// The uid and gid the front runs as by default (`--gateway-user`): 1879048190, the id below
+/// [`DEFAULT_WORKER_ID`], for the same reasons; never the workers' (a CGI that took its worker
+/// over could then signal or trace the front, which parses every request).
+pub const DEFAULT_FRONT_ID: u32 = DEFAULT_WORKER_ID - 1;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_default_ids_are_the_two_below_the_cgi_range() {
+        assert_eq!(
+            (DEFAULT_FRONT_ID, DEFAULT_WORKER_ID),
+            (1_879_048_190, 1_879_048_191)
+        );
+        for id in [DEFAULT_FRONT_ID, DEFAULT_WORKER_ID] {
+            assert!(!DEFAULT_CGI_IDS.contains(id), "{id}");
+        }
+    }
+}

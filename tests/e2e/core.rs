@@ -10,7 +10,7 @@ use tokio::net::TcpStream;
 
 use crate::harness::{
     jail_root_entries, require_root, run_bounded, Jail, Opts, LEAK_NAME, LEAK_PATH_PART,
-    LEAK_VALUE, NOBODY,
+    LEAK_VALUE, WORKER_ID,
 };
 use crate::http::{client, read_response};
 use crate::procfs;
@@ -130,8 +130,8 @@ exec id -u",
     for pair in &pairs {
         for (role, p) in [("holder", &pair.holder), ("worker", &pair.worker)] {
             let (uids, gids) = settled_ids(role, p.pid).await;
-            assert_eq!(uids, vec![NOBODY; 4], "{role} {} Uid line", p.pid);
-            assert_eq!(gids, vec![NOBODY; 4], "{role} {} Gid line", p.pid);
+            assert_eq!(uids, vec![WORKER_ID; 4], "{role} {} Uid line", p.pid);
+            assert_eq!(gids, vec![WORKER_ID; 4], "{role} {} Gid line", p.pid);
         }
         // The holder is chrooted into the jail; the worker has the jail as the root of a mount
         // namespace of its own, with nothing of the host's left in it ("/" as seen from here).

@@ -21,7 +21,7 @@ use tokio::task::JoinHandle;
 
 use crate::harness::{
     bin_dir, gateway_bin, jail_root_entries, require_root, run_bounded, Gateway, Jail, Opts,
-    LEAK_VALUE, NOBODY,
+    FRONT_ID, LEAK_VALUE, WORKER_ID,
 };
 use crate::http::client;
 use crate::procfs::{self, ProcStat};
@@ -1310,12 +1310,14 @@ fn plant_all(root: &Path) -> Vec<Plant> {
         path: open_dir,
     });
 
+    // `jail check` looks for the workers' default account, as the start does.
     let owned = jail_bin_dir(root).join("planted-owned-by-cgi-user");
     fs::write(&owned, "#!/bin/sh\n").expect("write planted-owned");
     fs::set_permissions(&owned, fs::Permissions::from_mode(0o755)).expect("chmod 0755");
-    std::os::unix::fs::chown(&owned, Some(NOBODY), Some(NOBODY)).expect("chown nobody");
+    std::os::unix::fs::chown(&owned, Some(WORKER_ID), Some(WORKER_ID))
+        .expect("chown to the workers' id");
     plants.push(Plant {
-        what: "file owned by the CGI user in /bin",
+        what: "file owned by the workers' account in /bin",
         path: owned,
     });
 
@@ -1601,18 +1603,6 @@ exec ls -A /dev",
 // ---------------------------------------------------------------------------------------------
 // The HTTP process.
 
-/// The uid of `name` in the host's /etc/passwd.
-fn host_uid(name: &str) -> Option<u32> {
-    fs::read_to_string("/etc/passwd")
-        .ok()?
-        .lines()
-        .find(|l| l.split(':').next() == Some(name))?
-        .split(':')
-        .nth(2)?
-        .parse()
-        .ok()
-}
-
 fn cap_eff(pid: i32) -> Option<String> {
     let status = fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
     let line = status.lines().find(|l| l.starts_with("CapEff:"))?;
@@ -1648,7 +1638,6 @@ async fn http_process_runs_unprivileged() {
     let gw = jail.serve(Opts::default());
     assert_hello(&gw).await;
     let front = gw.wait_for_front(Duration::from_secs(10));
-    let daemon = host_uid("daemon").unwrap_or(1);
     let (uids, _) = procfs::uids_gids(front.pid).expect("front status");
     assert!(
         !uids.contains(&0),
@@ -1657,8 +1646,8 @@ async fn http_process_runs_unprivileged() {
     );
     assert_eq!(
         uids,
-        vec![daemon; 4],
-        "the front runs as `daemon` by default"
+        vec![FRONT_ID; 4],
+        "the front runs as an id of its own by default"
     );
     assert_eq!(
         cap_eff(front.pid).as_deref(),

@@ -19,8 +19,11 @@ use tempfile::TempDir;
 
 use crate::procfs::{self, ProcStat};
 
-/// The uid and gid of `nobody` on this machine: the default CGI user.
-pub const NOBODY: u32 = 65534;
+/// The workers' uid and gid by default (`--user`; `DEFAULT_WORKER_ID` in
+/// `protocol/src/layout.rs`): an id of their own, no account of the host's.
+pub const WORKER_ID: u32 = 1_879_048_191;
+/// The front's uid and gid by default (`--gateway-user`; `DEFAULT_FRONT_ID`).
+pub const FRONT_ID: u32 = 1_879_048_190;
 
 /// The gateway's default program set, plus `ls`, `id` and `env` that the tests need.
 pub const JAIL_PROGRAMS: &[&str] = &[
@@ -361,9 +364,11 @@ impl Jail {
         let mut cmd = Command::new(gateway_bin());
         cmd.arg("--jail")
             .arg(&self.root)
-            .args(["--workers", "1", "--listen", "127.0.0.1:0"])
-            .args(cgi_ids_arg())
-            .args(extra)
+            .args(["--workers", "1", "--listen", "127.0.0.1:0"]);
+        if !extra.contains(&"--cgi-ids") {
+            cmd.args(cgi_ids_arg());
+        }
+        cmd.args(extra)
             .stdin(Stdio::null())
             .stdout(File::create(&stdout_path).expect("stdout file"))
             .stderr(File::create(&stderr_path).expect("stderr file"));

@@ -15,7 +15,7 @@ use crate::escape::{
     assert_alive, assert_hello, attack, one_worker, report_of, start_attack, value, Arm, AttackRun,
     Running, HELLO, MIB,
 };
-use crate::harness::{require_root, Gateway, Jail, Opts};
+use crate::harness::{require_root, Gateway, Jail, Opts, WORKER_ID};
 use crate::http::client;
 use crate::procfs::{self, ProcStat};
 
@@ -444,9 +444,6 @@ async fn a_stopped_worker_is_replaced() {
     assert_hello(&gw).await;
 }
 
-/// The ids of the workers' own account (`--user nobody`).
-const NOBODY: u32 = 65534;
-
 /// `uid=N` of a `tmp_steal` report.
 fn uid_of(body: &str) -> u32 {
     value(body, "uid").parse().expect("uid=N")
@@ -496,7 +493,7 @@ async fn a_running_requests_files_and_processes_are_out_of_reach() {
     assert_ne!(victim_uid, thief_uid, "two running CGIs share a uid");
     for uid in [victim_uid, thief_uid] {
         assert!(
-            uid >= 0x7000_0000 && uid != NOBODY,
+            uid >= 0x7000_0000 && uid != WORKER_ID,
             "uid {uid} is one of --cgi-ids"
         );
     }

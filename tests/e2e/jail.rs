@@ -80,10 +80,12 @@ fn init_builds_the_contract_layout() {
         assert!(path.is_file(), "{} is a file", path.display());
     }
     let passwd = fs::read_to_string(root.join("etc/passwd")).expect("jail passwd");
-    assert!(
-        passwd.lines().any(|l| l.split(':').nth(2) == Some("65534")),
-        "the jail's passwd names the CGI user: {passwd}"
+    assert_eq!(
+        passwd, "cgi:x:1879048191:1879048191:CGI user:/nonexistent:/bin/false\n",
+        "the jail's passwd names the workers' default id, and nothing else"
     );
+    let group = fs::read_to_string(root.join("etc/group")).expect("jail group");
+    assert_eq!(group, "cgi:x:1879048191:\n", "the jail's group");
     assert_dir_mode(root, "tmp", 0o1777);
     assert_dir_mode(root, "cgi-bin", 0o755);
     for prog in ["ls", "id", "env", "sleep", "cat", "head"] {

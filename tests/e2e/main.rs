@@ -6,6 +6,7 @@ mod harness;
 mod http;
 mod procfs;
 
+mod accounts;
 mod config;
 mod conformance;
 mod core;

@@ -9,7 +9,7 @@ use clap::{ArgMatches, CommandFactory, FromArgMatches, Parser, Subcommand};
 use protocol::Limits;
 
 pub use super::settings::ServeArgs;
-use super::{Config, EnvPolicy, SocketAccess};
+use super::{Config, EnvPolicy, SocketAccess, DEFAULT_WORKER_ID};
 use crate::jailfs;
 
 /// Jailgate: runs CGI programs confined in a chroot jail, as an unprivileged user, behind HTTP.
@@ -39,9 +39,9 @@ pub enum Command {
         /// Address to accept HTTP on
         #[arg(long, value_name = "HOST:PORT", default_value = "127.0.0.1:8080")]
         listen: SocketAddr,
-        /// The account the HTTP-facing process runs as
-        #[arg(long, value_name = "NAME|UID[:GID]", default_value = "daemon")]
-        gateway_user: String,
+        /// The account the HTTP-facing process runs as [default: uid and gid 1879048190]
+        #[arg(long, value_name = "NAME|UID[:GID]")]
+        gateway_user: Option<String>,
     },
 }
 
@@ -54,8 +54,8 @@ pub enum JailOp {
         /// Default: the classic shell-CGI set
         #[arg(long = "with", value_name = "PROG")]
         programs: Vec<String>,
-        /// The CGI user to name in the jail's /etc/passwd
-        #[arg(long, value_name = "NAME|UID[:GID]", default_value = "nobody")]
+        /// The workers' account (serving's --user), named in the jail's /etc/passwd
+        #[arg(long, value_name = "NAME|UID[:GID]", default_value_t = DEFAULT_WORKER_ID.to_string())]
         user: String,
         /// The base set: classic (the shell-CGI programs from the host), busybox (one static
         /// busybox, no shared libraries) or minimal (sh only); --with adds to it
@@ -68,8 +68,8 @@ pub enum JailOp {
     /// Audit the jail in DIR: exit 0 if clean, 1 with one line per finding, 2 if it cannot
     Check {
         dir: PathBuf,
-        /// The CGI user the jail is for
-        #[arg(long, value_name = "NAME|UID[:GID]", default_value = "nobody")]
+        /// The workers' account (serving's --user) the jail is for: no file may be its
+        #[arg(long, value_name = "NAME|UID[:GID]", default_value_t = DEFAULT_WORKER_ID.to_string())]
         user: String,
     },
 }
@@ -114,8 +114,12 @@ pub fn load_config(args: ServeArgs) -> Result<Config, String> {
     let jail = args
         .jail
         .ok_or("--jail DIR is required (or `jail` in the --config file)")?;
-    let user =
-        crate::jailfs::parse_user(&args.user).map_err(|e| format!("--user {}: {e}", args.user))?;
+    let user = super::account_or_default(
+        args.user.as_deref(),
+        DEFAULT_WORKER_ID,
+        "--user",
+        "workers'",
+    )?;
     let mut config = Config::new(jail, user);
     if let Some(workers) = args.workers {
         config.workers = workers;
@@ -274,7 +278,8 @@ mod tests {
         assert_eq!(args.workers, Some(3));
         assert_eq!(args.limit_memory, Limit(None));
         // What neither sets keeps the flag's default.
-        assert_eq!(args.user, "nobody");
+        assert_eq!(args.user, None);
+        assert_eq!(args.gateway_user, None);
         assert_eq!(args.max_output, Limit(None));
         assert_eq!(args.limit_open_files, DEFAULT_LIMIT_OPEN_FILES);
     }

@@ -216,7 +216,11 @@ pub(super) fn account(value: &Value) -> Result<String, String> {
     let spec = match value {
         Value::String(text) => text.clone(),
         Value::Integer(uid) => uid.to_string(),
-        _ => return Err(format!("expected a user like \"nobody\", not {value}")),
+        _ => {
+            return Err(format!(
+                "expected an account like \"www-cgi\" or \"4000:4000\", not {value}"
+            ))
+        }
     };
     jailfs::parse_user(&spec).map_err(|error| error.to_string())?;
     Ok(spec)

@@ -35,7 +35,7 @@ pub const DEFAULT_LIMIT_OPEN_FILES: u64 = 256;
 pub const DEFAULT_LIMIT_PROCESSES: u64 = 64;
 /// Size of each CGI's private /tmp.
 pub const DEFAULT_TMP_SIZE: u64 = 64 << 20;
-pub use protocol::layout::DEFAULT_CGI_IDS;
+pub use protocol::layout::{DEFAULT_CGI_IDS, DEFAULT_FRONT_ID, DEFAULT_WORKER_ID};
 /// Fewest ids a worker gets: its CGIs' ids are reused least recently freed first, so a block
 /// at least twice `--max-cgis-per-worker` keeps any id unused long after its CGI is gone.
 pub const MIN_IDS_PER_WORKER: u32 = 64;
@@ -378,8 +378,8 @@ impl Config {
         }
         if self.cgi_ids.contains(self.user.uid) || self.cgi_ids.contains(self.user.gid) {
             return Err(refuse(format!(
-                "holds the id of --user {} (the workers' own account)",
-                self.user.name
+                "holds uid {} or gid {}, the workers' own account (--user)",
+                self.user.uid, self.user.gid
             )));
         }
         let needed = self.workers.saturating_mul(2);
@@ -480,9 +480,34 @@ pub fn is_meta_variable(name: &str) -> bool {
     NAMES.contains(&name) || name.starts_with("HTTP_")
 }
 
+/// The account a `--user` or `--gateway-user` value names (`flag`); without one, `default`, an
+/// id of Jailgate's own (uid and gid the same number) that needs no account: refused if the
+/// host's `/etc/passwd` or `/etc/group` holds it, since an account there may run services as
+/// that id, and the fix is to give the flag. `whose` names the processes for the message.
+pub fn account_or_default(
+    spec: Option<&str>,
+    default: u32,
+    flag: &str,
+    whose: &str,
+) -> Result<CgiUser, String> {
+    if let Some(spec) = spec {
+        return crate::jailfs::parse_user(spec).map_err(|e| format!("{flag} {spec}: {e}"));
+    }
+    if let Some(holder) = crate::jailfs::host_account_holding(|id| id == default) {
+        return Err(format!(
+            "{flag} not given, and {} has `{}` with id {default}, the {whose} default uid and \
+             gid: that id must be no account's or group's; give {flag} explicitly (an account \
+             for the {whose} processes alone, or an id nothing uses)",
+            holder.file, holder.name
+        ));
+    }
+    crate::jailfs::parse_user(&default.to_string()).map_err(|e| format!("{flag}: {e}"))
+}
+
 /// The front's own account (`--gateway-user`): the unprivileged process that parses every
-/// request runs as it. Never root, and never the CGI user, whose processes could otherwise
-/// signal or trace the front.
+/// request runs as it. Never root, never the workers' account, whose processes could otherwise
+/// signal or trace the front, none of `--cgi-ids`, for the same reason with CGIs, and not of
+/// `--data-group`, whose folder every CGI writes.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FrontUser {
     pub name: String,
@@ -491,14 +516,31 @@ pub struct FrontUser {
 }
 
 impl FrontUser {
-    /// Resolves `spec` (`NAME|UID[:GID]`, as `--user`) and checks it against the CGI user.
-    pub fn parse(spec: &str, cgi_user: &CgiUser) -> Result<FrontUser, String> {
-        let account =
-            crate::jailfs::parse_user(spec).map_err(|e| format!("--gateway-user {spec}: {e}"))?;
-        if account.uid == cgi_user.uid {
+    /// Resolves `spec` (`NAME|UID[:GID]`, as `--user`; [`DEFAULT_FRONT_ID`] when not given)
+    /// and checks it against the workers' account and the CGIs' ids of `config`.
+    pub fn parse(spec: Option<&str>, config: &Config) -> Result<FrontUser, String> {
+        let account = account_or_default(spec, DEFAULT_FRONT_ID, "--gateway-user", "front's")?;
+        let shown = spec.map_or_else(|| account.uid.to_string(), str::to_owned);
+        if account.uid == config.user.uid {
             return Err(format!(
-                "--gateway-user {spec}: must not be the CGI user ({})",
-                cgi_user.name
+                "--gateway-user {shown}: must not be the workers' account (--user, uid {})",
+                config.user.uid
+            ));
+        }
+        if config.cgi_ids.contains(account.uid) || config.cgi_ids.contains(account.gid) {
+            return Err(format!(
+                "--gateway-user {shown}: uid {} or gid {} is one of --cgi-ids, which CGIs run as",
+                account.uid, account.gid
+            ));
+        }
+        if config
+            .data
+            .as_ref()
+            .is_some_and(|data| data.gid == account.gid)
+        {
+            return Err(format!(
+                "--gateway-user {shown}: gid {} is --data-group, whose folder every CGI writes",
+                account.gid
             ));
         }
         Ok(FrontUser {
@@ -522,6 +564,63 @@ mod tests {
             .collect();
         config.fastcgi = fastcgi.map(|address| address.parse().expect("an address"));
         config
+    }
+
+    #[test]
+    fn the_default_accounts_are_ids_of_their_own() {
+        // No account or group of this host has them (else the start refuses, as below).
+        let workers = account_or_default(None, DEFAULT_WORKER_ID, "--user", "workers'")
+            .expect("the workers' default");
+        assert_eq!(
+            (workers.uid, workers.gid),
+            (DEFAULT_WORKER_ID, DEFAULT_WORKER_ID)
+        );
+        let mut config = config(&[], None);
+        config.user = workers;
+        let front = FrontUser::parse(None, &config).expect("the front's default");
+        assert_eq!((front.uid, front.gid), (DEFAULT_FRONT_ID, DEFAULT_FRONT_ID));
+        // A name given still works.
+        let given = account_or_default(Some("nobody"), DEFAULT_WORKER_ID, "--user", "workers'")
+            .expect("a name");
+        assert_eq!(given.uid, 65534);
+    }
+
+    #[test]
+    fn a_default_id_an_account_holds_is_refused_with_the_fix() {
+        // Every /etc/passwd has root with uid 0: a default of 0 stands for one an account has.
+        let error = account_or_default(None, 0, "--user", "workers'").expect_err("root's id");
+        assert!(
+            error.contains("/etc/passwd has `root` with id 0, the workers' default uid")
+                && error.contains("give --user explicitly"),
+            "{error}"
+        );
+    }
+
+    #[test]
+    fn the_front_shares_no_id_with_root_the_workers_or_the_cgis() {
+        let config = config(&[], None);
+        for (spec, why) in [
+            ("0", "refusing to run"),
+            ("nobody", "must not be the workers' account"),
+            ("65534:1", "must not be the workers' account"),
+            ("1879048192", "one of --cgi-ids"),
+            ("4000:1879113727", "one of --cgi-ids"),
+        ] {
+            let error = FrontUser::parse(Some(spec), &config).expect_err(spec);
+            assert!(
+                error.starts_with(&format!("--gateway-user {spec}: ")) && error.contains(why),
+                "{spec}: {error}"
+            );
+        }
+        let front = FrontUser::parse(Some("4000"), &config).expect("an id of its own");
+        assert_eq!((front.uid, front.gid), (4000, 4000));
+        let mut config = config;
+        config.data = Some(DataDir {
+            path: PathBuf::from("/data"),
+            gid: 4000,
+        });
+        let error = FrontUser::parse(Some("4000"), &config).expect_err("the data group");
+        assert!(error.contains("is --data-group"), "{error}");
     }
 
     #[test]

@@ -116,10 +116,11 @@ settings! {
     /// a plain client, and is refused FastCGI [default: --socket-group]
     #[arg(long, value_name = "GROUP|GID", value_parser = parse_group)]
     trusted_group: Option<u32>, file u32 = group;
-    /// The unprivileged account the workers run as (never root); each CGI runs as an id of
-    /// its own from --cgi-ids
-    #[arg(long, value_name = "NAME|UID[:GID]", default_value = "nobody")]
-    user: String, file String = account;
+    /// The unprivileged account the workers run as (never root, never another service's); each
+    /// CGI runs as an id of its own from --cgi-ids [default: uid and gid 1879048191, no
+    /// account needed; refused if /etc/passwd or /etc/group holds it]
+    #[arg(long, value_name = "NAME|UID[:GID]")]
+    user: Option<String>, file String = account;
     /// The uids and gids CGIs run as, one of each for each running CGI (the same number),
     /// from a range no account, process or file of the host uses [default: 1879048192-1879113727]
     #[arg(long, value_name = "FIRST-LAST", value_parser = parse_id_range)]
@@ -170,9 +171,11 @@ settings! {
     /// Serve even if the jail audit finds problems (they are logged as errors)
     #[arg(long)]
     allow_insecure_jail: bool, file bool = boolean;
-    /// The account the HTTP-facing process runs as after start-up (never root, never the CGI user)
-    #[arg(long, value_name = "NAME|UID[:GID]", default_value = "daemon")]
-    gateway_user: String, file String = account;
+    /// The account the HTTP-facing process runs as after start-up (never root, the workers' or
+    /// another service's) [default: uid and gid 1879048190, no account needed; refused if
+    /// /etc/passwd or /etc/group holds it]
+    #[arg(long, value_name = "NAME|UID[:GID]")]
+    gateway_user: Option<String>, file String = account;
     /// Largest request body passed to a CGI (413 above it); chunked bodies are spooled up to it
     #[arg(long, value_name = "BYTES", default_value = "1G", value_parser = parse_size)]
     max_body: u64, file u64 = size;

@@ -95,7 +95,7 @@ pub async fn serve(
         fastcgi,
         admin,
     } = listeners;
-    tracing::info!(workers = config.workers, jail = %config.jail.display(), user = %config.user.name, address = %http.address(), "serving");
+    tracing::info!(workers = config.workers, jail = %config.jail.display(), user = %config.user.name, uid = config.user.uid, address = %http.address(), "serving");
     announce(&http, fastcgi.as_ref(), admin.as_ref())?;
     let http = Listener::from_bound(http)?;
     let fastcgi = fastcgi.map(Listener::from_bound).transpose()?;

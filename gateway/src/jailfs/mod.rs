@@ -71,7 +71,7 @@ use limits::MAX_LOCALTIME_BYTES;
 pub use limits::SEARCH_PATH;
 pub use profile::DEFAULT_PROGRAMS;
 pub use profile::{Profile, UnknownProfile, BUSYBOX_APPLETS, BUSYBOX_HOST_PATH};
-pub use user::{parse_user, CgiUser, UserSpecError};
+pub use user::{host_account_holding, parse_user, CgiUser, HostAccount, UserSpecError};
 
 use mirror::Jail;
 use profile::Busybox;

@@ -12,8 +12,9 @@ pub struct CgiUser {
     pub group_name: String,
 }
 
-/// The name given to a numeric uid that has no account on the host.
-const UNNAMED_USER: &str = "cgi";
+/// The name given to a numeric uid that has no account on the host, and to a gid that has no
+/// group (the jail's `/etc/passwd` and `/etc/group` need a name for them).
+pub const UNNAMED_USER: &str = "cgi";
 
 /// Why a `--user` value was refused.
 #[derive(Debug, thiserror::Error)]
@@ -46,7 +47,7 @@ pub enum UserSpecError {
 ///   `cgi` and gid = uid.
 /// - `UID:GID` or `NAME:GID` (GID numeric): the given gid instead of the primary one.
 ///
-/// The group name is the gid's group on the host, or the gid written as a number. Uid 0
+/// The group name is the gid's group on the host, or `cgi` if it has none. Uid 0
 /// and gid 0 are refused, and so is 4294967295, which setresuid(2) reads as "unchanged".
 pub fn parse_user(spec: &str) -> Result<CgiUser, UserSpecError> {
     let malformed = || UserSpecError::Malformed {
@@ -102,12 +103,60 @@ pub fn parse_user(spec: &str) -> Result<CgiUser, UserSpecError> {
     let group_name = Group::from_gid(Gid::from_raw(gid))
         .ok()
         .flatten()
-        .map_or_else(|| gid.to_string(), |group| group.name);
+        .map_or_else(|| UNNAMED_USER.to_string(), |group| group.name);
     Ok(CgiUser {
         name,
         uid,
         gid,
         group_name,
+    })
+}
+
+/// The host's account files, read by the checks that ids are nobody's.
+pub const ACCOUNT_FILES: [&str; 2] = ["/etc/passwd", "/etc/group"];
+
+/// An entry of the host's `/etc/passwd` or `/etc/group` that holds an id.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HostAccount {
+    /// The file it is in.
+    pub file: &'static str,
+    /// The account's or group's name.
+    pub name: String,
+    /// The id it holds.
+    pub id: u32,
+}
+
+/// The first account of `/etc/passwd` (by its uid or its primary gid) or group of `/etc/group`
+/// holding an id `wanted` picks; files that cannot be read are skipped. Read from the files
+/// rather than asked of NSS one id at a time, so that a range of 65,536 ids costs two reads.
+pub fn host_account_holding(wanted: impl Fn(u32) -> bool) -> Option<HostAccount> {
+    ACCOUNT_FILES.into_iter().find_map(|file| {
+        let text = std::fs::read_to_string(file).ok()?;
+        account_holding(file, &text, &wanted)
+    })
+}
+
+/// [`host_account_holding`] on the text of one file: `name:password:ID:...` lines, where a
+/// passwd line's fourth field is its primary gid. Malformed lines hold nothing.
+fn account_holding(
+    file: &'static str,
+    text: &str,
+    wanted: &impl Fn(u32) -> bool,
+) -> Option<HostAccount> {
+    text.lines().find_map(|line| {
+        let mut fields = line.split(':');
+        let name = fields.next()?;
+        let ids = fields
+            .skip(1)
+            .take(if file.ends_with("passwd") { 2 } else { 1 });
+        let id = ids
+            .filter_map(|id| id.parse::<u32>().ok())
+            .find(|&id| wanted(id))?;
+        Some(HostAccount {
+            file,
+            name: name.to_string(),
+            id,
+        })
     })
 }
 
@@ -171,11 +220,42 @@ mod tests {
                 name: "cgi".into(),
                 uid: 3999999,
                 gid: 3999998,
-                group_name: "3999998".into()
+                group_name: "cgi".into()
             }
         );
         let user = parse_user("3999999").expect("uid");
         assert_eq!((user.uid, user.gid), (3999999, 3999999));
+    }
+
+    #[test]
+    fn an_account_holding_an_id_is_found_by_uid_primary_gid_or_group() {
+        let passwd = "root:x:0:0:root:/root:/bin/bash\n\
+                      broken line\n\
+                      www:x:33:1879048191:www:/var/www:/usr/sbin/nologin\n\
+                      jg:x:1879048190:100::/:/bin/false\n";
+        let wanted = |id| id == 1879048190 || id == 1879048191;
+        assert_eq!(
+            account_holding("/etc/passwd", passwd, &wanted),
+            Some(HostAccount {
+                file: "/etc/passwd",
+                name: "www".into(),
+                id: 1879048191
+            })
+        );
+        let group = "root:x:0:\nstaff:x:1879048191:www\n";
+        assert_eq!(
+            account_holding("/etc/group", group, &|id| id == 1879048191).map(|a| a.name),
+            Some("staff".into())
+        );
+        // A group's member list and a passwd line's fifth field are no ids.
+        assert_eq!(
+            account_holding("/etc/group", "g:x:5:1879048191\n", &wanted),
+            None
+        );
+        assert_eq!(
+            account_holding("/etc/passwd", "u:x:5:5:1879048191:/:/bin/sh\n", &wanted),
+            None
+        );
     }
 
     #[test]

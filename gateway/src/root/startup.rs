@@ -1,6 +1,7 @@
 //! Start-up, as root and before any thread exists, in this order: audit the jail (fail
-//! closed), raise the descriptor limit, bind the listeners (or take systemd's), create the
-//! control channel, fork. Each step has its own error.
+//! closed), check who on the host has our ids (`host_ids`), raise the descriptor limit, bind
+//! the listeners (or take systemd's), create the control channel, fork. Each step has its own
+//! error.
 
 use std::os::fd::OwnedFd;
 use std::path::PathBuf;
@@ -9,6 +10,7 @@ use nix::unistd::{ForkResult, Pid};
 
 use super::bind::take_inherited;
 use super::handover::{Bound, Handover, Listeners};
+use super::host_ids;
 use super::supervisor::Reload;
 use crate::config::{Config, FrontUser};
 use crate::jailfs;
@@ -32,7 +34,7 @@ pub enum StartupError {
     #[error("{0}")]
     Listen(String),
     #[error("{0}")]
-    CgiIds(String),
+    IdsInUse(String),
     #[error("cannot create the supervisor channel: {0}")]
     ControlChannel(nix::errno::Errno),
     #[error("fork: {0}")]
@@ -66,7 +68,8 @@ pub fn split(startup: Startup) -> Result<Split, StartupError> {
         reload,
     } = startup;
     audit_before_serving(&config).map_err(StartupError::Audit)?;
-    check_cgi_ids_unused(&config).map_err(StartupError::CgiIds)?;
+    // At start only: on a reload our own processes have these ids.
+    host_ids::check(&config, &front_user).map_err(StartupError::IdsInUse)?;
     raise_descriptor_limit();
     let listeners = bind_listeners(&config, listen_given).map_err(StartupError::Listen)?;
     let (front_end, supervisor_end) = {
@@ -156,64 +159,6 @@ pub fn audit_before_serving(config: &Config) -> Result<(), String> {
         "SERVING FROM AN INSECURE JAIL (--allow-insecure-jail): the findings above weaken \
          the confinement of every CGI"
     );
-    Ok(())
-}
-
-/// The ids CGIs will run as must be nobody's: no account or group of the host's (`/etc/passwd`,
-/// `/etc/group`) and no running process may have one, or a CGI would share its identity (the
-/// audit checks the jail's files). At start only: on a reload our own CGIs hold some.
-fn check_cgi_ids_unused(config: &Config) -> Result<(), String> {
-    let ids = config.cgi_ids;
-    let range = format!(
-        "--cgi-ids {}-{}",
-        ids.first,
-        ids.first.saturating_add(ids.count.saturating_sub(1))
-    );
-    for file in ["/etc/passwd", "/etc/group"] {
-        let Ok(text) = std::fs::read_to_string(file) else {
-            continue;
-        };
-        for line in text.lines() {
-            let mut fields = line.split(':');
-            let name = fields.next().unwrap_or("");
-            let id = fields.nth(1).and_then(|id| id.parse::<u32>().ok());
-            if let Some(id) = id.filter(|&id| ids.contains(id)) {
-                return Err(format!(
-                    "{range}: {file} has `{name}` with id {id}; choose a range no account uses"
-                ));
-            }
-        }
-    }
-    let Ok(processes) = std::fs::read_dir("/proc") else {
-        return Ok(());
-    };
-    for process in processes.flatten() {
-        let Ok(status) = std::fs::read_to_string(process.path().join("status")) else {
-            continue;
-        };
-        let field = |name: &str| {
-            status
-                .lines()
-                .find_map(|line| line.strip_prefix(name))
-                .map(str::split_whitespace)
-                .into_iter()
-                .flatten()
-                .filter_map(|id| id.parse::<u32>().ok())
-                .any(|id| ids.contains(id))
-        };
-        if field("Uid:") || field("Gid:") {
-            let name = status
-                .lines()
-                .find_map(|line| line.strip_prefix("Name:"))
-                .unwrap_or("")
-                .trim();
-            return Err(format!(
-                "{range}: process {} ({name}) runs with one of these ids; stop it or choose \
-                 another range",
-                process.file_name().to_string_lossy()
-            ));
-        }
-    }
     Ok(())
 }
 

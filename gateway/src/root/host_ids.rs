@@ -1,0 +1,253 @@
+//! Who on the host already uses the ids this gateway is to run as. Looked at once, at start, as
+//! root and before the fork: nothing of this gateway runs yet, so whatever is found belongs to
+//! someone else. The accounts and groups of `/etc/passwd` and `/etc/group`, and every running
+//! process, each `/proc/PID/status` read once:
+//!
+//! - `--cgi-ids` that an account, a group or a process (any of its uids or gids) has stop the
+//!   start: a CGI would share its identity, its files and its processes.
+//! - A process whose real, effective or saved uid is the front's or the workers' is warned
+//!   about, one line per account: it and our processes of that uid could signal and trace each
+//!   other (kill(2) and ptrace(2) compare exactly these ids). A warning, not a refusal: the
+//!   administrator may have chosen to share that account; the likely case is a second gateway
+//!   started with the same ids.
+//!
+//! The default accounts (`DEFAULT_FRONT_ID`, `DEFAULT_WORKER_ID`) are checked against the
+//! account files when the configuration is read (`config::account_or_default`).
+
+use std::io::Read;
+
+use crate::config::{Config, FrontUser, IdRange};
+use crate::jailfs;
+
+/// Most processes the scan reads: the kernel's largest `pid_max` (PID_MAX_LIMIT on 64-bit),
+/// more than `/proc` ever lists, so the start cannot run away however the host looks.
+const MAX_PROCESSES: usize = 1 << 22;
+
+/// How much of each `/proc/PID/status` is read. `Name`, `Uid` and `Gid` are among its first
+/// lines (proc_pid_status(5)), before `Groups`, which may list 65,536 groups.
+const STATUS_HEAD_BYTES: u64 = 4096;
+
+/// A process's command name and ids, from its `/proc/PID/status`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProcessIds {
+    pub pid: u32,
+    /// `Name:`, the command name (at most 15 bytes, escaped by the kernel).
+    pub name: String,
+    /// Real, effective, saved and file-system uid.
+    pub uids: [u32; 4],
+    /// Real, effective, saved and file-system gid.
+    pub gids: [u32; 4],
+}
+
+impl ProcessIds {
+    /// The uids that decide who may signal or trace it (kill(2), ptrace(2)).
+    fn real_effective_saved_uids(&self) -> &[u32] {
+        &self.uids[..3]
+    }
+}
+
+/// Refuses `--cgi-ids` that the host uses, and warns of every account of ours (the front's,
+/// the workers') a running process has. `Err` is the refusal's message.
+pub fn check(config: &Config, front: &FrontUser) -> Result<(), String> {
+    let ids = config.cgi_ids;
+    let range = format!(
+        "--cgi-ids {}-{}",
+        ids.first,
+        ids.first.saturating_add(ids.count.saturating_sub(1))
+    );
+    if let Some(holder) = jailfs::host_account_holding(|id| ids.contains(id)) {
+        return Err(format!(
+            "{range}: {} has `{}` with id {}; choose a range no account uses",
+            holder.file, holder.name, holder.id
+        ));
+    }
+    let processes = running_processes();
+    if let Some(process) = using_cgi_ids(ids, &processes) {
+        return Err(format!(
+            "{range}: process {} ({}) runs with one of these ids; stop it or choose another range",
+            process.pid, process.name
+        ));
+    }
+    let ours = [
+        (front.uid, "the front's (--gateway-user)"),
+        (config.user.uid, "the workers' (--user)"),
+    ];
+    for warning in shared_account_warnings(&ours, &processes) {
+        tracing::warn!("{warning}");
+    }
+    Ok(())
+}
+
+/// The first process with a uid or gid among `ids`.
+fn using_cgi_ids(ids: IdRange, processes: &[ProcessIds]) -> Option<&ProcessIds> {
+    processes.iter().find(|process| {
+        process
+            .uids
+            .iter()
+            .chain(&process.gids)
+            .any(|&id| ids.contains(id))
+    })
+}
+
+/// One line per account of `ours` (uid, whose) that a process in `processes` has as its real,
+/// effective or saved uid: the first such process, and how many more there are.
+fn shared_account_warnings(ours: &[(u32, &str)], processes: &[ProcessIds]) -> Vec<String> {
+    ours.iter()
+        .filter_map(|&(uid, whose)| {
+            let mut sharing = processes
+                .iter()
+                .filter(|process| process.real_effective_saved_uids().contains(&uid));
+            let first = sharing.next()?;
+            let more = match sharing.count() {
+                0 => String::new(),
+                n => format!(" (and {n} more)"),
+            };
+            Some(format!(
+                "process {} ({}){more} runs as uid {uid}, {whose} account: it and this gateway \
+                 can signal and trace each other. Another gateway with the same ids? Give each \
+                 gateway its own --user, --gateway-user and --cgi-ids",
+                first.pid, first.name
+            ))
+        })
+        .collect()
+}
+
+/// Every process `/proc` lists now, at most [`MAX_PROCESSES`]; one that exits meanwhile is
+/// left out.
+fn running_processes() -> Vec<ProcessIds> {
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    entries
+        .flatten()
+        .filter_map(|entry| entry.file_name().to_str()?.parse::<u32>().ok())
+        .take(MAX_PROCESSES)
+        .filter_map(|pid| {
+            let file = std::fs::File::open(format!("/proc/{pid}/status")).ok()?;
+            let mut head = Vec::new();
+            file.take(STATUS_HEAD_BYTES).read_to_end(&mut head).ok()?;
+            parse_status(pid, &String::from_utf8_lossy(&head))
+        })
+        .collect()
+}
+
+/// `Name:`, `Uid:` and `Gid:` of a `/proc/PID/status` text; `None` without all three.
+pub fn parse_status(pid: u32, text: &str) -> Option<ProcessIds> {
+    let field = |key: &str| {
+        text.lines()
+            .find_map(|line| line.strip_prefix(key))
+            .map(str::trim)
+    };
+    let ids = |key: &str| -> Option<[u32; 4]> {
+        let mut values = field(key)?.split_whitespace().map(|id| id.parse().ok());
+        let ids = [
+            values.next()??,
+            values.next()??,
+            values.next()??,
+            values.next()??,
+        ];
+        values.next().is_none().then_some(ids)
+    };
+    Some(ProcessIds {
+        pid,
+        name: field("Name:")?.to_owned(),
+        uids: ids("Uid:")?,
+        gids: ids("Gid:")?,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const STATUS: &str = "Name:\tsleep\nUmask:\t0022\nState:\tS (sleeping)\nTgid:\t4242\n\
+                          Ngid:\t0\nPid:\t4242\nPPid:\t1\nTracerPid:\t0\n\
+                          Uid:\t1879048190\t1000\t1879048191\t1000\n\
+                          Gid:\t33\t33\t33\t33\nFDSize:\t64\nGroups:\t33 1879048192\n";
+
+    fn process(pid: u32, name: &str, uids: [u32; 4], gids: [u32; 4]) -> ProcessIds {
+        ProcessIds {
+            pid,
+            name: name.into(),
+            uids,
+            gids,
+        }
+    }
+
+    #[test]
+    fn a_status_gives_name_and_ids() {
+        assert_eq!(
+            parse_status(4242, STATUS),
+            Some(process(
+                4242,
+                "sleep",
+                [1879048190, 1000, 1879048191, 1000],
+                [33; 4]
+            ))
+        );
+        // Cut short, or a field missing or malformed: nothing, never a guess.
+        for bad in [
+            &STATUS[..40],
+            "Name:\tx\nUid:\t1 2 3\nGid:\t1 1 1 1\n",
+            "Name:\tx\nUid:\t1 2 3 4 5\nGid:\t1 1 1 1\n",
+            "Name:\tx\nUid:\t1 2 3 x\nGid:\t1 1 1 1\n",
+            "Uid:\t1 1 1 1\nGid:\t1 1 1 1\n",
+            "",
+        ] {
+            assert_eq!(parse_status(1, bad), None, "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn the_cgi_ids_are_refused_on_any_uid_or_gid_of_a_process() {
+        let ids = IdRange {
+            first: 1879048192,
+            count: 0x1_0000,
+        };
+        let clean = process(1, "init", [0; 4], [0; 4]);
+        assert_eq!(using_cgi_ids(ids, std::slice::from_ref(&clean)), None);
+        for (uids, gids) in [
+            ([1879048192, 0, 0, 0], [0; 4]),
+            ([0, 0, 0, 1879113727], [0; 4]),
+            ([0; 4], [0, 0, 1879100000, 0]),
+        ] {
+            let user = process(7, "user", uids, gids);
+            let all = [clean.clone(), user.clone()];
+            assert_eq!(using_cgi_ids(ids, &all), Some(&user), "{uids:?} {gids:?}");
+        }
+    }
+
+    #[test]
+    fn one_warning_per_shared_account_names_the_first_process() {
+        let ours = [(1879048190, "the front's"), (1879048191, "the workers'")];
+        let processes = [
+            process(10, "init", [0; 4], [0; 4]),
+            // The real, effective or saved uid: each lets it signal us, or us it.
+            process(11, "sleep", [1879048190, 0, 0, 0], [0; 4]),
+            process(12, "su", [0, 1879048190, 0, 0], [0; 4]),
+            process(13, "daemon", [0, 0, 1879048191, 0], [0; 4]),
+            // The file-system uid and the gids alone do not.
+            process(14, "nfsd", [0, 0, 0, 1879048191], [1879048190; 4]),
+        ];
+        let warnings = shared_account_warnings(&ours, &processes);
+        assert_eq!(warnings.len(), 2, "{warnings:?}");
+        assert!(
+            warnings[0].starts_with(
+                "process 11 (sleep) (and 1 more) runs as uid 1879048190, the front's account"
+            ),
+            "{}",
+            warnings[0]
+        );
+        assert!(
+            warnings[1]
+                .starts_with("process 13 (daemon) runs as uid 1879048191, the workers' account"),
+            "{}",
+            warnings[1]
+        );
+        assert!(warnings[1].contains("its own --user, --gateway-user and --cgi-ids"));
+        assert_eq!(
+            shared_account_warnings(&ours, &processes[..1]),
+            Vec::<String>::new()
+        );
+    }
+}
