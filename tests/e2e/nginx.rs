@@ -80,6 +80,31 @@ impl Nginx {
         }
     }
 
+    /// Both example configs, each edited by `edit(its prefix)`, in folders of `dir`: proxy_pass
+    /// to `http` and fastcgi_pass to `fastcgi` (the gateway's sockets).
+    fn start_both<E: FnOnce(String) -> String>(
+        dir: &Path,
+        http: &str,
+        fastcgi: &str,
+        edit: impl Fn(PathBuf) -> E,
+    ) -> (Nginx, Nginx) {
+        let http_prefix = dir.join("nginx-http");
+        let fastcgi_prefix = dir.join("nginx-fastcgi");
+        let proxy = Nginx::start_edited(
+            "proxy_pass.conf",
+            &http_prefix,
+            http,
+            edit(http_prefix.clone()),
+        );
+        let fastcgi = Nginx::start_edited(
+            "fastcgi_pass.conf",
+            &fastcgi_prefix,
+            fastcgi,
+            edit(fastcgi_prefix.clone()),
+        );
+        (proxy, fastcgi)
+    }
+
     fn url(&self, path: &str) -> String {
         format!("http://{}{path}", self.addr)
     }
@@ -247,20 +272,7 @@ async fn a_login_at_nginx_reaches_the_cgi_as_remote_user_and_auth_type() {
             )
         }
     };
-    let http_prefix = dir.join("nginx-http");
-    let fastcgi_prefix = dir.join("nginx-fastcgi");
-    let proxy = Nginx::start_edited(
-        "proxy_pass.conf",
-        &http_prefix,
-        &http_address,
-        with_login(http_prefix.clone()),
-    );
-    let fastcgi = Nginx::start_edited(
-        "fastcgi_pass.conf",
-        &fastcgi_prefix,
-        &fastcgi_address,
-        with_login(fastcgi_prefix.clone()),
-    );
+    let (proxy, fastcgi) = Nginx::start_both(&dir, &http_address, &fastcgi_address, with_login);
     let http = client(TIMEOUT);
     for nginx in [&proxy, &fastcgi] {
         let anonymous = http
@@ -348,19 +360,11 @@ async fn front_server_headers_reach_no_front_server_unless_allowed() {
             "/cgi-bin/download",
         ],
     );
-    let http_prefix = dir.join("nginx-http");
-    let fastcgi_prefix = dir.join("nginx-fastcgi");
-    let proxy = Nginx::start_edited(
-        "proxy_pass.conf",
-        &http_prefix,
+    let (proxy, fastcgi) = Nginx::start_both(
+        &dir,
         &http_address,
-        with_internal_location(http_prefix.clone()),
-    );
-    let fastcgi = Nginx::start_edited(
-        "fastcgi_pass.conf",
-        &fastcgi_prefix,
         &fastcgi_address,
-        with_internal_location(fastcgi_prefix.clone()),
+        with_internal_location,
     );
     let http = client(TIMEOUT);
     let get = |url: String| {

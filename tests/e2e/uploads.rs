@@ -156,14 +156,20 @@ async fn a_steady_upload_outlives_the_body_timeout() {
         stream.write_all(b"\r\n").await.expect("chunk end");
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
+    let answer = read_answer(stream).await;
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    assert!(answer.contains("65536"), "{answer}");
+}
+
+/// Ends a chunked body; everything the gateway answers until it closes.
+async fn read_answer(mut stream: TcpStream) -> String {
     stream.write_all(b"0\r\n\r\n").await.expect("last chunk");
     let mut answer = String::new();
     tokio::time::timeout(TIMEOUT, stream.read_to_string(&mut answer))
         .await
         .expect("an answer in time")
         .expect("read");
-    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
-    assert!(answer.contains("65536"), "{answer}");
+    answer
 }
 
 /// The whole metrics text of `admin`.
@@ -196,17 +202,6 @@ async fn start_upload(gw: &Gateway, bytes: usize) -> TcpStream {
     stream.write_all(&vec![b'z'; bytes]).await.expect("body");
     stream.write_all(b"\r\n").await.expect("chunk end");
     stream
-}
-
-/// Finishes an upload `start_upload` began; its answer.
-async fn finish_upload(mut stream: TcpStream) -> String {
-    stream.write_all(b"0\r\n\r\n").await.expect("last chunk");
-    let mut answer = String::new();
-    tokio::time::timeout(TIMEOUT, stream.read_to_string(&mut answer))
-        .await
-        .expect("an answer in time")
-        .expect("read");
-    answer
 }
 
 /// `--spool-budget 1M`: two unfinished chunked uploads of 400 KiB fit, a third does not (503,
@@ -256,7 +251,7 @@ async fn the_spool_budget_holds_for_all_uploads_together() {
     );
 
     for upload in [first, second] {
-        let answer = finish_upload(upload).await;
+        let answer = read_answer(upload).await;
         assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
         assert!(answer.contains(&format!("{PIECE}\n")), "{answer}");
     }
