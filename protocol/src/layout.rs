@@ -32,13 +32,15 @@ pub const STD_DEVICE_LINKS: &[(&str, &str)] = &[
     ("fd", "/proc/self/fd"),
 ];
 
-/// The ids CGIs run as by default (`--cgi-ids`), a uid and gid each: 1879048192–1879113727
-/// (0x70000000 and the 65,535 after it), above the ranges Debian and systemd give accounts,
+/// The ids CGIs run as by default (`--cgi-ids`), a uid and gid each: 1879048192–1880096767
+/// (0x70000000 and the 2^20 − 1 after it), above the ranges Debian and systemd give accounts,
 /// dynamic users and containers (systemd's UIDS-GIDS.md: containers end at 1879048191), and
-/// below 2^31, which some tools take for negative.
+/// far below 2^31, which some tools take for negative. 2^20 ids: a block of twice
+/// `--max-cgis-per-worker` (1,024 by default) for every worker of two pools (a reload), up to
+/// 512 workers.
 pub const DEFAULT_CGI_IDS: crate::IdRange = crate::IdRange {
     first: 0x7000_0000,
-    count: 0x1_0000,
+    count: 0x10_0000,
 };
 
 /// The uid and gid the workers run as by default (`--user`): 1879048191, the id just below

@@ -122,9 +122,9 @@ settings! {
     #[arg(long, value_name = "NAME|UID[:GID]")]
     user: Option<String>, file String = account;
     /// The uids and gids CGIs run as, one of each for each running CGI (the same number),
-    /// from a range no account, process or file of the host uses [default: 1879048192-1879113727]
+    /// from a range no account, process or file of the host uses [default: 1879048192-1880096767]
     #[arg(long, value_name = "FIRST-LAST", value_parser = parse_id_range)]
-    cgi_ids: Option<IdRange>, file IdRange = |v| string(v, "a range like \"1879048192-1879113727\"").and_then(parse_id_range);
+    cgi_ids: Option<IdRange>, file IdRange = |v| string(v, "a range like \"1879048192-1880096767\"").and_then(parse_id_range);
     /// A folder of the jail CGIs may write (mounted read-write and noexec; everything else is
     /// read-only), shared through --data-group: root's, that group's, mode 2770
     #[arg(long, value_name = "JAILPATH", requires = "data_group")]
