@@ -169,3 +169,105 @@ exec head -c 1073741824 /dev/zero",
         peak_kib.max(hwm)
     );
 }
+
+/// Sends a POST head for `total` body bytes and its first `first` bytes to an echo CGI; then
+/// whether a response head came back within `wait`, while the rest of the body is unsent.
+async fn answered_before_the_body_is_in(
+    mut stream: impl tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+    body: &[u8],
+    first: usize,
+    wait: Duration,
+) -> (
+    bool,
+    Vec<u8>,
+    impl tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+) {
+    use tokio::io::AsyncReadExt;
+    let head = format!(
+        "POST /cgi-bin/echo HTTP/1.1\r\nHost: x\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        body.len()
+    );
+    stream.write_all(head.as_bytes()).await.expect("head");
+    stream.write_all(&body[..first]).await.expect("first part");
+    let mut seen = Vec::new();
+    let mut buffer = vec![0; 64 * 1024];
+    let end = Instant::now() + wait;
+    while !seen.windows(4).any(|w| w == b"\r\n\r\n") {
+        let left = end.saturating_duration_since(Instant::now());
+        match tokio::time::timeout(left, stream.read(&mut buffer)).await {
+            Ok(Ok(n)) if n > 0 => seen.extend_from_slice(&buffer[..n]),
+            Ok(_) => panic!(
+                "the gateway closed the connection: {:?}",
+                String::from_utf8_lossy(&seen)
+            ),
+            Err(_) => return (false, seen, stream),
+        }
+    }
+    (true, seen, stream)
+}
+
+/// A client that is not a front server gets the CGI's answer as the CGI writes it, while its
+/// own body still arrives: an echo of 8 MiB answers after the first MiB (no spool, no wait).
+/// A front server (here root on a Unix socket, as nginx would be) gets it only once the body
+/// is all in, because nginx stops sending a body when it sees a response.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_direct_client_gets_the_answer_while_its_body_still_arrives() {
+    use tokio::io::AsyncReadExt;
+    require_root!();
+    let body = pattern(8 * MIB);
+    let echo = r#"printf 'Content-Type: application/octet-stream\n\n'; exec cat"#;
+
+    let jail = Jail::new();
+    jail.cgi("echo", echo);
+    let gw = jail.serve(Opts::default());
+    let stream = TcpStream::connect(gw.addr).await.expect("connect");
+    let (answered, mut seen, mut stream) =
+        answered_before_the_body_is_in(stream, &body, MIB, Duration::from_secs(10)).await;
+    assert!(answered, "no answer to a direct client after 1 of 8 MiB");
+    assert!(
+        seen.starts_with(b"HTTP/1.1 200"),
+        "{:?}",
+        String::from_utf8_lossy(&seen)
+    );
+    let (mut read, mut write) = tokio::io::split(&mut stream);
+    let rest = &body[MIB..];
+    let (sent, received) = tokio::join!(write.write_all(rest), read.read_to_end(&mut seen));
+    sent.expect("the rest of the body");
+    received.expect("the rest of the answer");
+    let response = read_response(&mut BufReader::new(&seen[..]), false)
+        .await
+        .expect("a whole response");
+    assert_eq!(response.status, 200);
+    assert!(response.body == body, "the echo is byte-identical");
+
+    let jail = Jail::new();
+    jail.cgi("echo", echo);
+    let socket = jail
+        .root()
+        .parent()
+        .expect("the jail's temp folder")
+        .join("http.sock");
+    let listen = format!("unix:{}", socket.display());
+    let gw = jail.serve_with(Opts::default(), &["--listen", &listen]);
+    let stream = tokio::net::UnixStream::connect(gw.unix.as_deref().expect("a Unix socket"))
+        .await
+        .expect("connect");
+    let (answered, seen, mut stream) =
+        answered_before_the_body_is_in(stream, &body, MIB, Duration::from_secs(1)).await;
+    assert!(
+        !answered,
+        "a front server was answered before its body was in: {:?}",
+        String::from_utf8_lossy(&seen)
+    );
+    stream
+        .write_all(&body[MIB..])
+        .await
+        .expect("the rest of the body");
+    let mut seen = seen;
+    stream.read_to_end(&mut seen).await.expect("the answer");
+    let response = read_response(&mut BufReader::new(&seen[..]), false)
+        .await
+        .expect("a whole response");
+    assert_eq!(response.status, 200);
+    assert!(response.body == body, "the echo is byte-identical");
+}

@@ -116,14 +116,24 @@ async fn run_cgi(
     let style = HeadStyle::of_script(&script);
     let (mut head, first_bytes) =
         read_head_unless_body_fails(&mut output, style, &mut body_received, deadline).await?;
-    body_complete(body_received, deadline).await?;
+    // A front server (nginx) stops sending a body once it sees a response, and the CGI would
+    // wait for the rest of its stdin for ever: it gets the answer once the body is all in. Any
+    // other client gets it as the CGI writes it, while its body still arrives (an echo goes
+    // pipe to pipe instead of through the spool); should the body then fail, the response is
+    // cut off (`CgiBody`).
+    let body_received = if connection.is_front_server(&generation.config.env) {
+        body_complete(body_received, deadline).await?;
+        None
+    } else {
+        body_received
+    };
     if let Some(location) = head.local_redirect {
         // This CGI's part is done; dropping its output undelivered stops whatever it still runs.
         return Ok(Outcome::LocalRedirect(location));
     }
     // A front server (nginx's proxy_pass) in front of us would act on these.
     core.withhold_front_server_headers(&generation.config, &script, &mut head.headers);
-    let body = CgiBody::new(first_bytes, output, head.content_length);
+    let body = CgiBody::new(first_bytes, output, head.content_length, body_received);
     let mut response = Response::new(Either::Right(body));
     *response.status_mut() = head.status;
     *response.headers_mut() = head.headers;

@@ -1,6 +1,7 @@
 //! CGI output → HTTP response (RFC 3875 §6): the header block parsed under a size limit, the
 //! body streamed from the CGI's stdout as it comes, never buffered whole.
 
+use std::future::Future;
 use std::pin::Pin;
 use std::task::{ready, Context, Poll};
 
@@ -8,6 +9,7 @@ use bytes::{Bytes, BytesMut};
 use http::{header, HeaderMap, HeaderName, HeaderValue, StatusCode};
 use http_body::{Body, Frame, SizeHint};
 use tokio::io::{AsyncRead, AsyncReadExt};
+use tokio::sync::oneshot;
 
 use crate::front::request::output::{CgiOutput, OutputError};
 use crate::front::request::RequestError;
@@ -233,6 +235,8 @@ pub enum BodyError {
     Output(#[from] OutputError),
     #[error("CGI sent {sent} of the {declared} bytes its Content-Length declared")]
     Short { sent: u64, declared: u64 },
+    #[error("the request body failed while the response was sent: {0}")]
+    RequestBody(RequestError),
 }
 
 /// The response body: the CGI's output after its header block, as it arrives, held to the
@@ -249,11 +253,20 @@ pub struct CgiBody {
     /// Read buffer, kept across reads: once hyper has written (and dropped) a chunk, the next
     /// read takes its memory back instead of allocating again.
     buffer: BytesMut,
+    /// How the request body ends, while it still arrives beside the response (a client that
+    /// is not a front server): a failure cuts the response off.
+    request_body: Option<oneshot::Receiver<Result<(), RequestError>>>,
 }
 
 impl CgiBody {
-    /// `first`: body bytes that came with the header block.
-    pub fn new(first: Bytes, output: CgiOutput, content_length: Option<u64>) -> Self {
+    /// `first`: body bytes that came with the header block; `request_body`: the request
+    /// body's end, if it is still arriving.
+    pub fn new(
+        first: Bytes,
+        output: CgiOutput,
+        content_length: Option<u64>,
+        request_body: Option<oneshot::Receiver<Result<(), RequestError>>>,
+    ) -> Self {
         CgiBody {
             first: (!first.is_empty()).then_some(first),
             output,
@@ -262,7 +275,21 @@ impl CgiBody {
             finished: false,
             failed: None,
             buffer: BytesMut::new(),
+            request_body,
         }
+    }
+
+    /// `Some(error)` once the request body has failed (too slow, no room, cut short);
+    /// forgets it once it is all in.
+    fn request_body_failed(&mut self, cx: &mut Context<'_>) -> Option<BodyError> {
+        let received = self.request_body.as_mut()?;
+        let outcome = match Pin::new(received).poll(cx) {
+            Poll::Pending => return None,
+            Poll::Ready(Ok(outcome)) => outcome,
+            Poll::Ready(Err(_)) => Err(RequestError::BadRequest("request body ended early")),
+        };
+        self.request_body = None;
+        outcome.err().map(BodyError::RequestBody)
     }
 
     /// Ends the body with `error`, logged: the client sees the response cut off, the
@@ -328,6 +355,9 @@ impl Body for CgiBody {
         }
         if this.finished {
             return Poll::Ready(None);
+        }
+        if let Some(error) = this.request_body_failed(cx) {
+            return this.fail(error, cx);
         }
         let filled = match ready!(this.output.poll_read(cx, &mut this.buffer)) {
             Ok(filled) => filled,
@@ -517,7 +547,7 @@ mod tests {
         let (head, first) = read_head(&mut reader, HeadStyle::Cgi).await.unwrap();
         assert_eq!(head.status, StatusCode::OK);
         let (output, delivery) = output_of(reader, None).await;
-        let body = CgiBody::new(first, output, None);
+        let body = CgiBody::new(first, output, None, None);
         let bytes = body.collect().await.unwrap().to_bytes();
         assert_eq!(&bytes[..], b"hello, world");
         assert!(delivery.await.is_ok(), "read to its end: delivered");
@@ -526,11 +556,11 @@ mod tests {
     #[tokio::test]
     async fn short_body_is_an_error_and_long_body_is_cut() {
         let (output, delivery) = output_of(b"", None).await;
-        let short = CgiBody::new(Bytes::from_static(b"abc"), output, Some(10));
+        let short = CgiBody::new(Bytes::from_static(b"abc"), output, Some(10), None);
         assert!(short.collect().await.is_err());
         assert!(delivery.await.is_err(), "a short body is not delivered");
         let (output, delivery) = output_of(b"defgh", None).await;
-        let long = CgiBody::new(Bytes::from_static(b"abc"), output, Some(4));
+        let long = CgiBody::new(Bytes::from_static(b"abc"), output, Some(4), None);
         assert_eq!(&long.collect().await.unwrap().to_bytes()[..], b"abcd");
         assert!(delivery.await.is_ok());
     }
@@ -538,15 +568,42 @@ mod tests {
     #[tokio::test]
     async fn output_over_the_cap_is_cut_off() {
         let (output, _) = output_of(b"de", Some(5)).await;
-        let within = CgiBody::new(Bytes::from_static(b"abc"), output, None);
+        let within = CgiBody::new(Bytes::from_static(b"abc"), output, None, None);
         assert_eq!(&within.collect().await.unwrap().to_bytes()[..], b"abcde");
         let (output, delivery) = output_of(b"def", Some(5)).await;
-        let over = CgiBody::new(Bytes::from_static(b"abc"), output, None);
+        let over = CgiBody::new(Bytes::from_static(b"abc"), output, None, None);
         assert!(matches!(
             over.collect().await,
             Err(BodyError::Output(OutputError::TooLarge(5)))
         ));
         assert!(delivery.await.is_err(), "cut off: abandoned");
+    }
+
+    /// A response sent while the request body still arrives: the body's end, once whole, lets
+    /// the response finish; its failure (too slow, here) cuts the response off, even while the
+    /// CGI is silent.
+    #[tokio::test]
+    async fn a_request_body_that_fails_cuts_the_response_off() {
+        let (output, _) = output_of(b"de", None).await;
+        let (whole, received) = tokio::sync::oneshot::channel();
+        whole.send(Ok(())).unwrap();
+        let body = CgiBody::new(Bytes::from_static(b"abc"), output, None, Some(received));
+        assert_eq!(&body.collect().await.unwrap().to_bytes()[..], b"abcde");
+
+        let (_cgi, stdout) = tokio::net::unix::pipe::pipe().unwrap();
+        let (delivered, _delivery) = tokio::sync::oneshot::channel();
+        let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(5);
+        let output = CgiOutput::new(stdout, deadline, None, delivered);
+        let (failed, received) = tokio::sync::oneshot::channel();
+        let body = CgiBody::new(Bytes::from_static(b"abc"), output, None, Some(received));
+        tokio::spawn(async move {
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+            failed.send(Err(RequestError::BodyTimeout)).unwrap();
+        });
+        assert!(matches!(
+            body.collect().await,
+            Err(BodyError::RequestBody(RequestError::BodyTimeout))
+        ));
     }
 
     #[tokio::test]
