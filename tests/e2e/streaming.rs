@@ -206,12 +206,13 @@ async fn answered_before_the_body_is_in(
     (true, seen, stream)
 }
 
-/// A client that is not a front server gets the CGI's answer as the CGI writes it, while its
-/// own body still arrives: an echo of 8 MiB answers after the first MiB (no spool, no wait).
-/// A front server (here root on a Unix socket, as nginx would be) gets it only once the body
-/// is all in, because nginx stops sending a body when it sees a response.
+/// With `--answer-while-uploading`, a client that is not a front server gets the CGI's answer
+/// as the CGI writes it, while its own body still arrives: an echo of 8 MiB answers after the
+/// first MiB (no spool, no wait). A front server (here root on a Unix socket, as nginx would
+/// be) still gets it only once the body is all in, because nginx stops sending a body when it
+/// sees a response; and so does every client without the flag.
 #[tokio::test(flavor = "multi_thread")]
-async fn a_direct_client_gets_the_answer_while_its_body_still_arrives() {
+async fn with_answer_while_uploading_a_direct_client_gets_the_answer_while_its_body_arrives() {
     use tokio::io::AsyncReadExt;
     require_root!();
     let body = pattern(8 * MIB);
@@ -219,7 +220,7 @@ async fn a_direct_client_gets_the_answer_while_its_body_still_arrives() {
 
     let jail = Jail::new();
     jail.cgi("echo", echo);
-    let gw = jail.serve(Opts::default());
+    let gw = jail.serve_with(Opts::default(), &["--answer-while-uploading"]);
     let stream = TcpStream::connect(gw.addr).await.expect("connect");
     let (answered, mut seen, mut stream) =
         answered_before_the_body_is_in(stream, &body, MIB, Duration::from_secs(10)).await;
@@ -248,7 +249,10 @@ async fn a_direct_client_gets_the_answer_while_its_body_still_arrives() {
         .expect("the jail's temp folder")
         .join("http.sock");
     let listen = format!("unix:{}", socket.display());
-    let gw = jail.serve_with(Opts::default(), &["--listen", &listen]);
+    let gw = jail.serve_with(
+        Opts::default(),
+        &["--listen", &listen, "--answer-while-uploading"],
+    );
     let stream = tokio::net::UnixStream::connect(gw.unix.as_deref().expect("a Unix socket"))
         .await
         .expect("connect");
@@ -270,4 +274,16 @@ async fn a_direct_client_gets_the_answer_while_its_body_still_arrives() {
         .expect("a whole response");
     assert_eq!(response.status, 200);
     assert!(response.body == body, "the echo is byte-identical");
+
+    // Without the flag, a direct client waits for its body too.
+    let jail = Jail::new();
+    jail.cgi("echo", echo);
+    let gw = jail.serve(Opts::default());
+    let stream = TcpStream::connect(gw.addr).await.expect("connect");
+    let (answered, _, _stream) =
+        answered_before_the_body_is_in(stream, &body, MIB, Duration::from_secs(1)).await;
+    assert!(
+        !answered,
+        "answered before the body was in, without --answer-while-uploading"
+    );
 }

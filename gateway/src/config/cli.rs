@@ -155,6 +155,7 @@ pub fn load_config(args: ServeArgs) -> Result<Config, String> {
     config.cgi_network = args.cgi_network;
     config.allow_insecure_jail = args.allow_insecure_jail;
     config.max_body_bytes = args.max_body;
+    config.answer_while_uploading = args.answer_while_uploading;
     config.body_timeout = Duration::from_secs(args.body_timeout);
     config.spool_budget = args.spool_budget;
     config.drain_timeout = Duration::from_secs(args.drain_timeout);

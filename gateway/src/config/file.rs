@@ -327,6 +327,7 @@ mod tests {
             gateway-user = "daemon"
             max-body = "2K"
             body-timeout = 9
+            answer-while-uploading = true
             spool-budget = "64M"
             pass-authorization = true
             trusted-proxy = ["10.0.0.0/8", "127.0.0.1"]

@@ -86,6 +86,9 @@ pub struct Config {
     pub worker_exe: PathBuf,
     pub limits: Limits,
     pub max_body_bytes: u64,
+    /// Answer clients that are not front servers while their body still arrives
+    /// (`--answer-while-uploading`).
+    pub answer_while_uploading: bool,
     /// How long a body may take, before the allowance per byte received (`--body-timeout`).
     pub body_timeout: Duration,
     /// Request body bytes held for CGIs, all requests together (`--spool-budget`).
@@ -198,6 +201,7 @@ impl Config {
                 processes: Some(DEFAULT_LIMIT_PROCESSES),
             },
             max_body_bytes: DEFAULT_MAX_BODY_BYTES,
+            answer_while_uploading: false,
             body_timeout: DEFAULT_BODY_TIMEOUT,
             spool_budget: DEFAULT_SPOOL_BUDGET,
             max_output_bytes: None,

@@ -179,6 +179,12 @@ settings! {
     /// Largest request body passed to a CGI (413 above it); chunked bodies are spooled up to it
     #[arg(long, value_name = "BYTES", default_value = "1G", value_parser = parse_size)]
     max_body: u64, file u64 = size;
+    /// Answer clients that are not a front server as the CGI writes, while their request body
+    /// still arrives (an echo streams instead of waiting for the whole body). Only where
+    /// clients face the gateway directly: nginx stops sending a body once it sees an answer,
+    /// so an nginx it does not know for a front server (over TCP on this host) would wedge
+    #[arg(long)]
+    answer_while_uploading: bool, file bool = boolean;
     /// How long a request body may take to arrive, plus a second for every 4 KiB received (a
     /// client slower than that is cut off with 408 and its connection closed)
     #[arg(long, value_name = "SECS", default_value_t = DEFAULT_BODY_TIMEOUT.as_secs())]

@@ -116,12 +116,14 @@ async fn run_cgi(
     let style = HeadStyle::of_script(&script);
     let (mut head, first_bytes) =
         read_head_unless_body_fails(&mut output, style, &mut body_received, deadline).await?;
-    // A front server (nginx) stops sending a body once it sees a response, and the CGI would
-    // wait for the rest of its stdin for ever: it gets the answer once the body is all in. Any
-    // other client gets it as the CGI writes it, while its body still arrives (an echo goes
-    // pipe to pipe instead of through the spool); should the body then fail, the response is
-    // cut off (`CgiBody`).
-    let body_received = if connection.is_front_server(&generation.config.env) {
+    // nginx stops sending a body once it sees a response, and the CGI would wait for the rest
+    // of its stdin for ever: by default every client gets the answer once its body is all in.
+    // With --answer-while-uploading, a client that is not a front server gets it as the CGI
+    // writes it, while its body still arrives (an echo goes pipe to pipe instead of through
+    // the spool); should the body then fail, the response is cut off (`CgiBody`).
+    let config = &generation.config;
+    let waits = !config.answer_while_uploading || connection.is_front_server(&config.env);
+    let body_received = if waits {
         body_complete(body_received, deadline).await?;
         None
     } else {
