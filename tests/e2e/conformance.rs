@@ -160,7 +160,11 @@ async fn document_responses_status_and_framing() {
     );
     jail.cgi(
         "streamed",
-        r"printf 'Content-Type: text/plain\n\nstreamed\n'",
+        r"printf 'Content-Type: text/plain\n\nstreamed\n'; sleep 0.2; printf 'on\n'",
+    );
+    jail.cgi(
+        "short",
+        r"printf 'Content-Type: text/plain\n\nshort\n'",
     );
     jail.cgi("nph-tea", r"printf 'HTTP/1.1 418 Teapot\r\nContent-Type: text/plain\r\nX-Nph: yes\r\n\r\nshort and stout\n'");
     let gw = jail.serve(one_worker());
@@ -189,7 +193,8 @@ async fn document_responses_status_and_framing() {
             .status,
         204
     );
-    // The CGI's Content-Length is passed through; without one the body is chunked.
+    // The CGI's Content-Length is passed through; without one, a body that ends at once is
+    // sent whole with a Content-Length (one write), one still being written is chunked.
     let sized = raw_get(gw.addr, "/cgi-bin/sized", TIMEOUT)
         .await
         .expect("response");
@@ -201,7 +206,14 @@ async fn document_responses_status_and_framing() {
         .await
         .expect("response");
     assert_eq!(streamed.header("transfer-encoding"), Some("chunked"));
-    assert_eq!(streamed.body_text(), "streamed\n");
+    assert_eq!(streamed.body_text(), "streamed\non\n");
+    let short = raw_get(gw.addr, "/cgi-bin/short", TIMEOUT)
+        .await
+        .expect("response");
+    assert_eq!(
+        (short.header("content-length"), short.body_text().as_str()),
+        (Some("6"), "short\n")
+    );
     // §5: a non-parsed-header script's status line and headers are the response's.
     let nph = raw_get(gw.addr, "/cgi-bin/nph-tea", TIMEOUT)
         .await

@@ -15,7 +15,7 @@ use tokio::sync::oneshot;
 use tokio::time::{timeout_at, Instant};
 use tracing::Instrument;
 
-use super::response::{read_head, CgiBody, CgiHead, HeadStyle};
+use super::response::{read_head, CgiBody, CgiHead, HeadStyle, SETTLE_WINDOW};
 use crate::config::EnvPolicy;
 use crate::front::access::{Counted, RequestLog};
 use crate::front::listen::Connection;
@@ -136,7 +136,7 @@ async fn run_cgi(
     // A front server (nginx's proxy_pass) in front of us would act on these.
     core.withhold_front_server_headers(&generation.config, &script, &mut head.headers);
     let body = CgiBody::new(first_bytes, output, head.content_length, body_received);
-    let mut response = Response::new(Either::Right(body));
+    let mut response = Response::new(body.settle(SETTLE_WINDOW).await);
     *response.status_mut() = head.status;
     *response.headers_mut() = head.headers;
     Ok(Outcome::Response(response))

@@ -4,10 +4,12 @@
 use std::future::Future;
 use std::pin::Pin;
 use std::task::{ready, Context, Poll};
+use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use http::{header, HeaderMap, HeaderName, HeaderValue, StatusCode};
 use http_body::{Body, Frame, SizeHint};
+use http_body_util::{Either, Full};
 use tokio::io::{AsyncRead, AsyncReadExt};
 use tokio::sync::oneshot;
 
@@ -239,9 +241,21 @@ pub enum BodyError {
     RequestBody(RequestError),
 }
 
+/// Most body bytes [`CgiBody::settle`] holds back to send the response in one write.
+pub const SETTLE_MAX_BYTES: usize = 64 * 1024;
+/// How long [`CgiBody::settle`] waits for a CGI's output to end: a short CGI has exited by
+/// then (its answer is complete only then anyway), and a streaming one's first bytes wait no
+/// longer than this.
+pub const SETTLE_WINDOW: Duration = Duration::from_millis(2);
+
 /// The response body: the CGI's output after its header block, as it arrives, held to the
 /// CGI's own Content-Length when it declared one.
 pub struct CgiBody {
+    /// Bytes read and counted already (by [`CgiBody::settle`]), to send first.
+    ready: Option<Bytes>,
+    /// The error that ended the body while [`CgiBody::settle`] read it: it goes to hyper
+    /// after `ready`, the way [`CgiBody::fail`] hands one over.
+    failed_after_ready: Option<BodyError>,
     first: Option<Bytes>,
     output: CgiOutput,
     /// Bytes still owed under the CGI's Content-Length, if it declared one.
@@ -268,6 +282,8 @@ impl CgiBody {
         request_body: Option<oneshot::Receiver<Result<(), RequestError>>>,
     ) -> Self {
         CgiBody {
+            ready: None,
+            failed_after_ready: None,
             first: (!first.is_empty()).then_some(first),
             output,
             remaining: content_length,
@@ -277,6 +293,38 @@ impl CgiBody {
             buffer: BytesMut::new(),
             request_body,
         }
+    }
+
+    /// The whole body, if the CGI ends it within `window` and it holds at most
+    /// [`SETTLE_MAX_BYTES`]: the response then goes out in one write, with a Content-Length,
+    /// instead of its head and chunks first and its last chunk once the CGI's output ends (one
+    /// TCP send instead of two for a short CGI). Else the body streams on from what was read,
+    /// `window` later at most.
+    pub async fn settle(mut self, window: Duration) -> Either<Full<Bytes>, CgiBody> {
+        let until = tokio::time::Instant::now() + window;
+        let mut read = BytesMut::new();
+        loop {
+            let frame = std::future::poll_fn(|cx| Pin::new(&mut self).poll_frame(cx));
+            match tokio::time::timeout_at(until, frame).await {
+                Ok(None) => return Either::Left(Full::new(read.freeze())),
+                Ok(Some(Ok(frame))) => {
+                    if let Ok(data) = frame.into_data() {
+                        read.extend_from_slice(&data);
+                    }
+                    if read.len() > SETTLE_MAX_BYTES {
+                        break;
+                    }
+                }
+                Ok(Some(Err(error))) => {
+                    // Handed over after what was read, as it would have been.
+                    self.failed_after_ready = Some(error);
+                    break;
+                }
+                Err(_) => break,
+            }
+        }
+        self.ready = (!read.is_empty()).then(|| read.freeze());
+        Either::Right(self)
     }
 
     /// `Some(error)` once the request body has failed (too slow, no room, cut short);
@@ -303,8 +351,17 @@ impl CgiBody {
         error: BodyError,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
-        self.finished = true;
         tracing::warn!("{error}");
+        self.hand_over(error, cx)
+    }
+
+    /// Ends the body with `error` on the next poll (see [`CgiBody::fail`]), without logging.
+    fn hand_over(
+        &mut self,
+        error: BodyError,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
+        self.finished = true;
         self.failed = Some(error);
         cx.waker().wake_by_ref();
         Poll::Pending
@@ -344,6 +401,12 @@ impl Body for CgiBody {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
         let this = &mut *self;
+        if let Some(ready) = this.ready.take() {
+            return Poll::Ready(Some(Ok(Frame::data(ready))));
+        }
+        if let Some(error) = this.failed_after_ready.take() {
+            return this.hand_over(error, cx);
+        }
         if let Some(error) = this.failed.take() {
             return Poll::Ready(Some(Err(error)));
         }
@@ -381,7 +444,11 @@ impl Body for CgiBody {
     }
 
     fn is_end_stream(&self) -> bool {
-        self.finished && self.first.is_none() && self.failed.is_none()
+        self.finished
+            && self.ready.is_none()
+            && self.failed_after_ready.is_none()
+            && self.first.is_none()
+            && self.failed.is_none()
     }
 
     fn size_hint(&self) -> SizeHint {
@@ -603,6 +670,50 @@ mod tests {
         assert!(matches!(
             body.collect().await,
             Err(BodyError::RequestBody(RequestError::BodyTimeout))
+        ));
+    }
+
+    /// A CGI whose output ends within the window is answered whole, as one body of known
+    /// length (one write, with a Content-Length); one still writing streams on from what was
+    /// read, nothing lost or counted twice against its Content-Length.
+    #[tokio::test]
+    async fn a_body_that_ends_at_once_is_sent_whole_and_others_stream_on() {
+        let (output, delivery) = output_of(b"de", None).await;
+        let body = CgiBody::new(Bytes::from_static(b"abc"), output, None, None);
+        let Either::Left(whole) = body.settle(SETTLE_WINDOW).await else {
+            panic!("an ended body is sent whole");
+        };
+        assert_eq!(whole.size_hint().exact(), Some(5));
+        assert_eq!(&whole.collect().await.unwrap().to_bytes()[..], b"abcde");
+        assert!(delivery.await.is_ok(), "read to its end: delivered");
+
+        use tokio::io::AsyncWriteExt;
+        let (mut cgi, stdout) = tokio::net::unix::pipe::pipe().unwrap();
+        cgi.write_all(b"de").await.unwrap();
+        let (delivered, delivery) = tokio::sync::oneshot::channel();
+        let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(5);
+        let output = CgiOutput::new(stdout, deadline, None, delivered);
+        let body = CgiBody::new(Bytes::from_static(b"abc"), output, Some(7), None);
+        let Either::Right(streaming) = body.settle(SETTLE_WINDOW).await else {
+            panic!("a body still being written streams");
+        };
+        cgi.write_all(b"fg").await.unwrap();
+        drop(cgi);
+        assert_eq!(&streaming.collect().await.unwrap().to_bytes()[..], b"abcdefg");
+        assert!(delivery.await.is_ok());
+
+        // Ended short of its Content-Length: the bytes first, then the error, not a whole
+        // body the client could take for the answer.
+        let (output, _) = output_of(b"de", None).await;
+        let body = CgiBody::new(Bytes::from_static(b"abc"), output, Some(10), None);
+        let Either::Right(mut short) = body.settle(SETTLE_WINDOW).await else {
+            panic!("a short body is never sent whole");
+        };
+        let first = short.frame().await.unwrap().unwrap().into_data().unwrap();
+        assert_eq!(&first[..], b"abcde");
+        assert!(matches!(
+            short.frame().await,
+            Some(Err(BodyError::Short { sent: 5, declared: 10 }))
         ));
     }
 
