@@ -360,10 +360,13 @@ def targets(cells, meta, out):
             fields = [f for f in fields if "front_peak_kb" in f]
             if fields:
                 peak = max(fields, key=lambda f: int(f["front_peak_kb"]))
-                start, top, cgis = int(peak.get("front_start_kb", 0)), int(peak["front_peak_kb"]), int(peak.get("cgis_peak", 0))
-                bound_kb = start + cgis * FRONT_BYTES_PER_REQUEST / 1024
-                per_request = (top - start) * 1024 / cgis if cgis else 0
-                memory = (f"; front RSS {mb(start):.1f} → {mb(top):.1f} MB with {cgis:,} CGIs at once, "
+                top, cgis = int(peak["front_peak_kb"]), int(peak.get("cgis_peak", 0))
+                # From the idle front, not the run's start: glibc keeps what earlier rounds
+                # freed, which would hide the growth.
+                idle = int(meta.get("idle_start_front_rss_kb") or peak.get("front_start_kb", 0))
+                bound_kb = idle + cgis * FRONT_BYTES_PER_REQUEST / 1024
+                per_request = (top - idle) * 1024 / cgis if cgis else 0
+                memory = (f"; front RSS {mb(idle):.1f} MB idle → {mb(top):.1f} MB with {cgis:,} CGIs at once, "
                           f"{per_request / 1024:.0f} KiB per request (bound {FRONT_BYTES_PER_REQUEST // 1024} KiB: "
                           f"≤ {mb(bound_kb):.1f} MB)")
                 within = top <= bound_kb
