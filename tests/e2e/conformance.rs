@@ -162,10 +162,7 @@ async fn document_responses_status_and_framing() {
         "streamed",
         r"printf 'Content-Type: text/plain\n\nstreamed\n'; sleep 0.2; printf 'on\n'",
     );
-    jail.cgi(
-        "short",
-        r"printf 'Content-Type: text/plain\n\nshort\n'",
-    );
+    jail.cgi("short", r"printf 'Content-Type: text/plain\n\nshort\n'");
     jail.cgi("nph-tea", r"printf 'HTTP/1.1 418 Teapot\r\nContent-Type: text/plain\r\nX-Nph: yes\r\n\r\nshort and stout\n'");
     let gw = jail.serve(one_worker());
 

@@ -24,6 +24,13 @@ fn example(name: &str) -> PathBuf {
         .join(name)
 }
 
+/// The gateway's HTTP and FastCGI Unix sockets in `dir`, as `--listen`/`--fastcgi` and
+/// nginx's upstreams take them.
+fn socket_addresses(dir: &Path) -> (String, String) {
+    let address = |name: &str| format!("unix:{}", dir.join(name).display());
+    (address("http.sock"), address("fastcgi.sock"))
+}
+
 /// nginx, started by the test with the example config, stopped by its pid.
 struct Nginx {
     _process: ChildGuard,
@@ -254,8 +261,7 @@ async fn a_login_at_nginx_reaches_the_cgi_as_remote_user_and_auth_type() {
         .parent()
         .expect("the jail's temp folder")
         .to_owned();
-    let http_address = format!("unix:{}", dir.join("http.sock").display());
-    let fastcgi_address = format!("unix:{}", dir.join("fastcgi.sock").display());
+    let (http_address, fastcgi_address) = socket_addresses(&dir);
     let gw = jail.serve_with(
         Opts::default(),
         &["--listen", &http_address, "--fastcgi", &fastcgi_address],
@@ -347,8 +353,7 @@ async fn front_server_headers_reach_no_front_server_unless_allowed() {
         .parent()
         .expect("the jail's temp folder")
         .to_owned();
-    let http_address = format!("unix:{}", dir.join("http.sock").display());
-    let fastcgi_address = format!("unix:{}", dir.join("fastcgi.sock").display());
+    let (http_address, fastcgi_address) = socket_addresses(&dir);
     let gw = jail.serve_with(
         Opts::default(),
         &[

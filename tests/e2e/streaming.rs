@@ -170,6 +170,15 @@ exec head -c 1073741824 /dev/zero",
     );
 }
 
+/// `answer` is a whole 200 response whose body is `body`, byte for byte.
+async fn assert_echoed(answer: &[u8], body: &[u8]) {
+    let response = read_response(&mut BufReader::new(answer), false)
+        .await
+        .expect("a whole response");
+    assert_eq!(response.status, 200);
+    assert!(response.body == body, "the echo is byte-identical");
+}
+
 /// Sends a POST head for `total` body bytes and its first `first` bytes to an echo CGI; then
 /// whether a response head came back within `wait`, while the rest of the body is unsent.
 async fn answered_before_the_body_is_in(
@@ -235,11 +244,7 @@ async fn with_answer_while_uploading_a_direct_client_gets_the_answer_while_its_b
     let (sent, received) = tokio::join!(write.write_all(rest), read.read_to_end(&mut seen));
     sent.expect("the rest of the body");
     received.expect("the rest of the answer");
-    let response = read_response(&mut BufReader::new(&seen[..]), false)
-        .await
-        .expect("a whole response");
-    assert_eq!(response.status, 200);
-    assert!(response.body == body, "the echo is byte-identical");
+    assert_echoed(&seen, &body).await;
 
     let jail = Jail::new();
     jail.cgi("echo", echo);
@@ -269,11 +274,7 @@ async fn with_answer_while_uploading_a_direct_client_gets_the_answer_while_its_b
         .expect("the rest of the body");
     let mut seen = seen;
     stream.read_to_end(&mut seen).await.expect("the answer");
-    let response = read_response(&mut BufReader::new(&seen[..]), false)
-        .await
-        .expect("a whole response");
-    assert_eq!(response.status, 200);
-    assert!(response.body == body, "the echo is byte-identical");
+    assert_echoed(&seen, &body).await;
 
     // Without the flag, a direct client waits for its body too.
     let jail = Jail::new();

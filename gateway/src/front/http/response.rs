@@ -699,7 +699,10 @@ mod tests {
         };
         cgi.write_all(b"fg").await.unwrap();
         drop(cgi);
-        assert_eq!(&streaming.collect().await.unwrap().to_bytes()[..], b"abcdefg");
+        assert_eq!(
+            &streaming.collect().await.unwrap().to_bytes()[..],
+            b"abcdefg"
+        );
         assert!(delivery.await.is_ok());
 
         // Ended short of its Content-Length: the bytes first, then the error, not a whole
@@ -713,7 +716,10 @@ mod tests {
         assert_eq!(&first[..], b"abcde");
         assert!(matches!(
             short.frame().await,
-            Some(Err(BodyError::Short { sent: 5, declared: 10 }))
+            Some(Err(BodyError::Short {
+                sent: 5,
+                declared: 10
+            }))
         ));
     }
 
