@@ -8,8 +8,8 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use crate::harness::{
-    cgi_ids_arg, gateway_bin, require_root, run_bounded, ChildGuard, Finished, Jail, Opts,
-    FRONT_ID, WORKER_ID,
+    cgi_ids_arg, gateway_bin, one_worker, require_root, run_bounded, ChildGuard, Finished, Jail,
+    Opts, FRONT_ID, WORKER_ID,
 };
 use crate::http::client;
 use crate::procfs;
@@ -130,10 +130,7 @@ async fn a_process_running_as_our_uid_is_warned_about_at_start() {
     jail.cgi("hello", HELLO);
     let (front, workers) = (WARNED_FRONT.to_string(), WARNED_WORKERS.to_string());
     let gw = jail.serve_with(
-        Opts {
-            workers: 1,
-            timeout_secs: None,
-        },
+        one_worker(),
         &["--gateway-user", &front, "--user", &workers],
     );
     let stderr = gw.stderr();
@@ -167,10 +164,7 @@ async fn a_process_running_as_our_uid_is_warned_about_at_start() {
     let jail = Jail::new();
     let (front, workers) = (QUIET_FRONT.to_string(), QUIET_WORKERS.to_string());
     let gw = jail.serve_with(
-        Opts {
-            workers: 1,
-            timeout_secs: None,
-        },
+        one_worker(),
         &["--gateway-user", &front, "--user", &workers],
     );
     let stderr = gw.stderr();

@@ -9,18 +9,11 @@ use std::time::Duration;
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
 
-use crate::harness::{foreign_network, gateway_bin, require_root, run_bounded, Jail, Opts};
+use crate::harness::{foreign_network, gateway_bin, one_worker, require_root, run_bounded, Jail};
 use crate::http::{client, raw_get, read_response, RawResponse};
 
 const TIMEOUT: Duration = Duration::from_secs(15);
 const ENV_CGI: &str = r"printf 'Content-Type: text/plain\n\n'; exec env";
-
-fn one_worker() -> Opts {
-    Opts {
-        workers: 1,
-        ..Opts::default()
-    }
-}
 
 fn parse_env(text: &str) -> BTreeMap<String, String> {
     text.lines()
@@ -345,11 +338,7 @@ async fn front_server_forwarding_authorization_and_fixed_variables() {
     // A front server on this host speaks over a Unix socket (this test, as root, is one);
     // a documentation network stands for proxies on other hosts it forwards through.
     let (network, proxy) = foreign_network();
-    let socket = jail
-        .root()
-        .parent()
-        .expect("the jail's temp folder")
-        .join("http.sock");
+    let socket = jail.folder().join("http.sock");
     let listen = format!("unix:{}", socket.display());
     let flags = [
         "--listen",

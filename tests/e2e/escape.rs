@@ -20,8 +20,8 @@ use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
 use crate::harness::{
-    bin_dir, gateway_bin, jail_root_entries, require_root, run_bounded, Gateway, Jail, Opts,
-    FRONT_ID, LEAK_VALUE, WORKER_ID,
+    bin_dir, gateway_bin, jail_root_entries, one_worker, require_root, run_bounded, Gateway, Jail,
+    Opts, FRONT_ID, LEAK_VALUE, WORKER_ID,
 };
 use crate::http::client;
 use crate::procfs::{self, ProcStat};
@@ -398,13 +398,6 @@ fn assert_none_named(gw: &Gateway, comm: &str, deadline: Duration) {
             left.len()
         );
         std::thread::sleep(Duration::from_millis(50));
-    }
-}
-
-pub(crate) fn one_worker() -> Opts {
-    Opts {
-        workers: 1,
-        timeout_secs: None,
     }
 }
 

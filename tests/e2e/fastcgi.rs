@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use tokio::io::{AsyncWriteExt, BufReader};
 
-use crate::harness::{require_root, Gateway, Jail, Opts, LEAK_NAME};
+use crate::harness::{one_worker, require_root, Gateway, Jail, LEAK_NAME};
 use crate::http::read_response;
 
 const TIMEOUT: Duration = Duration::from_secs(30);
@@ -67,21 +67,11 @@ const HOSTILE_PARAMS: &[(&str, &str)] = &[
 /// folder (the only place a FastCGI peer can be checked on this host: SO_PEERCRED; the tests
 /// run as root, which is always a front server), plus `flags`.
 fn serve_fastcgi(jail: Jail, flags: &[&str]) -> (Gateway, PathBuf) {
-    let socket = jail
-        .root()
-        .parent()
-        .expect("the jail's temp folder")
-        .join("fastcgi.sock");
+    let socket = jail.folder().join("fastcgi.sock");
     let address = format!("unix:{}", socket.display());
     let mut args = vec!["--fastcgi", address.as_str()];
     args.extend_from_slice(flags);
-    let gateway = jail.serve_with(
-        Opts {
-            workers: 1,
-            ..Opts::default()
-        },
-        &args,
-    );
+    let gateway = jail.serve_with(one_worker(), &args);
     (gateway, socket)
 }
 
@@ -216,10 +206,7 @@ async fn http_peer_cannot_pass_proxy_authorization_or_connection() {
     require_root!();
     let jail = Jail::new();
     jail.cgi("env", ENV_CGI);
-    let gw = jail.serve(Opts {
-        workers: 1,
-        ..Opts::default()
-    });
+    let gw = jail.serve(one_worker());
     let request = format!(
         "GET /cgi-bin/env?a=1 HTTP/1.1\r\nHost: {}\r\nX-Trace: abc\r\n\
          Proxy-Authorization: secret\r\nConnection: close\r\n\r\n",

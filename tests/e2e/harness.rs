@@ -312,6 +312,12 @@ impl Jail {
         &self.root
     }
 
+    /// The temporary folder that holds the jail, removed with it: for a test's sockets,
+    /// nginx prefixes and other files beside the jail.
+    pub fn folder(&self) -> &Path {
+        self.root.parent().expect("the jail's temp folder")
+    }
+
     /// Writes `/cgi-bin/NAME` as a `#!/bin/sh` script with `body`, mode 0755, root-owned.
     pub fn cgi(&self, name: &str, body: &str) -> &Jail {
         self.file(name, &format!("#!/bin/sh\n{body}\n"), 0o755)
@@ -428,6 +434,14 @@ pub fn foreign_network() -> (String, String) {
         })
         .map(|prefix| (format!("{prefix}.0/24"), format!("{prefix}.7")))
         .expect("a documentation network this host has no address in")
+}
+
+/// One worker, every other option at its default.
+pub fn one_worker() -> Opts {
+    Opts {
+        workers: 1,
+        ..Opts::default()
+    }
 }
 
 /// `--cgi-ids` with a range of its own for each gateway a test starts: gateways running at once

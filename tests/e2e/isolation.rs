@@ -12,10 +12,10 @@ use nix::unistd::Pid;
 use tokio::task::JoinHandle;
 
 use crate::escape::{
-    assert_alive, assert_hello, attack, one_worker, report_of, start_attack, value, Arm, AttackRun,
-    Running, HELLO, MIB,
+    assert_alive, assert_hello, attack, report_of, start_attack, value, Arm, AttackRun, Running,
+    HELLO, MIB,
 };
-use crate::harness::{require_root, Gateway, Jail, Opts, WORKER_ID};
+use crate::harness::{one_worker, require_root, Gateway, Jail, Opts, WORKER_ID};
 use crate::http::client;
 use crate::procfs::{self, ProcStat};
 

@@ -164,11 +164,7 @@ async fn proxy_pass_gives_the_same_answers_as_direct() {
         "remote",
         r#"printf 'Content-Type: text/plain\n\n%s %s\n' "$REMOTE_ADDR" "$REQUEST_SCHEME""#,
     );
-    let prefix = jail
-        .root()
-        .parent()
-        .expect("the jail's temp folder")
-        .join("nginx");
+    let prefix = jail.folder().join("nginx");
     // nginx on this host: a Unix socket, whose peer (nginx, root here) is the front server.
     let socket = format!("unix:{}", prefix.with_extension("sock").display());
     let gw = jail.serve_with(Opts::default(), &["--listen", &socket]);
@@ -212,11 +208,7 @@ async fn fastcgi_pass_gives_the_same_answers_as_direct() {
         r"printf 'Status: 418 Teapot\nContent-Type: text/plain\n\ntea\n'",
     );
     jail.cgi("query", r#"printf 'Content-Type: text/plain\n\n%s|%s|%s\n' "$QUERY_STRING" "$REQUEST_METHOD" "${HTTP_PROXY:-no proxy}""#);
-    let prefix = jail
-        .root()
-        .parent()
-        .expect("the jail's temp folder")
-        .join("nginx");
+    let prefix = jail.folder().join("nginx");
     let fastcgi = format!("unix:{}", prefix.with_extension("sock").display());
     let gw = jail.serve_with(Opts::default(), &["--fastcgi", &fastcgi]);
     let nginx = Nginx::start("fastcgi_pass.conf", &prefix, &fastcgi);
@@ -256,11 +248,7 @@ async fn a_login_at_nginx_reaches_the_cgi_as_remote_user_and_auth_type() {
         "who",
         r#"printf 'Content-Type: text/plain\n\n%s|%s|%s\n' "${REMOTE_USER-unset}" "${AUTH_TYPE-unset}" "${HTTP_AUTHORIZATION-withheld}""#,
     );
-    let dir = jail
-        .root()
-        .parent()
-        .expect("the jail's temp folder")
-        .to_owned();
+    let dir = jail.folder().to_owned();
     let (http_address, fastcgi_address) = socket_addresses(&dir);
     let gw = jail.serve_with(
         Opts::default(),
@@ -348,11 +336,7 @@ async fn front_server_headers_reach_no_front_server_unless_allowed() {
     for name in ["accel", "download", "downloadx"] {
         jail.cgi(name, FRONT_SERVER_ANSWER);
     }
-    let dir = jail
-        .root()
-        .parent()
-        .expect("the jail's temp folder")
-        .to_owned();
+    let dir = jail.folder().to_owned();
     let (http_address, fastcgi_address) = socket_addresses(&dir);
     let gw = jail.serve_with(
         Opts::default(),
@@ -452,11 +436,7 @@ async fn busybox_shell_cgis_through_fastcgi_pass() {
         "count",
         r#"printf 'Status: 201 Created\nContent-Type: text/plain\n\n'; head -c "$CONTENT_LENGTH" | wc -c | tr -d ' '"#,
     );
-    let dir = jail
-        .root()
-        .parent()
-        .expect("the jail's temp folder")
-        .to_owned();
+    let dir = jail.folder().to_owned();
     let fastcgi = format!("unix:{}", dir.join("fastcgi.sock").display());
     let gw = jail.serve_with(Opts::default(), &["--fastcgi", &fastcgi]);
     let nginx = Nginx::start("fastcgi_pass.conf", &dir.join("nginx"), &fastcgi);
@@ -480,11 +460,7 @@ async fn unix_sockets_for_both_fronts_behind_nginx() {
         "where",
         r#"printf 'Content-Type: text/plain\n\n%s|%s|%s|%s\n' "$REMOTE_ADDR" "$SERVER_NAME" "$SERVER_PORT" "$PATH_INFO""#,
     );
-    let dir = jail
-        .root()
-        .parent()
-        .expect("the jail's temp folder")
-        .to_owned();
+    let dir = jail.folder().to_owned();
     let http_socket = dir.join("http.sock");
     let fastcgi_socket = dir.join("fastcgi.sock");
     let daemon_gid = nix::unistd::Group::from_name("daemon")

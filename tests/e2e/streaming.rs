@@ -248,11 +248,7 @@ async fn with_answer_while_uploading_a_direct_client_gets_the_answer_while_its_b
 
     let jail = Jail::new();
     jail.cgi("echo", echo);
-    let socket = jail
-        .root()
-        .parent()
-        .expect("the jail's temp folder")
-        .join("http.sock");
+    let socket = jail.folder().join("http.sock");
     let listen = format!("unix:{}", socket.display());
     let gw = jail.serve_with(
         Opts::default(),

@@ -11,9 +11,11 @@ use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
-use crate::escape::{assert_hello, attack, one_worker, value, HELLO};
+use crate::escape::{assert_hello, attack, value, HELLO};
 use crate::fastcgi::fcgi;
-use crate::harness::{foreign_network, host_addresses, require_root, run_bounded, Jail};
+use crate::harness::{
+    foreign_network, host_addresses, one_worker, require_root, run_bounded, Jail,
+};
 use crate::http::client;
 
 const TIMEOUT: Duration = Duration::from_secs(30);
@@ -156,11 +158,7 @@ fn a_local_user_cannot_speak_as_the_front_server_on_a_unix_socket() {
     require_root!();
     let jail = Jail::new();
     jail.cgi("who", WHO);
-    let dir = jail
-        .root()
-        .parent()
-        .expect("the jail's temp folder")
-        .to_owned();
+    let dir = jail.folder().to_owned();
     // Other users may pass through the folder to the sockets and files in it, nothing more.
     std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o711)).expect("chmod");
     let http_socket = dir.join("http.sock");

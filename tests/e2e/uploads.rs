@@ -8,8 +8,8 @@ use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-use crate::escape::{one_worker, HELLO};
-use crate::harness::{require_root, Gateway, Jail, Opts};
+use crate::escape::HELLO;
+use crate::harness::{one_worker, require_root, Gateway, Jail, Opts};
 use crate::http::client;
 
 const TIMEOUT: Duration = Duration::from_secs(30);

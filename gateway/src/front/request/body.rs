@@ -128,6 +128,13 @@ pub struct BodyLimits {
     pub budget_limit: u64,
 }
 
+impl BodyLimits {
+    /// An empty share of the spool budget, for this body to grow.
+    fn reservation(&self) -> Reservation {
+        self.budget.reservation(self.budget_limit)
+    }
+}
+
 /// The body policy: a body over `--max-body` is refused with 413, a body of unknown length is
 /// spooled (up to it, by its body deadline, within the budget), and a client that waits for
 /// 100 Continue has its first piece read at once, by `deadline`. Returns the body and its
@@ -179,7 +186,7 @@ async fn spool(
     use std::io::{Seek, SeekFrom, Write};
     // Writes go to memory: short enough not to need a thread.
     let mut file = memory_file("jailgate-body").map_err(internal)?;
-    let mut reservation = limits.budget.reservation(limits.budget_limit);
+    let mut reservation = limits.reservation();
     let mut length: u64 = 0;
     loop {
         let next = timeout_at(limits.deadline.after(length), source.next()).await;
@@ -247,7 +254,7 @@ pub async fn feed(
 ) {
     let shared = Arc::new(Shared {
         backlog: Mutex::new(Backlog {
-            reservation: Some(limits.budget.reservation(limits.budget_limit)),
+            reservation: Some(limits.reservation()),
             ..Backlog::default()
         }),
         changed: Notify::new(),
