@@ -64,9 +64,12 @@ pub struct Program<'a> {
 }
 
 /// A CGI's own identity: a uid and gid (the same number) no other running CGI has, and a
-/// mount namespace of its own whose `/tmp` is a fresh tmpfs owned by it.
+/// mount namespace of its own whose `/tmp` is an empty tmpfs owned by it.
 pub struct Identity<'a> {
     pub id: u32,
+    /// A ready namespace to enter (`private_tmp.rs`); without one, the CGI's process makes
+    /// its own from `tmp_options` and `tmp_dirs`.
+    pub namespace: Option<BorrowedFd<'a>>,
     /// The tmpfs options: size, mode 0700, owner `id`.
     pub tmp_options: &'a CStr,
     /// `/tmp`, then the other writable areas of the jail, which get the same tmpfs bound.
@@ -254,15 +257,25 @@ impl Child<'_> {
 }
 
 impl Child<'_> {
-    /// A mount namespace of its own with a private `/tmp`, then its own uid and gid for good
-    /// (from the worker's user-namespace root, every capability goes with the uid).
+    /// A mount namespace of its own with a private `/tmp` (entered, or made here), then its own
+    /// uid and gid for good (from the worker's user-namespace root, every capability goes with
+    /// the uid).
     fn become_itself(&self) -> Result<(), c_int> {
         let Some(identity) = &self.program.identity else {
             return Ok(());
         };
-        // SAFETY: unshare takes flags only.
-        check(unsafe { libc::unshare(libc::CLONE_NEWNS) })?;
-        mount_tmp(identity)?;
+        match identity.namespace {
+            Some(namespace) => {
+                // SAFETY: a descriptor of a mount namespace, open in this process too (its
+                // descriptor table is a copy of the worker's).
+                check(unsafe { libc::setns(namespace.as_raw_fd(), libc::CLONE_NEWNS) })?;
+            }
+            None => {
+                // SAFETY: unshare takes flags only.
+                check(unsafe { libc::unshare(libc::CLONE_NEWNS) })?;
+                mount_tmp(identity)?;
+            }
+        }
         let id = identity.id;
         // SAFETY: a slice and its length.
         check(unsafe { libc::setgroups(identity.groups.len(), identity.groups.as_ptr()) })?;
