@@ -120,9 +120,8 @@ const NAMESPACE_FLAGS: &[i32] = &[
 ];
 
 /// Denied to CGIs by [`CgiFilter`], not to the worker by [`install`]: each CGI's process calls
-/// `setsid`, `unshare` (a mount namespace) and `mount` (its `/tmp`), or `setns` (a ready
-/// namespace), itself, before its filter
-/// is installed. The worker ends a request by killing its CGI's process group; a process that
+/// `setpgid` (a process group of its own), and `unshare` (a mount namespace) and `mount` (its
+/// `/tmp`) or `setns` (a ready namespace), itself, before its filter is installed. The worker ends a request by killing its CGI's process group; a process that
 /// left the group with `setsid` or `setpgid` would escape that kill, run on, and hold the
 /// response's pipes open until the deadline.
 const DENIED_TO_CGIS: &[i64] = &[
@@ -347,7 +346,7 @@ fn no_x32() -> BpfProgram {
 }
 
 /// The CGIs' own filter: [`DENIED_TO_CGIS`] answered with EPERM. Compiled once, when the worker
-/// starts (compiling allocates); installed in each CGI's process after the CGI's own `setsid`
+/// starts (compiling allocates); installed in each CGI's process after the CGI's own `setpgid`
 /// and before its exec.
 pub struct CgiFilter {
     program: BpfProgram,
