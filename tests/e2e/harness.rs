@@ -450,12 +450,15 @@ pub fn one_worker() -> Opts {
 /// its ids, and the tests run several at a time). The ranges lie above the default one
 /// (`DEFAULT_CGI_IDS`, 0x7000_0000 to 0x700f_ffff) and below 0x8000_0000: a gateway running
 /// with the defaults on the same host (an installed service) has CGIs there, and one running
-/// at the wrong moment would stop a test's start.
+/// at the wrong moment would stop a test's start. Each run of the tests starts at a block of
+/// its own, from its pid (times 61, so that runs whose pids are close start far apart): two
+/// runs at once on one machine seldom meet either.
 pub fn cgi_ids_arg() -> [String; 2] {
     const FIRST: u32 = 0x7010_0000;
     const BLOCKS: u32 = (0x8000_0000 - FIRST) / 0x1_0000;
     static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
-    let block = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed) % BLOCKS;
+    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let block = std::process::id().wrapping_mul(61).wrapping_add(n) % BLOCKS;
     let first = FIRST + block * 0x1_0000;
     [
         "--cgi-ids".to_owned(),
