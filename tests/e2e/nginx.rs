@@ -32,9 +32,9 @@ fn socket_addresses(dir: &Path) -> (String, String) {
 }
 
 /// nginx, started by the test with the example config, stopped by its pid.
-struct Nginx {
+pub(crate) struct Nginx {
     _process: ChildGuard,
-    addr: SocketAddr,
+    pub(crate) addr: SocketAddr,
 }
 
 impl Nginx {
@@ -45,7 +45,7 @@ impl Nginx {
     }
 
     /// Like `start`, with the example config changed by `edit` first.
-    fn start_edited(
+    pub(crate) fn start_edited(
         config_name: &str,
         prefix: &Path,
         upstream: &str,
@@ -112,7 +112,7 @@ impl Nginx {
         (proxy, fastcgi)
     }
 
-    fn url(&self, path: &str) -> String {
+    pub(crate) fn url(&self, path: &str) -> String {
         format!("http://{}{path}", self.addr)
     }
 }

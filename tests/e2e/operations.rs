@@ -10,24 +10,11 @@ use std::time::{Duration, Instant, SystemTime};
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 
-use crate::harness::{require_root, run_bounded, Gateway, Jail, Opts};
+use crate::harness::{require_root, run_bounded, wait_dead, wait_gone, Gateway, Jail, Opts};
 use crate::http::client;
-use crate::procfs::{self, ProcStat};
+use crate::procfs::ProcStat;
 
 const HELLO: &str = r"printf 'Content-Type: text/plain\n\nhello\n'";
-
-/// Waits up to `within` for every process of `processes` to be gone (zombies count as
-/// present); returns those still there.
-fn wait_gone(processes: &[ProcStat], within: Duration) -> Vec<ProcStat> {
-    let end = Instant::now() + within;
-    loop {
-        let left: Vec<ProcStat> = processes.iter().filter_map(procfs::still_exists).collect();
-        if left.is_empty() || Instant::now() >= end {
-            return left;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
 
 /// The UTC wall-clock time of the first stderr line containing `needle`.
 fn logged_at(stderr: &str, needle: &str) -> Option<SystemTime> {
@@ -259,10 +246,7 @@ async fn kill_9_of_the_gateway_leaves_nothing_within_a_second() {
     kill(Pid::from_raw(gw.pid()), Signal::SIGKILL).expect("kill -9");
     // Orphans are reparented to PID 1 and reaped by it; a container's PID 1 may never reap,
     // so a zombie (dead, holding nothing) counts as gone here.
-    let left: Vec<ProcStat> = wait_gone(&processes, Duration::from_secs(1))
-        .into_iter()
-        .filter(|process| !process.is_zombie())
-        .collect();
+    let left = wait_dead(&processes, Duration::from_secs(1));
     assert!(
         left.is_empty(),
         "still running a second after kill -9: {left:?}"
