@@ -49,18 +49,23 @@ cleanup() {
 trap cleanup EXIT
 mkdir -p "$GROUP/a" "$GROUP/b"
 
-# One jail for both (built by the new side's gateway), the script in its /cgi-bin.
-"${BIN[b]}/gateway" jail init "$WORK/jail" >/dev/null 2>&1
-case $SCRIPT in
-    *.c) gcc -O2 -static -o "$WORK/jail/cgi-bin/${SCRIPT%.c}" "bench/cgi/$SCRIPT"; SCRIPT=${SCRIPT%.c} ;;
-    *) install -m 0755 "bench/cgi/$SCRIPT" "$WORK/jail/cgi-bin/$SCRIPT" ;;
-esac
+# A jail per side, each built by its own side's gateway (an older audit may refuse what a newer
+# `jail init` makes), the same script in each /cgi-bin.
+PROGRAM=${SCRIPT%.c}
+for side in a b; do
+    "${BIN[$side]}/gateway" jail init "$WORK/jail.$side" >/dev/null 2>&1
+    case $SCRIPT in
+        *.c) gcc -O2 -static -o "$WORK/jail.$side/cgi-bin/$PROGRAM" "bench/cgi/$SCRIPT" ;;
+        *) install -m 0755 "bench/cgi/$SCRIPT" "$WORK/jail.$side/cgi-bin/$PROGRAM" ;;
+    esac
+done
 
 # Starts side $1's gateway in its cgroup; sets GATEWAY_PID and URL.
 start() {
     local side=$1 line
+    rm -f "$WORK/out" # else the previous start's ready line may be read before the truncation
     (echo $BASHPID >"$GROUP/$side/cgroup.procs" &&
-        exec "${BIN[$side]}/gateway" --jail "$WORK/jail" --workers 2 --listen 127.0.0.1:0 \
+        exec "${BIN[$side]}/gateway" --jail "$WORK/jail.$side" --workers 2 --listen 127.0.0.1:0 \
             --access-log off) >"$WORK/out" 2>"$WORK/err.$side" &
     GATEWAY_PID=$!
     for _ in $(seq 100); do
@@ -69,7 +74,7 @@ start() {
         sleep 0.1
     done
     case $line in
-        "jailgate listening on "*) URL="${line#jailgate listening on }/cgi-bin/$SCRIPT" ;;
+        "jailgate listening on "*) URL="${line#jailgate listening on }/cgi-bin/$PROGRAM" ;;
         *) echo "bench/ab.sh: side $side did not start:" >&2; cat "$WORK/err.$side" >&2; exit 1 ;;
     esac
 }
