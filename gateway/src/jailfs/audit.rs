@@ -38,7 +38,7 @@ use nix::errno::Errno;
 use nix::fcntl::{openat, OFlag};
 use nix::sys::stat::Mode;
 
-use protocol::layout::{DEFAULT_CGI_IDS, DEVICES, PROC_DIR, WRITABLE_AREAS};
+use protocol::layout::{CGI_DIR, DEFAULT_CGI_IDS, DEVICES, PROC_DIR, WRITABLE_AREAS};
 use protocol::IdRange;
 
 use super::user::CgiUser;
@@ -136,6 +136,9 @@ pub enum Problem {
     WritableByCgiUser,
     /// Owned by the CGI user, outside the writable places.
     OwnedByCgiUser,
+    /// No `/cgi-bin` folder at the top: not a jail at all (`gateway jail check /etc` would
+    /// otherwise pass), and nothing in it could be served.
+    NoCgiBin,
 }
 
 impl fmt::Display for Problem {
@@ -197,6 +200,9 @@ impl fmt::Display for Problem {
             Problem::OwnedByCgiUser => f.write_str(
                 "owned by the CGI user outside the writable places (it can change or \
                  replace it)",
+            ),
+            Problem::NoCgiBin => f.write_str(
+                "no such folder: this is not a jail (build one with `gateway jail init DIR`)",
             ),
         }
     }
@@ -286,6 +292,10 @@ pub fn audit(opts: &AuditOptions) -> Result<Vec<Finding>, AuditError> {
                 mode: root_mode,
             },
         );
+    }
+    let cgi_bin = statx_at(root.as_fd(), c"cgi-bin", 0);
+    if !cgi_bin.is_ok_and(|st| u32::from(st.stx_mode) & libc::S_IFMT == libc::S_IFDIR) {
+        walk.found(Path::new(CGI_DIR), Problem::NoCgiBin);
     }
     walk.run(Frame {
         dir: root,
