@@ -10,6 +10,8 @@
 # --version V     the package's version; default: the gateway crate's (Cargo.toml). A test
 #                 builds a "newer" package with e.g. 0.1.0+up1 to try an upgrade.
 # --out DIR       where the .deb goes; default: target/debian
+# DEBFULLNAME and DEBEMAIL (as for dch) name the maintainer; default: Jailgate developers
+# <jailgate@localhost> (lintian: bogus-mail-host).
 #
 # A staging tree and `dpkg-deb --build --root-owner-group`, not cargo-deb: cargo-deb would need
 # a `cargo install` in CI (minutes on two cores), and this script shows every file the package
@@ -32,7 +34,7 @@ while [ $# -gt 0 ]; do
     --bin-dir) BIN_DIR=${2:?--bin-dir DIR}; shift 2 ;;
     --version) VERSION=${2:?--version VERSION}; shift 2 ;;
     --out) OUT=${2:?--out DIR}; shift 2 ;;
-    -h | --help) sed -n '2,13s/^# \{0,1\}//p' "$0" >&2; exit 0 ;;
+    -h | --help) sed -n '2,15s/^# \{0,1\}//p' "$0" >&2; exit 0 ;;
     *) die "unknown argument: $1 (see --help)" ;;
     esac
 done
@@ -46,6 +48,7 @@ if [ -z "$VERSION" ]; then
     VERSION=${VERSION##*[#@]}
 fi
 [[ $VERSION =~ ^[0-9][A-Za-z0-9.+~-]*$ ]] || die "not a Debian version: $VERSION"
+MAINTAINER="${DEBFULLNAME:-Jailgate developers} <${DEBEMAIL:-jailgate@localhost}>"
 
 if [ -z "$BIN_DIR" ]; then
     log "cargo build --release --locked --workspace --bins"
@@ -105,11 +108,13 @@ install -d -m 0755 "$DOC" "$DOC/examples/nginx"
 install -m 0644 README.md SECURITY.md ARCHITECTURE.md "$DOC/"
 install -m 0644 "$PKG/copyright" "$DOC/copyright"
 install -m 0644 examples/nginx/proxy_pass.conf examples/nginx/fastcgi_pass.conf "$DOC/examples/nginx/"
+install -d -m 0755 "$R/usr/share/lintian/overrides"
+install -m 0644 "$PKG/lintian-overrides" "$R/usr/share/lintian/overrides/jailgate"
 {
     printf 'jailgate (%s) unstable; urgency=medium\n\n' "$VERSION"
     printf '  * Built from the Jailgate workspace, git %s.\n\n' \
         "$(git rev-parse --short HEAD 2>/dev/null || echo unknown)"
-    printf ' -- Jailgate developers <jailgate@localhost>  %s\n' \
+    printf ' -- %s  %s\n' "$MAINTAINER" \
         "$(git log -1 --format=%aD 2>/dev/null || date -R)"
 } | gzip -9n >"$DOC/changelog.Debian.gz"
 chmod 0644 "$DOC/changelog.Debian.gz"
@@ -135,6 +140,7 @@ install -d -m 0755 "$R/DEBIAN"
 SIZE=$(du -sk --apparent-size "$R" | cut -f1)
 grep -v '^#' "$PKG/control.in" |
     sed -e "s|@VERSION@|$VERSION|" -e "s|@INSTALLED_SIZE@|$SIZE|" -e "s|@LIBC6@|$LIBC6|" \
+        -e "s|@MAINTAINER@|$MAINTAINER|" \
         >"$R/DEBIAN/control"
 install -m 0644 "$PKG/conffiles" "$R/DEBIAN/conffiles"
 for script in postinst prerm postrm; do
