@@ -22,22 +22,24 @@
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
-cd "$ROOT"
 PKG=packaging/debian
 
 log() { printf 'build-deb: %s\n' "$*" >&2; }
 die() { log "$*"; exit 1; }
+# A folder given on the command line, from the caller's folder.
+absolute() { case $1 in /*) echo "$1" ;; *) echo "$PWD/$1" ;; esac; }
 
-BIN_DIR='' VERSION='' OUT=target/debian
+BIN_DIR='' VERSION='' OUT=$ROOT/target/debian
 while [ $# -gt 0 ]; do
     case $1 in
-    --bin-dir) BIN_DIR=${2:?--bin-dir DIR}; shift 2 ;;
+    --bin-dir) BIN_DIR=$(absolute "${2:?--bin-dir DIR}"); shift 2 ;;
     --version) VERSION=${2:?--version VERSION}; shift 2 ;;
-    --out) OUT=${2:?--out DIR}; shift 2 ;;
+    --out) OUT=$(absolute "${2:?--out DIR}"); shift 2 ;;
     -h | --help) sed -n '2,15s/^# \{0,1\}//p' "$0" >&2; exit 0 ;;
     *) die "unknown argument: $1 (see --help)" ;;
     esac
 done
+cd "$ROOT"
 for tool in dpkg-deb strip gzip objdump cargo; do
     command -v "$tool" >/dev/null || die "$tool is missing"
 done
@@ -53,7 +55,7 @@ MAINTAINER="${DEBFULLNAME:-Jailgate developers} <${DEBEMAIL:-jailgate@localhost}
 if [ -z "$BIN_DIR" ]; then
     log "cargo build --release --locked --workspace --bins"
     cargo build --release --locked --workspace --bins >&2
-    BIN_DIR=target/release
+    BIN_DIR=$ROOT/target/release
 fi
 for bin in gateway jailgate-worker; do
     [ -x "$BIN_DIR/$bin" ] || die "$BIN_DIR/$bin is missing (build it, or give --bin-dir)"
