@@ -53,9 +53,9 @@ http {
 ";
 
 /// nginx, started by the test with the example config, stopped by its pid.
-struct Nginx {
+pub(crate) struct Nginx {
     _process: ChildGuard,
-    addr: SocketAddr,
+    pub(crate) addr: SocketAddr,
 }
 
 impl Nginx {
@@ -66,7 +66,7 @@ impl Nginx {
     }
 
     /// Like `start`, with the example config changed by `edit` first.
-    fn start_edited(
+    pub(crate) fn start_edited(
         config_name: &str,
         prefix: &Path,
         upstream: &str,
@@ -146,7 +146,7 @@ impl Nginx {
         (proxy, fastcgi)
     }
 
-    fn url(&self, path: &str) -> String {
+    pub(crate) fn url(&self, path: &str) -> String {
         format!("http://{}{path}", self.addr)
     }
 }

@@ -136,9 +136,6 @@ pub enum Problem {
     WritableByCgiUser,
     /// Owned by the CGI user, outside the writable places.
     OwnedByCgiUser,
-    /// No `/cgi-bin` folder at the top: not a jail at all (`gateway jail check /etc` would
-    /// otherwise pass), and nothing in it could be served.
-    NoCgiBin,
 }
 
 impl fmt::Display for Problem {
@@ -201,9 +198,6 @@ impl fmt::Display for Problem {
                 "owned by the CGI user outside the writable places (it can change or \
                  replace it)",
             ),
-            Problem::NoCgiBin => f.write_str(
-                "no such folder: this is not a jail (build one with `gateway jail init DIR`)",
-            ),
         }
     }
 }
@@ -243,6 +237,10 @@ fn write_escaped(f: &mut fmt::Formatter<'_>, name: &OsStr) -> fmt::Result {
 pub enum AuditError {
     #[error("{path}: not a directory")]
     NotADirectory { path: PathBuf },
+    /// A folder that is no jail at all (the host's root, `/etc`): the audit's rules would
+    /// find nothing wrong with many such folders, which says nothing.
+    #[error("{path} is not a jail: {why}")]
+    NotAJail { path: PathBuf, why: String },
     #[error("writable place {path:?}: {reason}")]
     InvalidWritable { path: PathBuf, reason: &'static str },
     #[error("{path}: more than {MAX_AUDIT_DEPTH} levels deep; the tree was not audited")]
@@ -255,12 +253,44 @@ pub enum AuditError {
     },
 }
 
+/// What makes a folder a jail at all, before any rule of the audit: it is not the host's
+/// root, and it has the [`CGI_DIR`] folder that every URL maps into (`gateway jail init`
+/// makes one). Returns the folder's canonical path. Serving and `gateway jail check` both
+/// ask this, so `jail check /etc` says that `/etc` is no jail instead of "no findings".
+pub fn check_is_jail(dir: &Path) -> Result<PathBuf, AuditError> {
+    let canonical = std::fs::canonicalize(dir).map_err(|e| AuditError::Io {
+        path: dir.to_path_buf(),
+        source: e,
+    })?;
+    if !canonical.is_dir() {
+        return Err(AuditError::NotADirectory {
+            path: dir.to_path_buf(),
+        });
+    }
+    let not_a_jail = |why: String| AuditError::NotAJail {
+        path: dir.to_path_buf(),
+        why,
+    };
+    if canonical == Path::new("/") {
+        return Err(not_a_jail("it is the host's root".into()));
+    }
+    if !canonical.join(CGI_DIR.trim_start_matches('/')).is_dir() {
+        return Err(not_a_jail(format!(
+            "it has no {CGI_DIR} folder, where a jail keeps its CGIs (`gateway jail init \
+             NEWDIR` builds a jail in a new folder)"
+        )));
+    }
+    Ok(canonical)
+}
+
 /// Audit the jail at `opts.dir`. `Ok` with every finding, sorted by path (empty: the jail
-/// is fit to serve from); `Err` only if the audit itself could not be done.
+/// is fit to serve from); `Err` if the folder is no jail ([`check_is_jail`]) or the audit
+/// itself could not be done.
 pub fn audit(opts: &AuditOptions) -> Result<Vec<Finding>, AuditError> {
     for path in &opts.writable {
         check_writable(path)?;
     }
+    check_is_jail(&opts.dir)?;
     let mut root = match Dir::open(
         &opts.dir,
         OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
@@ -292,10 +322,6 @@ pub fn audit(opts: &AuditOptions) -> Result<Vec<Finding>, AuditError> {
                 mode: root_mode,
             },
         );
-    }
-    let cgi_bin = statx_at(root.as_fd(), c"cgi-bin", 0);
-    if !cgi_bin.is_ok_and(|st| u32::from(st.stx_mode) & libc::S_IFMT == libc::S_IFDIR) {
-        walk.found(Path::new(CGI_DIR), Problem::NoCgiBin);
     }
     walk.run(Frame {
         dir: root,

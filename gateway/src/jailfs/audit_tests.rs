@@ -502,6 +502,16 @@ fn audit_errors_are_not_findings() {
         audit(&file),
         Err(AuditError::NotADirectory { .. })
     ));
+    // No /cgi-bin: no jail, however clean (`/etc` would otherwise pass).
+    let bare = tempfile::tempdir().expect("tempdir");
+    assert!(matches!(
+        audit(&AuditOptions::new(bare.path(), nobody())),
+        Err(AuditError::NotAJail { .. })
+    ));
+    assert!(matches!(
+        audit(&AuditOptions::new("/", nobody())),
+        Err(AuditError::NotAJail { .. })
+    ));
     let jail = minimal_jail();
     for bad in ["tmp", "/", "/tmp/../etc"] {
         let mut opts = AuditOptions::new(jail.path(), nobody());
@@ -532,22 +542,4 @@ fn findings_print_as_one_line_each() {
         problem: Problem::Socket,
     };
     assert!(bytes.to_string().starts_with("/café/\\xff: "));
-}
-
-#[test]
-fn a_folder_that_is_no_jail_is_a_finding() {
-    // Like `gateway jail check /etc`: root-owned, nothing unsafe in it, and no jail.
-    let tmp = tempfile::tempdir().expect("tempdir");
-    chmod(tmp.path(), 0o755);
-    std::fs::write(tmp.path().join("hosts"), "127.0.0.1 localhost\n").expect("a file");
-    assert_eq!(
-        audit_jail(tmp.path()),
-        vec![finding("/cgi-bin", Problem::NoCgiBin)]
-    );
-    // A /cgi-bin that is not a folder (a symlink, which the worker would not follow) neither.
-    std::os::unix::fs::symlink("/usr/lib/cgi-bin", tmp.path().join("cgi-bin")).expect("link");
-    assert_eq!(
-        audit_jail(tmp.path()),
-        vec![finding("/cgi-bin", Problem::NoCgiBin)]
-    );
 }
