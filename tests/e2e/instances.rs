@@ -181,9 +181,13 @@ impl Outcome {
     }
 }
 
+/// The second instance's socket in the example's several-instances block.
+const EXAMPLE_SECOND: &str = "unix:/run/jailgate-b/http.sock";
+
 /// The commented several-instances block of the example config, uncommented, in place of the
-/// config's one-gateway `upstream` (@GATEWAY_B@ is `second`), and each answer telling which
-/// instances nginx tried (`X-Upstream`, for the test only).
+/// config's one-gateway `upstream` ([`EXAMPLE_SECOND`] is `second`; the first is the package's
+/// socket, which `Nginx::start_edited` replaces), and each answer telling which instances
+/// nginx tried (`X-Upstream`, for the test only).
 fn with_two_upstreams(config: String, second: &str) -> String {
     let lines: Vec<&str> = config.lines().collect();
     let first = lines
@@ -200,21 +204,21 @@ fn with_two_upstreams(config: String, second: &str) -> String {
         .map(|line| format!("{}\n", line.replacen('#', "", 1)))
         .collect();
     let single =
-        "    upstream jailgate {\n        server @GATEWAY@;\n        keepalive 16;\n    }\n";
-    let proxy_pass = "            proxy_pass http://jailgate;\n";
+        "upstream jailgate {\n    server unix:/run/jailgate/http.sock;\n    keepalive 16;\n}\n";
+    let proxy_pass = "        proxy_pass http://jailgate;\n";
     assert!(config.contains(single) && config.contains(proxy_pass));
     config
-        .replace(single, &block.replace("@GATEWAY_B@", second))
+        .replace(single, &block.replace(EXAMPLE_SECOND, second))
         .replace(
             proxy_pass,
-            &format!("{proxy_pass}            add_header X-Upstream $upstream_addr always;\n"),
+            &format!("{proxy_pass}        add_header X-Upstream $upstream_addr always;\n"),
         )
 }
 
 /// The `fail_timeout` of the example's several-instances block.
 fn fail_timeout(config: &str) -> Duration {
     let seconds = config
-        .split("#    server @GATEWAY_B@ ")
+        .split(&format!("#    server {EXAMPLE_SECOND} "))
         .nth(1)
         .and_then(|rest| rest.split("fail_timeout=").nth(1))
         .and_then(|rest| rest.split('s').next())
