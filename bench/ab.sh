@@ -29,6 +29,7 @@ for side in a b; do
     [ -x "${BIN[$side]}/gateway" ] && [ -x "${BIN[$side]}/jailgate-worker" ] ||
         { echo "bench/ab.sh: no gateway and jailgate-worker in ${BIN[$side]}" >&2; exit 2; }
 done
+THREADS=$((CONC < 2 ? 1 : 2))
 CPUACCT=/sys/fs/cgroup/cpuacct
 [ -f "$CPUACCT/cpuacct.usage" ] || { echo "bench/ab.sh: needs cgroup v1 cpuacct" >&2; exit 2; }
 
@@ -90,9 +91,9 @@ printf 'round\tside\treq/s\tCPU µs/req\n'
 for round in $(seq "$ROUNDS"); do
     for side in a b; do
         start "$side"
-        wrk -t2 -c"$CONC" -d1s "$URL" >/dev/null # warm up: workers, caches, namespaces
+        wrk -t"$THREADS" -c"$CONC" -d1s "$URL" >/dev/null # warm up: workers, caches, namespaces
         read -r before <"$GROUP/$side/cpuacct.usage"
-        out=$(wrk -t2 -c"$CONC" -d"${SECONDS_EACH}s" "$URL")
+        out=$(wrk -t"$THREADS" -c"$CONC" -d"${SECONDS_EACH}s" "$URL")
         read -r after <"$GROUP/$side/cpuacct.usage"
         stop
         requests=$(awk '/requests in/ { print $1 }' <<<"$out")
