@@ -348,10 +348,15 @@ http {
     uwsgi_temp_path $n/uwsgi;
     scgi_temp_path $n/scgi;
     client_max_body_size 1g;
+    # As examples/nginx/proxy_pass.conf: nginx keeps its connections to the gateway.
+    upstream jailgate {
+        server 127.0.0.1:$P_GW;
+        keepalive 16;
+    }
     server {
         listen 127.0.0.1:$P_NGX_PROXY;
         location /cgi-bin/ {
-            proxy_pass http://127.0.0.1:$P_GW;
+            proxy_pass http://jailgate;
             proxy_http_version 1.1;
             proxy_set_header Connection "";
             proxy_set_header Host \$http_host;
