@@ -1,0 +1,336 @@
+#!/usr/bin/env bash
+# The checks of scripts/debian-test.sh, run INSIDE the booted Debian container by the oneshot
+# unit jailgate-debian-test.service once multi-user.target is reached. Each check is a named
+# step, timed; the first that fails stops the run with its name and what it saw, plus the
+# units' status and journal. The exit status goes to /results/status (a folder of the host);
+# the unit powers the container off afterwards whatever happened.
+#
+# From /debian-test/env: DEB, VERSION (the package), NEW_DEB, NEW_VERSION (the same binaries
+# as a newer version, for the upgrade).
+set -euo pipefail
+
+: "${DEB:?}" "${VERSION:?}" "${NEW_DEB:?}" "${NEW_VERSION:?}"
+export DEBIAN_FRONTEND=noninteractive
+units=(jailgate.service jailgate.socket jailgate-fastcgi.socket)
+http_sock=/run/jailgate/http.sock
+fastcgi_sock=/run/jailgate/fastcgi.sock
+hello="Hello from Jailgate"
+# The ids of the gateway's own (README "Accounts"): the front, the workers, then the CGIs'.
+first_id=1879048190
+last_id=1880096767
+# nginx in front: the ports the examples listen on, unless they collide (step 2); then these,
+# of this container's own network (it has no other).
+proxy_port=8081
+fastcgi_port=8082
+declare -A port_of=([proxy_pass]=$proxy_port [fastcgi_pass]=$fastcgi_port)
+work=/tmp/debian-test
+mkdir -p "$work"
+
+current_step="start"
+step_started=0
+times=()
+now() { date +%s.%N; }
+elapsed() { awk -v a="$1" -v b="$(now)" 'BEGIN {printf "%.1f", b - a}'; }
+log() { printf '[%s] %s\n' "$(date +%T.%3N)" "$*"; }
+fail() { log "FAILED in step '$current_step': $*"; exit 1; }
+step() {
+  [ "$step_started" = 0 ] || times+=("$current_step: $(elapsed "$step_started") s")
+  current_step="$1"
+  step_started=$(now)
+  log "=== step: $current_step"
+}
+
+finish() {
+  local status=$?
+  times+=("$current_step: $(elapsed "$step_started") s")
+  if [ "$status" != 0 ]; then
+    log "--- diagnostics after the failure"
+    systemctl --no-pager status "${units[@]}" nginx.service 2>&1 | tail -n 60 || true
+    log "--- journalctl -u jailgate (last 40 lines)"
+    journalctl --no-pager -u jailgate -n 40 2>&1 || true
+    log "--- journalctl -p warning (last 20 lines)"
+    journalctl --no-pager -p warning -n 20 2>&1 || true
+  fi
+  log "--- times inside the container"
+  printf '  %s\n' "${times[@]}"
+  log "checks ended with status $status"
+  echo "$status" > /results/status
+}
+trap finish EXIT
+
+# One request; prints the HTTP status (000 when there was no answer) and fails the body check
+# by printing "body" instead when the answer is not the sample CGI's.
+request() { # URL [curl options...]
+  local url="$1" out
+  shift
+  out="$(curl -sS --max-time 10 -w '\n%{http_code}' "$@" "$url" 2>&1)" || true
+  local code="${out##*$'\n'}"
+  if [ "$code" = 200 ] && [[ "$out" != *"$hello"* ]]; then code=body; fi
+  echo "$code"
+}
+# The answer of one request, for the messages.
+show() { curl -sS --max-time 10 -i "$@" 2>&1 | head -n 20 || true; }
+
+# A load: 4 background loops (2 through nginx's proxy_pass, 2 through fastcgi_pass), each
+# sending requests one after another, each with a query of its own (TAG-LOOP-N) so that the
+# access log can be checked request by request; they stop when $work/stop-TAG appears or after
+# 800 requests or 90 s each. Each loop writes "N CODE" per request to $work/TAG-LOOP.
+load_start() { # TAG
+  local tag="$1" loop
+  rm -f "$work/stop-$tag"
+  load_pids=()
+  for loop in 1 2 3 4; do
+    local port="${port_of[proxy_pass]}"
+    [ $((loop % 2)) = 0 ] && port="${port_of[fastcgi_pass]}"
+    (
+      deadline=$((SECONDS + 90))
+      n=0
+      : > "$work/$tag-$loop"
+      while [ ! -e "$work/stop-$tag" ] && [ "$n" -lt 800 ] && [ "$SECONDS" -lt "$deadline" ]; do
+        n=$((n + 1))
+        echo "$n $(request "http://127.0.0.1:$port/cgi-bin/hello?$tag-$loop-$n")" >> "$work/$tag-$loop"
+      done
+    ) &
+    load_pids+=($!)
+  done
+}
+load_count() { cat "$work/$1"-[1-4] | wc -l; }
+# Waits (bounded) until the load has sent N more requests than when asked.
+load_wait_more() { # TAG N WHAT
+  local target=$(($(load_count "$1") + $2)) _
+  for _ in $(seq 300); do
+    [ "$(load_count "$1")" -ge "$target" ] && return 0
+    sleep 0.1
+  done
+  fail "the load did not send $2 requests within 30 s $3 (sent $(load_count "$1") in all)"
+}
+load_stop() { # TAG: stops the loops, checks every answer was the sample CGI's with 200
+  local tag="$1" pid
+  touch "$work/stop-$tag"
+  # Each loop ends within its current request (curl --max-time 10) and its own deadline.
+  for pid in "${load_pids[@]}"; do wait "$pid"; done
+  local sent bad
+  sent="$(load_count "$tag")"
+  bad="$(cat "$work/$tag"-[1-4] | awk '$2 != 200' | wc -l)"
+  log "load '$tag': $sent requests, $bad not answered 200 with the sample CGI's body"
+  if [ "$bad" != 0 ]; then
+    grep -H -v ' 200$' "$work/$tag"-[1-4] | head -n 20
+    fail "$bad of $sent requests under load were lost or failed (file:request status above)"
+  fi
+}
+
+main_pid() { systemctl show -p MainPID --value jailgate.service; }
+
+# Everything of the gateway still running: processes whose executable is one of the package's
+# binaries, or whose uids or gids are the gateway's own ids.
+gateway_processes() {
+  local dir pid exe ids
+  for dir in /proc/[0-9]*; do
+    pid="${dir#/proc/}"
+    exe="$(readlink "$dir/exe" 2>/dev/null || true)"
+    ids="$(awk '/^(Uid|Gid):/ {print $2, $3, $4, $5}' "$dir/status" 2>/dev/null || true)"
+    if [[ "$exe" == /usr/bin/gateway* || "$exe" == /usr/bin/jailgate-worker* ]] ||
+      echo "$ids" | tr ' ' '\n' | awk -v a="$first_id" -v b="$last_id" '$1 >= a && $1 <= b {f=1} END {exit !f}'; then
+      echo "pid $pid exe=${exe:-?} ids=[$(echo "$ids" | paste -sd' ')] cmd=$(tr '\0' ' ' < "$dir/cmdline" 2>/dev/null || true)"
+    fi
+  done
+}
+
+# The file system as purge must leave it, minus what legitimately changes between before the
+# install and after the purge: the API file systems and runtime state, logs and the journal,
+# dpkg's and apt's own databases and caches, the temporary folders, this test's own folders.
+# Types, modes and owners of every path: a file left behind or a mode changed shows.
+fs_listing() {
+  find / -xdev \( -path /proc -o -path /sys -o -path /dev -o -path /run -o -path /tmp \
+    -o -path /var/tmp -o -path /var/log -o -path /var/cache/apt -o -path /var/cache/debconf \
+    -o -path /var/lib/apt -o -path /var/lib/dpkg -o -path /results -o -path /debian-test \
+    -o -path /var/lib/systemd/timers -o -path /var/lib/systemd/random-seed \) -prune \
+    -o -printf '%y %m %u:%g %p\n' | sort
+}
+
+log "jailgate $VERSION on $(grep -oP '^PRETTY_NAME="\K[^"]*' /etc/os-release), systemd $(systemctl --version | awk 'NR == 1 {print $2}'), kernel $(uname -r)"
+log "system state: $(systemctl is-system-running || true)"
+
+# ----------------------------------------------------------------------------------------------
+step "1. install; sockets listen; the first request starts the service"
+fs_listing > "$work/fs-before"
+apt_log="$work/apt-install.log"
+timeout 180 apt-get install -y "$DEB" < /dev/null > "$apt_log" 2>&1 ||
+  { cat "$apt_log"; fail "apt-get install $DEB failed (log above)"; }
+grep -E '^(jailgate|Setting up|W:|E:)' "$apt_log" || true
+[ "$(dpkg-query -W -f '${db:Status-Abbrev}' jailgate)" = "ii " ] || fail "dpkg does not list jailgate as installed"
+for unit in jailgate.socket jailgate-fastcgi.socket; do
+  [ "$(systemctl is-enabled "$unit" || true)" = enabled ] || fail "$unit is not enabled after the install"
+  [ "$(systemctl is-active "$unit" || true)" = active ] || fail "$unit is not active (listening) after the install"
+done
+state="$(systemctl is-active jailgate.service || true)"
+[ "$state" = inactive ] || fail "jailgate.service is '$state' before any request: socket activation should start it on the first one"
+for sock in "$http_sock" "$fastcgi_sock"; do
+  [ -S "$sock" ] || fail "no socket $sock"
+  perms="$(stat -c '%a %U:%G' "$sock")"
+  [ "$perms" = "660 root:www-data" ] || fail "$sock is '$perms', not '660 root:www-data'"
+done
+[ -x /var/lib/jailgate/jail/cgi-bin/hello ] || fail "no sample CGI /var/lib/jailgate/jail/cgi-bin/hello"
+[ -f /etc/jailgate/jailgate.toml ] || fail "no /etc/jailgate/jailgate.toml"
+dpkg-query -L jailgate | grep -qx /usr/share/man/man1/gateway.1.gz || fail "no man page gateway(1) in the package"
+gateway --version || fail "gateway --version fails"
+t=$(now)
+answer="$(curl -sS --max-time 30 --unix-socket "$http_sock" http://localhost/cgi-bin/hello 2>&1)" ||
+  fail "the first request on $http_sock got no answer: $answer"
+[[ "$answer" == *"$hello"* ]] || fail "the first request on $http_sock answered '$answer', not '$hello'"
+log "first request (starts the service): $(elapsed "$t") s: $answer"
+state="$(systemctl is-active jailgate.service || true)"
+[ "$state" = active ] || fail "jailgate.service is '$state' after the first request, not active"
+log "jailgate.service active, main pid $(main_pid)"
+
+# ----------------------------------------------------------------------------------------------
+step "2. nginx in front, with the shipped example configs"
+examples=/usr/share/doc/jailgate/examples/nginx
+# Each example is a file of nginx's http block, to enable as-is (a link in sites-enabled).
+# Only if the two would collide with each other or Debian's default site (port 80) is a copy
+# enabled instead, its listen lines replaced by one on a port of this test's.
+listen_port() { # FILE: the port of its first listen line ("listen [ADDR:]PORT ...;")
+  awk '/^[[:space:]]*listen[[:space:]]/ {sub(/;.*/, ""); n = split($2, a, ":"); print a[n]; exit}' "$1"
+}
+port_of=()
+for name in proxy_pass fastcgi_pass; do
+  example="$examples/$name.conf"
+  [ -f "$example" ] || fail "the package has no $example"
+  port="$(listen_port "$example")"
+  [[ "$port" =~ ^[0-9]+$ ]] || fail "$example has no listen line with a port"
+  site="/etc/nginx/sites-enabled/jailgate-test-$name.conf"
+  if [ "$port" = 80 ] || [ "$port" = "${port_of[proxy_pass]:-}" ]; then
+    [ "$name" = proxy_pass ] && port=$proxy_port || port=$fastcgi_port
+    awk -v port="$port" '
+      /^[[:space:]]*listen[[:space:]]/ { if (!done) { sub(/listen.*/, "listen 127.0.0.1:" port ";"); print; done = 1 }; next }
+      { print }' "$example" > "$site"
+    log "$example collides on its port: enabled as a copy listening on 127.0.0.1:$port"
+  else
+    ln -s "$example" "$site"
+    log "$example enabled as-is (listens on port $port)"
+  fi
+  port_of[$name]=$port
+done
+nginx_t="$(nginx -t 2>&1)" || { echo "$nginx_t"; fail "nginx -t refuses the shipped examples (above)"; }
+timeout 30 systemctl reload nginx.service || fail "systemctl reload nginx failed"
+for name in proxy_pass fastcgi_pass; do
+  port="${port_of[$name]}"
+  # nginx's reload is asynchronous: poll (bounded) until the new server answers.
+  code=none
+  for _ in $(seq 50); do
+    code="$(request "http://127.0.0.1:$port/cgi-bin/hello")"
+    [ "$code" = 200 ] && break
+    sleep 0.2
+  done
+  if [ "$code" != 200 ]; then
+    show "http://127.0.0.1:$port/cgi-bin/hello"
+    fail "through nginx $name (port $port) the sample CGI answered '$code' (answer above)"
+  fi
+  log "through nginx $name: 200, $hello"
+done
+
+# ----------------------------------------------------------------------------------------------
+step "3. systemctl reload under load loses no request"
+pid_before="$(main_pid)"
+load_start reload
+load_wait_more reload 80 "before the reload"
+timeout 30 systemctl reload jailgate.service || fail "systemctl reload jailgate.service failed"
+log "reloaded after $(load_count reload) requests"
+load_wait_more reload 200 "after the reload"
+load_stop reload
+[ "$(main_pid)" = "$pid_before" ] || fail "the main pid changed from $pid_before to $(main_pid): a reload must not restart"
+journalctl --no-pager -u jailgate.service -g 'SIGHUP' -o cat | tail -n 3 | grep . ||
+  fail "no SIGHUP line in the gateway's journal: the reload did not reach it"
+
+# ----------------------------------------------------------------------------------------------
+step "4. journalctl -u jailgate holds the access log"
+# Every request of the load in step 3 has a line of its own (its query is unique). The journal
+# takes the lines as they come; poll (bounded) until the last is in.
+expected="$(load_count reload)"
+found=0
+for _ in $(seq 50); do
+  journalctl --no-pager -u jailgate -o cat -g 'access: .*"GET /cgi-bin/hello\?reload-' > "$work/access-log"
+  found="$(grep -o 'hello?reload-[0-9]-[0-9]*' "$work/access-log" | sort -u | wc -l)"
+  [ "$found" -ge "$expected" ] && break
+  sleep 0.2
+done
+[ "$found" -ge "$expected" ] ||
+  fail "journalctl -u jailgate holds access lines for $found of the $expected requests of step 3"
+# README "Access log": Apache's combined format plus id=, script=, duration_ms=, exit=; one line
+# of each front (loop 1 came through proxy_pass, loop 2 through fastcgi_pass).
+for loop in 1 2; do
+  line="$(grep -m 1 "hello?reload-$loop-" "$work/access-log")"
+  log "e.g.: $line"
+  [[ "$line" =~ \"GET\ /cgi-bin/hello\?reload-$loop-[0-9]+\ (HTTP/1\.[01]|FastCGI)\"\ 200\ [0-9]+\ .*id=[0-9]+\ script=/cgi-bin/hello\ duration_ms=[0-9]+\ exit=0 ]] ||
+    fail "the access line is not in the README's format: $line"
+done
+log "$found access lines, one per request"
+
+# ----------------------------------------------------------------------------------------------
+step "5. upgrade to $NEW_VERSION under load"
+conf=/etc/jailgate/jailgate.toml
+edit="# edited by the fresh-Debian test before the upgrade to $NEW_VERSION"
+echo "$edit" >> "$conf"
+# A value too: the timeout, as the README's settings allow (the default is 30).
+sed -i 's/^timeout = 30$/timeout = 29/' "$conf"
+grep -qx 'timeout = 29' "$conf" || fail "$conf has no line 'timeout = 30' to edit"
+pid_before="$(main_pid)"
+load_start upgrade
+load_wait_more upgrade 80 "before the upgrade"
+t=$(now)
+timeout 180 apt-get install -y "$NEW_DEB" < /dev/null > "$work/apt-upgrade.log" 2>&1 ||
+  { cat "$work/apt-upgrade.log"; fail "apt-get install $NEW_DEB failed (log above)"; }
+log "upgraded in $(elapsed "$t") s, after $(load_count upgrade) requests"
+grep -E '^(jailgate|Unpacking|Setting up|W:|E:)|conffile' "$work/apt-upgrade.log" || true
+load_wait_more upgrade 200 "after the upgrade"
+load_stop upgrade
+installed="$(dpkg-query -W -f '${Version}' jailgate)"
+[ "$installed" = "$NEW_VERSION" ] || fail "dpkg lists jailgate $installed, not $NEW_VERSION"
+grep -qxF "$edit" "$conf" || fail "the comment added to $conf is gone after the upgrade"
+grep -qx 'timeout = 29' "$conf" || fail "the value changed in $conf is gone after the upgrade"
+if ls "$conf".dpkg-* >/dev/null 2>&1; then log "note: dpkg left $(ls "$conf".dpkg-*)"; fi
+pid_after="$(main_pid)"
+[ "$pid_after" != 0 ] || fail "jailgate.service is not running after the upgrade and the load"
+[ "$pid_after" != "$pid_before" ] ||
+  fail "jailgate.service still runs as pid $pid_before: the upgrade did not restart it"
+exe="$(readlink "/proc/$pid_after/exe")"
+[ "$exe" = /usr/bin/gateway ] || fail "the service's main process runs '$exe', not the new /usr/bin/gateway"
+log "restarted: main pid $pid_before -> $pid_after, running $exe of jailgate $installed"
+
+# ----------------------------------------------------------------------------------------------
+step "6. systemctl stop leaves no process"
+timeout 60 systemctl stop "${units[@]}" || fail "systemctl stop ${units[*]} failed or took over 60 s"
+for unit in "${units[@]}"; do
+  state="$(systemctl is-active "$unit" || true)"
+  [ "$state" = inactive ] || fail "$unit is '$state' after the stop"
+done
+left="$(gateway_processes)"
+[ -z "$left" ] || { echo "$left"; fail "processes of the gateway are left after the stop (above)"; }
+log "no process runs /usr/bin/gateway or /usr/bin/jailgate-worker or has an id in $first_id-$last_id"
+
+# ----------------------------------------------------------------------------------------------
+step "7. purge leaves nothing"
+# This test's own nginx sites go first, as a user removes what refers to a package before
+# removing it; nginx then serves as before the test.
+rm -f /etc/nginx/sites-enabled/jailgate-test-proxy_pass.conf /etc/nginx/sites-enabled/jailgate-test-fastcgi_pass.conf
+timeout 30 systemctl reload nginx.service || fail "systemctl reload nginx failed"
+timeout 180 apt-get purge -y jailgate < /dev/null > "$work/apt-purge.log" 2>&1 ||
+  { cat "$work/apt-purge.log"; fail "apt-get purge jailgate failed (log above)"; }
+grep -E '^(Removing|Purging|W:|E:)' "$work/apt-purge.log" || true
+status="$(dpkg-query -W -f '${db:Status-Abbrev}' jailgate 2>/dev/null || true)"
+[ -z "$status" ] || [ "$status" = "pn " ] || fail "dpkg still lists jailgate as '$status' after the purge"
+for path in /var/lib/jailgate /etc/jailgate /run/jailgate /usr/bin/gateway /usr/bin/jailgate-worker /usr/share/doc/jailgate; do
+  [ ! -e "$path" ] || fail "$path is left after the purge"
+done
+leftovers="$(find /etc/systemd /lib/systemd /usr/lib/systemd /var/lib/systemd /run/systemd -name '*jailgate*' \
+  ! -name '*jailgate-debian-test*' 2>/dev/null || true)"
+[ -z "$leftovers" ] || { echo "$leftovers"; fail "systemd files or enablement state of jailgate are left (above)"; }
+load_state="$(systemctl show -p LoadState --value jailgate.service)"
+[ "$load_state" = not-found ] || fail "systemd still knows jailgate.service (LoadState=$load_state)"
+fs_listing > "$work/fs-after"
+if ! diff "$work/fs-before" "$work/fs-after" > "$work/fs-diff"; then
+  cat "$work/fs-diff"
+  fail "the file system after the purge differs from before the install (diff above: < before, > after)"
+fi
+log "the file system is as before the install ($(wc -l < "$work/fs-after") paths compared)"
+[ -z "$(gateway_processes)" ] || fail "processes of the gateway run after the purge"
