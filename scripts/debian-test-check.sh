@@ -121,6 +121,49 @@ load_stop() { # TAG: stops the loops, checks every answer was the sample CGI's w
 
 main_pid() { systemctl show -p MainPID --value jailgate.service; }
 
+# A slow request in flight while the service stops (upgrade, stop): /cgi-bin/slow?SECONDS-TAG,
+# a CGI added to the package's jail in step 1 (as a user adds CGIs), answers after SECONDS. The
+# service's stop must drain it: it gets its whole answer, and its access line comes after
+# systemd's "Stopping jailgate.service" (so it was in flight when the stop began).
+slow_start() { # TAG SECONDS: starts one in the background, returns once its CGI runs
+  curl -sS --max-time 30 -o "$work/slow-$1" -w '%{http_code}' --unix-socket "$http_sock" \
+    "http://localhost/cgi-bin/slow?$2-$1" > "$work/slow-$1.code" 2> "$work/slow-$1.err" &
+  slow_pid=$!
+  local _
+  for _ in $(seq 100); do
+    [ -n "$(cgi_sleeping)" ] && return 0
+    sleep 0.05
+  done
+  fail "the slow request ($1) did not reach a CGI within 5 s"
+}
+slow_check() { # TAG WHAT N: N-th stop of the service in its journal
+  wait "$slow_pid" || true
+  local code body
+  code="$(cat "$work/slow-$1.code")"
+  body="$(cat "$work/slow-$1")"
+  if [ "$code" != 200 ] || [ "$body" != "slow done" ]; then
+    fail "a request in flight during $2 was lost: status '$code', body '$body' $(cat "$work/slow-$1.err")"
+  fi
+  local journal stopping done_at
+  journal="$(journalctl --no-pager -u jailgate.service -o short-unix)"
+  stopping="$(grep 'Stopping jailgate.service' <<< "$journal" | sed -n "$3p" | cut -d' ' -f1)"
+  done_at="$(grep -m 1 "access: .*/cgi-bin/slow?[0-9]*-$1 " <<< "$journal" | cut -d' ' -f1)"
+  [ -n "$stopping" ] || fail "no stop number $3 of jailgate.service in its journal ($2)"
+  [ -n "$done_at" ] || fail "no access line of the slow request in flight during $2"
+  awk -v a="$stopping" -v b="$done_at" 'BEGIN {exit !(a < b)}' ||
+    fail "the slow request was over before $2 began (at $done_at, stop at $stopping): lengthen it"
+  log "a request in flight when $2 began: 200, whole answer, $(awk -v a="$stopping" -v b="$done_at" 'BEGIN {printf "%.1f", b - a}') s after the stop began"
+}
+# pids of sleep processes running with a CGI id (first_id + 2 onwards)
+cgi_sleeping() {
+  local dir
+  for dir in /proc/[0-9]*; do
+    [ "$(cat "$dir/comm" 2>/dev/null)" = sleep ] || continue
+    awk -v a="$((first_id + 2))" -v b="$last_id" '/^Uid:/ && $2 >= a && $2 <= b {found = 1} END {exit !found}' "$dir/status" 2>/dev/null &&
+      echo "${dir#/proc/}"
+  done
+}
+
 # Everything of the gateway still running: processes whose executable is one of the package's
 # binaries, or whose uids or gids are the gateway's own ids.
 gateway_processes() {
@@ -171,6 +214,14 @@ for sock in "$http_sock" "$fastcgi_sock"; do
   [ "$perms" = "660 root:www-data" ] || fail "$sock is '$perms', not '660 root:www-data'"
 done
 [ -x /var/lib/jailgate/jail/cgi-bin/hello ] || fail "no sample CGI /var/lib/jailgate/jail/cgi-bin/hello"
+cat > /var/lib/jailgate/jail/cgi-bin/slow <<'EOF'
+#!/bin/sh
+seconds="${QUERY_STRING%%-*}"
+case "$seconds" in '' | *[!0-9]*) seconds=1 ;; esac
+sleep "$seconds"
+printf 'Content-Type: text/plain\n\nslow done\n'
+EOF
+chmod 755 /var/lib/jailgate/jail/cgi-bin/slow
 [ -f /etc/jailgate/jailgate.toml ] || fail "no /etc/jailgate/jailgate.toml"
 dpkg-query -L jailgate | grep -qx /usr/share/man/man1/gateway.1.gz || fail "no man page gateway(1) in the package"
 gateway --version || fail "gateway --version fails"
@@ -277,6 +328,8 @@ grep -qx 'timeout = 29' "$conf" || fail "$conf has no line 'timeout = 30' to edi
 pid_before="$(main_pid)"
 load_start upgrade
 load_wait_more upgrade 80 "before the upgrade"
+# Apt unpacks, then the postinst restarts the service: 6 s leaves it time.
+slow_start upgrade 6
 t=$(now)
 timeout 180 apt-get install -y "$NEW_DEB" < /dev/null > "$work/apt-upgrade.log" 2>&1 ||
   { cat "$work/apt-upgrade.log"; fail "apt-get install $NEW_DEB failed (log above)"; }
@@ -284,6 +337,7 @@ log "upgraded in $(elapsed "$t") s, after $(load_count upgrade) requests"
 grep -E '^(jailgate|Unpacking|Setting up|W:|E:)|conffile' "$work/apt-upgrade.log" || true
 load_wait_more upgrade 200 "after the upgrade"
 load_stop upgrade
+slow_check upgrade "the upgrade's restart" 1
 installed="$(dpkg-query -W -f '${Version}' jailgate)"
 [ "$installed" = "$NEW_VERSION" ] || fail "dpkg lists jailgate $installed, not $NEW_VERSION"
 grep -qxF "$edit" "$conf" || fail "the comment added to $conf is gone after the upgrade"
@@ -299,11 +353,16 @@ log "restarted: main pid $pid_before -> $pid_after, running $exe of jailgate $in
 
 # ----------------------------------------------------------------------------------------------
 step "6. systemctl stop leaves no process"
+slow_start stop 3
 timeout 60 systemctl stop "${units[@]}" || fail "systemctl stop ${units[*]} failed or took over 60 s"
+slow_check stop "systemctl stop" 2
 for unit in "${units[@]}"; do
   state="$(systemctl is-active "$unit" || true)"
   [ "$state" = inactive ] || fail "$unit is '$state' after the stop"
 done
+# A drain that ended by itself: no SIGKILL from systemd after TimeoutStopSec, exit status 0.
+result="$(systemctl show -p Result --value jailgate.service)"
+[ "$result" = success ] || fail "jailgate.service stopped with result '$result', not success"
 left="$(gateway_processes)"
 [ -z "$left" ] || { echo "$left"; fail "processes of the gateway are left after the stop (above)"; }
 log "no process runs /usr/bin/gateway or /usr/bin/jailgate-worker or has an id in $first_id-$last_id"

@@ -219,6 +219,7 @@ if [ ! -s "$results/status" ]; then
   fail "boot: the checks never finished (no status written; nspawn exited with $nspawn_status)"
 fi
 check_status="$(cat "$results/status")"
-[ "$check_status" = 0 ] || fail "the checks inside the container failed (exit status $check_status; log above)"
+[ "$check_status" = 0 ] ||
+  fail "$(grep -m 1 -o 'FAILED in step.*' "$results/log" || echo "the checks inside the container failed with $check_status (log above)")"
 [ "$nspawn_status" = 0 ] || fail "boot: systemd-nspawn exited with $nspawn_status after the checks passed"
 say "passed"
