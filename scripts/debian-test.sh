@@ -179,10 +179,6 @@ WantedBy=multi-user.target
 EOF
 ln -s /etc/systemd/system/jailgate-debian-test.service \
   "$root/etc/systemd/system/multi-user.target.wants/jailgate-debian-test.service"
-# The container shares this host's kernel, and (below) may write /proc/sys: it must not apply
-# Debian's sysctl defaults or binfmt settings to the host.
-ln -s /dev/null "$root/etc/systemd/system/systemd-sysctl.service"
-ln -s /dev/null "$root/etc/systemd/system/systemd-binfmt.service"
 echo "$machine" > "$root/etc/hostname"
 
 # --- 3. boot, and wait for the checks ---------------------------------------------------------
@@ -191,11 +187,9 @@ say "booting the container ($machine); the checks' log follows"
 : > "$results/log"
 # --register=no and --keep-unit: this host has no systemd as PID 1 (no machined, no scopes).
 # --private-network: the container's nginx and sockets cannot collide with this host's, and
-# nothing inside needs the network. SYSTEMD_NSPAWN_API_VFS_WRITABLE=1: nspawn mounts
-# /proc/sys read-only, which a real machine does not; the gateway's workers set
-# vm.memfd_noexec (per PID namespace) and mount a fresh /proc in their namespaces, which a
-# /proc with read-only submounts forbids. The container's own sysctl units are masked above.
-SYSTEMD_NSPAWN_API_VFS_WRITABLE=1 systemd-nspawn --boot --directory="$root" --machine="$machine" \
+# nothing inside needs the network. nspawn's read-only /proc/sys stays: the service sees
+# the same under its own ProtectKernelTunables=yes on any machine.
+systemd-nspawn --boot --directory="$root" --machine="$machine" \
   --register=no --keep-unit --private-network --console=pipe \
   --bind="$results:/results" < /dev/null > "$work/console.log" 2>&1 &
 nspawn_pid=$!
