@@ -32,7 +32,8 @@ times=()
 now() { date +%s.%N; }
 elapsed() { awk -v a="$1" -v b="$(now)" 'BEGIN {printf "%.1f", b - a}'; }
 log() { printf '[%s] %s\n' "$(date +%T.%3N)" "$*"; }
-fail() { log "FAILED in step '$current_step': $*"; exit 1; }
+fail() { log "FAILED in step '$current_step': $*"; reported=yes; exit 1; }
+reported=no
 step() {
   [ "$step_started" = 0 ] || times+=("$current_step: $(elapsed "$step_started") s")
   current_step="$1"
@@ -44,6 +45,8 @@ finish() {
   local status=$?
   times+=("$current_step: $(elapsed "$step_started") s")
   if [ "$status" != 0 ]; then
+    # Stopped from outside (the unit's TimeoutStartSec=) or by a command that failed unchecked.
+    [ "$reported" = yes ] || log "FAILED in step '$current_step': stopped with status $status (a timeout, or a command above failed)"
     log "--- diagnostics after the failure"
     systemctl --no-pager status "${units[@]}" nginx.service 2>&1 | tail -n 60 || true
     log "--- journalctl -u jailgate (last 40 lines)"
@@ -57,6 +60,8 @@ finish() {
   echo "$status" > /results/status
 }
 trap finish EXIT
+# systemd stops the unit with SIGTERM when TimeoutStartSec= is over: report that too.
+trap 'exit 143' TERM
 
 # One request; prints the HTTP status (000 when there was no answer) and fails the body check
 # by printing "body" instead when the answer is not the sample CGI's.
@@ -198,7 +203,7 @@ log "system state: $(systemctl is-system-running || true)"
 step "1. install; sockets listen; the first request starts the service"
 fs_listing > "$work/fs-before"
 apt_log="$work/apt-install.log"
-timeout 180 apt-get install -y "$DEB" < /dev/null > "$apt_log" 2>&1 ||
+timeout 120 apt-get install -y "$DEB" < /dev/null > "$apt_log" 2>&1 ||
   { cat "$apt_log"; fail "apt-get install $DEB failed (log above)"; }
 grep -E '^(jailgate|Setting up|W:|E:)' "$apt_log" || true
 [ "$(dpkg-query -W -f '${db:Status-Abbrev}' jailgate)" = "ii " ] || fail "dpkg does not list jailgate as installed"
@@ -331,10 +336,12 @@ load_wait_more upgrade 80 "before the upgrade"
 # Apt unpacks, then the postinst restarts the service: 6 s leaves it time.
 slow_start upgrade 6
 t=$(now)
-timeout 180 apt-get install -y "$NEW_DEB" < /dev/null > "$work/apt-upgrade.log" 2>&1 ||
+# A conffile prompt (only if the package's own jailgate.toml changed) gets the answer a user's
+# Enter gives: keep the edited file.
+timeout 120 apt-get install -y -o Dpkg::Options::=--force-confdef -o Dpkg::Options::=--force-confold "$NEW_DEB" < /dev/null > "$work/apt-upgrade.log" 2>&1 ||
   { cat "$work/apt-upgrade.log"; fail "apt-get install $NEW_DEB failed (log above)"; }
 log "upgraded in $(elapsed "$t") s, after $(load_count upgrade) requests"
-grep -E '^(jailgate|Unpacking|Setting up|W:|E:)|conffile' "$work/apt-upgrade.log" || true
+grep -E "^(jailgate|Unpacking|Setting up|W:|E:)|Configuration file" "$work/apt-upgrade.log" || true
 load_wait_more upgrade 200 "after the upgrade"
 load_stop upgrade
 slow_check upgrade "the upgrade's restart" 1
@@ -373,7 +380,7 @@ step "7. purge leaves nothing"
 # removing it; nginx then serves as before the test.
 rm -f /etc/nginx/sites-enabled/jailgate-test-proxy_pass.conf /etc/nginx/sites-enabled/jailgate-test-fastcgi_pass.conf
 timeout 30 systemctl reload nginx.service || fail "systemctl reload nginx failed"
-timeout 180 apt-get purge -y jailgate < /dev/null > "$work/apt-purge.log" 2>&1 ||
+timeout 120 apt-get purge -y jailgate < /dev/null > "$work/apt-purge.log" 2>&1 ||
   { cat "$work/apt-purge.log"; fail "apt-get purge jailgate failed (log above)"; }
 grep -E '^(Removing|Purging|W:|E:)' "$work/apt-purge.log" || true
 status="$(dpkg-query -W -f '${db:Status-Abbrev}' jailgate 2>/dev/null || true)"

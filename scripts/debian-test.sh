@@ -35,7 +35,7 @@ suite=bookworm
 # Bounds of each host-side step (seconds); the whole test aims at under 5 minutes.
 build_timeout=180
 bootstrap_timeout=240
-boot_timeout=300
+boot_timeout=240
 
 say() { printf 'debian-test: %s\n' "$*"; }
 fail() { printf 'debian-test: FAILED: %s\n' "$*" >&2; exit 1; }
@@ -83,8 +83,29 @@ nspawn_pid=""
 nspawn_state_existed=no
 [ -e /run/systemd/nspawn ] && nspawn_state_existed=yes
 
+# Long steps run in the background, waited for: a signal to this script then runs the trap at
+# once instead of after the step, and the trap stops the step by its pid.
+child_pid=""
+bounded() { # SECONDS COMMAND...: runs COMMAND under timeout; its status
+  timeout "$@" &
+  child_pid=$!
+  local status=0
+  wait "$child_pid" || status=$?
+  child_pid=""
+  return "$status"
+}
+
+# The script's own stdout, for the cleanup's messages: a signal may come while a step's output
+# goes to a file.
+exec 3>&1
 cleanup() {
   local status=$?
+  exec 1>&3
+  if [ -n "$child_pid" ] && kill -0 "$child_pid" 2>/dev/null; then
+    # timeout passes the signal on to its command (mmdebstrap then unmounts what it mounted).
+    kill -TERM "$child_pid" 2>/dev/null || true
+    wait "$child_pid" 2>/dev/null || true
+  fi
   if [ -n "$nspawn_pid" ] && kill -0 "$nspawn_pid" 2>/dev/null; then
     # SIGTERM: nspawn asks the container's systemd to power off; SIGKILL if it does not within
     # 20 s, which ends the container's PID namespace and so every process in it.
@@ -105,7 +126,9 @@ cleanup() {
   else
     rm -rf --one-file-system "$work"
   fi
-  [ "$nspawn_state_existed" = yes ] || rm -rf --one-file-system /run/systemd/nspawn
+  # Only its empty folders: another nspawn may be running.
+  [ "$nspawn_state_existed" = yes ] || find /run/systemd/nspawn -depth -type d -empty -delete 2>/dev/null || true
+  say "$([ "$status" = 0 ] && echo passed || echo failed) in $(elapsed "$t_start") s in all (cleanup included)"
   exit "$status"
 }
 trap cleanup EXIT
@@ -115,15 +138,17 @@ trap 'exit 143' TERM
 # --- 1. the packages -------------------------------------------------------------------------
 t=$(date +%s.%N)
 say "building the package with $BUILD_DEB --bin-dir $bin_dir"
-deb="$(timeout "$build_timeout" "$BUILD_DEB" --bin-dir "$bin_dir" --out "$debs/base")" ||
-  fail "build: $BUILD_DEB --bin-dir $bin_dir failed (its messages are above)"
+bounded "$build_timeout" "$BUILD_DEB" --bin-dir "$bin_dir" --out "$debs/base" > "$debs/base.path" ||
+  fail "build: $BUILD_DEB --bin-dir $bin_dir failed or took over $build_timeout s (its messages are above)"
+deb="$(cat "$debs/base.path")"
 [ -f "$deb" ] || fail "build: $BUILD_DEB printed '$deb', which is no file"
 version="$(dpkg-deb -f "$deb" Version)"
 new_version="$version+up1"
 # The upgrade: the same binaries packaged as a newer version, which dpkg must unpack over the
 # running service and whose maintainer scripts must restart it.
-new_deb="$(timeout "$build_timeout" "$BUILD_DEB" --bin-dir "$bin_dir" --version "$new_version" --out "$debs/new")" ||
-  fail "build: $BUILD_DEB --version $new_version failed (its messages are above)"
+bounded "$build_timeout" "$BUILD_DEB" --bin-dir "$bin_dir" --version "$new_version" --out "$debs/new" > "$debs/new.path" ||
+  fail "build: $BUILD_DEB --version $new_version failed or took over $build_timeout s (its messages are above)"
+new_deb="$(cat "$debs/new.path")"
 [ -f "$new_deb" ] || fail "build: $BUILD_DEB printed '$new_deb', which is no file"
 dpkg --compare-versions "$new_version" gt "$version" || fail "build: $new_version does not sort after $version"
 [ "$(dpkg-deb -f "$new_deb" Version)" = "$new_version" ] ||
@@ -143,7 +168,7 @@ include="systemd,systemd-sysv,dbus,nginx-light,curl${deps:+,$deps}"
 say "bootstrapping Debian $suite (minbase + $include)"
 mirror_args=()
 [ -z "${DEBIAN_TEST_MIRROR:-}" ] || mirror_args=("$DEBIAN_TEST_MIRROR")
-timeout "$bootstrap_timeout" mmdebstrap --quiet --variant=minbase --include="$include" \
+bounded "$bootstrap_timeout" mmdebstrap --quiet --variant=minbase --include="$include" \
   "$suite" "$root" "${mirror_args[@]}" > "$work/mmdebstrap.log" 2>&1 ||
   { cat "$work/mmdebstrap.log" >&2; fail "bootstrap: mmdebstrap failed or took over $bootstrap_timeout s (log above)"; }
 times+=("bootstrap Debian $suite: $(elapsed "$t") s")
@@ -169,7 +194,7 @@ EnvironmentFile=/debian-test/env
 ExecStart=/bin/bash /debian-test/debian-test-check.sh
 # The checks bound their own waits; this bounds them all. Power off whatever the outcome, so
 # the host's wait ends as soon as the checks do.
-TimeoutStartSec=240
+TimeoutStartSec=200
 ExecStopPost=/bin/systemctl --no-block poweroff
 StandardOutput=append:/results/log
 StandardError=append:/results/log
@@ -194,7 +219,7 @@ systemd-nspawn --boot --directory="$root" --machine="$machine" \
   --bind="$results:/results" < /dev/null > "$work/console.log" 2>&1 &
 nspawn_pid=$!
 # The log as it grows, until the container is gone (or the bound is reached).
-timeout "$boot_timeout" tail -n +1 --pid="$nspawn_pid" -f "$results/log" || true
+bounded "$boot_timeout" tail -n +1 --pid="$nspawn_pid" -f "$results/log" || true
 if kill -0 "$nspawn_pid" 2>/dev/null; then
   tail -n 30 "$work/console.log" >&2
   fail "boot: the container did not power off within $boot_timeout s (console above)"
@@ -206,7 +231,7 @@ times+=("boot, checks, power-off: $(elapsed "$t") s")
 
 # --- 4. the verdict ---------------------------------------------------------------------------
 say "times on the host:"
-printf '  %s\n' "${times[@]}" "total: $(elapsed "$t_start") s"
+printf '  %s\n' "${times[@]}" "so far: $(elapsed "$t_start") s (then the cleanup)"
 if [ ! -s "$results/status" ]; then
   say "container console (last 40 lines):"
   tail -n 40 "$work/console.log"
@@ -216,4 +241,3 @@ check_status="$(cat "$results/status")"
 [ "$check_status" = 0 ] ||
   fail "$(grep -m 1 -o 'FAILED in step.*' "$results/log" || echo "the checks inside the container failed with $check_status (log above)")"
 [ "$nspawn_status" = 0 ] || fail "boot: systemd-nspawn exited with $nspawn_status after the checks passed"
-say "passed"
