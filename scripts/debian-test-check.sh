@@ -125,6 +125,13 @@ load_stop() { # TAG: stops the loops, checks every answer was the sample CGI's w
 }
 
 main_pid() { systemctl show -p MainPID --value jailgate.service; }
+# pids of the processes running /usr/bin/jailgate-worker (the workers and their holders), sorted
+worker_pids() {
+  local dir
+  for dir in /proc/[0-9]*; do
+    if [[ "$(readlink "$dir/exe" 2>/dev/null)" == /usr/bin/jailgate-worker* ]]; then echo "${dir#/proc/}"; fi
+  done | sort
+}
 
 # A slow request in flight while the service stops (upgrade, stop): /cgi-bin/slow?SECONDS-TAG,
 # a CGI added to the package's jail in step 1 (as a user adds CGIs), answers after SECONDS. The
@@ -164,8 +171,9 @@ cgi_sleeping() {
   local dir
   for dir in /proc/[0-9]*; do
     [ "$(cat "$dir/comm" 2>/dev/null)" = sleep ] || continue
-    awk -v a="$((first_id + 2))" -v b="$last_id" '/^Uid:/ && $2 >= a && $2 <= b {found = 1} END {exit !found}' "$dir/status" 2>/dev/null &&
+    if awk -v a="$((first_id + 2))" -v b="$last_id" '/^Uid:/ && $2 >= a && $2 <= b {found = 1} END {exit !found}' "$dir/status" 2>/dev/null; then
       echo "${dir#/proc/}"
+    fi
   done
 }
 
@@ -203,8 +211,9 @@ log "system state: $(systemctl is-system-running || true)"
 step "1. install; sockets listen; the first request starts the service"
 fs_listing > "$work/fs-before"
 apt_log="$work/apt-install.log"
-timeout 120 apt-get install -y "$DEB" < /dev/null > "$apt_log" 2>&1 ||
-  { cat "$apt_log"; fail "apt-get install $DEB failed (log above)"; }
+# As the README's install section has it: `apt install ./jailgate_*.deb`.
+(cd "$(dirname "$DEB")" && timeout 120 apt install -y "./$(basename "$DEB")") < /dev/null > "$apt_log" 2>&1 ||
+  { cat "$apt_log"; fail "apt install ./$(basename "$DEB") failed (log above)"; }
 grep -E '^(jailgate|Setting up|W:|E:)' "$apt_log" || true
 [ "$(dpkg-query -W -f '${db:Status-Abbrev}' jailgate)" = "ii " ] || fail "dpkg does not list jailgate as installed"
 for unit in jailgate.socket jailgate-fastcgi.socket; do
@@ -229,7 +238,10 @@ EOF
 chmod 755 /var/lib/jailgate/jail/cgi-bin/slow
 [ -f /etc/jailgate/jailgate.toml ] || fail "no /etc/jailgate/jailgate.toml"
 dpkg-query -L jailgate | grep -qx /usr/share/man/man1/gateway.1.gz || fail "no man page gateway(1) in the package"
+zcat /usr/share/man/man1/gateway.1.gz | grep -q '^\.TH' || fail "/usr/share/man/man1/gateway.1.gz is no man page (no .TH)"
 gateway --version || fail "gateway --version fails"
+gateway jail check /var/lib/jailgate/jail > "$work/jail-check" 2>&1 ||
+  { cat "$work/jail-check"; fail "the package's jail fails gateway jail check (above)"; }
 t=$(now)
 answer="$(curl -sS --max-time 30 --unix-socket "$http_sock" http://localhost/cgi-bin/hello 2>&1)" ||
   fail "the first request on $http_sock got no answer: $answer"
@@ -242,9 +254,9 @@ log "jailgate.service active, main pid $(main_pid)"
 # ----------------------------------------------------------------------------------------------
 step "2. nginx in front, with the shipped example configs"
 examples=/usr/share/doc/jailgate/examples/nginx
-# Each example is a file of nginx's http block, to enable as-is (a link in sites-enabled).
-# Only if the two would collide with each other or Debian's default site (port 80) is a copy
-# enabled instead, its listen lines replaced by one on a port of this test's.
+# As the README says: copy each example, a file of nginx's http block, to /etc/nginx/conf.d/
+# as-is. Only if the two would collide with each other or Debian's default site (port 80) does
+# the copy get its listen lines replaced by one on a port of this test's.
 listen_port() { # FILE: the port of its first listen line ("listen [ADDR:]PORT ...;")
   awk '/^[[:space:]]*listen[[:space:]]/ {sub(/;.*/, ""); n = split($2, a, ":"); print a[n]; exit}' "$1"
 }
@@ -254,16 +266,16 @@ for name in proxy_pass fastcgi_pass; do
   [ -f "$example" ] || fail "the package has no $example"
   port="$(listen_port "$example")"
   [[ "$port" =~ ^[0-9]+$ ]] || fail "$example has no listen line with a port"
-  site="/etc/nginx/sites-enabled/jailgate-test-$name.conf"
+  [ ! -e "/etc/nginx/conf.d/$name.conf" ] || fail "/etc/nginx/conf.d/$name.conf exists already"
   if [ "$port" = 80 ] || [ "$port" = "${port_of[proxy_pass]:-}" ]; then
     [ "$name" = proxy_pass ] && port=$proxy_port || port=$fastcgi_port
     awk -v port="$port" '
       /^[[:space:]]*listen[[:space:]]/ { if (!done) { sub(/listen.*/, "listen 127.0.0.1:" port ";"); print; done = 1 }; next }
-      { print }' "$example" > "$site"
-    log "$example collides on its port: enabled as a copy listening on 127.0.0.1:$port"
+      { print }' "$example" > "/etc/nginx/conf.d/$name.conf"
+    log "$example collides on its port: copied to /etc/nginx/conf.d/ listening on 127.0.0.1:$port"
   else
-    ln -s "$example" "$site"
-    log "$example enabled as-is (listens on port $port)"
+    cp "$example" /etc/nginx/conf.d/
+    log "$example copied to /etc/nginx/conf.d/ as-is (listens on port $port)"
   fi
   port_of[$name]=$port
 done
@@ -288,6 +300,8 @@ done
 # ----------------------------------------------------------------------------------------------
 step "3. systemctl reload under load loses no request"
 pid_before="$(main_pid)"
+workers_before="$(worker_pids)"
+[ -n "$workers_before" ] || fail "no jailgate-worker process runs"
 load_start reload
 load_wait_more reload 80 "before the reload"
 timeout 30 systemctl reload jailgate.service || fail "systemctl reload jailgate.service failed"
@@ -297,6 +311,14 @@ load_stop reload
 [ "$(main_pid)" = "$pid_before" ] || fail "the main pid changed from $pid_before to $(main_pid): a reload must not restart"
 journalctl --no-pager -u jailgate.service -g 'SIGHUP' -o cat | tail -n 3 | grep . ||
   fail "no SIGHUP line in the gateway's journal: the reload did not reach it"
+# The reload started a fresh pool and retired the old one once its last CGI was over.
+for _ in $(seq 50); do
+  old_left="$(comm -12 <(echo "$workers_before") <(worker_pids))"
+  [ -z "$old_left" ] && break
+  sleep 0.1
+done
+[ -z "$old_left" ] || fail "workers of the pool before the reload still run 5 s after the load: $(echo "$old_left" | paste -sd' ')"
+log "the old pool's workers ($(echo "$workers_before" | paste -sd' ')) are gone; now: $(worker_pids | paste -sd' ')"
 
 # ----------------------------------------------------------------------------------------------
 step "4. journalctl -u jailgate holds the access log"
@@ -356,7 +378,9 @@ pid_after="$(main_pid)"
   fail "jailgate.service still runs as pid $pid_before: the upgrade did not restart it"
 exe="$(readlink "/proc/$pid_after/exe")"
 [ "$exe" = /usr/bin/gateway ] || fail "the service's main process runs '$exe', not the new /usr/bin/gateway"
-log "restarted: main pid $pid_before -> $pid_after, running $exe of jailgate $installed"
+stale="$(gateway_processes | grep '(deleted)' || true)"
+[ -z "$stale" ] || { echo "$stale"; fail "processes still run the binaries the upgrade replaced (above)"; }
+log "restarted: main pid $pid_before -> $pid_after, running $exe of jailgate $installed; no process runs a replaced binary"
 
 # ----------------------------------------------------------------------------------------------
 step "6. systemctl stop leaves no process"
@@ -376,9 +400,9 @@ log "no process runs /usr/bin/gateway or /usr/bin/jailgate-worker or has an id i
 
 # ----------------------------------------------------------------------------------------------
 step "7. purge leaves nothing"
-# This test's own nginx sites go first, as a user removes what refers to a package before
-# removing it; nginx then serves as before the test.
-rm -f /etc/nginx/sites-enabled/jailgate-test-proxy_pass.conf /etc/nginx/sites-enabled/jailgate-test-fastcgi_pass.conf
+# This test's own nginx configuration goes first, as a user removes what refers to a package
+# before removing it; nginx then serves as before the test.
+rm -f /etc/nginx/conf.d/proxy_pass.conf /etc/nginx/conf.d/fastcgi_pass.conf
 timeout 30 systemctl reload nginx.service || fail "systemctl reload nginx failed"
 timeout 120 apt-get purge -y jailgate < /dev/null > "$work/apt-purge.log" 2>&1 ||
   { cat "$work/apt-purge.log"; fail "apt-get purge jailgate failed (log above)"; }
