@@ -34,7 +34,7 @@ BUILD_DEB=${BUILD_DEB:-scripts/build-deb.sh}
 suite=bookworm
 # Bounds of each host-side step (seconds); the whole test aims at under 5 minutes.
 build_timeout=180
-bootstrap_timeout=240
+bootstrap_timeout=150
 boot_timeout=240
 
 say() { printf 'debian-test: %s\n' "$*"; }
@@ -132,8 +132,8 @@ cleanup() {
   exit "$status"
 }
 trap cleanup EXIT
-trap 'exit 130' INT
-trap 'exit 143' TERM
+trap 'say "interrupted (SIGINT)"; exit 130' INT
+trap 'say "interrupted (SIGTERM)"; exit 143' TERM
 
 # --- 1. the packages -------------------------------------------------------------------------
 t=$(date +%s.%N)
@@ -168,9 +168,17 @@ include="systemd,systemd-sysv,dbus,nginx-light,curl${deps:+,$deps}"
 say "bootstrapping Debian $suite (minbase + $include)"
 mirror_args=()
 [ -z "${DEBIAN_TEST_MIRROR:-}" ] || mirror_args=("$DEBIAN_TEST_MIRROR")
-bounded "$bootstrap_timeout" mmdebstrap --quiet --variant=minbase --include="$include" \
-  "$suite" "$root" "${mirror_args[@]}" > "$work/mmdebstrap.log" 2>&1 ||
-  { cat "$work/mmdebstrap.log" >&2; fail "bootstrap: mmdebstrap failed or took over $bootstrap_timeout s (log above)"; }
+bootstrap() {
+  bounded "$bootstrap_timeout" mmdebstrap --variant=minbase --include="$include" \
+    "$suite" "$root" "${mirror_args[@]}" > "$work/mmdebstrap.log" 2>&1
+}
+# One more try on failure: what fails here is mostly the network or the mirror.
+if ! bootstrap; then
+  tail -n 20 "$work/mmdebstrap.log" >&2
+  say "mmdebstrap failed (log above); trying once more"
+  rm -rf --one-file-system "$root"
+  bootstrap || { cat "$work/mmdebstrap.log" >&2; fail "bootstrap: mmdebstrap failed twice or took over $bootstrap_timeout s (log above)"; }
+fi
 times+=("bootstrap Debian $suite: $(elapsed "$t") s")
 
 # What the booted system needs for the checks: the packages, the check script, and the unit
