@@ -11,6 +11,8 @@ set -euo pipefail
 
 : "${DEB:?}" "${VERSION:?}" "${NEW_DEB:?}" "${NEW_VERSION:?}"
 export DEBIAN_FRONTEND=noninteractive
+# apt waits for dpkg's lock (apt's daily timer could hold it) instead of failing at once.
+apt_opts=(-o DPkg::Lock::Timeout=60)
 units=(jailgate.service jailgate.socket jailgate-fastcgi.socket)
 http_sock=/run/jailgate/http.sock
 fastcgi_sock=/run/jailgate/fastcgi.sock
@@ -43,7 +45,7 @@ step() {
 
 finish() {
   local status=$?
-  times+=("$current_step: $(elapsed "$step_started") s")
+  [ "$step_started" = 0 ] || times+=("$current_step: $(elapsed "$step_started") s")
   if [ "$status" != 0 ]; then
     # Stopped from outside (the unit's TimeoutStartSec=) or by a command that failed unchecked.
     [ "$reported" = yes ] || log "FAILED in step '$current_step': stopped with status $status (a timeout, or a command above failed)"
@@ -87,10 +89,10 @@ load_start() { # TAG
   for loop in 1 2 3 4; do
     local port="${port_of[proxy_pass]}"
     [ $((loop % 2)) = 0 ] && port="${port_of[fastcgi_pass]}"
+    : > "$work/$tag-$loop"
     (
       deadline=$((SECONDS + 90))
       n=0
-      : > "$work/$tag-$loop"
       while [ ! -e "$work/stop-$tag" ] && [ "$n" -lt 800 ] && [ "$SECONDS" -lt "$deadline" ]; do
         n=$((n + 1))
         echo "$n $(request "http://127.0.0.1:$port/cgi-bin/hello?$tag-$loop-$n")" >> "$work/$tag-$loop"
@@ -212,7 +214,7 @@ step "1. install; sockets listen; the first request starts the service"
 fs_listing > "$work/fs-before"
 apt_log="$work/apt-install.log"
 # As the README's install section has it: `apt install ./jailgate_*.deb`.
-(cd "$(dirname "$DEB")" && timeout 120 apt install -y "./$(basename "$DEB")") < /dev/null > "$apt_log" 2>&1 ||
+(cd "$(dirname "$DEB")" && timeout 120 apt install -y "${apt_opts[@]}" "./$(basename "$DEB")") < /dev/null > "$apt_log" 2>&1 ||
   { cat "$apt_log"; fail "apt install ./$(basename "$DEB") failed (log above)"; }
 grep -E '^(jailgate|Setting up|W:|E:)' "$apt_log" || true
 [ "$(dpkg-query -W -f '${db:Status-Abbrev}' jailgate)" = "ii " ] || fail "dpkg does not list jailgate as installed"
@@ -360,7 +362,7 @@ slow_start upgrade 6
 t=$(now)
 # A conffile prompt (only if the package's own jailgate.toml changed) gets the answer a user's
 # Enter gives: keep the edited file.
-timeout 120 apt-get install -y -o Dpkg::Options::=--force-confdef -o Dpkg::Options::=--force-confold "$NEW_DEB" < /dev/null > "$work/apt-upgrade.log" 2>&1 ||
+timeout 120 apt-get install -y "${apt_opts[@]}" -o Dpkg::Options::=--force-confdef -o Dpkg::Options::=--force-confold "$NEW_DEB" < /dev/null > "$work/apt-upgrade.log" 2>&1 ||
   { cat "$work/apt-upgrade.log"; fail "apt-get install $NEW_DEB failed (log above)"; }
 log "upgraded in $(elapsed "$t") s, after $(load_count upgrade) requests"
 grep -E "^(jailgate|Unpacking|Setting up|W:|E:)|Configuration file" "$work/apt-upgrade.log" || true
@@ -404,7 +406,7 @@ step "7. purge leaves nothing"
 # before removing it; nginx then serves as before the test.
 rm -f /etc/nginx/conf.d/proxy_pass.conf /etc/nginx/conf.d/fastcgi_pass.conf
 timeout 30 systemctl reload nginx.service || fail "systemctl reload nginx failed"
-timeout 120 apt-get purge -y jailgate < /dev/null > "$work/apt-purge.log" 2>&1 ||
+timeout 120 apt-get purge -y "${apt_opts[@]}" jailgate < /dev/null > "$work/apt-purge.log" 2>&1 ||
   { cat "$work/apt-purge.log"; fail "apt-get purge jailgate failed (log above)"; }
 grep -E '^(Removing|Purging|W:|E:)' "$work/apt-purge.log" || true
 status="$(dpkg-query -W -f '${db:Status-Abbrev}' jailgate 2>/dev/null || true)"

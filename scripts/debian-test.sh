@@ -158,7 +158,7 @@ say "packages: $(basename "$deb"), $(basename "$new_deb")"
 # its file with no network (the container has none) and no package lists, as a user with a
 # Debian that already has them would. First alternative of each, without version constraints.
 deps="$(for field in Pre-Depends Depends Recommends; do dpkg-deb -f "$deb" "$field"; echo; done |
-  tr ',' '\n' | sed -e 's/|.*//' -e 's/(.*)//' -e 's/:any//' -e 's/[[:space:]]//g' | grep -v '^$' | sort -u | paste -sd, -)"
+  tr ',' '\n' | sed -e 's/|.*//' -e 's/(.*)//' -e 's/:any//' -e 's/[[:space:]]//g' | { grep -v '^$' || true; } | sort -u | paste -sd, -)"
 times+=("build the two packages: $(elapsed "$t") s")
 
 # --- 2. the root file system -----------------------------------------------------------------
