@@ -129,7 +129,7 @@ fn jail_check(dir: PathBuf, user: &str) -> ExitCode {
             ExitCode::FAILURE
         }
         Err(error) => {
-            eprintln!("gateway: jail check {}: {error}", dir.display());
+            eprintln!("gateway: jail check: {error}");
             ExitCode::from(USAGE)
         }
     }

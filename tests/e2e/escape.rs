@@ -1452,6 +1452,23 @@ fn jail_check_finds_each_planted_problem() {
         "jail check of a missing folder is an error: {}",
         missing.stderr
     );
+    // A folder the rules find nothing wrong with is still no jail: `/etc` once got
+    // "no findings" and exit 0.
+    for not_a_jail in ["/etc", "/"] {
+        let done = jail_check(Path::new(not_a_jail));
+        assert_eq!(
+            done.status.code(),
+            Some(2),
+            "jail check {not_a_jail}: {}{}",
+            done.stdout,
+            done.stderr
+        );
+        assert!(
+            done.stderr.contains(&format!("{not_a_jail} is not a jail")),
+            "jail check {not_a_jail} says why: {}",
+            done.stderr
+        );
+    }
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -3,6 +3,7 @@
 //! and every temp folder removed, whatever way the test ends.
 
 use std::collections::BTreeSet;
+use std::ffi::OsString;
 use std::fs::{self, File};
 use std::io::{BufRead, BufReader, Read};
 use std::net::SocketAddr;
@@ -446,11 +447,19 @@ pub fn one_worker() -> Opts {
 
 /// `--cgi-ids` with a range of its own for each gateway a test starts: gateways running at once
 /// must not share the ids their CGIs run as (each refuses to start while a process has one of
-/// its ids, and the tests run several at a time).
+/// its ids, and the tests run several at a time). The ranges lie above the default one
+/// (`DEFAULT_CGI_IDS`, 0x7000_0000 to 0x700f_ffff) and below 0x8000_0000: a gateway running
+/// with the defaults on the same host (an installed service) has CGIs there, and one running
+/// at the wrong moment would stop a test's start. Each run of the tests starts at a block of
+/// its own, from its pid (times 61, so that runs whose pids are close start far apart): two
+/// runs at once on one machine seldom meet either.
 pub fn cgi_ids_arg() -> [String; 2] {
-    static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(1);
-    let block = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed) % 4096;
-    let first = 0x7000_0000 + block * 0x1_0000;
+    const FIRST: u32 = 0x7010_0000;
+    const BLOCKS: u32 = (0x8000_0000 - FIRST) / 0x1_0000;
+    static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let block = std::process::id().wrapping_mul(61).wrapping_add(n) % BLOCKS;
+    let first = FIRST + block * 0x1_0000;
     [
         "--cgi-ids".to_owned(),
         format!("{first}-{}", first + 0xffff),
@@ -485,6 +494,8 @@ pub struct Gateway {
     pub workers: usize,
     stderr_path: PathBuf,
     root: PathBuf,
+    /// The command line it was started with, for [`Gateway::restart`].
+    args: Vec<OsString>,
     // Last fields: dropped after the processes are stopped.
     _dir: TempDir,
     _machine: MachineGuard,
@@ -503,38 +514,24 @@ impl Gateway {
         let Jail { dir, root } = jail;
         let stderr_path = dir.path().join("gateway.stderr");
         let stderr = File::create(&stderr_path).expect("gateway stderr file");
-        let mut cmd = Command::new(gateway_bin());
-        cmd.arg("--jail")
-            .arg(&root)
-            .args(["--workers", &opts.workers.to_string()])
-            .args(["--listen", "127.0.0.1:0"]);
+        let mut args: Vec<OsString> = vec!["--jail".into(), root.clone().into()];
+        args.extend(
+            [
+                "--workers",
+                &opts.workers.to_string(),
+                "--listen",
+                "127.0.0.1:0",
+            ]
+            .map(OsString::from),
+        );
         if let Some(secs) = opts.timeout_secs {
-            cmd.args(["--timeout", &secs.to_string()]);
+            args.extend(["--timeout", &secs.to_string()].map(OsString::from));
         }
         if !extra.contains(&"--cgi-ids") {
-            cmd.args(cgi_ids_arg());
+            args.extend(cgi_ids_arg().map(OsString::from));
         }
-        cmd.args(extra);
-        let path = std::env::var("PATH").unwrap_or_else(|_| "/usr/bin:/bin".to_owned());
-        cmd.env(LEAK_NAME, LEAK_VALUE)
-            .env("PATH", format!("{path}:{LEAK_PATH_PART}"))
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(stderr);
-        let mut child = ChildGuard::spawn(&mut cmd);
-
-        // A thread reads stdout: it hands over the first line, then drains the rest until
-        // EOF so the gateway can never block on a full pipe. It ends when the pipe closes.
-        let stdout = child.take_stdout().expect("piped stdout");
-        let (tx, rx) = mpsc::channel();
-        thread::spawn(move || {
-            let mut reader = BufReader::new(stdout);
-            let mut line = String::new();
-            let first = reader.read_line(&mut line).map(|_| line);
-            let _ = tx.send(first);
-            let _ = std::io::copy(&mut reader, &mut std::io::sink());
-        });
-
+        args.extend(extra.iter().map(OsString::from));
+        let (child, ready) = launch(&args, stderr);
         let mut gateway = Gateway {
             child,
             addr: SocketAddr::from(([127, 0, 0, 1], 0)),
@@ -542,25 +539,54 @@ impl Gateway {
             workers: opts.workers,
             stderr_path,
             root,
+            args,
             _dir: dir,
             _machine: machine,
         };
-        let line = match rx.recv_timeout(READY_DEADLINE) {
+        gateway.await_ready(&ready);
+        gateway
+    }
+
+    /// Starts the gateway again with the same command line (the same jail, accounts and
+    /// sockets) once its process has exited, after a `kill -9` say; its stderr goes on in the
+    /// same file. Panics if it still runs or does not get ready.
+    pub fn restart(&mut self) {
+        let status = self.child.try_wait();
+        assert!(
+            status.is_some(),
+            "restart: gateway {} still runs",
+            self.pid()
+        );
+        let stderr = fs::OpenOptions::new()
+            .append(true)
+            .open(&self.stderr_path)
+            .expect("gateway stderr file");
+        let (child, ready) = launch(&self.args, stderr);
+        // The old guard's process is reaped: dropping it signals nothing.
+        self.child = child;
+        self.unix = None;
+        self.await_ready(&ready);
+    }
+
+    /// Takes the ready line the stdout reader of [`launch`] hands over and notes the address
+    /// it names.
+    fn await_ready(&mut self, ready: &mpsc::Receiver<std::io::Result<String>>) {
+        let line = match ready.recv_timeout(READY_DEADLINE) {
             Ok(Ok(line)) if !line.is_empty() => line,
-            Ok(Ok(_)) => gateway.fail("gateway closed stdout without a ready line"),
-            Ok(Err(e)) => gateway.fail(&format!("reading gateway stdout: {e}")),
-            Err(_) => gateway.fail(&format!("no ready line within {READY_DEADLINE:?}")),
+            Ok(Ok(_)) => self.fail("gateway closed stdout without a ready line"),
+            Ok(Err(e)) => self.fail(&format!("reading gateway stdout: {e}")),
+            Err(_) => self.fail(&format!("no ready line within {READY_DEADLINE:?}")),
         };
         let line = line.trim_end_matches('\n');
         if let Some(path) = line.strip_prefix("jailgate listening on unix:") {
-            gateway.unix = Some(PathBuf::from(path));
-            return gateway;
+            self.unix = Some(PathBuf::from(path));
+            return;
         }
         let Some(addr) = line
             .strip_prefix("jailgate listening on http://")
             .and_then(|a| a.parse::<SocketAddr>().ok())
         else {
-            gateway.fail(&format!("unexpected ready line {line:?}"))
+            self.fail(&format!("unexpected ready line {line:?}"))
         };
         assert_eq!(
             addr.ip().to_string(),
@@ -568,8 +594,7 @@ impl Gateway {
             "gateway listens on loopback"
         );
         assert_ne!(addr.port(), 0, "gateway reports its real port");
-        gateway.addr = addr;
-        gateway
+        self.addr = addr;
     }
 
     /// Panics with `why` and the exit status if any (`Drop` then prints the stderr).
@@ -736,6 +761,65 @@ impl Gateway {
     /// Waits up to `timeout` for the gateway to exit by itself.
     pub fn wait_exit(&mut self, timeout: Duration) -> Option<ExitStatus> {
         self.child.wait_timeout(timeout)
+    }
+}
+
+/// Runs `gateway ARGS` with the leak canaries in its environment and `stderr` as its stderr.
+/// A thread reads its stdout: it hands over the first line (the ready line), then drains the
+/// rest until EOF so the gateway can never block on a full pipe. It ends when the pipe closes.
+fn launch(
+    args: &[OsString],
+    stderr: File,
+) -> (ChildGuard, mpsc::Receiver<std::io::Result<String>>) {
+    let mut cmd = Command::new(gateway_bin());
+    cmd.args(args);
+    let path = std::env::var("PATH").unwrap_or_else(|_| "/usr/bin:/bin".to_owned());
+    cmd.env(LEAK_NAME, LEAK_VALUE)
+        .env("PATH", format!("{path}:{LEAK_PATH_PART}"))
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(stderr);
+    let mut child = ChildGuard::spawn(&mut cmd);
+    let stdout = child.take_stdout().expect("piped stdout");
+    let (tx, rx) = mpsc::channel();
+    thread::spawn(move || {
+        let mut reader = BufReader::new(stdout);
+        let mut line = String::new();
+        let first = reader.read_line(&mut line).map(|_| line);
+        let _ = tx.send(first);
+        let _ = std::io::copy(&mut reader, &mut std::io::sink());
+    });
+    (child, rx)
+}
+
+/// Waits up to `within` for every process of `processes` to be gone (zombies count as
+/// present); returns those still there.
+pub fn wait_gone(processes: &[ProcStat], within: Duration) -> Vec<ProcStat> {
+    let end = Instant::now() + within;
+    loop {
+        let left: Vec<ProcStat> = processes.iter().filter_map(procfs::still_exists).collect();
+        if left.is_empty() || Instant::now() >= end {
+            return left;
+        }
+        thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Waits up to `within` for every process of `processes` to be dead: gone, or a zombie
+/// (dead, holding nothing; an orphan waits for PID 1 to reap it, which a container's PID 1 may
+/// do late or never). Returns those still alive.
+pub fn wait_dead(processes: &[ProcStat], within: Duration) -> Vec<ProcStat> {
+    let end = Instant::now() + within;
+    loop {
+        let alive: Vec<ProcStat> = processes
+            .iter()
+            .filter_map(procfs::still_exists)
+            .filter(|process| !process.is_zombie())
+            .collect();
+        if alive.is_empty() || Instant::now() >= end {
+            return alive;
+        }
+        thread::sleep(Duration::from_millis(10));
     }
 }
 

@@ -339,6 +339,7 @@ async fn the_cgi_filter_refuses_what_no_cgi_needs() {
         "add_key",
         "fsopen",
         "open_tree",
+        "setns_mnt",
         "personality_rie",
     ] {
         assert_ne!(value(&body, key), "ok", "{key}: {body}");
@@ -500,8 +501,8 @@ async fn a_running_requests_files_and_processes_are_out_of_reach() {
     assert_hellos(&gw, 5, "after one request looked at another").await;
 }
 
-/// Nothing a finished request wrote in `/tmp` is there for the next one: its `/tmp` was a
-/// tmpfs of its own, gone with it.
+/// Nothing a finished request wrote in `/tmp` is there for the next one: a namespace whose
+/// `/tmp` is not empty is never used again (`worker/src/private_tmp.rs`).
 #[tokio::test(flavor = "multi_thread")]
 async fn a_finished_requests_files_are_gone_for_the_next() {
     require_root!();
@@ -509,9 +510,11 @@ async fn a_finished_requests_files_are_gone_for_the_next() {
     jail.cgi("hello", HELLO);
     jail.install("tmp_steal", &attack("tmp_steal"), 0o755);
     let gw = jail.serve(one_worker());
-    let planted = report_of(&gw, "/cgi-bin/tmp_steal?plant=1&hold=0").await;
+    // Alive for a second, so its namespace is surely the one the worker keeps for later
+    // CGIs (a CGI that exits at once may be gone before the worker takes a handle on it).
+    let planted = report_of(&gw, "/cgi-bin/tmp_steal?plant=1&hold=1").await;
     assert!(planted.contains("armed"), "{planted}");
-    for _ in 0..3 {
+    for _ in 0..10 {
         let body = report_of(&gw, "/cgi-bin/tmp_steal?steal=1").await;
         assert_eq!(value(&body, "read_tmp_secret"), "ENOENT", "{body}");
         assert_eq!(value(&body, "read_tmp_open"), "ENOENT", "{body}");
@@ -559,7 +562,8 @@ exec cat /dev/fd/0",
 
 /// An id comes back after its worker's whole block has been used (least recently freed
 /// first). Whatever the last CGI of that id left in `/tmp` (files, an extended attribute on
-/// `/tmp` itself, its mode) is not there for the next: every CGI gets a fresh `/tmp`.
+/// `/tmp` itself, its mode) is not there for the next, nor for any CGI in between that is
+/// given the same namespace again: every CGI gets an empty `/tmp` of its own.
 #[tokio::test(flavor = "multi_thread")]
 async fn an_id_that_comes_back_finds_a_clean_tmp() {
     require_root!();
@@ -569,31 +573,36 @@ async fn an_id_that_comes_back_finds_a_clean_tmp() {
     // 32 CGIs at once: a block of 64 ids per worker.
     let gw = jail.serve_with(one_worker(), &["--max-cgis-per-worker", "32"]);
     let http = client(Duration::from_secs(10));
-    for plant in ["1", "2"] {
-        let planted = report_of(&gw, &format!("/cgi-bin/tmp_steal?plant={plant}&hold=0")).await;
+    for plant in ["1", "2", "3"] {
+        // Alive for a second: see a_finished_requests_files_are_gone_for_the_next.
+        let planted = report_of(&gw, &format!("/cgi-bin/tmp_steal?plant={plant}&hold=1")).await;
         assert!(planted.contains("armed"), "{planted}");
         if plant == "2" {
             assert_eq!(value(&planted, "plant_xattr"), "ok", "{planted}");
+        }
+        if plant != "1" {
             assert_eq!(value(&planted, "plant_mode"), "ok", "{planted}");
         }
         let id = uid_of(&planted);
-        // The other 63 ids of the block, one request each; then `id` is next.
-        for _ in 0..63 {
-            let response = http
-                .get(gw.url("/cgi-bin/hello"))
-                .send()
-                .await
-                .expect("hello");
-            assert_eq!(response.status().as_u16(), 200);
+        // The other 63 ids of the block, one request each, then `id` again: each looks, as
+        // whichever namespace the worker hands it may be the planter's.
+        for other in 0..64 {
+            let body = report_of(&gw, "/cgi-bin/tmp_steal?steal=1").await;
+            if other == 63 {
+                assert_eq!(uid_of(&body), id, "the id came back: {body}");
+            }
+            assert_eq!(value(&body, "read_tmp_secret"), "ENOENT", "{body}");
+            assert_eq!(value(&body, "read_tmp_open"), "ENOENT", "{body}");
+            assert_eq!(value(&body, "tmp_xattr"), "ENODATA", "{body}");
+            assert_eq!(value(&body, "tmp_mode"), "700", "{body}");
         }
-        let body = report_of(&gw, "/cgi-bin/tmp_steal?steal=1").await;
-        eprintln!("NOTE: id {id} back after plant={plant}: {body:?}");
-        assert_eq!(uid_of(&body), id, "the id came back: {body}");
-        assert_eq!(value(&body, "read_tmp_secret"), "ENOENT", "{body}");
-        assert_eq!(value(&body, "read_tmp_open"), "ENOENT", "{body}");
-        assert_eq!(value(&body, "tmp_xattr"), "ENODATA", "{body}");
-        assert_eq!(value(&body, "tmp_mode"), "700", "{body}");
     }
+    let response = http
+        .get(gw.url("/cgi-bin/hello"))
+        .send()
+        .await
+        .expect("hello");
+    assert_eq!(response.status().as_u16(), 200);
 }
 
 /// `--data-dir` with `--data-group`: the one folder CGIs may write, shared through a group of

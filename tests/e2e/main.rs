@@ -14,6 +14,7 @@ mod errors;
 mod escape;
 mod fastcgi;
 mod faults;
+mod instances;
 mod isolation;
 mod jail;
 mod lifecycle;

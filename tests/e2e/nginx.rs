@@ -31,10 +31,31 @@ fn socket_addresses(dir: &Path) -> (String, String) {
     (address("http.sock"), address("fastcgi.sock"))
 }
 
+/// The nginx.conf each example runs in: a private nginx (its own prefix, in the foreground,
+/// one process) around the example, which is a file of the http block as it would be in
+/// /etc/nginx/conf.d/.
+const NGINX_FRAME: &str = "daemon off;
+master_process off;
+pid @PREFIX@/nginx.pid;
+error_log stderr warn;
+events {
+    worker_connections 1024;
+}
+http {
+    access_log off;
+    client_body_temp_path @PREFIX@/client_body;
+    proxy_temp_path @PREFIX@/proxy;
+    fastcgi_temp_path @PREFIX@/fastcgi;
+    uwsgi_temp_path @PREFIX@/uwsgi;
+    scgi_temp_path @PREFIX@/scgi;
+@EXAMPLE@
+}
+";
+
 /// nginx, started by the test with the example config, stopped by its pid.
-struct Nginx {
+pub(crate) struct Nginx {
     _process: ChildGuard,
-    addr: SocketAddr,
+    pub(crate) addr: SocketAddr,
 }
 
 impl Nginx {
@@ -45,7 +66,7 @@ impl Nginx {
     }
 
     /// Like `start`, with the example config changed by `edit` first.
-    fn start_edited(
+    pub(crate) fn start_edited(
         config_name: &str,
         prefix: &Path,
         upstream: &str,
@@ -59,11 +80,24 @@ impl Nginx {
         std::fs::create_dir_all(prefix).expect("nginx prefix");
         let addr: SocketAddr = ([127, 0, 0, 1], free_port()).into();
         let template = std::fs::read_to_string(example(config_name)).expect("example config");
-        let config = edit(template)
-            .replace("@PREFIX@", &prefix.display().to_string())
-            .replace("@LISTEN@", &addr.to_string())
-            .replace("@GATEWAY@", gateway)
-            .replace("@FASTCGI@", gateway);
+        let mut example = edit(template);
+        // The example as shipped names the package's sockets and a port of its own: ours
+        // instead. Each must be there, so a changed example fails here, not in nginx.
+        for (shipped, ours) in [
+            ("unix:/run/jailgate/http.sock", gateway.to_owned()),
+            ("unix:/run/jailgate/fastcgi.sock", gateway.to_owned()),
+            ("listen 8081;", format!("listen {addr};")),
+            ("listen 8082;", format!("listen {addr};")),
+        ] {
+            example = example.replace(shipped, &ours);
+        }
+        assert!(
+            example.contains(gateway) && example.contains(&format!("listen {addr};")),
+            "{config_name} names no /run/jailgate socket or no `listen 8081;`/`listen 8082;`"
+        );
+        let config = NGINX_FRAME
+            .replace("@EXAMPLE@", &example)
+            .replace("@PREFIX@", &prefix.display().to_string());
         let config_path = prefix.join("nginx.conf");
         std::fs::write(&config_path, config).expect("write nginx.conf");
         let process = ChildGuard::spawn(
@@ -112,7 +146,7 @@ impl Nginx {
         (proxy, fastcgi)
     }
 
-    fn url(&self, path: &str) -> String {
+    pub(crate) fn url(&self, path: &str) -> String {
         format!("http://{}{path}", self.addr)
     }
 }
@@ -260,8 +294,8 @@ async fn a_login_at_nginx_reaches_the_cgi_as_remote_user_and_auth_type() {
             std::fs::create_dir_all(&prefix).expect("nginx prefix");
             std::fs::write(prefix.join("htpasswd"), "alice:{PLAIN}secret\n").expect("htpasswd");
             config.replace(
-                "        location /cgi-bin/ {\n",
-                "        location /cgi-bin/ {\n            auth_basic \"jailgate\";\n            \
+                "    location /cgi-bin/ {\n",
+                "    location /cgi-bin/ {\n        auth_basic \"jailgate\";\n            \
                  auth_basic_user_file @PREFIX@/htpasswd;\n",
             )
         }
@@ -311,7 +345,7 @@ fn with_internal_location(prefix: PathBuf) -> impl FnOnce(String) -> String {
         std::fs::create_dir_all(prefix.join("internal")).expect("internal folder");
         std::fs::write(prefix.join("internal/secret"), INTERNAL_SECRET).expect("the secret");
         config.replace(
-            "        location /cgi-bin/ {\n",
+            "    location /cgi-bin/ {\n",
             "        location /internal/ {\n            internal;\n            \
              alias @PREFIX@/internal/;\n        }\n        location /cgi-bin/ {\n",
         )

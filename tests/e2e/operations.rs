@@ -10,24 +10,11 @@ use std::time::{Duration, Instant, SystemTime};
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 
-use crate::harness::{require_root, run_bounded, Gateway, Jail, Opts};
+use crate::harness::{require_root, run_bounded, wait_dead, wait_gone, Gateway, Jail, Opts};
 use crate::http::client;
-use crate::procfs::{self, ProcStat};
+use crate::procfs::ProcStat;
 
 const HELLO: &str = r"printf 'Content-Type: text/plain\n\nhello\n'";
-
-/// Waits up to `within` for every process of `processes` to be gone (zombies count as
-/// present); returns those still there.
-fn wait_gone(processes: &[ProcStat], within: Duration) -> Vec<ProcStat> {
-    let end = Instant::now() + within;
-    loop {
-        let left: Vec<ProcStat> = processes.iter().filter_map(procfs::still_exists).collect();
-        if left.is_empty() || Instant::now() >= end {
-            return left;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
 
 /// The UTC wall-clock time of the first stderr line containing `needle`.
 fn logged_at(stderr: &str, needle: &str) -> Option<SystemTime> {
@@ -175,6 +162,73 @@ async fn reloads_and_stop_under_load_lose_no_request() {
     assert!(left.is_empty(), "left behind: {left:?}");
 }
 
+/// Connections the kernel completed before the stop are served, not reset: the front takes
+/// its listen backlog before it closes the listener. Made deterministic by stopping the front
+/// (SIGSTOP) while the clients connect and send, so they wait in the backlog when the stop
+/// arrives.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_stop_serves_the_connections_waiting_in_the_backlog() {
+    use std::io::{Read, Write};
+    require_root!();
+    let jail = Jail::new();
+    jail.cgi("hello", HELLO);
+    let mut gw = jail.serve(Opts::default());
+    assert_eq!(
+        get_text(
+            &gw.client(Duration::from_secs(10)),
+            gw.url("/cgi-bin/hello")
+        )
+        .await
+        .0,
+        200
+    );
+    let front = gw.front().expect("the front process");
+    let front = Pid::from_raw(front.pid);
+    kill(front, Signal::SIGSTOP).expect("stop the front");
+    let waiting: Vec<std::net::TcpStream> = (0..8)
+        .map(|_| {
+            let mut stream = std::net::TcpStream::connect(gw.addr).expect("connect");
+            stream
+                .set_read_timeout(Some(Duration::from_secs(20)))
+                .expect("timeout");
+            stream
+                .write_all(b"GET /cgi-bin/hello HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+                .expect("send the request");
+            stream
+        })
+        .collect();
+    gw.signal(Signal::SIGTERM);
+    // Give the supervisor time to pass the stop on, so it is waiting with the connections.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    kill(front, Signal::SIGCONT).expect("continue the front");
+    let answers = tokio::task::spawn_blocking(move || {
+        waiting
+            .into_iter()
+            .map(|mut stream| {
+                let mut answer = String::new();
+                stream
+                    .read_to_string(&mut answer)
+                    .map(|_| answer)
+                    .map_err(|error| error.to_string())
+            })
+            .collect::<Vec<_>>()
+    })
+    .await
+    .expect("readers");
+    let status = tokio::task::spawn_blocking(move || {
+        let status = gw.wait_exit(Duration::from_secs(30));
+        (gw, status)
+    });
+    let (gw, status) = status.await.expect("waiter");
+    assert_eq!(status.and_then(|s| s.code()), Some(0), "{}", gw.stderr());
+    for answer in &answers {
+        assert!(
+            matches!(answer, Ok(text) if text.starts_with("HTTP/1.1 200") && text.contains("hello\n")),
+            "every connection made before the stop is answered: {answers:?}"
+        );
+    }
+}
+
 /// `kill -9` of the gateway: its workers and their CGIs are gone within a second.
 #[tokio::test(flavor = "multi_thread")]
 async fn kill_9_of_the_gateway_leaves_nothing_within_a_second() {
@@ -192,10 +246,7 @@ async fn kill_9_of_the_gateway_leaves_nothing_within_a_second() {
     kill(Pid::from_raw(gw.pid()), Signal::SIGKILL).expect("kill -9");
     // Orphans are reparented to PID 1 and reaped by it; a container's PID 1 may never reap,
     // so a zombie (dead, holding nothing) counts as gone here.
-    let left: Vec<ProcStat> = wait_gone(&processes, Duration::from_secs(1))
-        .into_iter()
-        .filter(|process| !process.is_zombie())
-        .collect();
+    let left = wait_dead(&processes, Duration::from_secs(1));
     assert!(
         left.is_empty(),
         "still running a second after kill -9: {left:?}"

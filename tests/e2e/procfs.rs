@@ -108,6 +108,18 @@ pub fn uids_gids(pid: i32) -> Option<(Vec<u32>, Vec<u32>)> {
     Some((ids("Uid:")?, ids("Gid:")?))
 }
 
+/// The live (not zombie) processes with any uid (real, effective, saved, filesystem) for which
+/// `ours` holds: every process of a gateway's accounts and CGI ids, whoever its parent is now.
+pub fn running_as(ours: impl Fn(u32) -> bool) -> Vec<ProcStat> {
+    snapshot()
+        .into_iter()
+        .filter(|process| !process.is_zombie())
+        .filter(|process| {
+            uids_gids(process.pid).is_some_and(|(uids, _)| uids.iter().any(|&uid| ours(uid)))
+        })
+        .collect()
+}
+
 /// The `NSpid:` line of `/proc/PID/status`: the pid in each nested PID namespace, host first.
 pub fn ns_pids(pid: i32) -> Option<Vec<i32>> {
     let status = fs::read_to_string(format!("/proc/{pid}/status")).ok()?;

@@ -216,10 +216,30 @@ const MEMFD_NOEXEC: &str = "/proc/sys/vm/memfd_noexec";
 const MEMFDS_NEVER_EXECUTABLE: &[u8] = b"2";
 
 fn open_memfd_noexec() -> Result<std::fs::File, JailError> {
-    std::fs::OpenOptions::new()
-        .write(true)
-        .open(MEMFD_NOEXEC)
-        .map_err(JailError::MemfdNoexec)
+    let open = || std::fs::OpenOptions::new().write(true).open(MEMFD_NOEXEC);
+    match open() {
+        // systemd's ProtectKernelTunables= and systemd-nspawn bind /proc/sys read-only. This
+        // mount namespace is the worker's own (made private above), so the bind is made
+        // writable here only, for the host and the service alike unchanged; the setting
+        // written is the worker's own PID namespace's.
+        Err(error) if error.raw_os_error() == Some(libc::EROFS) => {
+            mount(
+                None::<&str>,
+                "/proc/sys",
+                None::<&str>,
+                MsFlags::MS_REMOUNT
+                    | MsFlags::MS_BIND
+                    | MsFlags::MS_NOSUID
+                    | MsFlags::MS_NODEV
+                    | MsFlags::MS_NOEXEC,
+                None::<&str>,
+            )
+            .map_err(|errno| JailError::MemfdNoexec(errno.into()))?;
+            open()
+        }
+        opened => opened,
+    }
+    .map_err(JailError::MemfdNoexec)
 }
 
 /// No code from memory: a program written to a memfd (from a request body, say) cannot be

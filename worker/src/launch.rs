@@ -1,5 +1,5 @@
 //! Starting a program the way glibc's `posix_spawn` does, plus the steps `posix_spawn` cannot
-//! take (a session, rlimits, a seccomp filter): `clone(CLONE_VM | CLONE_VFORK)` on a stack of
+//! take (a process group, rlimits, a seccomp filter): `clone(CLONE_VM | CLONE_VFORK)` on a stack of
 //! its own, so the child borrows the worker's memory until it execs instead of copying it.
 //!
 //! Why not `fork` (which `std::process::Command` uses as soon as there is a `pre_exec`): fork
@@ -64,9 +64,12 @@ pub struct Program<'a> {
 }
 
 /// A CGI's own identity: a uid and gid (the same number) no other running CGI has, and a
-/// mount namespace of its own whose `/tmp` is a fresh tmpfs owned by it.
+/// mount namespace of its own whose `/tmp` is an empty tmpfs owned by it.
 pub struct Identity<'a> {
     pub id: u32,
+    /// A ready namespace to enter (`private_tmp.rs`); without one, the CGI's process makes
+    /// its own from `tmp_options` and `tmp_dirs`.
+    pub namespace: Option<BorrowedFd<'a>>,
     /// The tmpfs options: size, mode 0700, owner `id`.
     pub tmp_options: &'a CStr,
     /// `/tmp`, then the other writable areas of the jail, which get the same tmpfs bound.
@@ -98,7 +101,7 @@ impl Launcher {
         })
     }
 
-    /// Starts `program` in a new session (so in a process group of its own) with exactly its
+    /// Starts `program` in a process group of its own with exactly its
     /// descriptors, environment, working directory and limits, the seccomp filter installed,
     /// SIGPIPE at its default and no signal blocked. Returns its pid once it has exec'd, or
     /// the errno of the step that failed (the child is then reaped already).
@@ -200,9 +203,12 @@ impl Child<'_> {
         if let Err(errno) = self.become_itself() {
             return errno;
         }
-        // SAFETY: setsid takes no arguments. In the new session and process group, the
-        // worker's kill of the group reaches the CGI and everything it starts.
-        if unsafe { libc::setsid() } == -1 {
+        // SAFETY: plain numbers. In a process group of its own, the worker's kill of the group
+        // reaches the CGI and everything it starts. Not a session of its own (`setsid`): that
+        // would also give it a scheduler autogroup, about 11 µs to make and free per CGI
+        // (bench/MISSES.md), for nothing: the worker has no terminal, and under systemd the
+        // service's cgroup, not autogroups, shares the CPU.
+        if unsafe { libc::setpgid(0, 0) } == -1 {
             return Errno::last_raw();
         }
         for (target, fd) in program.stdio.iter().enumerate() {
@@ -227,7 +233,7 @@ impl Child<'_> {
         if unsafe { libc::close_range(3, libc::c_uint::MAX, cloexec) } == -1 {
             return Errno::last_raw();
         }
-        // After setsid: from here on the process cannot leave its process group.
+        // After setpgid: from here on the process cannot leave its process group.
         if let Err(errno) = self.filter.install() {
             return errno;
         }
@@ -254,15 +260,25 @@ impl Child<'_> {
 }
 
 impl Child<'_> {
-    /// A mount namespace of its own with a private `/tmp`, then its own uid and gid for good
-    /// (from the worker's user-namespace root, every capability goes with the uid).
+    /// A mount namespace of its own with a private `/tmp` (entered, or made here), then its own
+    /// uid and gid for good (from the worker's user-namespace root, every capability goes with
+    /// the uid).
     fn become_itself(&self) -> Result<(), c_int> {
         let Some(identity) = &self.program.identity else {
             return Ok(());
         };
-        // SAFETY: unshare takes flags only.
-        check(unsafe { libc::unshare(libc::CLONE_NEWNS) })?;
-        mount_tmp(identity)?;
+        match identity.namespace {
+            Some(namespace) => {
+                // SAFETY: a descriptor of a mount namespace, open in this process too (its
+                // descriptor table is a copy of the worker's).
+                check(unsafe { libc::setns(namespace.as_raw_fd(), libc::CLONE_NEWNS) })?;
+            }
+            None => {
+                // SAFETY: unshare takes flags only.
+                check(unsafe { libc::unshare(libc::CLONE_NEWNS) })?;
+                mount_tmp(identity)?;
+            }
+        }
         let id = identity.id;
         // SAFETY: a slice and its length.
         check(unsafe { libc::setgroups(identity.groups.len(), identity.groups.as_ptr()) })?;
@@ -523,7 +539,7 @@ mod tests {
     }
 
     #[test]
-    fn session_signals_and_filter_are_set() {
+    fn process_group_signals_and_filter_are_set() {
         // A signal blocked here must not be blocked in the child.
         let mut usr1 = signal_set(libc::sigemptyset);
         // SAFETY: a valid set; SIGUSR1 is blocked in this test thread only.
@@ -531,12 +547,10 @@ mod tests {
             libc::sigaddset(&mut usr1, libc::SIGUSR1);
             libc::pthread_sigmask(libc::SIG_BLOCK, &usr1, ptr::null_mut());
         }
-        // Fields 6 and 7 of /proc/self/stat are the process group and the session.
-        let output = sh(
-            "read -r pid comm state ppid pgrp session rest < /proc/self/stat
-                         [ \"$pid\" = \"$pgrp\" ] && [ \"$pid\" = \"$session\" ] && echo leader
-                         grep -E '^(SigBlk|SigIgn|NoNewPrivs|Seccomp):' /proc/self/status",
-        );
+        // Field 5 of /proc/self/stat is the process group.
+        let output = sh("read -r pid comm state ppid pgrp rest < /proc/self/stat
+                         [ \"$pid\" = \"$pgrp\" ] && echo leader
+                         grep -E '^(SigBlk|SigIgn|NoNewPrivs|Seccomp):' /proc/self/status");
         // SAFETY: as above.
         unsafe { libc::pthread_sigmask(libc::SIG_UNBLOCK, &usr1, ptr::null_mut()) };
         let ignored = output

@@ -13,6 +13,7 @@ use std::process::ExitCode;
 mod jail;
 mod launch;
 mod mounts;
+mod private_tmp;
 mod scope;
 mod seccomp;
 mod serve;

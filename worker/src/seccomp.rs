@@ -23,12 +23,12 @@ const DENIED: &[i64] = &[
     libc::SYS_process_vm_writev,
     libc::SYS_pidfd_getfd,
     libc::SYS_kcmp,
-    // Mounts, roots and namespaces (`mount` and `unshare` of a mount namespace only for the
-    // worker, which gives each CGI its private `/tmp` with them: see DENIED_TO_CGIS).
+    // Mounts, roots and namespaces (`mount`, and `unshare` and `setns` of a mount namespace,
+    // only for the worker, which gives each CGI its private `/tmp` with them: see
+    // DENIED_TO_CGIS and argument_rules).
     libc::SYS_umount2,
     libc::SYS_pivot_root,
     libc::SYS_chroot,
-    libc::SYS_setns,
     libc::SYS_fsopen,
     libc::SYS_fsconfig,
     libc::SYS_fsmount,
@@ -120,8 +120,8 @@ const NAMESPACE_FLAGS: &[i32] = &[
 ];
 
 /// Denied to CGIs by [`CgiFilter`], not to the worker by [`install`]: each CGI's process calls
-/// `setsid`, `unshare` (a mount namespace) and `mount` (its `/tmp`) itself, before its filter
-/// is installed. The worker ends a request by killing its CGI's process group; a process that
+/// `setpgid` (a process group of its own), and `unshare` (a mount namespace) and `mount` (its
+/// `/tmp`) or `setns` (a ready namespace), itself, before its filter is installed. The worker ends a request by killing its CGI's process group; a process that
 /// left the group with `setsid` or `setpgid` would escape that kill, run on, and hold the
 /// response's pipes open until the deadline.
 const DENIED_TO_CGIS: &[i64] = &[
@@ -129,6 +129,7 @@ const DENIED_TO_CGIS: &[i64] = &[
     libc::SYS_setpgid,
     libc::SYS_mount,
     libc::SYS_unshare,
+    libc::SYS_setns,
 ];
 
 #[derive(Debug, thiserror::Error)]
@@ -247,10 +248,16 @@ fn argument_rules() -> Result<Vec<(i64, Vec<SeccompRule>)>, seccompiler::Backend
     }
     families.push(rule(vec![arg(0, Gt, below - 1)?])?);
     Ok(vec![
-        // The worker may make a mount namespace (each CGI's), nothing else.
+        // The worker may make a mount namespace (each CGI's), nothing else; and enter one, for
+        // a CGI's process, which it can only do for namespaces of its own user namespace (the
+        // namespaces it made: entering one needs CAP_SYS_ADMIN over it).
         (
             libc::SYS_unshare,
             vec![rule(vec![arg(0, Ne, libc::CLONE_NEWNS as u64)?])?],
+        ),
+        (
+            libc::SYS_setns,
+            vec![rule(vec![arg(1, Ne, libc::CLONE_NEWNS as u64)?])?],
         ),
         (libc::SYS_prlimit64, only_self(0)?),
         (libc::SYS_sched_setscheduler, only_self(0)?),
@@ -339,7 +346,7 @@ fn no_x32() -> BpfProgram {
 }
 
 /// The CGIs' own filter: [`DENIED_TO_CGIS`] answered with EPERM. Compiled once, when the worker
-/// starts (compiling allocates); installed in each CGI's process after the CGI's own `setsid`
+/// starts (compiling allocates); installed in each CGI's process after the CGI's own `setpgid`
 /// and before its exec.
 pub struct CgiFilter {
     program: BpfProgram,

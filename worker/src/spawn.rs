@@ -15,6 +15,7 @@ use nix::unistd::{access, AccessFlags, Pid};
 use protocol::{Limits, SpawnError, SpawnRequest};
 
 use crate::launch::{Identity, Launcher, Program};
+use crate::private_tmp::TmpPool;
 use crate::scope::CgiScope;
 use crate::seccomp::{CgiFilter, FilterError};
 
@@ -48,6 +49,8 @@ pub struct Spawner {
     tmp_options: Vec<u8>,
     /// `/tmp` and the jail's other writable areas, as the CGI's mount namespace names them.
     tmp_dirs: Vec<CString>,
+    /// Mount namespaces with an empty `/tmp`, ready for the next CGIs.
+    tmp_pool: TmpPool,
     /// The supplementary groups of every CGI: the data folder's, if there is one.
     groups: Vec<libc::gid_t>,
 }
@@ -57,12 +60,13 @@ impl Spawner {
     pub fn new(config: &crate::jail::Config) -> Result<Spawner, SetupError> {
         let ids = config.cgi_ids;
         // Writable areas the jail has (the worker's root is the jail now), `/tmp` first.
-        let tmp_dirs = WRITABLE_AREAS
+        let tmp_dirs: Vec<CString> = WRITABLE_AREAS
             .iter()
             .map(|area| format!("/{area}"))
             .filter(|dir| Path::new(dir).is_dir())
             .filter_map(|dir| CString::new(dir).ok())
             .collect();
+        let tmp_pool = TmpPool::new(tmp_dirs.first().cloned());
         Ok(Spawner {
             launcher: Launcher::new(CgiFilter::new()?, CgiScope::new()?)
                 .map_err(SetupError::Stack)?,
@@ -73,13 +77,15 @@ impl Spawner {
             tmp_size: config.tmp_size,
             tmp_options: Vec::new(),
             tmp_dirs,
+            tmp_pool,
             groups: config.data.iter().map(|data| data.gid).collect(),
         })
     }
 
-    /// Gives back the id of a CGI that has exited (its process group killed with it, its
-    /// mount namespace and `/tmp` gone with its last process).
+    /// Gives back the id of a CGI that has exited (its process group killed with it), and its
+    /// mount namespace, to be used again once its `/tmp` is empty.
     pub fn release_id(&mut self, id: u32) {
+        self.tmp_pool.release(id);
         self.free_ids.push_back(id);
     }
 
@@ -143,6 +149,8 @@ impl Spawner {
         let tmp_options = CStr::from_bytes_with_nul(&self.tmp_options)
             .map_err(|_| SpawnError::BadRequest("tmpfs options".into()))?;
         let tmp_dirs: Vec<&CStr> = self.tmp_dirs.iter().map(CString::as_c_str).collect();
+        let namespace = self.tmp_pool.take(id);
+        let fresh = namespace.is_none();
         let launched = self.launcher.launch(&Program {
             path,
             argv: &argv,
@@ -152,14 +160,21 @@ impl Spawner {
             limits: &limits[..count],
             identity: Some(Identity {
                 id,
+                namespace,
                 tmp_options,
                 tmp_dirs: &tmp_dirs,
                 groups: &self.groups,
             }),
         });
         match launched {
-            Ok(pid) => Ok((pid, script_segments, id)),
+            Ok(pid) => {
+                if fresh {
+                    self.tmp_pool.keep(id, pid);
+                }
+                Ok((pid, script_segments, id))
+            }
             Err(errno) => {
+                self.tmp_pool.put_back(id);
                 self.free_ids.push_back(id);
                 Err(classify_exec_error(errno))
             }

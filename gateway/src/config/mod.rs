@@ -152,8 +152,8 @@ pub enum ConfigError {
     Timeout(u64),
     #[error("{0} must be at least 1")]
     Zero(&'static str),
-    #[error("jail {0}: {1}")]
-    Jail(PathBuf, String),
+    #[error("--jail {0}")]
+    Jail(crate::jailfs::AuditError),
     #[error("worker executable {0} not found (it is installed next to the gateway)")]
     WorkerExe(PathBuf),
     #[error("--cgi-ids {first}-{last}: {why}")]
@@ -253,19 +253,7 @@ impl Config {
                 return Err(ConfigError::Zero(flag));
             }
         }
-        let jail_error = |why: String| ConfigError::Jail(self.jail.clone(), why);
-        let canonical = std::fs::canonicalize(&self.jail).map_err(|e| jail_error(e.to_string()))?;
-        if !canonical.is_dir() {
-            return Err(jail_error("not a directory".into()));
-        }
-        if canonical == std::path::Path::new("/") {
-            return Err(jail_error("the host's root is not a jail".into()));
-        }
-        if !canonical.join(CGI_DIR.trim_start_matches('/')).is_dir() {
-            return Err(jail_error(format!(
-                "has no {CGI_DIR} folder (build one with `gateway jail init`)"
-            )));
-        }
+        let canonical = crate::jailfs::check_is_jail(&self.jail).map_err(ConfigError::Jail)?;
         if !self.worker_exe.is_file() {
             return Err(ConfigError::WorkerExe(self.worker_exe));
         }

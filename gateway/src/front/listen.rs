@@ -86,20 +86,64 @@ impl Listener {
         match self {
             Listener::Tcp(listener) => {
                 let (stream, remote) = listener.accept().await?;
-                let local = stream.local_addr()?;
-                let _ = stream.set_nodelay(true);
-                Ok((Either::Left(stream), Connection::Tcp { local, remote }))
+                tcp_connection(stream, remote)
             }
-            Listener::Unix(listener) => {
-                let (stream, _) = listener.accept().await?;
-                let peer = stream.peer_cred().ok().map(|credentials| PeerCredentials {
-                    uid: credentials.uid(),
-                    gid: credentials.gid(),
-                });
-                Ok((Either::Right(stream), Connection::Unix { peer }))
-            }
+            Listener::Unix(listener) => Ok(unix_connection(listener.accept().await?.0)),
         }
     }
+
+    /// Closes the listener, first taking every connection the kernel has already completed
+    /// in its backlog: closing a listener resets those, and their clients sent a request to
+    /// a server that was still listening. (Under socket activation systemd keeps its copy of
+    /// the socket, and what is left waits for the next gateway.) Accepts without waiting,
+    /// straight on the socket: the runtime may not have seen the newest arrivals yet.
+    pub fn close_taking_backlog(self) -> Vec<(Stream, Connection)> {
+        let mut taken = Vec::new();
+        match self {
+            Listener::Tcp(listener) => {
+                let Ok(listener) = listener.into_std() else {
+                    return taken;
+                };
+                while let Ok((stream, remote)) = listener.accept() {
+                    let registered = stream
+                        .set_nonblocking(true)
+                        .and_then(|()| TcpStream::from_std(stream))
+                        .and_then(|stream| tcp_connection(stream, remote));
+                    if let Ok(connection) = registered {
+                        taken.push(connection);
+                    }
+                }
+            }
+            Listener::Unix(listener) => {
+                let Ok(listener) = listener.into_std() else {
+                    return taken;
+                };
+                while let Ok((stream, _)) = listener.accept() {
+                    let registered = stream
+                        .set_nonblocking(true)
+                        .and_then(|()| UnixStream::from_std(stream));
+                    if let Ok(stream) = registered {
+                        taken.push(unix_connection(stream));
+                    }
+                }
+            }
+        }
+        taken
+    }
+}
+
+fn tcp_connection(stream: TcpStream, remote: SocketAddr) -> std::io::Result<(Stream, Connection)> {
+    let local = stream.local_addr()?;
+    let _ = stream.set_nodelay(true);
+    Ok((Either::Left(stream), Connection::Tcp { local, remote }))
+}
+
+fn unix_connection(stream: UnixStream) -> (Stream, Connection) {
+    let peer = stream.peer_cred().ok().map(|credentials| PeerCredentials {
+        uid: credentials.uid(),
+        gid: credentials.gid(),
+    });
+    (Either::Right(stream), Connection::Unix { peer })
 }
 
 /// Accepts connections until `shutdown` resolves, at most [`MAX_CONNECTIONS`] open at once,
@@ -131,6 +175,12 @@ pub async fn accept_until(
             _ = &mut shutdown => break,
         };
         serve(stream, connection, permit);
+    }
+    for (stream, connection) in listener.close_taking_backlog() {
+        // At the connection limit one is refused here as it would have been at the close.
+        if let Ok(permit) = connections.clone().try_acquire_owned() {
+            serve(stream, connection, permit);
+        }
     }
     connections
 }

@@ -38,7 +38,7 @@ use nix::errno::Errno;
 use nix::fcntl::{openat, OFlag};
 use nix::sys::stat::Mode;
 
-use protocol::layout::{DEFAULT_CGI_IDS, DEVICES, PROC_DIR, WRITABLE_AREAS};
+use protocol::layout::{CGI_DIR, DEFAULT_CGI_IDS, DEVICES, PROC_DIR, WRITABLE_AREAS};
 use protocol::IdRange;
 
 use super::user::CgiUser;
@@ -237,6 +237,10 @@ fn write_escaped(f: &mut fmt::Formatter<'_>, name: &OsStr) -> fmt::Result {
 pub enum AuditError {
     #[error("{path}: not a directory")]
     NotADirectory { path: PathBuf },
+    /// A folder that is no jail at all (the host's root, `/etc`): the audit's rules would
+    /// find nothing wrong with many such folders, which says nothing.
+    #[error("{path} is not a jail: {why}")]
+    NotAJail { path: PathBuf, why: String },
     #[error("writable place {path:?}: {reason}")]
     InvalidWritable { path: PathBuf, reason: &'static str },
     #[error("{path}: more than {MAX_AUDIT_DEPTH} levels deep; the tree was not audited")]
@@ -249,12 +253,44 @@ pub enum AuditError {
     },
 }
 
+/// What makes a folder a jail at all, before any rule of the audit: it is not the host's
+/// root, and it has the [`CGI_DIR`] folder that every URL maps into (`gateway jail init`
+/// makes one). Returns the folder's canonical path. Serving and `gateway jail check` both
+/// ask this, so `jail check /etc` says that `/etc` is no jail instead of "no findings".
+pub fn check_is_jail(dir: &Path) -> Result<PathBuf, AuditError> {
+    let canonical = std::fs::canonicalize(dir).map_err(|e| AuditError::Io {
+        path: dir.to_path_buf(),
+        source: e,
+    })?;
+    if !canonical.is_dir() {
+        return Err(AuditError::NotADirectory {
+            path: dir.to_path_buf(),
+        });
+    }
+    let not_a_jail = |why: String| AuditError::NotAJail {
+        path: dir.to_path_buf(),
+        why,
+    };
+    if canonical == Path::new("/") {
+        return Err(not_a_jail("it is the host's root".into()));
+    }
+    if !canonical.join(CGI_DIR.trim_start_matches('/')).is_dir() {
+        return Err(not_a_jail(format!(
+            "it has no {CGI_DIR} folder, where a jail keeps its CGIs (`gateway jail init \
+             NEWDIR` builds a jail in a new folder)"
+        )));
+    }
+    Ok(canonical)
+}
+
 /// Audit the jail at `opts.dir`. `Ok` with every finding, sorted by path (empty: the jail
-/// is fit to serve from); `Err` only if the audit itself could not be done.
+/// is fit to serve from); `Err` if the folder is no jail ([`check_is_jail`]) or the audit
+/// itself could not be done.
 pub fn audit(opts: &AuditOptions) -> Result<Vec<Finding>, AuditError> {
     for path in &opts.writable {
         check_writable(path)?;
     }
+    check_is_jail(&opts.dir)?;
     let mut root = match Dir::open(
         &opts.dir,
         OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,

@@ -502,6 +502,16 @@ fn audit_errors_are_not_findings() {
         audit(&file),
         Err(AuditError::NotADirectory { .. })
     ));
+    // No /cgi-bin: no jail, however clean (`/etc` would otherwise pass).
+    let bare = tempfile::tempdir().expect("tempdir");
+    assert!(matches!(
+        audit(&AuditOptions::new(bare.path(), nobody())),
+        Err(AuditError::NotAJail { .. })
+    ));
+    assert!(matches!(
+        audit(&AuditOptions::new("/", nobody())),
+        Err(AuditError::NotAJail { .. })
+    ));
     let jail = minimal_jail();
     for bad in ["tmp", "/", "/tmp/../etc"] {
         let mut opts = AuditOptions::new(jail.path(), nobody());

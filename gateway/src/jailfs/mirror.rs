@@ -371,7 +371,20 @@ impl JailDir {
         // without `nodev`, and the jail tree may well sit on one. NOFOLLOW all the same.
         fchownat(dir, name, ROOT_UID, ROOT_GID, AtFlags::AT_SYMLINK_NOFOLLOW).map_err(io_err)?;
         // mknod applied the umask; the mode must be exactly 0666.
-        fchmodat(dir, name, mode, FchmodatFlags::NoFollowSymlink).map_err(io_err)?;
+        match fchmodat(dir, name, mode, FchmodatFlags::NoFollowSymlink) {
+            // glibc before 2.39 does a no-follow chmod through /proc/self/fd, and says
+            // EOPNOTSUPP when no /proc is mounted (a package installed in a chroot). The
+            // node is root's, in a folder only root writes: if it is still the device
+            // (checked without following), chmod it by name.
+            Err(Errno::EOPNOTSUPP) => {
+                let st = fstatat(dir, name, AtFlags::AT_SYMLINK_NOFOLLOW).map_err(io_err)?;
+                if kind_of(&st) != SFlag::S_IFCHR || st.st_rdev != wanted {
+                    return Err(io_err(Errno::EOPNOTSUPP));
+                }
+                fchmodat(dir, name, mode, FchmodatFlags::FollowSymlink).map_err(io_err)?;
+            }
+            done => done.map_err(io_err)?,
+        }
         Ok(())
     }
 }

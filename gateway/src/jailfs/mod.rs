@@ -63,7 +63,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
 pub use add::AddSpec;
-pub use audit::{audit, AuditError, AuditOptions, DeviceKind, Finding, Problem};
+pub use audit::{audit, check_is_jail, AuditError, AuditOptions, DeviceKind, Finding, Problem};
 use error::refuse_setuid;
 pub use error::AddSpecError;
 pub use error::JailInitError;

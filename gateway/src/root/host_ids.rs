@@ -112,8 +112,8 @@ fn shared_account_warnings(ours: &[(u32, &str)], processes: &[ProcessIds]) -> Ve
         .collect()
 }
 
-/// Every process `/proc` lists now, at most [`MAX_PROCESSES`]; one that exits meanwhile is
-/// left out.
+/// Every process `/proc` lists now, at most [`MAX_PROCESSES`]; one that exits meanwhile, or
+/// has exited (see [`has_exited`]), is left out.
 fn running_processes() -> Vec<ProcessIds> {
     let Ok(entries) = std::fs::read_dir("/proc") else {
         return Vec::new();
@@ -126,9 +126,25 @@ fn running_processes() -> Vec<ProcessIds> {
             let file = std::fs::File::open(format!("/proc/{pid}/status")).ok()?;
             let mut head = Vec::new();
             file.take(STATUS_HEAD_BYTES).read_to_end(&mut head).ok()?;
-            parse_status(pid, &String::from_utf8_lossy(&head))
+            let status = String::from_utf8_lossy(&head);
+            if has_exited(&status) {
+                return None;
+            }
+            parse_status(pid, &status)
         })
         .collect()
+}
+
+/// Whether a `/proc/PID/status` text is a process that has exited and waits to be reaped
+/// (`State:` Z, zombie, or X, dead): it keeps its ids in `/proc` but can no longer signal,
+/// trace or own anything. Such are the front and the worker holders of a gateway killed with
+/// SIGKILL, orphans until PID 1 reaps them (a container's PID 1 may take long, or never):
+/// counting them warned a restart of that very gateway of "another gateway with the same ids".
+fn has_exited(status: &str) -> bool {
+    status
+        .lines()
+        .find_map(|line| line.strip_prefix("State:"))
+        .is_some_and(|state| matches!(state.trim_start().chars().next(), Some('Z' | 'X')))
 }
 
 /// `Name:`, `Uid:` and `Gid:` of a `/proc/PID/status` text; `None` without all three.
@@ -196,6 +212,17 @@ mod tests {
         ] {
             assert_eq!(parse_status(1, bad), None, "{bad:?}");
         }
+    }
+
+    #[test]
+    fn a_zombie_has_exited_a_sleeper_has_not() {
+        assert!(!has_exited(STATUS));
+        for state in ["Z (zombie)", "X (dead)"] {
+            let exited = STATUS.replace("S (sleeping)", state);
+            assert!(has_exited(&exited), "{exited}");
+        }
+        // No State line: taken as running, so its ids still count.
+        assert!(!has_exited("Name:\tx\nUid:\t1 1 1 1\nGid:\t1 1 1 1\n"));
     }
 
     #[test]

@@ -2,12 +2,13 @@
  * socket families other than local, IPv4 and IPv6 (netlink, packet, the crypto API, vsock,
  * PF_KEY, Bluetooth), userfaultfd, the x86 LDT, another process's page placement
  * (move_pages, migrate_pages on the worker), process_madvise, the keyring, the new mount
- * API, and personality(READ_IMPLIES_EXEC) (readable memory becomes executable).
+ * API, setns, and personality(READ_IMPLIES_EXEC) (readable memory becomes executable).
  * Controls that must keep working: AF_UNIX, AF_INET, AF_INET6 sockets and the personality
  * query. Reports `NAME=ok` or `NAME=ENAME` for each. */
 #include "report.h"
 
 #include <fcntl.h>
+#include <sched.h>
 #include <sys/personality.h>
 #include <sys/socket.h>
 #include <sys/syscall.h>
@@ -70,6 +71,10 @@ int main(void) {
     report("add_key", syscall(SYS_add_key, "user", "jailgate", "x", 1UL, -2));
     try_fd("fsopen", syscall(SYS_fsopen, "tmpfs", 0U));
     try_fd("open_tree", syscall(SYS_open_tree, AT_FDCWD, "/", 0U));
+    /* The worker may enter mount namespaces (each CGI's private /tmp); a CGI may not, not even
+     * its own. */
+    int own_namespace = open("/proc/self/ns/mnt", O_RDONLY | O_CLOEXEC);
+    report("setns_mnt", syscall(SYS_setns, own_namespace, CLONE_NEWNS));
 
     int before = personality(0xffffffff);
     if (report("personality_rie", personality(READ_IMPLIES_EXEC)) != -1) {

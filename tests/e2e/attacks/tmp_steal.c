@@ -3,7 +3,9 @@
  *
  *   ?op=plant&hold=S  writes /tmp/secret (0600) and /tmp/open (0644), the same in /var/tmp
  *                     where it exists, prints `armed`, then sleeps S seconds before it exits
- *   ?plant=2          leaves no file, only an extended attribute on /tmp and its mode 0777
+ *   ?plant=2&hold=S   leaves no file, only an extended attribute on /tmp and its mode 0777,
+ *                     then sleeps S seconds too
+ *   ?plant=3&hold=S   the same with the mode only
  *   ?op=steal         tries to read those files, counts the processes /proc shows besides its
  *                     own, and tries the worker's /proc/1/environ; reads /tmp's attribute
  *                     (`tmp_xattr`) and mode (`tmp_mode`)
@@ -21,10 +23,13 @@ static const char *const FILES[] = {"/tmp/secret", "/tmp/open", "/var/tmp/secret
                                     "/var/tmp/open"};
 
 static void plant(long how, long hold) {
-    if (how == 2) {
-        report("plant_xattr", setxattr("/tmp", "user.secret", "x", 1, 0));
+    if (how == 2 || how == 3) {
+        if (how == 2)
+            report("plant_xattr", setxattr("/tmp", "user.secret", "x", 1, 0));
         report("plant_mode", chmod("/tmp", 0777));
         printf("armed\n");
+        fflush(stdout);
+        sleep((unsigned)hold);
         return;
     }
     for (unsigned i = 0; i < sizeof FILES / sizeof *FILES; i++) {

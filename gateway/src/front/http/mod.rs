@@ -22,6 +22,9 @@ use super::request::Core;
 pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
 /// Largest request header block hyper buffers (it answers 431 beyond it).
 pub const MAX_HEADER_BUFFER: usize = 64 * 1024;
+/// How long a stop waits before draining, so that connections accepted just before it read
+/// the request their client sent (see [`run`]).
+const FIRST_REQUEST_GRACE: Duration = Duration::from_millis(200);
 /// Serves `listener` until `shutdown` resolves, then lets open connections finish their
 /// requests for up to `drain` and closes them.
 pub async fn run(
@@ -58,6 +61,11 @@ pub async fn run(
     };
     accept_until(listener, shutdown, serve).await;
     tracing::info!("stopped accepting; draining open connections");
+    // hyper's graceful shutdown closes a connection that has not read a byte yet, answering
+    // nothing: those just accepted, the backlog above among them, whose clients have sent
+    // (or are sending) a request. A moment first lets each read its request head; from then
+    // on the shutdown lets it finish that request (with `Connection: close`).
+    tokio::time::sleep(FIRST_REQUEST_GRACE.min(drain)).await;
     if tokio::time::timeout(drain, graceful.shutdown())
         .await
         .is_err()
