@@ -359,6 +359,9 @@ http {
             proxy_set_header X-Forwarded-Proto \$scheme;
             proxy_request_buffering on;
             proxy_buffering off;
+            client_body_buffer_size 256k;
+            proxy_buffer_size 256k;
+            proxy_buffers 4 256k;
             proxy_read_timeout 300s;
         }
     }
@@ -367,6 +370,9 @@ http {
         location /cgi-bin/ {
             include /etc/nginx/fastcgi_params;
             fastcgi_pass unix:$WORK/fastcgi.sock;
+            client_body_buffer_size 256k;
+            fastcgi_buffer_size 256k;
+            fastcgi_buffers 4 256k;
             fastcgi_read_timeout 300s;
         }
     }

@@ -42,6 +42,10 @@ use crate::config::Config;
 use spool::{Reservation, SpoolBudget};
 
 /// Longest CGI stderr line logged; the rest of a longer line is logged as further lines.
+/// A request body above this size gets [`LARGE_PIPE`]s for the CGI's stdin and stdout.
+const LARGE_BODY: u64 = 256 * 1024;
+/// Bytes: the most an unprivileged process may ask for (`/proc/sys/fs/pipe-max-size`).
+const LARGE_PIPE: i32 = 1024 * 1024;
 const MAX_STDERR_LINE: usize = 4096;
 /// Most stderr bytes logged per request; beyond it stderr is read and dropped, so a chatty CGI
 /// neither blocks on a full pipe nor floods the log.
@@ -189,6 +193,13 @@ impl Core {
         let (stdin, cgi_stdin) = pipe::pipe().map_err(internal)?;
         let (cgi_stdout, stdout) = pipe::pipe().map_err(internal)?;
         let (cgi_stderr, stderr) = pipe::pipe().map_err(internal)?;
+        if content_length.is_some_and(|length| length > LARGE_BODY) {
+            // Fewer, larger hand-offs between us and the CGI for a large body (and, for an
+            // echo or a filter, its answer). Best effort: the kernel caps pipe memory per user.
+            use nix::fcntl::{fcntl, FcntlArg::F_SETPIPE_SZ};
+            let _ = fcntl(&stdin, F_SETPIPE_SZ(LARGE_PIPE));
+            let _ = fcntl(&stdout, F_SETPIPE_SZ(LARGE_PIPE));
+        }
         // The CGI gets plain blocking descriptors, as a program started from a shell would.
         let mut spooled = None;
         let (stdin, cgi_stdin) = match body {
