@@ -98,37 +98,30 @@ impl Listener {
     /// the socket, and what is left waits for the next gateway.) Accepts without waiting,
     /// straight on the socket: the runtime may not have seen the newest arrivals yet.
     pub fn close_taking_backlog(self) -> Vec<(Stream, Connection)> {
-        let mut taken = Vec::new();
         match self {
             Listener::Tcp(listener) => {
                 let Ok(listener) = listener.into_std() else {
-                    return taken;
+                    return Vec::new();
                 };
-                while let Ok((stream, remote)) = listener.accept() {
-                    let registered = stream
-                        .set_nonblocking(true)
-                        .and_then(|()| TcpStream::from_std(stream))
-                        .and_then(|stream| tcp_connection(stream, remote));
-                    if let Ok(connection) = registered {
-                        taken.push(connection);
-                    }
-                }
+                std::iter::from_fn(|| listener.accept().ok())
+                    .filter_map(|(stream, remote)| {
+                        stream.set_nonblocking(true).ok()?;
+                        tcp_connection(TcpStream::from_std(stream).ok()?, remote).ok()
+                    })
+                    .collect()
             }
             Listener::Unix(listener) => {
                 let Ok(listener) = listener.into_std() else {
-                    return taken;
+                    return Vec::new();
                 };
-                while let Ok((stream, _)) = listener.accept() {
-                    let registered = stream
-                        .set_nonblocking(true)
-                        .and_then(|()| UnixStream::from_std(stream));
-                    if let Ok(stream) = registered {
-                        taken.push(unix_connection(stream));
-                    }
-                }
+                std::iter::from_fn(|| listener.accept().ok())
+                    .filter_map(|(stream, _)| {
+                        stream.set_nonblocking(true).ok()?;
+                        Some(unix_connection(UnixStream::from_std(stream).ok()?))
+                    })
+                    .collect()
             }
         }
-        taken
     }
 }
 
