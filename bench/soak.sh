@@ -70,7 +70,22 @@ workers() {
 }
 rss_kb() { awk '/^VmRSS/ {print $2}' "/proc/$1/status"; }
 fds() { ls "/proc/$1/fd" | wc -l; }
-worker_fds() { local total=0; for pid in $(workers); do total=$((total + $(fds "$pid"))); done; echo "$total"; }
+# A worker keeps the mount namespaces of ended CGIs for later ones (worker/src/private_tmp.rs):
+# two descriptors each (the namespace, its /tmp), as many as CGIs ran at once, at most
+# MAX_NAMESPACES. They are counted apart: the pool grows with the load's concurrency, a leak
+# with the number of requests.
+namespaces() { find "/proc/$1/fd" -lname 'mnt:*' 2>/dev/null | wc -l; }
+worker_fds() {
+  local total=0 pid
+  for pid in $(workers); do total=$((total + $(fds "$pid") - 2 * $(namespaces "$pid"))); done
+  echo "$total"
+}
+worker_namespaces() {
+  local most=0 pid n
+  for pid in $(workers); do n=$(namespaces "$pid"); [ "$n" -le "$most" ] || most=$n; done
+  echo "$most"
+}
+MAX_NAMESPACES=256
 metric() { curl -s "http://127.0.0.1:$admin/metrics" | awk -v key="$1" '$1 == key {print $2}' | tail -1; }
 status_count() { local v; v="$(metric "jailgate_requests_total{front=\"http\",status=\"$1\"}")"; echo "${v:-0}"; }
 
@@ -95,6 +110,7 @@ wait "$load" || true
 sleep 2   # connections close, the last CGIs exit
 
 rss_after="$(rss_kb "$front_pid")"; fds_after="$(fds "$front_pid")"; wfds_after="$(worker_fds)"
+kept_after="$(worker_namespaces)"
 ok=$(( $(status_count 200) - ok_before )); not_found=$(( $(status_count 404) - nf_before ))
 failed=$(( $(status_count 502) - bad_before ))
 all="$(curl -s "http://127.0.0.1:$admin/metrics" | awk '/^jailgate_requests_total/ {sum += $2} END {print sum + 0}')"
@@ -126,7 +142,8 @@ cat <<EOF
 |---|---:|---:|
 | front RSS (KiB) | $rss_before | $rss_after |
 | front open descriptors | $fds_before | $fds_after |
-| workers' open descriptors | $wfds_before | $wfds_after |
+| workers' open descriptors, their kept namespaces apart | $wfds_before | $wfds_after |
+| most namespaces one worker keeps (at most $MAX_NAMESPACES) | | $kept_after |
 
 | outcome | requests |
 |---|---:|
@@ -153,6 +170,7 @@ problems=()
 [ "$left" -eq 0 ] || problems+=("$left processes left after the stop")
 [ "$fds_after" -le $((fds_before + 2)) ] || problems+=("front descriptors grew from $fds_before to $fds_after")
 [ "$wfds_after" -le $((wfds_before + 2)) ] || problems+=("worker descriptors grew from $wfds_before to $wfds_after")
+[ "$kept_after" -le "$MAX_NAMESPACES" ] || problems+=("a worker keeps $kept_after namespaces, more than $MAX_NAMESPACES")
 # Allocator arenas settle in the first minutes; more than half again plus 4 MiB is a leak.
 [ "$rss_after" -le $((rss_before * 3 / 2 + 4096)) ] || problems+=("front RSS grew from $rss_before to $rss_after KiB")
 [ "$ok" -gt 0 ] && [ "$failed" -gt 0 ] && [ "$not_found" -gt 0 ] || problems+=("the workload did not run as planned")
