@@ -85,7 +85,7 @@ worker_namespaces() {
   for pid in $(workers); do n=$(namespaces "$pid"); [ "$n" -le "$most" ] || most=$n; done
   echo "$most"
 }
-MAX_NAMESPACES=256
+MAX_NAMESPACES=64
 metric() { curl -s "http://127.0.0.1:$admin/metrics" | awk -v key="$1" '$1 == key {print $2}' | tail -1; }
 status_count() { local v; v="$(metric "jailgate_requests_total{front=\"http\",status=\"$1\"}")"; echo "${v:-0}"; }
 

@@ -79,6 +79,14 @@ async fn serve(channel_fd: OwnedFd, config: &crate::jail::Config) -> Result<(), 
         tokio::select! {
             received = channel.recv::<ToWorker>(&mut buffer) => match received {
                 Ok((ToWorker::Spawn(request), fds)) => {
+                    // CGIs that ended meanwhile first: while spawns keep arriving, the runtime
+                    // may deliver SIGCHLD only hundreds of spawns later, and until then their
+                    // ids and namespaces stay taken (a pool of namespaces grown to its bound,
+                    // every descriptor of it copied into each new CGI and closed at its exec).
+                    for (id, status, cgi_id) in reap(&mut running) {
+                        spawner.release_id(cgi_id);
+                        channel.send(&FromWorker::Exited { id, status }, &[]).await?;
+                    }
                     let id = request.id;
                     let reply = match spawner.spawn_cgi(&request, fds) {
                         Ok((pid, script_segments, cgi_id)) => {
