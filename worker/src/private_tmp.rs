@@ -96,19 +96,15 @@ impl TmpPool {
         if self.idle.len() + self.in_use.len() >= MAX_NAMESPACES {
             return;
         }
-        let proc_path = |tail: &[u8]| {
-            let mut path = format!("/proc/{pid}/").into_bytes();
-            path.extend_from_slice(tail);
-            path
-        };
         let flags = OFlag::O_RDONLY | OFlag::O_CLOEXEC;
-        let Ok(namespace) = open(proc_path(b"ns/mnt").as_slice(), flags, Mode::empty()) else {
+        let Ok(namespace) = open(format!("/proc/{pid}/ns/mnt").as_str(), flags, Mode::empty())
+        else {
             return;
         };
         // Through the CGI's root, so in its mount namespace: /proc/PID/root/tmp.
-        let tmp_path = proc_path(&[b"root", tmp_dir.as_bytes()].concat());
+        let tmp_path = format!("/proc/{pid}/root{}", tmp_dir.to_string_lossy());
         let dir_flags = flags | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW;
-        let Ok(tmp_root) = open(tmp_path.as_slice(), dir_flags, Mode::empty()) else {
+        let Ok(tmp_root) = open(tmp_path.as_str(), dir_flags, Mode::empty()) else {
             return;
         };
         // Only a tmpfs root (the one the CGI's process mounted) is what the checks above read.

@@ -83,10 +83,7 @@ async fn serve(channel_fd: OwnedFd, config: &crate::jail::Config) -> Result<(), 
                     // may deliver SIGCHLD only hundreds of spawns later, and until then their
                     // ids and namespaces stay taken (a pool of namespaces grown to its bound,
                     // every descriptor of it copied into each new CGI and closed at its exec).
-                    for (id, status, cgi_id) in reap(&mut running) {
-                        spawner.release_id(cgi_id);
-                        channel.send(&FromWorker::Exited { id, status }, &[]).await?;
-                    }
+                    report_ended(&mut running, &mut spawner, &channel).await?;
                     let id = request.id;
                     let reply = match spawner.spawn_cgi(&request, fds) {
                         Ok((pid, script_segments, cgi_id)) => {
@@ -122,12 +119,7 @@ async fn serve(channel_fd: OwnedFd, config: &crate::jail::Config) -> Result<(), 
                     let _ = killpg(pid, Signal::SIGKILL);
                 }
             }
-            _ = children.recv() => {
-                for (id, status, cgi_id) in reap(&mut running) {
-                    spawner.release_id(cgi_id);
-                    channel.send(&FromWorker::Exited { id, status }, &[]).await?;
-                }
-            }
+            _ = children.recv() => report_ended(&mut running, &mut spawner, &channel).await?,
         }
     };
     // Exiting as PID 1 makes the kernel kill everything left in the namespace; killing the
@@ -136,6 +128,22 @@ async fn serve(channel_fd: OwnedFd, config: &crate::jail::Config) -> Result<(), 
         let _ = killpg(pid, Signal::SIGKILL);
     }
     outcome
+}
+
+/// Reaps every ended child, gives back the ids (and namespaces) of the CGIs among them, and
+/// tells the front each one's exit status.
+async fn report_ended(
+    running: &mut Running,
+    spawner: &mut Spawner,
+    channel: &Channel,
+) -> Result<(), ChannelError> {
+    for (id, status, cgi_id) in reap(running) {
+        spawner.release_id(cgi_id);
+        channel
+            .send(&FromWorker::Exited { id, status }, &[])
+            .await?;
+    }
+    Ok(())
 }
 
 /// Collects every ended child. As PID 1 the worker also inherits orphans (a CGI's double-forked

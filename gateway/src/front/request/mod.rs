@@ -41,11 +41,11 @@ use super::pool::{CgiEvent, CgiHandle, Pool};
 use crate::config::Config;
 use spool::{Reservation, SpoolBudget};
 
-/// Longest CGI stderr line logged; the rest of a longer line is logged as further lines.
 /// A request body above this size gets [`LARGE_PIPE`]s for the CGI's stdin and stdout.
 const LARGE_BODY: u64 = 256 * 1024;
 /// Bytes: the most an unprivileged process may ask for (`/proc/sys/fs/pipe-max-size`).
 const LARGE_PIPE: i32 = 1024 * 1024;
+/// Longest CGI stderr line logged; the rest of a longer line is logged as further lines.
 const MAX_STDERR_LINE: usize = 4096;
 /// Most stderr bytes logged per request; beyond it stderr is read and dropped, so a chatty CGI
 /// neither blocks on a full pipe nor floods the log.
