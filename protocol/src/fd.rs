@@ -1,20 +1,21 @@
 //! Sending and receiving one message per packet, with descriptors attached as SCM_RIGHTS.
 
 use std::io::{IoSlice, IoSliceMut};
-use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 
+use nix::errno::Errno;
+use nix::sys::socket::{
+    recvmsg, sendmsg, socketpair, AddressFamily, ControlMessage, ControlMessageOwned, MsgFlags,
+    SockFlag, SockType,
+};
 use serde::{de::DeserializeOwned, Serialize};
-use tokio_seqpacket::ancillary::{AncillaryMessageWriter, OwnedAncillaryMessage};
-use tokio_seqpacket::UnixSeqpacket;
+use tokio::io::unix::AsyncFd;
+use tokio::io::Interest;
 
 use crate::codec::{self, CodecError, MAX_MESSAGE_BYTES};
 
 /// The most descriptors one message carries (a spawn request's stdin, stdout and stderr).
 pub const MAX_FDS: usize = 3;
-
-/// Room for one SCM_RIGHTS control message with [`MAX_FDS`] descriptors, with slack for
-/// alignment. A peer that sends more is cut off by the kernel (`MSG_CTRUNC`), which we refuse.
-const ANCILLARY_BYTES: usize = 128;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ChannelError {
@@ -32,40 +33,64 @@ pub enum ChannelError {
 
 /// One end of the gateway↔worker link. Sending takes `&self`, so many tasks may send on one
 /// channel at once; each packet is delivered whole.
+///
+/// The socket is registered with the runtime for reading only. A socket registered for
+/// writing too (as `tokio-seqpacket` registers it) wakes its owner each time the peer reads a
+/// packet, since the kernel then signals it writable: one needless wake-up of the front or the
+/// worker for every message, three per request. Sending tries at once and waits for room only
+/// when the peer's queue is full ([`Channel::writable`]).
 #[derive(Debug)]
 pub struct Channel {
-    socket: UnixSeqpacket,
+    socket: AsyncFd<OwnedFd>,
 }
 
 /// A reusable receive buffer: one per receiving loop, so receiving does not allocate.
-pub struct RecvBuffer(Box<[u8]>);
+pub struct RecvBuffer {
+    data: Box<[u8]>,
+    control: Vec<u8>,
+}
 
 impl Default for RecvBuffer {
     fn default() -> Self {
-        // One byte more than the largest message so an oversize packet shows as truncated.
-        RecvBuffer(vec![0; MAX_MESSAGE_BYTES + 1].into_boxed_slice())
+        RecvBuffer {
+            // One byte more than the largest message so an oversize packet shows as truncated.
+            data: vec![0; MAX_MESSAGE_BYTES + 1].into_boxed_slice(),
+            // Room for one SCM_RIGHTS message of MAX_FDS descriptors. A peer that sends more
+            // than fits is cut off by the kernel (`MSG_CTRUNC`), which we refuse.
+            control: nix::cmsg_space!([RawFd; MAX_FDS]),
+        }
     }
 }
 
 impl Channel {
     /// Creates a connected pair (the gateway keeps one end, the worker inherits the other).
+    /// Must be called inside a tokio runtime.
     pub fn pair() -> std::io::Result<(Channel, Channel)> {
-        let (a, b) = UnixSeqpacket::pair()?;
-        Ok((Channel { socket: a }, Channel { socket: b }))
+        let (a, b) = socketpair(
+            AddressFamily::Unix,
+            SockType::SeqPacket,
+            None,
+            SockFlag::SOCK_CLOEXEC | SockFlag::SOCK_NONBLOCK,
+        )?;
+        Ok((Channel::registered(a)?, Channel::registered(b)?))
     }
 
     /// Wraps an inherited socket descriptor. Must be called inside a tokio runtime.
     pub fn from_owned_fd(fd: OwnedFd) -> std::io::Result<Channel> {
         // An inherited descriptor may be blocking; the runtime needs it non-blocking.
         set_nonblocking(fd.as_fd())?;
+        Channel::registered(fd)
+    }
+
+    fn registered(fd: OwnedFd) -> std::io::Result<Channel> {
         Ok(Channel {
-            socket: UnixSeqpacket::try_from(fd)?,
+            socket: register(fd, Interest::READABLE)?,
         })
     }
 
     /// Gives the socket back as a plain descriptor (to hand it to a child process).
     pub fn into_owned_fd(self) -> OwnedFd {
-        OwnedFd::from(self.socket)
+        self.socket.into_inner()
     }
 
     /// Sends one message, with `fds` attached. The caller keeps its copies of the descriptors
@@ -79,16 +104,38 @@ impl Channel {
             return Err(ChannelError::TooManyFds);
         }
         let bytes = codec::encode(message)?;
-        let mut ancillary_buffer = [0u8; ANCILLARY_BYTES];
-        let mut ancillary = AncillaryMessageWriter::new(&mut ancillary_buffer);
-        if !fds.is_empty() {
-            ancillary
-                .add_fds(fds.iter().copied())
-                .map_err(|_| ChannelError::TooManyFds)?;
+        let mut raw = [0 as RawFd; MAX_FDS];
+        for (slot, fd) in raw.iter_mut().zip(fds) {
+            *slot = fd.as_raw_fd();
         }
-        self.socket
-            .send_vectored_with_ancillary(&[IoSlice::new(&bytes)], &mut ancillary)
-            .await?;
+        let rights = [ControlMessage::ScmRights(&raw[..fds.len()])];
+        let control: &[ControlMessage] = if fds.is_empty() { &[] } else { &rights };
+        loop {
+            // A packet goes whole or not at all (SOCK_SEQPACKET); MSG_NOSIGNAL: a closed peer
+            // is an error to report, not a SIGPIPE.
+            match sendmsg::<()>(
+                self.socket.as_raw_fd(),
+                &[IoSlice::new(&bytes)],
+                control,
+                MsgFlags::MSG_NOSIGNAL | MsgFlags::MSG_DONTWAIT,
+                None,
+            ) {
+                Ok(_) => return Ok(()),
+                Err(Errno::EINTR) => continue,
+                Err(Errno::EAGAIN) => self.writable().await?,
+                Err(errno) => return Err(ChannelError::Io(errno.into())),
+            }
+        }
+    }
+
+    /// Waits until the peer's queue has room again. Rare (the peer is not reading), so rather
+    /// than keep the socket registered for writing, a duplicate of it is registered for as long
+    /// as the wait lasts (epoll tells two descriptors of one socket apart). Registering reports
+    /// a socket that is already writable at once, so no wake-up is missed in between.
+    async fn writable(&self) -> std::io::Result<()> {
+        let duplicate = self.socket.get_ref().try_clone()?;
+        let waiter = register(duplicate, Interest::WRITABLE)?;
+        waiter.writable().await?.clear_ready();
         Ok(())
     }
 
@@ -98,35 +145,73 @@ impl Channel {
         &self,
         buffer: &mut RecvBuffer,
     ) -> Result<(T, Vec<OwnedFd>), ChannelError> {
-        let mut ancillary_buffer = [0u8; ANCILLARY_BYTES];
-        let (info, ancillary) = self
-            .socket
-            .recv_vectored_with_ancillary(
-                &mut [IoSliceMut::new(&mut buffer.0)],
-                &mut ancillary_buffer,
-            )
-            .await?;
-        // Take ownership of every descriptor first, so that they are closed on any error below.
-        let mut fds = Vec::new();
-        let ancillary_truncated = info.ancillary_truncated();
-        for control in ancillary.into_messages() {
-            if let OwnedAncillaryMessage::FileDescriptors(received) = control {
-                fds.extend(received);
+        let received = loop {
+            let mut ready = self.socket.readable().await?;
+            match ready.try_io(|socket| receive(socket.get_ref().as_fd(), buffer)) {
+                Ok(received) => break received?,
+                Err(_would_block) => continue,
             }
-        }
-        if ancillary_truncated || fds.len() > MAX_FDS {
+        };
+        if received.ancillary_truncated || received.fds.len() > MAX_FDS {
             return Err(ChannelError::TooManyFds);
         }
-        if info.truncated() || info.bytes_read() > MAX_MESSAGE_BYTES {
+        if received.truncated || received.bytes > MAX_MESSAGE_BYTES {
             return Err(ChannelError::Truncated);
         }
-        if info.bytes_read() == 0 {
+        if received.bytes == 0 {
             // Every message encodes to at least one byte: an empty read is end of stream.
             return Err(ChannelError::Closed);
         }
-        let message = codec::decode(&buffer.0[..info.bytes_read()])?;
-        Ok((message, fds))
+        let message = codec::decode(&buffer.data[..received.bytes])?;
+        Ok((message, received.fds))
     }
+}
+
+fn register(fd: OwnedFd, interest: Interest) -> std::io::Result<AsyncFd<OwnedFd>> {
+    // SAFETY: an OwnedFd owns its descriptor: it stays open, and `as_raw_fd` gives the same
+    // number, for as long as the AsyncFd holds it.
+    Ok(unsafe { AsyncFd::register_with_interest(fd, interest) }?)
+}
+
+/// What one `recvmsg` brought: the packet's length (in the buffer), its descriptors, and
+/// whether the kernel had to cut the packet or its descriptors short.
+struct Received {
+    bytes: usize,
+    fds: Vec<OwnedFd>,
+    truncated: bool,
+    ancillary_truncated: bool,
+}
+
+fn receive(socket: BorrowedFd<'_>, buffer: &mut RecvBuffer) -> std::io::Result<Received> {
+    let mut data = [IoSliceMut::new(&mut buffer.data)];
+    let message = loop {
+        match recvmsg::<()>(
+            socket.as_raw_fd(),
+            &mut data,
+            Some(&mut buffer.control),
+            MsgFlags::MSG_CMSG_CLOEXEC | MsgFlags::MSG_DONTWAIT,
+        ) {
+            Err(Errno::EINTR) => continue,
+            other => break other?,
+        }
+    };
+    // Own every descriptor first, so that they are closed on any error after this.
+    let mut fds = Vec::new();
+    for control in message.cmsgs()? {
+        if let ControlMessageOwned::ScmRights(received) = control {
+            for fd in received {
+                // SAFETY: the kernel has just installed this descriptor in this process for
+                // this message; nothing else refers to it, so it gets exactly one owner here.
+                fds.push(unsafe { OwnedFd::from_raw_fd(fd) });
+            }
+        }
+    }
+    Ok(Received {
+        bytes: message.bytes,
+        fds,
+        truncated: message.flags.contains(MsgFlags::MSG_TRUNC),
+        ancillary_truncated: message.flags.contains(MsgFlags::MSG_CTRUNC),
+    })
 }
 
 fn set_nonblocking(fd: BorrowedFd<'_>) -> std::io::Result<()> {
@@ -164,6 +249,42 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_send_to_a_full_queue_waits_for_room() {
+        use std::time::Duration;
+        let (a, b) = Channel::pair().unwrap();
+        let message = ToWorker::Ping { seq: 1 };
+        // Fill the peer's queue: sends go at once until one has to wait (the kernel queues a
+        // few packets per socket, net.unix.max_dgram_qlen).
+        let mut sent = 0;
+        while let Ok(result) =
+            tokio::time::timeout(Duration::from_millis(50), a.send(&message, &[])).await
+        {
+            result.unwrap();
+            sent += 1;
+            assert!(sent < 100_000, "the queue never filled");
+        }
+        let last = ToWorker::Ping { seq: 2 };
+        let pending = tokio::spawn(async move { a.send(&last, &[]).await.map(|()| a) });
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        assert!(
+            !pending.is_finished(),
+            "a send to a full queue went through"
+        );
+        let mut buffer = RecvBuffer::default();
+        for _ in 0..sent {
+            let (received, _): (ToWorker, _) = b.recv(&mut buffer).await.unwrap();
+            assert_eq!(received, message);
+        }
+        let (received, _): (ToWorker, _) =
+            tokio::time::timeout(Duration::from_secs(5), b.recv(&mut buffer))
+                .await
+                .expect("the waiting send never went")
+                .unwrap();
+        assert_eq!(received, ToWorker::Ping { seq: 2 });
+        pending.await.unwrap().unwrap();
+    }
+
+    #[tokio::test]
     async fn closed_peer_is_reported() {
         let (gateway, worker) = Channel::pair().unwrap();
         drop(gateway);
@@ -174,11 +295,23 @@ mod tests {
         ));
     }
 
+    /// A plain socket to forge packets on, and a channel reading them.
+    fn raw_pair() -> (OwnedFd, Channel) {
+        let (a, b) = socketpair(
+            AddressFamily::Unix,
+            SockType::SeqPacket,
+            None,
+            SockFlag::SOCK_CLOEXEC,
+        )
+        .unwrap();
+        (a, Channel::from_owned_fd(b).unwrap())
+    }
+
     #[tokio::test]
     async fn garbage_packet_is_an_error_and_the_channel_goes_on() {
-        let (a, b) = UnixSeqpacket::pair().unwrap();
-        let (a, b) = (Channel { socket: a }, Channel { socket: b });
-        a.socket.send(&[0xff, 0xff, 0xff]).await.unwrap();
+        let (a, b) = raw_pair();
+        nix::sys::socket::send(a.as_raw_fd(), &[0xff, 0xff, 0xff], MsgFlags::empty()).unwrap();
+        let a = Channel::from_owned_fd(a).unwrap();
         a.send(
             &FromWorker::Spawned {
                 id: 1,
@@ -207,12 +340,11 @@ mod tests {
 
     #[tokio::test]
     async fn oversize_packet_is_refused() {
-        let (a, b) = UnixSeqpacket::pair().unwrap();
-        let b = Channel { socket: b };
+        let (a, b) = raw_pair();
         // Raise the send buffer so the kernel accepts one packet larger than our limit.
         let big = vec![0u8; MAX_MESSAGE_BYTES + 100];
         nix::sys::socket::setsockopt(&a, nix::sys::socket::sockopt::SndBuf, &(4 << 20)).unwrap();
-        a.send(&big).await.unwrap();
+        nix::sys::socket::send(a.as_raw_fd(), &big, MsgFlags::empty()).unwrap();
         let mut buffer = RecvBuffer::default();
         assert!(matches!(
             b.recv::<FromWorker>(&mut buffer).await,
@@ -222,22 +354,23 @@ mod tests {
 
     #[tokio::test]
     async fn too_many_descriptors_are_closed_and_refused() {
-        let (a, b) = UnixSeqpacket::pair().unwrap();
-        let b = Channel { socket: b };
+        let (a, b) = raw_pair();
         let (reader, writer) = std::io::pipe().unwrap();
-        let fds = [writer.as_fd(); 4];
+        let fds = [writer.as_raw_fd(); 4];
         let bytes = codec::encode(&FromWorker::Spawned {
             id: 1,
             pid: 1,
             script_segments: 1,
         })
         .unwrap();
-        let mut ancillary_buffer = [0u8; 256];
-        let mut ancillary = AncillaryMessageWriter::new(&mut ancillary_buffer);
-        ancillary.add_fds(fds).unwrap();
-        a.send_vectored_with_ancillary(&[IoSlice::new(&bytes)], &mut ancillary)
-            .await
-            .unwrap();
+        sendmsg::<()>(
+            a.as_raw_fd(),
+            &[IoSlice::new(&bytes)],
+            &[ControlMessage::ScmRights(&fds)],
+            MsgFlags::empty(),
+            None,
+        )
+        .unwrap();
         drop(writer);
         let mut buffer = RecvBuffer::default();
         assert!(matches!(
