@@ -466,11 +466,8 @@ mod tests {
         drop(stdin_w);
         let (stdout_r, stdout) = nix::unistd::pipe().expect("pipe");
         let (stderr_r, stderr) = nix::unistd::pipe().expect("pipe");
-        let mut launcher = Launcher::new(
-            CgiFilter::new().expect("filter"),
-            CgiScope::new().expect("scope"),
-        )
-        .expect("launcher");
+        let mut launcher =
+            Launcher::new(CgiFilter::new(), CgiScope::new().expect("scope")).expect("launcher");
         let pid = launcher.launch(&Program {
             path: &argv_c[0],
             argv: &argv_p,

@@ -68,7 +68,7 @@ impl Spawner {
             .collect();
         let tmp_pool = TmpPool::new(tmp_dirs.first().cloned());
         Ok(Spawner {
-            launcher: Launcher::new(CgiFilter::new()?, CgiScope::new()?)
+            launcher: Launcher::new(CgiFilter::new(), CgiScope::new()?)
                 .map_err(SetupError::Stack)?,
             env: EnvBlock::default(),
             path: Vec::new(),
