@@ -285,6 +285,29 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_send_waiting_for_room_fails_when_the_peer_goes() {
+        use std::time::Duration;
+        let (a, b) = Channel::pair().unwrap();
+        let message = ToWorker::Ping { seq: 1 };
+        // Fill the peer's queue, as above.
+        for sent in 0.. {
+            assert!(sent < 100_000, "the queue never filled");
+            match tokio::time::timeout(Duration::from_millis(50), a.send(&message, &[])).await {
+                Ok(result) => result.unwrap(),
+                Err(_) => break,
+            }
+        }
+        let pending = tokio::spawn(async move { a.send(&message, &[]).await });
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        drop(b);
+        let sent = tokio::time::timeout(Duration::from_secs(5), pending)
+            .await
+            .expect("the waiting send never ended")
+            .unwrap();
+        assert!(matches!(sent, Err(ChannelError::Io(_))), "{sent:?}");
+    }
+
+    #[tokio::test]
     async fn closed_peer_is_reported() {
         let (gateway, worker) = Channel::pair().unwrap();
         drop(gateway);
