@@ -63,6 +63,50 @@ async fn error_statuses() {
     assert_eq!(status_of(&gw, "/cgi-bin/hello").await, 200);
 }
 
+/// A symlink in `/cgi-bin` runs what it points to only if that lies in `/cgi-bin` too:
+/// `/cgi-bin/x -> /bin/sh` would otherwise turn a URL into a shell reading the request body.
+#[tokio::test(flavor = "multi_thread")]
+async fn symlinked_scripts_run_only_inside_the_cgi_folder() {
+    require_root!();
+    use std::os::unix::fs::symlink;
+    let jail = Jail::new();
+    jail.cgi("hello", HELLO);
+    let cgi_bin = jail.root().join("cgi-bin");
+    std::fs::create_dir(cgi_bin.join("sub")).expect("mkdir sub");
+    jail.cgi("sub/hi", HELLO);
+    for (name, target) in [
+        ("alias", "hello"),
+        ("linked", "sub"),
+        ("shell", "/bin/sh"),
+        ("up", "../bin/sh"),
+        ("tools", "/bin"),
+        ("dangling", "nowhere"),
+    ] {
+        symlink(target, cgi_bin.join(name)).expect("symlink");
+    }
+    let gw = jail.serve(Opts::default());
+
+    for (path, want) in [
+        ("/cgi-bin/alias", 200),
+        ("/cgi-bin/linked/hi", 200),
+        ("/cgi-bin/shell", 403),
+        ("/cgi-bin/up", 403),
+        ("/cgi-bin/tools/sh", 403),
+        ("/cgi-bin/dangling", 404),
+    ] {
+        assert_eq!(status_of(&gw, path).await, want, "{path}");
+    }
+    let body = client(REQUEST_TIMEOUT)
+        .get(gw.url("/cgi-bin/alias"))
+        .send()
+        .await
+        .expect("GET alias")
+        .text()
+        .await
+        .expect("body");
+    assert_eq!(body, "hello\n");
+}
+
 /// Non-zombie processes named `comm` that descend from `ancestor`.
 fn descendants_named(ancestor: i32, comm: &str) -> Vec<ProcStat> {
     procfs::descendants(&procfs::snapshot(), ancestor)
