@@ -17,7 +17,7 @@ use protocol::{Limits, SpawnError, SpawnRequest};
 use crate::launch::{Identity, Launcher, Program};
 use crate::private_tmp::TmpPool;
 use crate::scope::CgiScope;
-use crate::seccomp::{CgiFilter, FilterError};
+use crate::seccomp::CgiFilter;
 
 // The folder inside the jail that holds the CGIs. Nothing outside it is ever executed on a
 // request, whatever the request names: a `/cgi-bin/x -> /bin/sh` symlink would otherwise turn
@@ -26,8 +26,6 @@ use protocol::layout::{CGI_DIR, WRITABLE_AREAS};
 
 #[derive(Debug, thiserror::Error)]
 pub enum SetupError {
-    #[error("the CGIs' {0}")]
-    Filter(#[from] FilterError),
     #[error("the CGIs' Landlock domain: {0}")]
     Scope(#[from] landlock::RulesetError),
     #[error("mapping the stack CGIs start on: {0}")]
