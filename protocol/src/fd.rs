@@ -17,6 +17,12 @@ use crate::codec::{self, CodecError, MAX_MESSAGE_BYTES};
 /// The most descriptors one message carries (a spawn request's stdin, stdout and stderr).
 pub const MAX_FDS: usize = 3;
 
+/// The most descriptors the kernel passes in one message (SCM_MAX_FD, include/net/scm.h).
+/// The receive buffer has room for all of them: then a peer that sends more than [`MAX_FDS`]
+/// has every one of them installed here, owned and closed, rather than cut off (`MSG_CTRUNC`)
+/// after some were installed that could not be parsed, and so never closed.
+const KERNEL_MAX_FDS: usize = 253;
+
 #[derive(Debug, thiserror::Error)]
 pub enum ChannelError {
     #[error("peer closed the channel")]
@@ -55,9 +61,7 @@ impl Default for RecvBuffer {
         RecvBuffer {
             // One byte more than the largest message so an oversize packet shows as truncated.
             data: vec![0; MAX_MESSAGE_BYTES + 1].into_boxed_slice(),
-            // Room for one SCM_RIGHTS message of MAX_FDS descriptors. A peer that sends more
-            // than fits is cut off by the kernel (`MSG_CTRUNC`), which we refuse.
-            control: nix::cmsg_space!([RawFd; MAX_FDS]),
+            control: nix::cmsg_space!([RawFd; KERNEL_MAX_FDS]),
         }
     }
 }
@@ -195,22 +199,29 @@ fn receive(socket: BorrowedFd<'_>, buffer: &mut RecvBuffer) -> std::io::Result<R
             other => break other?,
         }
     };
-    // Own every descriptor first, so that they are closed on any error after this.
+    let truncated = message.flags.contains(MsgFlags::MSG_TRUNC);
+    let ancillary_truncated = message.flags.contains(MsgFlags::MSG_CTRUNC);
+    // Own every descriptor first, so that they are closed on any error after this. (A cut-off
+    // control buffer cannot be read; with room for KERNEL_MAX_FDS it is never cut off.)
     let mut fds = Vec::new();
-    for control in message.cmsgs()? {
-        if let ControlMessageOwned::ScmRights(received) = control {
-            for fd in received {
-                // SAFETY: the kernel has just installed this descriptor in this process for
-                // this message; nothing else refers to it, so it gets exactly one owner here.
-                fds.push(unsafe { OwnedFd::from_raw_fd(fd) });
-            }
+    let controls = (!ancillary_truncated)
+        .then(|| message.cmsgs())
+        .transpose()?;
+    for control in controls.into_iter().flatten() {
+        let ControlMessageOwned::ScmRights(received) = control else {
+            continue;
+        };
+        for fd in received {
+            // SAFETY: the kernel has just installed this descriptor in this process for this
+            // message; nothing else refers to it, so it gets exactly one owner here.
+            fds.push(unsafe { OwnedFd::from_raw_fd(fd) });
         }
     }
     Ok(Received {
         bytes: message.bytes,
         fds,
-        truncated: message.flags.contains(MsgFlags::MSG_TRUNC),
-        ancillary_truncated: message.flags.contains(MsgFlags::MSG_CTRUNC),
+        truncated,
+        ancillary_truncated,
     })
 }
 
@@ -377,33 +388,38 @@ mod tests {
 
     #[tokio::test]
     async fn too_many_descriptors_are_closed_and_refused() {
-        let (a, b) = raw_pair();
-        let (reader, writer) = std::io::pipe().unwrap();
-        let fds = [writer.as_raw_fd(); 4];
-        let bytes = codec::encode(&FromWorker::Spawned {
-            id: 1,
-            pid: 1,
-            script_segments: 1,
-        })
-        .unwrap();
-        sendmsg::<()>(
-            a.as_raw_fd(),
-            &[IoSlice::new(&bytes)],
-            &[ControlMessage::ScmRights(&fds)],
-            MsgFlags::empty(),
-            None,
-        )
-        .unwrap();
-        drop(writer);
-        let mut buffer = RecvBuffer::default();
-        assert!(matches!(
-            b.recv::<FromWorker>(&mut buffer).await,
-            Err(ChannelError::TooManyFds)
-        ));
-        // Every received copy of the write end was closed: the reader sees end of file.
-        let mut rest = Vec::new();
-        let mut reader = reader;
-        reader.read_to_end(&mut rest).unwrap();
-        assert!(rest.is_empty());
+        // One more than we take, one more than the old control buffer held, and the most the
+        // kernel passes in one message (SCM_MAX_FD).
+        for count in [MAX_FDS + 1, 5, 64, 253] {
+            let (a, b) = raw_pair();
+            let (reader, writer) = std::io::pipe().unwrap();
+            let fds = vec![writer.as_raw_fd(); count];
+            let bytes = codec::encode(&FromWorker::Spawned {
+                id: 1,
+                pid: 1,
+                script_segments: 1,
+            })
+            .unwrap();
+            sendmsg::<()>(
+                a.as_raw_fd(),
+                &[IoSlice::new(&bytes)],
+                &[ControlMessage::ScmRights(&fds)],
+                MsgFlags::empty(),
+                None,
+            )
+            .unwrap();
+            drop(writer);
+            let mut buffer = RecvBuffer::default();
+            let received = b.recv::<FromWorker>(&mut buffer).await;
+            assert!(
+                matches!(received, Err(ChannelError::TooManyFds)),
+                "{count} descriptors: {received:?}"
+            );
+            // Every received copy of the write end was closed: the reader sees end of file.
+            let mut rest = Vec::new();
+            let mut reader = reader;
+            reader.read_to_end(&mut rest).unwrap();
+            assert!(rest.is_empty());
+        }
     }
 }
