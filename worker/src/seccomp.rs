@@ -146,24 +146,6 @@ fn backend_error(error: seccompiler::BackendError) -> FilterError {
     FilterError(error.to_string())
 }
 
-/// A filter that answers every call in `syscalls` with `errno` and allows everything else.
-fn deny_all_of(
-    syscalls: &[i64],
-    errno: i32,
-    arch: seccompiler::TargetArch,
-) -> Result<SeccompFilter, FilterError> {
-    SeccompFilter::new(
-        syscalls
-            .iter()
-            .map(|&syscall| (syscall, Vec::new()))
-            .collect(),
-        SeccompAction::Allow,
-        SeccompAction::Errno(errno as u32),
-        arch,
-    )
-    .map_err(backend_error)
-}
-
 /// Installs the filters on the calling thread (the worker is single-threaded at this point).
 pub fn install() -> Result<(), FilterError> {
     let arch = target_arch()?;
@@ -202,10 +184,10 @@ pub fn install() -> Result<(), FilterError> {
 
     // clone3 passes its flags in memory, out of a filter's reach: "not implemented" makes the C
     // library fall back to clone, where the rule above applies.
-    let clone3 = deny_all_of(&[libc::SYS_clone3], libc::ENOSYS, arch)?;
+    let clone3 = deny_exactly(&[libc::SYS_clone3], libc::ENOSYS);
 
-    for filter in [deny, clone3] {
-        let program: BpfProgram = filter.try_into().map_err(backend_error)?;
+    let deny: BpfProgram = deny.try_into().map_err(backend_error)?;
+    for program in [deny, clone3] {
         seccompiler::apply_filter(&program).map_err(|e| FilterError(e.to_string()))?;
     }
     #[cfg(target_arch = "x86_64")]
