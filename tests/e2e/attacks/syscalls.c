@@ -2,16 +2,21 @@
  * socket families other than local, IPv4 and IPv6 (netlink, packet, the crypto API, vsock,
  * PF_KEY, Bluetooth), userfaultfd, the x86 LDT, another process's page placement
  * (move_pages, migrate_pages on the worker), process_madvise, the keyring, the new mount
- * API, setns, and personality(READ_IMPLIES_EXEC) (readable memory becomes executable).
+ * API, setns, new namespaces (unshare, clone with namespace flags, clone3, whose flags a
+ * filter cannot read), mount, and personality(READ_IMPLIES_EXEC) (readable memory becomes
+ * executable).
  * Controls that must keep working: AF_UNIX, AF_INET, AF_INET6 sockets and the personality
  * query. Reports `NAME=ok` or `NAME=ENAME` for each. */
 #include "report.h"
 
 #include <fcntl.h>
 #include <sched.h>
+#include <linux/sched.h>
+#include <sys/mount.h>
 #include <sys/personality.h>
 #include <sys/socket.h>
 #include <sys/syscall.h>
+#include <sys/wait.h>
 
 #ifndef AF_ALG
 #define AF_ALG 38
@@ -34,6 +39,16 @@ static void try_socket(const char *what, int family, int type, int protocol) {
     int fd = (int)report(what, socket(family, type | SOCK_CLOEXEC, protocol));
     if (fd != -1) {
         close(fd);
+    }
+}
+
+/* A process made by `rc` (a fork-like call) ends at once; the parent reaps it. */
+static void try_child(const char *what, long rc) {
+    if (rc == 0) {
+        _exit(0);
+    }
+    if (report(what, rc) > 0) {
+        waitpid((pid_t)rc, NULL, 0);
     }
 }
 
@@ -75,6 +90,15 @@ int main(void) {
      * its own. */
     int own_namespace = open("/proc/self/ns/mnt", O_RDONLY | O_CLOEXEC);
     report("setns_mnt", syscall(SYS_setns, own_namespace, CLONE_NEWNS));
+    /* A user namespace would make its process root of it, with every capability there; the
+     * calls after unshare_user try what that would allow (without the filters, each of them
+     * succeeds for an unprivileged process: checked with setpriv on the host). */
+    try_child("clone_newuser", syscall(SYS_clone, CLONE_NEWUSER | SIGCHLD, 0L, NULL, NULL, 0L));
+    struct clone_args args = {.flags = CLONE_NEWUSER, .exit_signal = SIGCHLD};
+    try_child("clone3_newuser", syscall(SYS_clone3, &args, sizeof args));
+    report("unshare_user", syscall(SYS_unshare, CLONE_NEWUSER));
+    report("unshare_mnt", syscall(SYS_unshare, CLONE_NEWNS));
+    report("mount_tmpfs", mount("none", "/tmp", "tmpfs", 0, NULL));
 
     int before = personality(0xffffffff);
     if (report("personality_rie", personality(READ_IMPLIES_EXEC)) != -1) {
