@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use gateway::config::cli::{
-    first_line, load_config, load_from_command_line, parse_command_line, with_config_file, Command,
+    load_config, load_from_command_line, one_line, parse_command_line, with_config_file, Command,
     JailOp, ServeArgs,
 };
 use gateway::config::{FrontUser, LogFormat, CGI_DIR};
@@ -24,7 +24,7 @@ fn main() -> ExitCode {
             let _ = error.print();
             return ExitCode::SUCCESS;
         }
-        Err(error) => return usage_error(first_line(&error.to_string())),
+        Err(error) => return usage_error(&one_line(&error)),
     };
     match cli.command {
         Some(command) => start(LogFormat::Text, || run_command(command)),

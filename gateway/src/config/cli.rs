@@ -98,15 +98,36 @@ pub fn with_config_file(args: ServeArgs, matches: &ArgMatches) -> Result<ServeAr
 /// The configuration the command line (`std::env::args_os`) and its `--config` file give,
 /// checked: what a SIGHUP reads again.
 pub fn load_from_command_line() -> Result<Config, String> {
-    let (cli, matches) = parse_command_line(std::env::args_os())
-        .map_err(|error| first_line(&error.to_string()).to_owned())?;
+    let (cli, matches) =
+        parse_command_line(std::env::args_os()).map_err(|error| one_line(&error))?;
     load_config(with_config_file(cli.serve, &matches)?)
 }
 
-/// The first line of a clap error, without its `error: ` prefix.
-pub fn first_line(text: &str) -> &str {
-    let line = text.lines().next().unwrap_or(text);
-    line.strip_prefix("error: ").unwrap_or(line)
+/// A clap error in one line, without its `error: ` prefix: what its first line announces (the
+/// missing arguments, the possible values) and its tips included, as the rest of our errors
+/// are one line each. For a missing argument, the usage it asks for too.
+pub fn one_line(error: &clap::Error) -> String {
+    let text = error.to_string();
+    let text = text.strip_prefix("error: ").unwrap_or(&text);
+    let mut message = String::new();
+    for line in text.lines().map(str::trim).filter(|line| !line.is_empty()) {
+        if line.starts_with("For more information") {
+            break;
+        }
+        let (usage, tip) = (line.strip_prefix("Usage: "), line.strip_prefix("tip: "));
+        match (usage, tip) {
+            (Some(usage), _) => {
+                if error.kind() == clap::error::ErrorKind::MissingRequiredArgument {
+                    message.push_str(&format!(" (usage: {usage})"));
+                }
+                break;
+            }
+            (None, Some(tip)) => message.push_str(&format!(" (tip: {tip})")),
+            (None, None) if message.is_empty() => message.push_str(line),
+            (None, None) => message.push_str(&format!(" {line}")),
+        }
+    }
+    message
 }
 
 /// The serving flags → a validated configuration, or what is wrong, in one line.
@@ -190,6 +211,47 @@ mod tests {
             parse_command_line(std::iter::once("gateway").chain(args.iter().copied()))
                 .map_err(|error| error.to_string())?;
         with_config_file(cli.serve, &matches)
+    }
+
+    /// The one-line message of `gateway ARGS...`'s parse error.
+    fn parse_error(args: &[&str]) -> String {
+        match parse_command_line(std::iter::once("gateway").chain(args.iter().copied())) {
+            Ok(_) => panic!("{args:?} parsed"),
+            Err(error) => one_line(&error),
+        }
+    }
+
+    /// A clap error's lines after the first say what is wrong; none of them may be lost.
+    #[test]
+    fn a_flag_error_says_all_of_itself_in_one_line() {
+        assert_eq!(
+            parse_error(&["--data-dir", "/data"]),
+            "the following required arguments were not provided: --data-group <GROUP|GID> \
+             (usage: gateway --data-dir <JAILPATH> --data-group <GROUP|GID>)"
+        );
+        assert_eq!(
+            parse_error(&["jail", "init"]),
+            "the following required arguments were not provided: <DIR> \
+             (usage: gateway jail init <DIR>)"
+        );
+        assert_eq!(
+            parse_error(&["--access-log", "xml"]),
+            "invalid value 'xml' for '--access-log <FORMAT>' \
+             [possible values: combined, json, off]"
+        );
+        assert_eq!(
+            parse_error(&["--worker", "3"]),
+            "unexpected argument '--worker' found \
+             (tip: a similar argument exists: '--workers')"
+        );
+        assert_eq!(
+            parse_error(&["--workers", "x"]),
+            "invalid value 'x' for '--workers <N>': invalid digit found in string"
+        );
+        assert_eq!(
+            parse_error(&["jail", "frob"]),
+            "unrecognized subcommand 'frob'"
+        );
     }
 
     fn config_file(text: &str) -> (tempfile::TempDir, String) {
