@@ -5,7 +5,7 @@ use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
 use std::path::Path;
 use std::time::Duration;
 
-use crate::harness::{require_root, Jail, Opts};
+use crate::harness::{gateway_bin, require_root, run_bounded, Jail, Opts};
 use crate::http::client;
 
 fn assert_same_char_device(jail: &Path, name: &str) {
@@ -94,6 +94,51 @@ fn init_builds_the_contract_layout() {
             "{prog} is in the jail"
         );
     }
+}
+
+/// `gateway jail init` into a folder that holds something but is no jail (a mistyped `/etc`)
+/// fails with one line and leaves the folder as it was. (`jail init /` is refused the same
+/// way; a unit test checks that without running it.)
+#[test]
+fn init_into_a_folder_that_is_no_jail_changes_nothing() {
+    require_root!();
+    let folder = tempfile::tempdir().expect("tempdir");
+    fs::create_dir(folder.path().join("etc")).expect("etc");
+    fs::write(
+        folder.path().join("etc/passwd"),
+        "root:x:0:0::/root:/bin/sh\n",
+    )
+    .expect("passwd");
+    let done = run_bounded(
+        std::process::Command::new(gateway_bin())
+            .args(["jail", "init"])
+            .arg(folder.path()),
+        Duration::from_secs(30),
+    );
+    assert_eq!(done.status.code(), Some(1), "stderr:\n{}", done.stderr);
+    let lines: Vec<&str> = done.stderr.trim().lines().collect();
+    assert_eq!(lines.len(), 1, "one line on stderr, got:\n{}", done.stderr);
+    assert!(
+        lines[0].contains("no place for a jail: it is neither empty nor a jail"),
+        "{}",
+        lines[0]
+    );
+    let mut names: Vec<String> = fs::read_dir(folder.path())
+        .expect("read_dir")
+        .map(|entry| {
+            entry
+                .expect("entry")
+                .file_name()
+                .to_string_lossy()
+                .into_owned()
+        })
+        .collect();
+    names.sort();
+    assert_eq!(names, ["etc"], "nothing added to the folder");
+    assert_eq!(
+        fs::read_to_string(folder.path().join("etc/passwd")).expect("passwd"),
+        "root:x:0:0::/root:/bin/sh\n"
+    );
 }
 
 /// With `--with sh` alone the jail still has `/bin`, so `#!/bin/sh` CGIs run.

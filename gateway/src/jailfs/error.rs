@@ -11,6 +11,8 @@ use super::limits::{MAX_ADD_DEPTH, MAX_INTERPRETER_DEPTH, MAX_LOCALTIME_BYTES, S
 pub enum JailInitError {
     #[error("jail init must run as root: it creates root-owned files and device nodes")]
     NotRoot,
+    #[error("no place for a jail: {why}")]
+    NotAJail { path: PathBuf, why: String },
     #[error("refusing to run CGIs as root (CGI user has uid {uid}, gid {gid})")]
     RootUser { uid: u32, gid: u32 },
     #[error("invalid CGI user {user:?}: {reason}")]

@@ -141,6 +141,7 @@ pub fn init(opts: &InitOptions) -> Result<InitReport, JailInitError> {
     if !nix::unistd::geteuid().is_root() {
         return Err(JailInitError::NotRoot);
     }
+    check_target(&opts.dir)?;
     let (passwd, group) = account_files(&opts.user)?;
 
     // Phase 1: resolve everything on the host.
@@ -225,6 +226,40 @@ pub fn init(opts: &InitOptions) -> Result<InitReport, JailInitError> {
         "jail initialised"
     );
     Ok(report)
+}
+
+/// Where [`init`] may write: a folder that does not exist yet, an empty one, or a jail to
+/// refresh ([`audit::check_is_jail`]: not the host's root, and with a `/cgi-bin`). Anything
+/// else is refused before anything is read or written: `jail init /` would overwrite the
+/// host's own `/etc/passwd`, `/etc/group`, `/etc/ld.so.conf` and `/etc/localtime`, and a
+/// mistyped `/etc` or `/tmp` would be filled with a jail's folders and get its modes.
+fn check_target(dir: &Path) -> Result<(), JailInitError> {
+    let mut entries = match fs::read_dir(dir) {
+        Ok(entries) => entries,
+        Err(error) if error.kind() == io::ErrorKind::NotFound => return Ok(()),
+        Err(error) => return Err(JailInitError::io(dir, error)),
+    };
+    let refuse = |why: String| {
+        Err(JailInitError::NotAJail {
+            path: dir.to_path_buf(),
+            why,
+        })
+    };
+    let canonical = fs::canonicalize(dir).map_err(|error| JailInitError::io(dir, error))?;
+    if canonical == Path::new("/") {
+        return refuse("it is the host's root".into());
+    }
+    if entries.next().is_none() {
+        return Ok(());
+    }
+    match audit::check_is_jail(dir) {
+        Ok(_) => Ok(()),
+        Err(audit::AuditError::NotAJail { .. }) => refuse(format!(
+            "it is neither empty nor a jail (it has no {CGI_DIR}); `jail init` builds a jail \
+             in a new or empty folder, or refreshes an existing one"
+        )),
+        Err(error) => refuse(error.to_string()),
+    }
 }
 
 /// Mirror host path `path` into a busybox jail, whose `/bin` is a real directory. A path

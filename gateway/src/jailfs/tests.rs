@@ -418,6 +418,8 @@ fn jail_symlinks_are_never_followed() {
     // written through.
     let victim = tempfile::tempdir().expect("tempdir");
     let jail = tempfile::tempdir().expect("tempdir");
+    // A jail (it has its /cgi-bin), so that init refreshes it rather than refuse the folder.
+    fs::create_dir(jail.path().join("cgi-bin")).expect("cgi-bin");
     std::os::unix::fs::symlink(victim.path(), jail.path().join("usr")).expect("symlink");
     let err = init(&minimal(jail.path(), &["true"])).expect_err("conflict");
     assert!(matches!(err, JailInitError::Conflict { .. }), "{err}");
@@ -434,6 +436,81 @@ fn jail_symlinks_are_never_followed() {
     init(&minimal(jail.path(), &["true"])).expect("re-init");
     assert_eq!(fs::read(&victim_file).expect("victim"), b"untouched");
     assert!(fs::symlink_metadata(&passwd).expect("passwd").is_file());
+}
+
+/// Every entry under `dir` (the folder itself first) with its mode, in order.
+fn listing(dir: &Path) -> Vec<(PathBuf, u32)> {
+    let mut found = vec![(dir.to_path_buf(), mode_of(dir))];
+    let mut entries: Vec<PathBuf> = fs::read_dir(dir)
+        .expect("read_dir")
+        .map(|entry| entry.expect("entry").path())
+        .collect();
+    entries.sort();
+    for path in entries {
+        if fs::symlink_metadata(&path).expect("lstat").is_dir() {
+            found.extend(listing(&path));
+        } else {
+            found.push((path.clone(), mode_of(&path)));
+        }
+    }
+    found
+}
+
+fn mode_of(path: &Path) -> u32 {
+    fs::symlink_metadata(path).expect("lstat").mode()
+}
+
+/// `jail init` into a folder that holds something but is no jail (a mistyped `/etc` or `/tmp`)
+/// changes nothing in it: before this check it wrote the jail's `/etc/passwd` over the
+/// folder's own, filled it with `bin`, `dev`, `usr`..., and set its mode to 0755.
+#[test]
+fn a_folder_neither_empty_nor_a_jail_is_refused_and_left_as_it_was() {
+    let folder = tempfile::tempdir().expect("tempdir");
+    fs::set_permissions(folder.path(), fs::Permissions::from_mode(0o1777)).expect("chmod");
+    fs::create_dir(folder.path().join("etc")).expect("etc");
+    fs::write(
+        folder.path().join("etc/passwd"),
+        b"root:x:0:0::/root:/bin/sh\n",
+    )
+    .expect("passwd");
+    fs::write(folder.path().join("notes"), b"mine").expect("notes");
+    let before = listing(folder.path());
+    let err = init(&minimal(folder.path(), &["true"])).expect_err("refused");
+    assert!(matches!(err, JailInitError::NotAJail { .. }), "{err}");
+    assert!(
+        err.to_string().contains("neither empty nor a jail"),
+        "{err}"
+    );
+    assert_eq!(listing(folder.path()), before);
+    assert_eq!(
+        fs::read(folder.path().join("etc/passwd")).expect("passwd"),
+        b"root:x:0:0::/root:/bin/sh\n"
+    );
+}
+
+/// The host's root is refused whatever it holds. Only the check is called here, never `init`
+/// itself: were the check broken, `init` would write over this machine's own `/etc`.
+#[test]
+fn the_hosts_root_is_refused() {
+    for root in ["/", "/.", "/usr/.."] {
+        let err = check_target(Path::new(root)).expect_err("refused");
+        assert!(
+            matches!(err, JailInitError::NotAJail { .. }),
+            "{root}: {err}"
+        );
+        assert!(err.to_string().contains("the host's root"), "{root}: {err}");
+    }
+}
+
+/// A folder that does not exist yet, an empty one and a jail to refresh are all accepted.
+#[test]
+fn new_empty_and_jail_folders_are_accepted() {
+    let parent = tempfile::tempdir().expect("tempdir");
+    check_target(&parent.path().join("new")).expect("a new folder");
+    check_target(parent.path()).expect("an empty folder");
+    fs::create_dir(parent.path().join("cgi-bin")).expect("cgi-bin");
+    fs::write(parent.path().join("cgi-bin/hello"), b"#!/bin/sh\n").expect("script");
+    check_target(parent.path()).expect("a jail");
 }
 
 #[test]
