@@ -492,13 +492,19 @@ fn a_folder_neither_empty_nor_a_jail_is_refused_and_left_as_it_was() {
 /// itself: were the check broken, `init` would write over this machine's own `/etc`.
 #[test]
 fn the_hosts_root_is_refused() {
-    for root in ["/", "/.", "/usr/.."] {
-        let err = check_target(Path::new(root)).expect_err("refused");
+    let links = tempfile::tempdir().expect("tempdir");
+    let link = links.path().join("root");
+    std::os::unix::fs::symlink("/", &link).expect("symlink");
+    for root in [Path::new("/"), Path::new("/."), Path::new("/usr/.."), &link] {
+        let err = check_target(root).expect_err("refused");
         assert!(
             matches!(err, JailInitError::NotAJail { .. }),
-            "{root}: {err}"
+            "{root:?}: {err}"
         );
-        assert!(err.to_string().contains("the host's root"), "{root}: {err}");
+        assert!(
+            err.to_string().contains("the host's root"),
+            "{root:?}: {err}"
+        );
     }
 }
 
