@@ -15,7 +15,9 @@ use crate::escape::{
     assert_alive, assert_hello, attack, report_of, start_attack, value, Arm, AttackRun, Running,
     HELLO, MIB,
 };
-use crate::harness::{one_worker, require_root, Gateway, Jail, Opts, WORKER_ID};
+use crate::harness::{
+    cgi_ids_arg, gateway_bin, one_worker, require_root, run_bounded, Gateway, Jail, Opts, WORKER_ID,
+};
 use crate::http::client;
 use crate::procfs::{self, ProcStat};
 
@@ -659,6 +661,45 @@ if /data/program 2>/dev/null; then echo ran; else echo refused; fi",
     let gw = jail_again(GROUP);
     let body = report_of(&gw, "/cgi-bin/append").await;
     assert!(body.starts_with("failed\n"), "{body}");
+}
+
+/// A data folder over what every CGI reads or runs would carry one request's writes into every
+/// later one: with `--data-dir /etc` a CGI appended `6.6.6.6 bank.example` to the jail's
+/// `/etc/hosts` for all that followed. Such a folder, owned and moded as the data folder must
+/// be, is refused at the start, in one line, and nothing runs.
+#[test]
+fn a_data_folder_over_etc_or_the_programs_is_refused() {
+    use std::os::unix::fs::PermissionsExt;
+    require_root!();
+    const GROUP: u32 = 4242;
+    let jail = Jail::new();
+    for folder in ["/etc", "/cgi-bin", "/usr/lib"] {
+        let host = jail.root().join(folder.trim_start_matches('/'));
+        nix::unistd::chown(
+            &host,
+            Some(nix::unistd::Uid::from_raw(0)),
+            Some(nix::unistd::Gid::from_raw(GROUP)),
+        )
+        .expect("chown");
+        fs::set_permissions(&host, fs::Permissions::from_mode(0o2770)).expect("chmod");
+        let done = run_bounded(
+            std::process::Command::new(gateway_bin())
+                .arg("--jail")
+                .arg(jail.root())
+                .args(["--workers", "1", "--listen", "127.0.0.1:0"])
+                .args(cgi_ids_arg())
+                .args(["--data-dir", folder, "--data-group", &GROUP.to_string()]),
+            Duration::from_secs(20),
+        );
+        assert_eq!(done.status.code(), Some(2), "{folder}: {}", done.stderr);
+        let lines: Vec<&str> = done.stderr.trim().lines().collect();
+        assert_eq!(lines.len(), 1, "{folder}: one line, got:\n{}", done.stderr);
+        assert!(
+            lines[0].contains(&format!("--data-dir {folder}: it is, lies in or holds")),
+            "{folder}: {}",
+            lines[0]
+        );
+    }
 }
 
 /// A gateway on a fresh jail with a `/data` folder of `group`'s, no data flags.

@@ -60,6 +60,20 @@ pub const DEFAULT_QUEUE_TIMEOUT: Duration = Duration::from_secs(5);
 
 pub use protocol::layout::CGI_DIR;
 
+/// Folders of the jail (relative to its root) that `--data-dir` may not be, lie in or hold:
+/// the program folders every CGI runs from (a Perl module or a script planted there would run
+/// in every later request, and a data folder's `noexec` would stop their programs), `/etc`,
+/// which every CGI reads (`/etc/hosts`, `/etc/ld.so.preload`), and what each CGI gets afresh
+/// (`/dev`, `/proc`, the `/tmp`s).
+fn not_data_areas() -> impl Iterator<Item = &'static str> {
+    use protocol::layout::{EXEC_AREAS, PROC_DIR, WRITABLE_AREAS};
+    EXEC_AREAS
+        .iter()
+        .chain(WRITABLE_AREAS)
+        .copied()
+        .chain([PROC_DIR, "etc", "dev"])
+}
+
 /// Serializable: on SIGHUP the root supervisor reads the configuration again and sends it to
 /// the front, which cannot (it runs unprivileged).
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -296,6 +310,17 @@ impl Config {
                 .any(|part| !matches!(part, std::path::Component::Normal(_)))
         {
             return Err(refuse("not a plain path below the jail's root".into()));
+        }
+        if let Some(area) = not_data_areas()
+            .map(std::path::Path::new)
+            .find(|area| relative.starts_with(area) || area.starts_with(relative))
+        {
+            return Err(refuse(format!(
+                "it is, lies in or holds /{}, which every CGI runs, reads or gets afresh: \
+                 what one request wrote there would reach every later one. Give the CGIs a \
+                 folder of their own, such as /data",
+                area.display()
+            )));
         }
         let mut host = jail.to_path_buf();
         for part in relative.components() {
@@ -559,6 +584,57 @@ mod tests {
             .collect();
         config.fastcgi = fastcgi.map(|address| address.parse().expect("an address"));
         config
+    }
+
+    /// What `--data-dir` says of `path` in a jail that holds nothing (the overlap with the
+    /// jail's own folders is judged before any file is looked at).
+    fn data_dir_verdict(path: &str) -> String {
+        let jail = tempfile::tempdir().expect("tempdir");
+        let mut config = config(&[], None);
+        config.data = Some(DataDir {
+            path: PathBuf::from(path),
+            gid: 33,
+        });
+        match config.check_data_dir(jail.path()) {
+            Ok(()) => "accepted".into(),
+            Err(error) => error.to_string(),
+        }
+    }
+
+    /// A data folder that is, lies in or holds a folder every CGI runs, reads or gets afresh
+    /// would let one request plant code or settings for every later one (`/etc/hosts`, a Perl
+    /// module under `/usr/share`), or stop every CGI (a `noexec` `/cgi-bin`).
+    #[test]
+    fn the_data_folder_is_a_folder_of_its_own() {
+        for (path, area) in [
+            ("/etc", "/etc"),
+            ("/etc/app", "/etc"),
+            ("/cgi-bin", "/cgi-bin"),
+            ("/cgi-bin/data", "/cgi-bin"),
+            ("/usr", "/usr"),
+            ("/usr/share/perl5", "/usr"),
+            ("/bin", "/bin"),
+            ("/lib64/x", "/lib64"),
+            ("/var", "/var/tmp"),
+            ("/var/tmp", "/var/tmp"),
+            ("/tmp/shared", "/tmp"),
+            ("/dev", "/dev"),
+            ("/proc", "/proc"),
+        ] {
+            let verdict = data_dir_verdict(path);
+            assert!(
+                verdict.contains(&format!("lies in or holds {area},")),
+                "{path}: {verdict}"
+            );
+        }
+        // Beyond the overlap, what is checked next: the folder itself (here, missing).
+        for path in ["/data", "/var/lib/app", "/srv/x", "/usrdata", "/etcetera"] {
+            let verdict = data_dir_verdict(path);
+            assert!(
+                verdict.contains("No such file or directory"),
+                "{path}: {verdict}"
+            );
+        }
     }
 
     #[test]
