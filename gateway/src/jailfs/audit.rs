@@ -274,7 +274,14 @@ pub fn check_is_jail(dir: &Path) -> Result<PathBuf, AuditError> {
     if canonical == Path::new("/") {
         return Err(not_a_jail("it is the host's root".into()));
     }
-    if !canonical.join(CGI_DIR.trim_start_matches('/')).is_dir() {
+    let cgi_dir = std::fs::symlink_metadata(canonical.join(CGI_DIR.trim_start_matches('/')));
+    if cgi_dir.as_ref().is_ok_and(|meta| meta.is_symlink()) {
+        // Its CGIs would never run: the worker runs only what lies in the CGI folder itself.
+        return Err(not_a_jail(format!(
+            "its {CGI_DIR} is a symlink; a jail keeps its CGIs in a real folder there"
+        )));
+    }
+    if !cgi_dir.is_ok_and(|meta| meta.is_dir()) {
         return Err(not_a_jail(format!(
             "it has no {CGI_DIR} folder, where a jail keeps its CGIs (`gateway jail init \
              NEWDIR` builds a jail in a new folder)"

@@ -512,6 +512,16 @@ fn audit_errors_are_not_findings() {
         audit(&AuditOptions::new("/", nobody())),
         Err(AuditError::NotAJail { .. })
     ));
+    // A /cgi-bin that is a symlink, even to a folder of the jail: no CGI would ever run (the
+    // worker runs only what lies in the CGI folder itself), so the jail is refused whole.
+    let linked = minimal_jail();
+    fs::rename(linked.path().join("cgi-bin"), linked.path().join("srv")).expect("move");
+    std::os::unix::fs::symlink("srv", linked.path().join("cgi-bin")).expect("symlink");
+    let refused = audit(&AuditOptions::new(linked.path(), nobody())).expect_err("refused");
+    assert!(
+        matches!(&refused, AuditError::NotAJail { why, .. } if why.contains("is a symlink")),
+        "{refused}"
+    );
     let jail = minimal_jail();
     for bad in ["tmp", "/", "/tmp/../etc"] {
         let mut opts = AuditOptions::new(jail.path(), nobody());

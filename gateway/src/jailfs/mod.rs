@@ -254,10 +254,9 @@ fn check_target(dir: &Path) -> Result<(), JailInitError> {
     }
     match audit::check_is_jail(dir) {
         Ok(_) => Ok(()),
-        Err(audit::AuditError::NotAJail { .. }) => refuse(format!(
-            "it is neither empty nor a jail (it has no {CGI_DIR}); `jail init` builds a jail \
-             in a new or empty folder, or refreshes an existing one"
-        )),
+        Err(audit::AuditError::NotAJail { why, .. }) => {
+            refuse(format!("it is neither empty nor a jail: {why}"))
+        }
         Err(error) => refuse(error.to_string()),
     }
 }
