@@ -612,19 +612,12 @@ async fn an_id_that_comes_back_finds_a_clean_tmp() {
 /// a third reads back; nothing there can be executed; without the flags it is read-only.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_data_folder_is_shared_through_its_group() {
-    use std::os::unix::fs::PermissionsExt;
     require_root!();
     const GROUP: u32 = 4242;
     let jail = Jail::new();
     let data = jail.root().join("data");
     fs::create_dir(&data).expect("mkdir data");
-    nix::unistd::chown(
-        &data,
-        Some(nix::unistd::Uid::from_raw(0)),
-        Some(nix::unistd::Gid::from_raw(GROUP)),
-    )
-    .expect("chown data");
-    fs::set_permissions(&data, fs::Permissions::from_mode(0o2770)).expect("chmod data");
+    as_data_folder(&data, GROUP);
     jail.cgi(
         "append",
         r"printf 'Content-Type: text/plain\n\n'
@@ -669,19 +662,11 @@ if /data/program 2>/dev/null; then echo ran; else echo refused; fi",
 /// be, is refused at the start, in one line, and nothing runs.
 #[test]
 fn a_data_folder_over_etc_or_the_programs_is_refused() {
-    use std::os::unix::fs::PermissionsExt;
     require_root!();
     const GROUP: u32 = 4242;
     let jail = Jail::new();
     for folder in ["/etc", "/cgi-bin", "/usr/lib"] {
-        let host = jail.root().join(folder.trim_start_matches('/'));
-        nix::unistd::chown(
-            &host,
-            Some(nix::unistd::Uid::from_raw(0)),
-            Some(nix::unistd::Gid::from_raw(GROUP)),
-        )
-        .expect("chown");
-        fs::set_permissions(&host, fs::Permissions::from_mode(0o2770)).expect("chmod");
+        as_data_folder(&jail.root().join(folder.trim_start_matches('/')), GROUP);
         let done = run_bounded(
             std::process::Command::new(gateway_bin())
                 .arg("--jail")
@@ -702,19 +687,24 @@ fn a_data_folder_over_etc_or_the_programs_is_refused() {
     }
 }
 
-/// A gateway on a fresh jail with a `/data` folder of `group`'s, no data flags.
-fn jail_again(group: u32) -> Gateway {
+/// Makes `folder` what `--data-dir` asks of a data folder: root's and `group`'s, mode 2770.
+fn as_data_folder(folder: &std::path::Path, group: u32) {
     use std::os::unix::fs::PermissionsExt;
-    let jail = Jail::new();
-    let copy = jail.root().join("data");
-    fs::create_dir(&copy).expect("mkdir data");
     nix::unistd::chown(
-        &copy,
+        folder,
         Some(nix::unistd::Uid::from_raw(0)),
         Some(nix::unistd::Gid::from_raw(group)),
     )
-    .expect("chown data");
-    fs::set_permissions(&copy, fs::Permissions::from_mode(0o2770)).expect("chmod data");
+    .expect("chown the data folder");
+    fs::set_permissions(folder, fs::Permissions::from_mode(0o2770)).expect("chmod the data folder");
+}
+
+/// A gateway on a fresh jail with a `/data` folder of `group`'s, no data flags.
+fn jail_again(group: u32) -> Gateway {
+    let jail = Jail::new();
+    let copy = jail.root().join("data");
+    fs::create_dir(&copy).expect("mkdir data");
+    as_data_folder(&copy, group);
     jail.cgi(
         "append",
         r"printf 'Content-Type: text/plain\n\n'

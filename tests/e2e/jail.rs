@@ -5,7 +5,7 @@ use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
 use std::path::Path;
 use std::time::Duration;
 
-use crate::harness::{gateway_bin, require_root, run_bounded, Jail, Opts};
+use crate::harness::{gateway_bin, jail_root_entries, require_root, run_bounded, Jail, Opts};
 use crate::http::client;
 
 fn assert_same_char_device(jail: &Path, name: &str) {
@@ -123,18 +123,11 @@ fn init_into_a_folder_that_is_no_jail_changes_nothing() {
         "{}",
         lines[0]
     );
-    let mut names: Vec<String> = fs::read_dir(folder.path())
-        .expect("read_dir")
-        .map(|entry| {
-            entry
-                .expect("entry")
-                .file_name()
-                .to_string_lossy()
-                .into_owned()
-        })
-        .collect();
-    names.sort();
-    assert_eq!(names, ["etc"], "nothing added to the folder");
+    assert_eq!(
+        jail_root_entries(folder.path()),
+        [".", "..", "etc"].map(String::from).into(),
+        "nothing added to the folder"
+    );
     assert_eq!(
         fs::read_to_string(folder.path().join("etc/passwd")).expect("passwd"),
         "root:x:0:0::/root:/bin/sh\n"
