@@ -1033,6 +1033,12 @@ printf 'Content-Type: text/plain\n\nran\n'"#,
             format!("OPTIONS * HTTP/1.1\r\nHost: {host}\r\n\r\n"),
             404,
         ),
+        // RFC 9112 §3.2: more than one Host is a 400 (not a CGI told `Host: a, b`).
+        (
+            "two Host headers",
+            format!("GET /cgi-bin/marker HTTP/1.1\r\nHost: {host}\r\nHost: evil.example\r\n\r\n"),
+            400,
+        ),
     ];
     for (what, request, want) in &refused {
         let status = exchange(gw.addr, request.as_bytes(), Duration::from_secs(10))

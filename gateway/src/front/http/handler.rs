@@ -104,6 +104,7 @@ async fn run_cgi(
     log: &Arc<RequestLog>,
 ) -> Result<Outcome, RequestError> {
     let generation = core.current();
+    one_host_at_most(parts)?;
     let route = route(parts.uri.path(), parts.uri.query())?;
     let body = request_body(parts, body)?;
     let meta = request_meta(parts, connection, &generation.config.env);
@@ -140,6 +141,17 @@ async fn run_cgi(
     *response.status_mut() = head.status;
     *response.headers_mut() = head.headers;
     Ok(Outcome::Response(response))
+}
+
+/// RFC 9112 §3.2: a request with more than one Host field line is answered 400 (a server MUST),
+/// rather than handing a CGI a Host of `a, b` to build its links from. (One missing is let
+/// through: nginx's `proxy_set_header Host $http_host` forwards an HTTP/1.0 client's request
+/// without one as HTTP/1.1.)
+fn one_host_at_most(parts: &Parts) -> Result<(), RequestError> {
+    if parts.headers.get_all(header::HOST).iter().nth(1).is_some() {
+        return Err(RequestError::BadRequest("more than one Host header"));
+    }
+    Ok(())
 }
 
 /// The body's framing, as hyper read it: a Content-Length, chunked, or none.
