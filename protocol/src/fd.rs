@@ -204,17 +204,17 @@ fn receive(socket: BorrowedFd<'_>, buffer: &mut RecvBuffer) -> std::io::Result<R
     // Own every descriptor first, so that they are closed on any error after this. (A cut-off
     // control buffer cannot be read; with room for KERNEL_MAX_FDS it is never cut off.)
     let mut fds = Vec::new();
-    let controls = (!ancillary_truncated)
-        .then(|| message.cmsgs())
-        .transpose()?;
-    for control in controls.into_iter().flatten() {
-        let ControlMessageOwned::ScmRights(received) = control else {
-            continue;
-        };
-        for fd in received {
-            // SAFETY: the kernel has just installed this descriptor in this process for this
-            // message; nothing else refers to it, so it gets exactly one owner here.
-            fds.push(unsafe { OwnedFd::from_raw_fd(fd) });
+    if !ancillary_truncated {
+        for control in message.cmsgs()? {
+            if let ControlMessageOwned::ScmRights(received) = control {
+                // SAFETY: the kernel has just installed these descriptors in this process for
+                // this message; nothing else refers to them, so each gets exactly one owner.
+                fds.extend(
+                    received
+                        .into_iter()
+                        .map(|fd| unsafe { OwnedFd::from_raw_fd(fd) }),
+                );
+            }
         }
     }
     Ok(Received {
@@ -259,21 +259,28 @@ mod tests {
         assert_eq!(text, "through the socket");
     }
 
-    #[tokio::test]
-    async fn a_send_to_a_full_queue_waits_for_room() {
+    /// Sends `message` until the peer's queue is full: sends go at once until one has to wait
+    /// (the kernel queues a few packets per socket, net.unix.max_dgram_qlen). Returns how many
+    /// went.
+    async fn fill_queue(channel: &Channel, message: &ToWorker) -> usize {
         use std::time::Duration;
-        let (a, b) = Channel::pair().unwrap();
-        let message = ToWorker::Ping { seq: 1 };
-        // Fill the peer's queue: sends go at once until one has to wait (the kernel queues a
-        // few packets per socket, net.unix.max_dgram_qlen).
         let mut sent = 0;
         while let Ok(result) =
-            tokio::time::timeout(Duration::from_millis(50), a.send(&message, &[])).await
+            tokio::time::timeout(Duration::from_millis(50), channel.send(message, &[])).await
         {
             result.unwrap();
             sent += 1;
             assert!(sent < 100_000, "the queue never filled");
         }
+        sent
+    }
+
+    #[tokio::test]
+    async fn a_send_to_a_full_queue_waits_for_room() {
+        use std::time::Duration;
+        let (a, b) = Channel::pair().unwrap();
+        let message = ToWorker::Ping { seq: 1 };
+        let sent = fill_queue(&a, &message).await;
         let last = ToWorker::Ping { seq: 2 };
         let pending = tokio::spawn(async move { a.send(&last, &[]).await.map(|()| a) });
         tokio::time::sleep(Duration::from_millis(20)).await;
@@ -300,14 +307,7 @@ mod tests {
         use std::time::Duration;
         let (a, b) = Channel::pair().unwrap();
         let message = ToWorker::Ping { seq: 1 };
-        // Fill the peer's queue, as above.
-        for sent in 0.. {
-            assert!(sent < 100_000, "the queue never filled");
-            match tokio::time::timeout(Duration::from_millis(50), a.send(&message, &[])).await {
-                Ok(result) => result.unwrap(),
-                Err(_) => break,
-            }
-        }
+        fill_queue(&a, &message).await;
         let pending = tokio::spawn(async move { a.send(&message, &[]).await });
         tokio::time::sleep(Duration::from_millis(20)).await;
         drop(b);

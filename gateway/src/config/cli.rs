@@ -114,17 +114,18 @@ pub fn one_line(error: &clap::Error) -> String {
         if line.starts_with("For more information") {
             break;
         }
-        let (usage, tip) = (line.strip_prefix("Usage: "), line.strip_prefix("tip: "));
-        match (usage, tip) {
-            (Some(usage), _) => {
-                if error.kind() == clap::error::ErrorKind::MissingRequiredArgument {
-                    message.push_str(&format!(" (usage: {usage})"));
-                }
-                break;
+        if let Some(usage) = line.strip_prefix("Usage: ") {
+            if error.kind() == clap::error::ErrorKind::MissingRequiredArgument {
+                message.push_str(&format!(" (usage: {usage})"));
             }
-            (None, Some(tip)) => message.push_str(&format!(" (tip: {tip})")),
-            (None, None) if message.is_empty() => message.push_str(line),
-            (None, None) => message.push_str(&format!(" {line}")),
+            break;
+        }
+        if !message.is_empty() {
+            message.push(' ');
+        }
+        match line.strip_prefix("tip: ") {
+            Some(tip) => message.push_str(&format!("(tip: {tip})")),
+            None => message.push_str(line),
         }
     }
     message

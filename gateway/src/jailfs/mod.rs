@@ -229,7 +229,7 @@ pub fn init(opts: &InitOptions) -> Result<InitReport, JailInitError> {
 }
 
 /// Where [`init`] may write: a folder that does not exist yet, an empty one, or a jail to
-/// refresh ([`audit::check_is_jail`]: not the host's root, and with a `/cgi-bin`). Anything
+/// refresh ([`audit::check_is_jail`]: not the host's root, and with a real `/cgi-bin`). Anything
 /// else is refused before anything is read or written: `jail init /` would overwrite the
 /// host's own `/etc/passwd`, `/etc/group`, `/etc/ld.so.conf` and `/etc/localtime`, and a
 /// mistyped `/etc` or `/tmp` would be filled with a jail's folders and get its modes.
@@ -239,25 +239,20 @@ fn check_target(dir: &Path) -> Result<(), JailInitError> {
         Err(error) if error.kind() == io::ErrorKind::NotFound => return Ok(()),
         Err(error) => return Err(JailInitError::io(dir, error)),
     };
-    let refuse = |why: String| {
-        Err(JailInitError::NotAJail {
-            path: dir.to_path_buf(),
-            why,
-        })
-    };
-    let canonical = fs::canonicalize(dir).map_err(|error| JailInitError::io(dir, error))?;
-    if canonical == Path::new("/") {
-        return refuse("it is the host's root".into());
-    }
+    // (The host's root is never empty: the audit's check refuses it.)
     if entries.next().is_none() {
         return Ok(());
     }
+    let refuse = |why: String| JailInitError::NotAJail {
+        path: dir.to_path_buf(),
+        why,
+    };
     match audit::check_is_jail(dir) {
         Ok(_) => Ok(()),
         Err(audit::AuditError::NotAJail { why, .. }) => {
-            refuse(format!("it is neither empty nor a jail: {why}"))
+            Err(refuse(format!("it is neither empty nor a jail: {why}")))
         }
-        Err(error) => refuse(error.to_string()),
+        Err(error) => Err(refuse(error.to_string())),
     }
 }
 
