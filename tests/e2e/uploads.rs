@@ -198,15 +198,104 @@ async fn start_upload(gw: &Gateway, bytes: usize) -> TcpStream {
         "POST /cgi-bin/sink HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\
          Connection: close\r\n\r\n{bytes:x}\r\n"
     );
-    // A write may fail: an upload over the spool budget is answered 503 and its connection
-    // closed as soon as the gateway sees it, possibly before all of it is written (the unread
-    // rest makes the close a reset). The caller judges the answer; an upload that was to be
-    // taken whole shows a failed write there.
+    // Every write succeeds, even that of an upload over the spool budget, answered 503 as
+    // soon as the gateway sees it: the gateway reads the rest and drops it (lingering close).
     let mut chunk = head.into_bytes();
     chunk.extend(std::iter::repeat_n(b'z', bytes));
     chunk.extend_from_slice(b"\r\n");
-    let _ = stream.write_all(&chunk).await;
+    stream.write_all(&chunk).await.expect("send the upload");
     stream
+}
+
+/// Sends `head`, then `bytes` of body in 64 KiB pieces (`chunked`: each as a chunk, and the
+/// last chunk), without reading; then reads the whole answer. Panics if a write fails.
+async fn send_all_then_read(gw: &Gateway, head: &str, bytes: usize, chunked: bool) -> String {
+    let mut stream = TcpStream::connect(gw.addr).await.expect("connect");
+    stream.write_all(head.as_bytes()).await.expect("head");
+    let piece = vec![b'q'; 64 * 1024];
+    let mut sent = 0;
+    while sent < bytes {
+        let size = piece.len().min(bytes - sent);
+        let written = if chunked {
+            let mut chunk = format!("{size:x}\r\n").into_bytes();
+            chunk.extend_from_slice(&piece[..size]);
+            chunk.extend_from_slice(b"\r\n");
+            stream.write_all(&chunk).await
+        } else {
+            stream.write_all(&piece[..size]).await
+        };
+        written.unwrap_or_else(|error| panic!("write after {sent} bytes: {error}"));
+        sent += size;
+    }
+    if chunked {
+        stream.write_all(b"0\r\n\r\n").await.expect("last chunk");
+    }
+    let mut answer = Vec::new();
+    tokio::time::timeout(TIMEOUT, stream.read_to_end(&mut answer))
+        .await
+        .expect("an answer in time")
+        .expect("read the answer");
+    String::from_utf8_lossy(&answer).into_owned()
+}
+
+/// A client that sends its whole body before it reads (as Python's http.client and requests
+/// do) gets the answer to an upload refused before its body was read (413 over `--max-body`),
+/// not a reset connection: the gateway reads and drops the rest after answering, as nginx's
+/// lingering close does. A client that never stops sending is cut off within the linger's
+/// bound, and a hello beside it is served.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_refused_upload_is_answered_to_a_client_that_sends_it_all() {
+    require_root!();
+    let jail = Jail::new();
+    jail.cgi("sink", SINK);
+    jail.cgi("hello", HELLO);
+    let gw = jail.serve_with(one_worker(), &["--max-body", "1M"]);
+    // Paced, so that its linger costs the gateway little: 64 KiB every 10 ms.
+    let mut endless = TcpStream::connect(gw.addr).await.expect("connect");
+    let started = Instant::now();
+    let endless = tokio::spawn(async move {
+        let head = "POST /cgi-bin/sink HTTP/1.1\r\nHost: x\r\nContent-Length: 100000000000\r\n\r\n";
+        endless.write_all(head.as_bytes()).await.expect("head");
+        let piece = vec![b'e'; 64 * 1024];
+        while started.elapsed() < Duration::from_secs(40) {
+            if endless.write_all(&piece).await.is_err() {
+                return Some(started.elapsed());
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        None
+    });
+
+    const BODY: usize = 16 << 20;
+    let declared =
+        format!("POST /cgi-bin/sink HTTP/1.1\r\nHost: x\r\nContent-Length: {BODY}\r\n\r\n");
+    let answer = send_all_then_read(&gw, &declared, BODY, false).await;
+    assert!(answer.starts_with("HTTP/1.1 413"), "{answer}");
+    let chunked = "POST /cgi-bin/sink HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n";
+    let answer = send_all_then_read(&gw, chunked, BODY, true).await;
+    assert!(answer.starts_with("HTTP/1.1 413"), "{answer}");
+    // Under the limit, the same client is served whole.
+    let fits = format!(
+        "POST /cgi-bin/sink HTTP/1.1\r\nHost: x\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        512 * 1024
+    );
+    let answer = send_all_then_read(&gw, &fits, 512 * 1024, false).await;
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    assert!(answer.ends_with("524288\n"), "{answer}");
+
+    let cut_off = endless.await.expect("the endless client");
+    let hello = client(TIMEOUT)
+        .get(gw.url("/cgi-bin/hello"))
+        .send()
+        .await
+        .expect("hello");
+    assert_eq!(hello.status().as_u16(), 200);
+    let cut_off = cut_off.expect("a client that never stops sending is cut off");
+    eprintln!("NOTE: the endless upload was cut off after {cut_off:?}");
+    assert!(
+        cut_off < Duration::from_secs(25),
+        "cut off after {cut_off:?}"
+    );
 }
 
 /// `--spool-budget 1M`: two unfinished chunked uploads of 400 KiB fit, a third does not (503,

@@ -10,11 +10,12 @@ use bytes::Bytes;
 use http::request::Parts;
 use http::{header, HeaderValue, Request, Response, Version};
 use http_body_util::{Either, Full};
-use hyper::body::Incoming;
+use hyper::body::{Body as _, Incoming};
 use tokio::sync::oneshot;
 use tokio::time::{timeout_at, Instant};
 use tracing::Instrument;
 
+use super::linger::LingerFlag;
 use super::response::{read_head, CgiBody, CgiHead, HeadStyle, SETTLE_WINDOW};
 use crate::config::EnvPolicy;
 use crate::front::access::{Counted, RequestLog};
@@ -51,7 +52,12 @@ pub async fn handle(
     core: Arc<Core>,
     request: Request<Incoming>,
     connection: Connection,
+    linger: LingerFlag,
 ) -> Result<Response<Counted<ResponseBody>>, Infallible> {
+    // A request with a body may leave some of it unread (an upload refused at once): should
+    // the connection then close, it lingers (a body read whole leaves it nothing to wait for
+    // but the client's own close).
+    linger.set(!request.body().is_end_stream());
     let log = core.new_request("http");
     let span = tracing::info_span!("request", id = log.id());
     let client = match connection {

@@ -3,6 +3,7 @@
 //! turned into the response by [`response`].
 
 pub mod handler;
+pub mod linger;
 pub mod response;
 
 use std::future::Future;
@@ -17,6 +18,7 @@ use tokio::sync::OwnedSemaphorePermit;
 
 use super::listen::{accept_until, Connection, Listener, Stream};
 use super::request::Core;
+use linger::{LingerFlag, Lingering};
 
 /// Time a client gets to send a request's header block (slowloris).
 pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
@@ -36,8 +38,11 @@ pub async fn run(
     let graceful = GracefulShutdown::new();
     let serve = |stream: Stream, connection_info: Connection, permit: OwnedSemaphorePermit| {
         let core = core.clone();
-        let service =
-            service_fn(move |request| handler::handle(core.clone(), request, connection_info));
+        let linger = LingerFlag::default();
+        let stream = Lingering::new(stream, linger.clone());
+        let service = service_fn(move |request| {
+            handler::handle(core.clone(), request, connection_info, linger.clone())
+        });
         let connection = http1::Builder::new()
             .timer(TokioTimer::new())
             .header_read_timeout(HEADER_READ_TIMEOUT)

@@ -1,0 +1,189 @@
+//! Lingering close (as nginx's `lingering_close`, RFC 9112 §9.6): a connection closed while
+//! its client may still be sending a body we did not read (an upload answered 413 or 503 at
+//! once) is not simply closed. Unread data at `close` makes the kernel send a reset, which a
+//! client still writing sees instead of our answer (Python's http.client and requests write
+//! the whole body before they read), and which may even discard the answer already in its
+//! buffers. So after hyper has sent the answer and our end of the stream is shut, the rest
+//! of what the client sends is read and dropped, until it closes its side or [`LINGER_TIME`]
+//! has passed.
+
+use std::future::Future;
+use std::io;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::task::{ready, Context, Poll};
+use std::time::Duration;
+
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::time::{sleep, Sleep};
+
+use crate::front::listen::Stream;
+
+/// The longest a closing connection reads what its client still sends. Time, not bytes,
+/// bounds it, as in nginx (whose `lingering_time` is 30 s): a client on a slow link needs
+/// the time to finish its write and read the answer.
+pub const LINGER_TIME: Duration = Duration::from_secs(10);
+
+/// Whether the connection should linger when it closes: set by the request handler, per
+/// request, when the request came with a body that may not have been read to its end.
+#[derive(Clone, Default)]
+pub struct LingerFlag(Arc<AtomicBool>);
+
+impl LingerFlag {
+    pub fn set(&self, linger: bool) {
+        self.0.store(linger, Ordering::Relaxed);
+    }
+
+    fn is_set(&self) -> bool {
+        self.0.load(Ordering::Relaxed)
+    }
+}
+
+/// A client connection that lingers on close when its [`LingerFlag`] says so.
+pub struct Lingering {
+    stream: Stream,
+    flag: LingerFlag,
+    state: State,
+}
+
+enum State {
+    Open,
+    /// Our side is shut; reading and dropping until the client closes or the time is up.
+    Draining(Pin<Box<Sleep>>),
+    Closed,
+}
+
+impl Lingering {
+    pub fn new(stream: Stream, flag: LingerFlag) -> Lingering {
+        Lingering {
+            stream,
+            flag,
+            state: State::Open,
+        }
+    }
+}
+
+impl AsyncRead for Lingering {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.stream).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for Lingering {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.stream).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.stream).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.stream.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.stream).poll_flush(cx)
+    }
+
+    /// Shuts our side (the client sees the answer end), then, if the flag is set, drains.
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let this = &mut *self;
+        loop {
+            match &mut this.state {
+                State::Open => {
+                    ready!(Pin::new(&mut this.stream).poll_shutdown(cx))?;
+                    this.state = if this.flag.is_set() {
+                        State::Draining(Box::pin(sleep(LINGER_TIME)))
+                    } else {
+                        State::Closed
+                    };
+                }
+                State::Draining(deadline) => {
+                    if deadline.as_mut().poll(cx).is_ready() {
+                        this.state = State::Closed;
+                        continue;
+                    }
+                    let mut scratch = [0u8; 16 * 1024];
+                    let mut dropped = ReadBuf::new(&mut scratch);
+                    match ready!(Pin::new(&mut this.stream).poll_read(cx, &mut dropped)) {
+                        // More of the body: dropped; read on.
+                        Ok(()) if !dropped.filled().is_empty() => {}
+                        // The client closed its side, or reset: nothing more to wait for.
+                        Ok(()) | Err(_) => this.state = State::Closed,
+                    }
+                }
+                State::Closed => return Poll::Ready(Ok(())),
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::net::UnixStream;
+    use tokio::time::Instant;
+    use tokio_util::either::Either;
+
+    use super::*;
+
+    /// Our side wrapped, with the flag as given, and the client's side.
+    fn pair(linger: bool) -> (Lingering, UnixStream) {
+        let (ours, client) = UnixStream::pair().expect("socket pair");
+        let flag = LingerFlag::default();
+        flag.set(linger);
+        (Lingering::new(Either::Right(ours), flag), client)
+    }
+
+    #[tokio::test]
+    async fn without_the_flag_a_close_does_not_wait_for_the_client() {
+        let (mut ours, mut client) = pair(false);
+        tokio::time::timeout(Duration::from_secs(5), ours.shutdown())
+            .await
+            .expect("a close without waiting")
+            .expect("shutdown");
+        // The client, still connected and silent, sees the end at once.
+        let mut rest = Vec::new();
+        client.read_to_end(&mut rest).await.expect("read");
+        assert!(rest.is_empty());
+    }
+
+    #[tokio::test]
+    async fn with_the_flag_what_the_client_still_sends_is_read_until_it_closes() {
+        let (mut ours, mut client) = pair(true);
+        let closing = tokio::spawn(async move { ours.shutdown().await });
+        // More than the socket's buffers hold: it all goes through only if it is read.
+        let body = vec![b'b'; 8 << 20];
+        client.write_all(&body).await.expect("the client's body");
+        let mut rest = Vec::new();
+        client.read_to_end(&mut rest).await.expect("read");
+        assert!(
+            !closing.is_finished(),
+            "stopped lingering before the client closed"
+        );
+        drop(client);
+        closing.await.expect("task").expect("shutdown");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_client_that_never_closes_is_left_after_the_linger_time() {
+        let (mut ours, _client) = pair(true);
+        let start = Instant::now();
+        ours.shutdown().await.expect("shutdown");
+        assert_eq!(start.elapsed(), LINGER_TIME);
+    }
+}
