@@ -244,28 +244,13 @@ impl Config {
         if timeout == 0 || timeout > MAX_TIMEOUT_SECS {
             return Err(ConfigError::Timeout(timeout));
         }
-        if self.cgis_per_worker == 0 {
-            return Err(ConfigError::Zero("--max-cgis-per-worker"));
-        }
-        if self.tmp_size == 0 {
-            return Err(ConfigError::Zero("--tmp-size"));
-        }
+        self.check_no_zero()?;
         // 0: unset, the natural value. Every worker full at once, and as many again waiting.
         if self.max_concurrent == 0 {
             self.max_concurrent = self.workers.saturating_mul(self.cgis_per_worker);
         }
         if self.queue == 0 {
             self.queue = self.max_concurrent;
-        }
-        let limits = [
-            (self.limits.cpu_seconds, "--limit-cpu"),
-            (self.limits.open_files, "--limit-open-files"),
-            (self.limits.processes, "--limit-processes"),
-        ];
-        for (limit, flag) in limits {
-            if limit == Some(0) {
-                return Err(ConfigError::Zero(flag));
-            }
         }
         let canonical = crate::jailfs::check_is_jail(&self.jail).map_err(ConfigError::Jail)?;
         if !self.worker_exe.is_file() {
@@ -280,6 +265,28 @@ impl Config {
 }
 
 impl Config {
+    /// Refuses a 0 where it would fail every request or every CGI (`--max-output 0` cuts off
+    /// every answer, `--limit-memory 0` lets no program start, `--body-timeout 0` gives no
+    /// body time to arrive): a slip, never a setting, and the configuration file refuses it
+    /// too. (`--limit-file-size 0`, no files, and `--max-body 0`, no bodies, are settings.)
+    fn check_no_zero(&self) -> Result<(), ConfigError> {
+        let settings = [
+            ("--max-cgis-per-worker", Some(self.cgis_per_worker as u64)),
+            ("--tmp-size", Some(self.tmp_size)),
+            ("--body-timeout", Some(self.body_timeout.as_secs())),
+            ("--spool-budget", Some(self.spool_budget)),
+            ("--max-output", self.max_output_bytes),
+            ("--limit-memory", self.limits.address_space_bytes),
+            ("--limit-cpu", self.limits.cpu_seconds),
+            ("--limit-open-files", self.limits.open_files),
+            ("--limit-processes", self.limits.processes),
+        ];
+        match settings.into_iter().find(|(_, value)| *value == Some(0)) {
+            Some((flag, _)) => Err(ConfigError::Zero(flag)),
+            None => Ok(()),
+        }
+    }
+
     /// The ids one worker gets, a block of `--cgi-ids`.
     pub fn ids_per_worker(&self) -> u32 {
         let cgis = u32::try_from(self.cgis_per_worker).unwrap_or(u32::MAX);
@@ -599,6 +606,43 @@ mod tests {
             Ok(()) => "accepted".into(),
             Err(error) => error.to_string(),
         }
+    }
+
+    /// Each setting a 0 would make fail every request or CGI is refused at 0, and only there.
+    #[test]
+    fn a_zero_that_would_fail_every_request_is_refused() {
+        type Set = fn(&mut Config, u64);
+        let settings: [(&str, Set); 9] = [
+            ("--max-cgis-per-worker", |c, v| {
+                c.cgis_per_worker = v as usize
+            }),
+            ("--tmp-size", |c, v| c.tmp_size = v),
+            ("--body-timeout", |c, v| {
+                c.body_timeout = Duration::from_secs(v)
+            }),
+            ("--spool-budget", |c, v| c.spool_budget = v),
+            ("--max-output", |c, v| c.max_output_bytes = Some(v)),
+            ("--limit-memory", |c, v| {
+                c.limits.address_space_bytes = Some(v)
+            }),
+            ("--limit-cpu", |c, v| c.limits.cpu_seconds = Some(v)),
+            ("--limit-open-files", |c, v| c.limits.open_files = Some(v)),
+            ("--limit-processes", |c, v| c.limits.processes = Some(v)),
+        ];
+        for (flag, set) in settings {
+            let mut zero = config(&[], None);
+            set(&mut zero, 0);
+            let refused = zero.check_no_zero().map_err(|error| error.to_string());
+            assert_eq!(refused, Err(format!("{flag} must be at least 1")));
+            let mut one = config(&[], None);
+            set(&mut one, 1);
+            assert!(one.check_no_zero().is_ok(), "{flag} 1 refused");
+        }
+        // No files, or no bodies, are settings.
+        let mut config = config(&[], None);
+        config.limits.file_size_bytes = Some(0);
+        config.max_body_bytes = 0;
+        assert!(config.check_no_zero().is_ok());
     }
 
     /// A data folder that is, lies in or holds a folder every CGI runs, reads or gets afresh
