@@ -201,7 +201,7 @@ async fn proxy_pass_gives_the_same_answers_as_direct() {
     let prefix = jail.folder().join("nginx");
     // nginx on this host: a Unix socket, whose peer (nginx, root here) is the front server.
     let socket = format!("unix:{}", prefix.with_extension("sock").display());
-    let gw = jail.serve_with(Opts::default(), &["--listen", &socket]);
+    let gw = jail.serve_with(Opts::default(), &["--listen", &socket, "--max-body", "6M"]);
     let nginx = Nginx::start("proxy_pass.conf", &prefix, &socket);
     let http = client(TIMEOUT);
 
@@ -244,7 +244,10 @@ async fn fastcgi_pass_gives_the_same_answers_as_direct() {
     jail.cgi("query", r#"printf 'Content-Type: text/plain\n\n%s|%s|%s\n' "$QUERY_STRING" "$REQUEST_METHOD" "${HTTP_PROXY:-no proxy}""#);
     let prefix = jail.folder().join("nginx");
     let fastcgi = format!("unix:{}", prefix.with_extension("sock").display());
-    let gw = jail.serve_with(Opts::default(), &["--fastcgi", &fastcgi]);
+    let gw = jail.serve_with(
+        Opts::default(),
+        &["--fastcgi", &fastcgi, "--max-body", "6M"],
+    );
     let nginx = Nginx::start("fastcgi_pass.conf", &prefix, &fastcgi);
     let http = client(TIMEOUT);
 
@@ -609,8 +612,21 @@ async fn assert_same_answers(
 
 /// A 4 MiB upload comes back byte-identical through `/cgi-bin/echo`, directly and through
 /// nginx; sent chunked, it reaches `/cgi-bin/length` with the same CONTENT_LENGTH either way
-/// (nginx de-chunks; the gateway spools).
+/// (nginx de-chunks; the gateway spools). One over `--max-body 6M` gets 413 either way, not
+/// a 502 of nginx's: the gateway answers before reading the body, and must not close the
+/// connection under nginx while nginx still sends it.
 async fn assert_uploads_match(http: &reqwest::Client, gw: &Gateway, nginx: &Nginx) {
+    let too_large = vec![b'x'; 16 << 20];
+    let post = |http: &reqwest::Client, url: String| http.post(url).body(too_large.clone());
+    for _ in 0..3 {
+        let [direct, proxied] = both(http, gw, nginx, post, "/cgi-bin/echo").await;
+        assert_eq!(
+            (direct.0, proxied.0),
+            (413, 413),
+            "16 MiB over --max-body 6M"
+        );
+    }
+
     let payload: Vec<u8> = (0..4u32 << 20)
         .map(|i| (i.wrapping_mul(2_654_435_761) >> 24) as u8)
         .collect();

@@ -16,6 +16,7 @@ pub mod admin;
 mod fake_workers;
 pub mod fastcgi;
 pub mod http;
+pub mod linger;
 pub mod listen;
 pub mod metrics;
 pub mod pool;

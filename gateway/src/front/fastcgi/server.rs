@@ -36,6 +36,7 @@ use super::record::{
     unknown_type_body, BeginRequestBody, EndRequestBody, Record, RecordCodec, RecordType,
     FCGI_CANT_MPX_CONN, FCGI_REQUEST_COMPLETE, FCGI_RESPONDER, FCGI_UNKNOWN_ROLE, NULL_REQUEST_ID,
 };
+use crate::front::linger;
 
 /// One RESPONDER request, handed to the handler once its PARAMS stream is complete.
 pub struct FcgiRequest {
@@ -413,15 +414,27 @@ where
                         what: "response finished without a request",
                     });
                 };
+                let stdin_unread = matches!(
+                    &state,
+                    State::Running(running) if !matches!(running.stdin, StdinFeed::Done)
+                );
                 // Drops what is left of STDIN and the handler's streams before answering.
                 state = State::Idle;
                 output
                     .end_request(id, app_status, FCGI_REQUEST_COMPLETE)
                     .await?;
-                if keep_conn {
-                    Flow::Continue
-                } else {
-                    Flow::Close
+                match (keep_conn, stdin_unread) {
+                    // The rest of its STDIN is ignored record by record, as any record of a
+                    // request that is not active.
+                    (true, _) => Flow::Continue,
+                    (false, false) => Flow::Close,
+                    // Answered before its STDIN ended (413 over --max-body): closed now, the
+                    // connection would fail nginx's writes of the rest, and nginx would
+                    // answer its client 502 instead of ours.
+                    (false, true) => {
+                        linger::drain(&mut records.reader).await;
+                        Flow::Close
+                    }
                 }
             }
         };

@@ -431,6 +431,28 @@ async fn handler_ignoring_stdin_finishes_and_the_connection_stays_usable() {
     finished(served).await.expect("clean close");
 }
 
+/// Without FCGI_KEEP_CONN, a request answered before its STDIN ended (413 over --max-body)
+/// does not close the connection under a peer still sending the rest: nginx's failed writes
+/// would make it answer its client 502. The rest is read and dropped until the peer closes.
+#[tokio::test]
+async fn an_answer_before_stdin_ends_does_not_close_under_the_sender() {
+    let (mut writer, mut reader, served) = start(|request: FcgiRequest| async move {
+        drop(request.stdin);
+        FcgiResponse::new(Cursor::new(b"Status: 413\r\n\r\n".to_vec()))
+    });
+    // Many times what the pipe between us holds: it all goes only if the server reads it.
+    let sent = body(4 * MIB);
+    let (_, reply) =
+        within(async { tokio::join!(writer.request(1, false, &sent, 8192), reader.reply(1)) })
+            .await;
+    reply.assert_complete(0);
+    assert_eq!(reply.stdout, b"Status: 413\r\n\r\n");
+    assert!(!served.is_finished(), "closed before the peer did");
+    writer.close().await;
+    assert!(within(reader.next()).await.is_none(), "end of file");
+    finished(served).await.expect("clean close");
+}
+
 /// While the handler does not read STDIN, the server stops reading the connection: the
 /// client's writes stall instead of filling our memory; once the handler reads, all flows.
 #[tokio::test]

@@ -15,10 +15,10 @@ use tokio::sync::oneshot;
 use tokio::time::{timeout_at, Instant};
 use tracing::Instrument;
 
-use super::linger::LingerFlag;
 use super::response::{read_head, CgiBody, CgiHead, HeadStyle, SETTLE_WINDOW};
 use crate::config::EnvPolicy;
 use crate::front::access::{Counted, RequestLog};
+use crate::front::linger::LingerFlag;
 use crate::front::listen::Connection;
 use crate::front::request::body::BodySource;
 use crate::front::request::env::{auth_scheme, split_port};

@@ -3,7 +3,6 @@
 //! turned into the response by [`response`].
 
 pub mod handler;
-pub mod linger;
 pub mod response;
 
 use std::future::Future;
@@ -16,9 +15,9 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
 use tokio::sync::OwnedSemaphorePermit;
 
+use super::linger::{LingerFlag, Lingering};
 use super::listen::{accept_until, Connection, Listener, Stream};
 use super::request::Core;
-use linger::{LingerFlag, Lingering};
 
 /// Time a client gets to send a request's header block (slowloris).
 pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
