@@ -26,6 +26,7 @@ pub mod supervisor_link;
 
 use std::io::Write;
 use std::sync::Arc;
+use std::time::Duration;
 
 use tokio::sync::{mpsc, watch};
 
@@ -102,6 +103,7 @@ pub async fn serve(
     let fastcgi = fastcgi.map(Listener::from_bound).transpose()?;
     let admin = admin.map(Listener::from_bound).transpose()?;
     let core = Arc::new(Core::new(config.clone(), pool, metrics.clone()));
+    let giving_back = tokio::spawn(give_back_memory_when_quiet(core.clone()));
     notify_systemd("READY=1");
 
     // One stop for every front.
@@ -160,9 +162,35 @@ pub async fn serve(
         }
     }
     while retiring.join_next().await.is_some() {}
+    giving_back.abort();
     core.current().pool.shutdown().await;
     tracing::info!("stopped");
     Ok(())
+}
+
+/// How long without a new request before the front gives its freed memory back.
+const QUIET_BEFORE_TRIM: Duration = Duration::from_secs(5);
+
+/// Gives the memory a burst of requests freed back to the system once requests stop coming:
+/// glibc's allocator keeps it in its per-thread arenas, so the front of a gateway that once
+/// ran 1,000 `sleep 1` CGIs at once (about 50 KiB each) stayed at 48 MB when idle, instead of
+/// its 5 MB. Trimming is a walk of the heap, so it waits for a quiet spell, once per burst.
+async fn give_back_memory_when_quiet(core: Arc<Core>) {
+    let mut ticks = tokio::time::interval(QUIET_BEFORE_TRIM);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut seen = core.requests_started();
+    let mut trimmed_at = seen;
+    loop {
+        ticks.tick().await;
+        let started = core.requests_started();
+        if started == seen && started != trimmed_at {
+            // SAFETY: malloc_trim has no preconditions: it takes the allocator's own locks and
+            // only returns free pages to the kernel.
+            unsafe { libc::malloc_trim(0) };
+            trimmed_at = started;
+        }
+        seen = started;
+    }
 }
 
 /// A reload: a fresh pool for `config`, which new requests go to from now on. Returns the

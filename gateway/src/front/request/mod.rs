@@ -158,6 +158,11 @@ impl Core {
         }
     }
 
+    /// How many requests have started, both fronts together.
+    pub fn requests_started(&self) -> u64 {
+        self.next_request.load(Ordering::Relaxed) - 1
+    }
+
     /// A new request: its number and its access-log entry.
     pub fn new_request(&self, front: &'static str) -> Arc<RequestLog> {
         let id = self.next_request.fetch_add(1, Ordering::Relaxed);
