@@ -619,12 +619,16 @@ async fn assert_uploads_match(http: &reqwest::Client, gw: &Gateway, nginx: &Ngin
     let too_large = vec![b'x'; 16 << 20];
     let post = |http: &reqwest::Client, url: String| http.post(url).body(too_large.clone());
     for _ in 0..3 {
+        let start = Instant::now();
         let [direct, proxied] = both(http, gw, nginx, post, "/cgi-bin/echo").await;
         assert_eq!(
             (direct.0, proxied.0),
             (413, 413),
             "16 MiB over --max-body 6M"
         );
+        // Neither side waited for the other to close first.
+        let took = start.elapsed();
+        assert!(took < Duration::from_secs(5), "the 413s took {took:?}");
     }
 
     let payload: Vec<u8> = (0..4u32 << 20)

@@ -5,8 +5,9 @@
 //! answer: Python's http.client and requests write the whole body before they read, and
 //! nginx's fastcgi_pass answers its client 502. So once the answer is out, the rest of what
 //! the peer sends is read and dropped, until it closes its side or [`LINGER_TIME`] has
-//! passed: over HTTP by [`Lingering`] when hyper shuts the connection, over FastCGI by
-//! [`drain`] before the connection is closed.
+//! passed (or, over FastCGI, the request's STDIN stream has ended): over HTTP by [`Lingering`]
+//! when hyper shuts the connection, over FastCGI in `fastcgi/server.rs` once the connection's
+//! write side is shut (nginx waits for that end of the answer).
 
 use std::future::Future;
 use std::io;
@@ -16,7 +17,7 @@ use std::sync::Arc;
 use std::task::{ready, Context, Poll};
 use std::time::Duration;
 
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, ReadBuf};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::time::{sleep, Sleep};
 
 use crate::front::listen::Stream;
@@ -25,15 +26,6 @@ use crate::front::listen::Stream;
 /// bounds it, as in nginx (whose `lingering_time` is 30 s): a client on a slow link needs
 /// the time to finish its write and read the answer.
 pub const LINGER_TIME: Duration = Duration::from_secs(10);
-
-/// Reads and drops what `reader` still sends, until its end, an error, or [`LINGER_TIME`].
-pub async fn drain(reader: &mut (impl AsyncRead + Unpin)) {
-    let mut scratch = [0u8; 16 * 1024];
-    let _ = tokio::time::timeout(LINGER_TIME, async {
-        while let Ok(1..) = reader.read(&mut scratch).await {}
-    })
-    .await;
-}
 
 /// Whether the connection should linger when it closes: set by the request handler, per
 /// request, when the request came with a body that may not have been read to its end.
@@ -144,7 +136,7 @@ impl AsyncWrite for Lingering {
 
 #[cfg(test)]
 mod tests {
-    use tokio::io::AsyncWriteExt;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
     use tokio::net::UnixStream;
     use tokio::time::Instant;
     use tokio_util::either::Either;

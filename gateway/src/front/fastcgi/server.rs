@@ -36,7 +36,7 @@ use super::record::{
     unknown_type_body, BeginRequestBody, EndRequestBody, Record, RecordCodec, RecordType,
     FCGI_CANT_MPX_CONN, FCGI_REQUEST_COMPLETE, FCGI_RESPONDER, FCGI_UNKNOWN_ROLE, NULL_REQUEST_ID,
 };
-use crate::front::linger;
+use crate::front::linger::LINGER_TIME;
 
 /// One RESPONDER request, handed to the handler once its PARAMS stream is complete.
 pub struct FcgiRequest {
@@ -162,44 +162,78 @@ where
     E: AsyncRead + Unpin,
 {
     let (reader, writer) = tokio::io::split(stream);
+    let mut records = RecordReader {
+        reader,
+        buf: BytesMut::with_capacity(8 * 1024),
+    };
     let (frames, queued) = mpsc::channel(OUTPUT_QUEUE_RECORDS);
-    let inbound = run_inbound(reader, handler, Output { frames });
     let outbound = write_frames(writer, queued);
-    tokio::pin!(inbound, outbound);
-    tokio::select! {
-        result = &mut inbound => match result {
-            // The peer closed its side: still try to deliver what is queued (the END_REQUEST
-            // of a request it saw finish, for a peer that only half-closed); a peer that is
-            // wholly gone makes that fail at once, which is no error of the connection.
-            Ok(Ending::PeerClosed) => {
-                if let Err(error) = outbound.await {
-                    tracing::debug!(%error, "FastCGI peer gone before the last records");
+    tokio::pin!(outbound);
+    let stdin_still_coming = {
+        let inbound = run_inbound(&mut records, handler, Output { frames });
+        tokio::pin!(inbound);
+        tokio::select! {
+            result = &mut inbound => match result {
+                // The peer closed its side: still try to deliver what is queued (the
+                // END_REQUEST of a request it saw finish, for a peer that only half-closed); a
+                // peer that is wholly gone makes that fail at once, which is no error of the
+                // connection.
+                Ok(Ending::PeerClosed) => {
+                    if let Err(error) = outbound.await {
+                        tracing::debug!(%error, "FastCGI peer gone before the last records");
+                    }
+                    None
                 }
-                Ok(())
+                // A request without FCGI_KEEP_CONN is done: let the queued records out (the
+                // queue ends once the inbound half and its response are gone), then shut the
+                // write side.
+                Ok(Ending::AfterRequest { stdin_of }) => {
+                    outbound.await?;
+                    stdin_of
+                }
+                // The outbound half failed first: its error says why.
+                Err(FcgiError::OutputClosed) => {
+                    outbound.await?;
+                    return Err(FcgiError::OutputClosed);
+                }
+                // A bad peer: no point in sending it anything more.
+                Err(error) => return Err(error),
+            },
+            result = &mut outbound => match result {
+                // nginx closes the connection when its client goes away: not our error.
+                Err(error) if peer_gone(&error) => {
+                    tracing::debug!(%error, "FastCGI peer closed the connection while we wrote");
+                    None
+                }
+                Err(error) => return Err(error.into()),
+                // Unreachable in practice: the queue ends only once every sender is gone, that
+                // is once inbound has returned, which ends this select in the branch above.
+                Ok(()) => {
+                    inbound.await?;
+                    None
+                }
             }
-            // A request without FCGI_KEEP_CONN is done: let the queued records out (the queue
-            // ends once the inbound half and its response are gone), then shut the write side.
-            Ok(Ending::AfterRequest) => Ok(outbound.await?),
-            // The outbound half failed first: its error says why.
-            Err(FcgiError::OutputClosed) => {
-                outbound.await?;
-                Err(FcgiError::OutputClosed)
-            }
-            // A bad peer: no point in sending it anything more.
-            Err(error) => Err(error),
-        },
-        result = &mut outbound => match result {
-            // nginx closes the connection when its client goes away: not our error.
-            Err(error) if peer_gone(&error) => {
-                tracing::debug!(%error, "FastCGI peer closed the connection while we wrote");
-                Ok(())
-            }
-            Err(error) => Err(error.into()),
-            // Unreachable in practice: the queue ends only once every sender is gone, that
-            // is once inbound has returned, which ends this select in the branch above.
-            Ok(()) => inbound.await.map(drop),
         }
+    };
+    if let Some(id) = stdin_still_coming {
+        // Answered before its STDIN ended (413 over --max-body): closed at once, the
+        // connection would fail nginx's writes of the rest, and nginx would answer its client
+        // 502 instead of ours. Our side is shut, so nginx has the whole answer (it waits for
+        // that end); what it still sends is read and dropped until that STDIN ends or nginx
+        // closes, at most LINGER_TIME.
+        let _ = tokio::time::timeout(LINGER_TIME, async {
+            while let Ok(Some(record)) = records.next().await {
+                let stdin_end = record.record_type == RecordType::Stdin
+                    && record.request_id == id
+                    && record.content.is_empty();
+                if stdin_end {
+                    break;
+                }
+            }
+        })
+        .await;
     }
+    Ok(())
 }
 
 fn peer_gone(error: &io::Error) -> bool {
@@ -358,14 +392,18 @@ enum Event {
 enum Ending {
     /// End of file between records (if a request was active, it was dropped).
     PeerClosed,
-    /// A request without FCGI_KEEP_CONN (or a refused one) was answered.
-    AfterRequest,
+    /// A request without FCGI_KEEP_CONN (or a refused one) was answered; `stdin_of` names it
+    /// if that was before its STDIN ended.
+    AfterRequest { stdin_of: Option<u16> },
 }
 
 /// What the connection does after a record.
 enum Flow {
     Continue,
-    Close,
+    /// Close the connection; `stdin_of` names the request answered before its STDIN ended.
+    Close {
+        stdin_of: Option<u16>,
+    },
     /// The PARAMS stream is complete: call the handler.
     Start {
         id: u16,
@@ -375,7 +413,7 @@ enum Flow {
 }
 
 async fn run_inbound<R, H, Fut, O, E>(
-    reader: R,
+    records: &mut RecordReader<R>,
     mut handler: H,
     output: Output,
 ) -> Result<Ending, FcgiError>
@@ -386,13 +424,9 @@ where
     O: AsyncRead + Unpin,
     E: AsyncRead + Unpin,
 {
-    let mut records = RecordReader {
-        reader,
-        buf: BytesMut::with_capacity(8 * 1024),
-    };
     let mut state = State::Idle;
     loop {
-        let flow = match next_event(&mut records, &mut state).await? {
+        let flow = match next_event(records, &mut state).await? {
             Event::Record(None) => {
                 if let Some((request_id, _)) = state.active() {
                     tracing::debug!(request_id, "FastCGI peer closed the connection mid-request");
@@ -427,20 +461,16 @@ where
                     // The rest of its STDIN is ignored record by record, as any record of a
                     // request that is not active.
                     (true, _) => Flow::Continue,
-                    (false, false) => Flow::Close,
-                    // Answered before its STDIN ended (413 over --max-body): closed now, the
-                    // connection would fail nginx's writes of the rest, and nginx would
-                    // answer its client 502 instead of ours.
-                    (false, true) => {
-                        linger::drain(&mut records.reader).await;
-                        Flow::Close
-                    }
+                    // See `serve`: the connection lingers.
+                    (false, stdin_unread) => Flow::Close {
+                        stdin_of: stdin_unread.then_some(id),
+                    },
                 }
             }
         };
         match flow {
             Flow::Continue => {}
-            Flow::Close => return Ok(Ending::AfterRequest),
+            Flow::Close { stdin_of } => return Ok(Ending::AfterRequest { stdin_of }),
             Flow::Start {
                 id,
                 keep_conn,
@@ -583,7 +613,7 @@ async fn on_begin_request<F>(
         return Ok(if body.keep_conn() {
             Flow::Continue
         } else {
-            Flow::Close
+            Flow::Close { stdin_of: None }
         });
     }
     *state = State::Params {
@@ -612,7 +642,7 @@ async fn on_abort_request<F>(
     Ok(if keep_conn {
         Flow::Continue
     } else {
-        Flow::Close
+        Flow::Close { stdin_of: None }
     })
 }
 

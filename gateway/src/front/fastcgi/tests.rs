@@ -20,6 +20,7 @@ use super::record::{
     MAX_CONTENT_LEN,
 };
 use super::*;
+use crate::front::linger::LINGER_TIME;
 
 /// Every test finishes far below this; hitting it means a deadlock.
 const DEADLINE: Duration = Duration::from_secs(20);
@@ -433,24 +434,40 @@ async fn handler_ignoring_stdin_finishes_and_the_connection_stays_usable() {
 
 /// Without FCGI_KEEP_CONN, a request answered before its STDIN ended (413 over --max-body)
 /// does not close the connection under a peer still sending the rest: nginx's failed writes
-/// would make it answer its client 502. The rest is read and dropped until the peer closes.
+/// would make it answer its client 502. The server shuts its side (nginx waits for that end
+/// of the answer) and reads and drops the rest: it closes once that STDIN ends, or once the
+/// peer closes (nginx, which stops sending when it has the answer).
 #[tokio::test]
 async fn an_answer_before_stdin_ends_does_not_close_under_the_sender() {
-    let (mut writer, mut reader, served) = start(|request: FcgiRequest| async move {
-        drop(request.stdin);
-        FcgiResponse::new(Cursor::new(b"Status: 413\r\n\r\n".to_vec()))
-    });
-    // Many times what the pipe between us holds: it all goes only if the server reads it.
-    let sent = body(4 * MIB);
-    let (_, reply) =
-        within(async { tokio::join!(writer.request(1, false, &sent, 8192), reader.reply(1)) })
-            .await;
-    reply.assert_complete(0);
-    assert_eq!(reply.stdout, b"Status: 413\r\n\r\n");
-    assert!(!served.is_finished(), "closed before the peer did");
-    writer.close().await;
-    assert!(within(reader.next()).await.is_none(), "end of file");
-    finished(served).await.expect("clean close");
+    for peer_closes in [false, true] {
+        let (mut writer, mut reader, served) = start(|request: FcgiRequest| async move {
+            drop(request.stdin);
+            FcgiResponse::new(Cursor::new(b"Status: 413\r\n\r\n".to_vec()))
+        });
+        // Many times what the pipe between us holds: it all goes only if the server reads it.
+        let sent = body(4 * MIB);
+        let send = async {
+            writer.begin(1, FCGI_RESPONDER, false).await;
+            writer.params(1, &[("REQUEST_METHOD", "POST")], 512).await;
+            for piece in sent.chunks(8192) {
+                writer.record(RecordType::Stdin, 1, piece).await;
+            }
+        };
+        let (_, reply) = within(async { tokio::join!(send, reader.reply(1)) }).await;
+        reply.assert_complete(0);
+        assert_eq!(reply.stdout, b"Status: 413\r\n\r\n");
+        assert!(within(reader.next()).await.is_none(), "the answer's end");
+        assert!(!served.is_finished(), "closed before STDIN ended");
+        if peer_closes {
+            writer.close().await;
+        } else {
+            writer.record(RecordType::Stdin, 1, b"").await;
+        }
+        // At once, not at the linger's bound.
+        let closed = tokio::time::timeout(LINGER_TIME / 2, served).await;
+        let closed = closed.unwrap_or_else(|_| panic!("peer closes: {peer_closes}: no close"));
+        closed.expect("no panic").expect("clean close");
+    }
 }
 
 /// While the handler does not read STDIN, the server stops reading the connection: the
