@@ -164,12 +164,17 @@ async fn a_steady_upload_outlives_the_body_timeout() {
 /// Ends a chunked body; everything the gateway answers until it closes.
 async fn read_answer(mut stream: TcpStream) -> String {
     stream.write_all(b"0\r\n\r\n").await.expect("last chunk");
-    let mut answer = String::new();
-    tokio::time::timeout(TIMEOUT, stream.read_to_string(&mut answer))
+    read_until_closed(stream).await
+}
+
+/// Everything the gateway sends until it closes.
+async fn read_until_closed(mut stream: TcpStream) -> String {
+    let mut answer = Vec::new();
+    tokio::time::timeout(TIMEOUT, stream.read_to_end(&mut answer))
         .await
         .expect("an answer in time")
-        .expect("read");
-    answer
+        .expect("read the answer");
+    String::from_utf8_lossy(&answer).into_owned()
 }
 
 /// The whole metrics text of `admin`.
@@ -228,14 +233,10 @@ async fn send_all_then_read(gw: &Gateway, head: &str, bytes: usize, chunked: boo
         sent += size;
     }
     if chunked {
-        stream.write_all(b"0\r\n\r\n").await.expect("last chunk");
+        read_answer(stream).await
+    } else {
+        read_until_closed(stream).await
     }
-    let mut answer = Vec::new();
-    tokio::time::timeout(TIMEOUT, stream.read_to_end(&mut answer))
-        .await
-        .expect("an answer in time")
-        .expect("read the answer");
-    String::from_utf8_lossy(&answer).into_owned()
 }
 
 /// A client that sends its whole body before it reads (as Python's http.client and requests
