@@ -457,14 +457,15 @@ where
                 output
                     .end_request(id, app_status, FCGI_REQUEST_COMPLETE)
                     .await?;
-                match (keep_conn, stdin_unread) {
+                if keep_conn {
                     // The rest of its STDIN is ignored record by record, as any record of a
                     // request that is not active.
-                    (true, _) => Flow::Continue,
-                    // See `serve`: the connection lingers.
-                    (false, stdin_unread) => Flow::Close {
+                    Flow::Continue
+                } else {
+                    // With its STDIN unread, the connection lingers (see `serve`).
+                    Flow::Close {
                         stdin_of: stdin_unread.then_some(id),
-                    },
+                    }
                 }
             }
         };
