@@ -131,6 +131,80 @@ printf 'Content-Type: text/plain\n\nlate\n'",
     );
 }
 
+/// A stop does not wait out a lingering close: an upload refused with 413 whose client keeps
+/// sending would hold the gateway for the linger's 10 s, a stop's whole drain for nothing (the
+/// answer is out). Once the stop begins, the lingering connection is closed, as nginx does.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_stop_does_not_wait_for_a_lingering_upload() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    require_root!();
+    let jail = Jail::new();
+    jail.cgi(
+        "sink",
+        "cat >/dev/null\nprintf 'Content-Type: text/plain\\n\\nok\\n'",
+    );
+    let mut gw = jail.serve_with(
+        Opts {
+            workers: 1,
+            ..Opts::default()
+        },
+        &["--max-body", "1M"],
+    );
+    gw.wait_for_workers(Duration::from_secs(5), &[]);
+    let stream = tokio::net::TcpStream::connect(gw.addr)
+        .await
+        .expect("connect");
+    let (mut from_gateway, mut to_gateway) = stream.into_split();
+    let head = "POST /cgi-bin/sink HTTP/1.1\r\nHost: x\r\nContent-Length: 100000000000\r\n\r\n";
+    to_gateway.write_all(head.as_bytes()).await.expect("head");
+    // Paced: 64 KiB every 10 ms until the gateway closes, at most 30 s.
+    let sender = tokio::spawn(async move {
+        let piece = vec![b'e'; 64 * 1024];
+        let started = Instant::now();
+        while started.elapsed() < Duration::from_secs(30) {
+            if to_gateway.write_all(&piece).await.is_err() {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    });
+    let mut answer = Vec::new();
+    let mut buffer = [0u8; 4096];
+    while !answer.windows(4).any(|window| window == b"\r\n\r\n") {
+        let read = tokio::time::timeout(Duration::from_secs(10), from_gateway.read(&mut buffer))
+            .await
+            .expect("the 413 within 10 s")
+            .expect("read the answer");
+        assert!(read > 0, "closed before the answer: {answer:?}");
+        answer.extend_from_slice(&buffer[..read]);
+    }
+    assert!(
+        answer.starts_with(b"HTTP/1.1 413"),
+        "{}",
+        String::from_utf8_lossy(&answer)
+    );
+    // The connection now lingers, reading what the client still sends.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(!sender.is_finished(), "the linger ended before the stop");
+
+    gw.signal(Signal::SIGTERM);
+    let signalled = Instant::now();
+    let status = tokio::task::block_in_place(|| gw.wait_exit(Duration::from_secs(15)))
+        .expect("the gateway exits after SIGTERM");
+    let took = signalled.elapsed();
+    assert_eq!(
+        status.code(),
+        Some(0),
+        "exit status after SIGTERM: {status}"
+    );
+    sender.abort();
+    eprintln!("NOTE: stopped {took:?} after SIGTERM with a lingering upload");
+    assert!(
+        took < Duration::from_secs(3),
+        "the stop waited {took:?} for a lingering upload"
+    );
+}
+
 #[test]
 fn bad_flag_exits_2_with_one_line() {
     require_root!();

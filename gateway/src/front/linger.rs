@@ -7,7 +7,9 @@
 //! the peer sends is read and dropped, until it closes its side or [`LINGER_TIME`] has
 //! passed (or, over FastCGI, the request's STDIN stream has ended): over HTTP by [`Lingering`]
 //! when hyper shuts the connection, over FastCGI in `fastcgi/server.rs` once the connection's
-//! write side is shut (nginx waits for that end of the answer).
+//! write side is shut (nginx waits for that end of the answer). A stop ends every linger at
+//! once ([`Stopping`]): the answer is out, and a stop's drain is for requests still running,
+//! not for bodies nobody will read (nginx closes lingering connections at its exit too).
 
 use std::future::Future;
 use std::io;
@@ -19,6 +21,7 @@ use std::time::Duration;
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::time::{sleep, Sleep};
+use tokio_util::sync::{CancellationToken, WaitForCancellationFutureOwned};
 
 use crate::front::listen::Stream;
 
@@ -42,25 +45,43 @@ impl LingerFlag {
     }
 }
 
+/// Cancelled when the gateway begins to stop: every linger, begun or to come, ends then.
+pub type Stopping = CancellationToken;
+
+/// Runs `drain` (reading and dropping what a peer still sends) for at most [`LINGER_TIME`],
+/// and not past the beginning of a stop.
+pub async fn linger(stopping: &Stopping, drain: impl Future<Output = ()>) {
+    tokio::select! {
+        _ = tokio::time::timeout(LINGER_TIME, drain) => {}
+        _ = stopping.cancelled() => {}
+    }
+}
+
 /// A client connection that lingers on close when its [`LingerFlag`] says so.
 pub struct Lingering {
     stream: Stream,
     flag: LingerFlag,
+    stopping: Stopping,
     state: State,
 }
 
 enum State {
     Open,
-    /// Our side is shut; reading and dropping until the client closes or the time is up.
-    Draining(Pin<Box<Sleep>>),
+    /// Our side is shut; reading and dropping until the client closes, the time is up, or the
+    /// gateway stops.
+    Draining {
+        deadline: Pin<Box<Sleep>>,
+        stop: Pin<Box<WaitForCancellationFutureOwned>>,
+    },
     Closed,
 }
 
 impl Lingering {
-    pub fn new(stream: Stream, flag: LingerFlag) -> Lingering {
+    pub fn new(stream: Stream, flag: LingerFlag, stopping: Stopping) -> Lingering {
         Lingering {
             stream,
             flag,
+            stopping,
             state: State::Open,
         }
     }
@@ -109,13 +130,16 @@ impl AsyncWrite for Lingering {
                 State::Open => {
                     ready!(Pin::new(&mut this.stream).poll_shutdown(cx))?;
                     this.state = if this.flag.is_set() {
-                        State::Draining(Box::pin(sleep(LINGER_TIME)))
+                        State::Draining {
+                            deadline: Box::pin(sleep(LINGER_TIME)),
+                            stop: Box::pin(this.stopping.clone().cancelled_owned()),
+                        }
                     } else {
                         State::Closed
                     };
                 }
-                State::Draining(deadline) => {
-                    if deadline.as_mut().poll(cx).is_ready() {
+                State::Draining { deadline, stop } => {
+                    if deadline.as_mut().poll(cx).is_ready() || stop.as_mut().poll(cx).is_ready() {
                         this.state = State::Closed;
                         continue;
                     }
@@ -145,10 +169,14 @@ mod tests {
 
     /// Our side wrapped, with the flag as given, and the client's side.
     fn pair(linger: bool) -> (Lingering, UnixStream) {
+        pair_stopping(linger, Stopping::new())
+    }
+
+    fn pair_stopping(linger: bool, stopping: Stopping) -> (Lingering, UnixStream) {
         let (ours, client) = UnixStream::pair().expect("socket pair");
         let flag = LingerFlag::default();
         flag.set(linger);
-        (Lingering::new(Either::Right(ours), flag), client)
+        (Lingering::new(Either::Right(ours), flag, stopping), client)
     }
 
     #[tokio::test]
@@ -187,5 +215,39 @@ mod tests {
         let start = Instant::now();
         ours.shutdown().await.expect("shutdown");
         assert_eq!(start.elapsed(), LINGER_TIME);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_stop_ends_a_linger_begun_or_to_come() {
+        let stopping = Stopping::new();
+        let (mut ours, _client) = pair_stopping(true, stopping.clone());
+        let start = Instant::now();
+        let closing = tokio::spawn(async move { ours.shutdown().await });
+        tokio::time::sleep(LINGER_TIME / 4).await;
+        assert!(!closing.is_finished(), "stopped lingering before the stop");
+        stopping.cancel();
+        closing.await.expect("task").expect("shutdown");
+        assert_eq!(start.elapsed(), LINGER_TIME / 4);
+        // A connection that closes after the stop began does not linger at all.
+        let (mut ours, _client) = pair_stopping(true, stopping);
+        let start = Instant::now();
+        ours.shutdown().await.expect("shutdown");
+        assert_eq!(start.elapsed(), Duration::ZERO);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn linger_is_bounded_by_time_and_by_the_stop() {
+        let stopping = Stopping::new();
+        let start = Instant::now();
+        linger(&stopping, std::future::pending()).await;
+        assert_eq!(start.elapsed(), LINGER_TIME);
+        let stop = stopping.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            stop.cancel();
+        });
+        let start = Instant::now();
+        linger(&stopping, std::future::pending()).await;
+        assert_eq!(start.elapsed(), Duration::from_secs(1));
     }
 }

@@ -22,6 +22,7 @@ use tracing::Instrument;
 use super::server::{serve_connection, FcgiRequest, FcgiResponse};
 use crate::front::access::RequestLog;
 use crate::front::http::response::{read_head, CgiHead, HeadStyle};
+use crate::front::linger::Stopping;
 use crate::front::listen::{accept_until, Connection, Listener, Stream, MAX_CONNECTIONS};
 use crate::front::request::body::BodySource;
 use crate::front::request::env::{auth_scheme, split_port};
@@ -50,8 +51,10 @@ pub async fn run(
     // nginx sends the client's address as a FastCGI parameter; the peer itself tells nothing
     // about the client. But every FastCGI peer speaks as the front server (REMOTE_USER, the
     // variables --pass-env names), so a peer that is not one is closed before a byte is read.
+    let stopping = Stopping::new();
     let serve = |stream: Stream, peer: Connection, permit: tokio::sync::OwnedSemaphorePermit| {
         let core = core.clone();
+        let stopping = stopping.clone();
         if !peer.is_front_server(&core.current().config.env) {
             tracing::warn!(
                 ?peer,
@@ -63,13 +66,14 @@ pub async fn run(
         }
         tokio::spawn(async move {
             let handler = move |request| handle(core.clone(), request);
-            if let Err(error) = serve_connection(stream, handler).await {
+            if let Err(error) = serve_connection(stream, handler, stopping).await {
                 tracing::warn!(?peer, "fastcgi connection ended: {error}");
             }
             drop(permit);
         });
     };
     let connections = accept_until(listener, shutdown, serve).await;
+    stopping.cancel();
     let all = u32::try_from(MAX_CONNECTIONS).unwrap_or(u32::MAX);
     if tokio::time::timeout(drain, connections.acquire_many(all))
         .await

@@ -36,7 +36,7 @@ use super::record::{
     unknown_type_body, BeginRequestBody, EndRequestBody, Record, RecordCodec, RecordType,
     FCGI_CANT_MPX_CONN, FCGI_REQUEST_COMPLETE, FCGI_RESPONDER, FCGI_UNKNOWN_ROLE, NULL_REQUEST_ID,
 };
-use crate::front::linger::LINGER_TIME;
+use crate::front::linger::{linger, Stopping};
 
 /// One RESPONDER request, handed to the handler once its PARAMS stream is complete.
 pub struct FcgiRequest {
@@ -137,8 +137,13 @@ impl<O> FcgiResponse<O> {
 /// a role other than RESPONDER, or a second request while one is active, is refused with
 /// END_REQUEST. Returns `Ok` when the peer closes the connection (if a request was active, it
 /// is dropped, as for an abort) or after a request without FCGI_KEEP_CONN; a malformed record
-/// ends the connection with an error, which is also logged.
-pub async fn serve_connection<S, H, Fut, O, E>(stream: S, handler: H) -> Result<(), FcgiError>
+/// ends the connection with an error, which is also logged. A linger after the last request
+/// (see `linger.rs`) ends when `stopping` is cancelled.
+pub async fn serve_connection<S, H, Fut, O, E>(
+    stream: S,
+    handler: H,
+    stopping: Stopping,
+) -> Result<(), FcgiError>
 where
     S: AsyncRead + AsyncWrite + Unpin + Send,
     H: FnMut(FcgiRequest) -> Fut + Send,
@@ -146,14 +151,14 @@ where
     O: AsyncRead + Unpin + Send,
     E: AsyncRead + Unpin + Send,
 {
-    let result = serve(stream, handler).await;
+    let result = serve(stream, handler, stopping).await;
     if let Err(error) = &result {
         tracing::warn!(%error, "FastCGI connection ended with an error");
     }
     result
 }
 
-async fn serve<S, H, Fut, O, E>(stream: S, handler: H) -> Result<(), FcgiError>
+async fn serve<S, H, Fut, O, E>(stream: S, handler: H, stopping: Stopping) -> Result<(), FcgiError>
 where
     S: AsyncRead + AsyncWrite + Unpin,
     H: FnMut(FcgiRequest) -> Fut,
@@ -220,8 +225,8 @@ where
         // connection would fail nginx's writes of the rest, and nginx would answer its client
         // 502 instead of ours. Our side is shut, so nginx has the whole answer (it waits for
         // that end); what it still sends is read and dropped until that STDIN ends or nginx
-        // closes, at most LINGER_TIME.
-        let _ = tokio::time::timeout(LINGER_TIME, async {
+        // closes, at most LINGER_TIME (and not past a stop's beginning).
+        linger(&stopping, async {
             while let Ok(Some(record)) = records.next().await {
                 let stdin_end = record.record_type == RecordType::Stdin
                     && record.request_id == id

@@ -20,7 +20,7 @@ use super::record::{
     MAX_CONTENT_LEN,
 };
 use super::*;
-use crate::front::linger::LINGER_TIME;
+use crate::front::linger::{Stopping, LINGER_TIME};
 
 /// Every test finishes far below this; hitting it means a deadlock.
 const DEADLINE: Duration = Duration::from_secs(20);
@@ -159,8 +159,22 @@ where
     O: AsyncRead + Unpin + Send + 'static,
     E: AsyncRead + Unpin + Send + 'static,
 {
+    start_stopping(handler, Stopping::new())
+}
+
+/// [`start`], the connection's lingers ending when `stopping` is cancelled.
+fn start_stopping<H, Fut, O, E>(
+    handler: H,
+    stopping: Stopping,
+) -> (ClientWriter, ClientReader, Served)
+where
+    H: FnMut(FcgiRequest) -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = FcgiResponse<O, E>> + Send + 'static,
+    O: AsyncRead + Unpin + Send + 'static,
+    E: AsyncRead + Unpin + Send + 'static,
+{
     let (client, server) = duplex(64 * 1024);
-    let served = tokio::spawn(serve_connection(server, handler));
+    let served = tokio::spawn(serve_connection(server, handler, stopping));
     let (reader, writer) = tokio::io::split(client);
     let reader = ClientReader {
         reader,
@@ -435,15 +449,18 @@ async fn handler_ignoring_stdin_finishes_and_the_connection_stays_usable() {
 /// Without FCGI_KEEP_CONN, a request answered before its STDIN ended (413 over --max-body)
 /// does not close the connection under a peer still sending the rest: nginx's failed writes
 /// would make it answer its client 502. The server shuts its side (nginx waits for that end
-/// of the answer) and reads and drops the rest: it closes once that STDIN ends, or once the
-/// peer closes (nginx, which stops sending when it has the answer).
+/// of the answer) and reads and drops the rest: it closes once that STDIN ends, once the
+/// peer closes (nginx, which stops sending when it has the answer), or once the gateway
+/// begins to stop.
 #[tokio::test]
 async fn an_answer_before_stdin_ends_does_not_close_under_the_sender() {
-    for peer_closes in [false, true] {
-        let (mut writer, mut reader, served) = start(|request: FcgiRequest| async move {
+    for end in ["STDIN ends", "the peer closes", "the gateway stops"] {
+        let stopping = Stopping::new();
+        let handler = |request: FcgiRequest| async move {
             drop(request.stdin);
             FcgiResponse::new(Cursor::new(b"Status: 413\r\n\r\n".to_vec()))
-        });
+        };
+        let (mut writer, mut reader, served) = start_stopping(handler, stopping.clone());
         // Many times what the pipe between us holds: it all goes only if the server reads it.
         let sent = body(4 * MIB);
         let send = async {
@@ -458,14 +475,14 @@ async fn an_answer_before_stdin_ends_does_not_close_under_the_sender() {
         assert_eq!(reply.stdout, b"Status: 413\r\n\r\n");
         assert!(within(reader.next()).await.is_none(), "the answer's end");
         assert!(!served.is_finished(), "closed before STDIN ended");
-        if peer_closes {
-            writer.close().await;
-        } else {
-            writer.record(RecordType::Stdin, 1, b"").await;
+        match end {
+            "STDIN ends" => writer.record(RecordType::Stdin, 1, b"").await,
+            "the peer closes" => writer.close().await,
+            _ => stopping.cancel(),
         }
         // At once, not at the linger's bound.
         let closed = tokio::time::timeout(LINGER_TIME / 2, served).await;
-        let closed = closed.unwrap_or_else(|_| panic!("peer closes: {peer_closes}: no close"));
+        let closed = closed.unwrap_or_else(|_| panic!("{end}: no close"));
         closed.expect("no panic").expect("clean close");
     }
 }
@@ -985,7 +1002,7 @@ async fn random_records_never_panic_or_hang_the_connection() {
             wire.put_slice(&rng.bytes(junk));
         }
         let (client, server) = duplex(1024 * 1024);
-        let served = tokio::spawn(serve_connection(server, echo));
+        let served = tokio::spawn(serve_connection(server, echo, Stopping::new()));
         let (mut reader, mut writer) = tokio::io::split(client);
         writer.write_all(&wire).await.expect("fits in the pipe");
         writer.shutdown().await.expect("shut");

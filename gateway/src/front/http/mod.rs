@@ -15,7 +15,7 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
 use tokio::sync::OwnedSemaphorePermit;
 
-use super::linger::{LingerFlag, Lingering};
+use super::linger::{LingerFlag, Lingering, Stopping};
 use super::listen::{accept_until, Connection, Listener, Stream};
 use super::request::Core;
 
@@ -35,10 +35,11 @@ pub async fn run(
     drain: Duration,
 ) {
     let graceful = GracefulShutdown::new();
+    let stopping = Stopping::new();
     let serve = |stream: Stream, connection_info: Connection, permit: OwnedSemaphorePermit| {
         let core = core.clone();
         let linger = LingerFlag::default();
-        let stream = Lingering::new(stream, linger.clone());
+        let stream = Lingering::new(stream, linger.clone(), stopping.clone());
         let service = service_fn(move |request| {
             handler::handle(core.clone(), request, connection_info, linger.clone())
         });
@@ -65,6 +66,7 @@ pub async fn run(
     };
     accept_until(listener, shutdown, serve).await;
     tracing::info!("stopped accepting; draining open connections");
+    stopping.cancel();
     // hyper's graceful shutdown closes a connection that has not read a byte yet, answering
     // nothing: those just accepted, the backlog above among them, whose clients have sent
     // (or are sending) a request. A moment first lets each read its request head; from then
