@@ -1,5 +1,5 @@
 //! Starting a program the way glibc's `posix_spawn` does, plus the steps `posix_spawn` cannot
-//! take (a process group, rlimits, a seccomp filter): `clone(CLONE_VM | CLONE_VFORK)` on a stack of
+//! take (an identity, a process group, rlimits, a Landlock domain): `clone(CLONE_VM | CLONE_VFORK)` on a stack of
 //! its own, so the child borrows the worker's memory until it execs instead of copying it.
 //!
 //! Why not `fork` (which `std::process::Command` uses as soon as there is a `pre_exec`): fork
@@ -36,7 +36,6 @@ use nix::sys::wait::waitpid;
 use nix::unistd::Pid;
 
 use crate::scope::CgiScope;
-use crate::seccomp::CgiFilter;
 
 /// The child's stack. The child calls a dozen thin system-call wrappers and nothing recursive,
 /// so a few KiB would do; pages never touched cost nothing.
@@ -79,30 +78,28 @@ pub struct Identity<'a> {
 }
 
 /// Starts programs, one at a time. Made once per worker: the stack, the list of handled
-/// signals and the compiled seccomp filter are the same for every CGI.
+/// signals and the Landlock ruleset are the same for every CGI.
 pub struct Launcher {
     stack: ChildStack,
     /// The signals the worker has a handler for, read once (see [`Launcher::new`]): reading
     /// them per spawn would be 64 `sigaction` calls each time.
     handled_signals: Vec<c_int>,
-    filter: CgiFilter,
     scope: CgiScope,
 }
 
 impl Launcher {
     /// Call only after the worker has installed every signal handler it will ever have (the
     /// tokio signal streams): a handler installed later would not be reset in the child.
-    pub fn new(filter: CgiFilter, scope: CgiScope) -> Result<Launcher, Errno> {
+    pub fn new(scope: CgiScope) -> Result<Launcher, Errno> {
         Ok(Launcher {
             stack: ChildStack::new()?,
             handled_signals: handled_signals(),
-            filter,
             scope,
         })
     }
 
     /// Starts `program` in a process group of its own with exactly its
-    /// descriptors, environment, working directory and limits, the seccomp filter installed,
+    /// descriptors, environment, working directory and limits, in a Landlock domain of its own,
     /// SIGPIPE at its default and no signal blocked. Returns its pid once it has exec'd, or
     /// the errno of the step that failed (the child is then reaped already).
     pub fn launch(&mut self, program: &Program<'_>) -> Result<Pid, Errno> {
@@ -116,7 +113,6 @@ impl Launcher {
         let child = Child {
             program,
             handled_signals: &self.handled_signals,
-            filter: &self.filter,
             scope: &self.scope,
             default_action: default_action(),
             empty_mask: signal_set(libc::sigemptyset),
@@ -168,7 +164,6 @@ impl Launcher {
 struct Child<'a> {
     program: &'a Program<'a>,
     handled_signals: &'a [c_int],
-    filter: &'a CgiFilter,
     scope: &'a CgiScope,
     default_action: libc::sigaction,
     empty_mask: libc::sigset_t,
@@ -203,11 +198,11 @@ impl Child<'_> {
         if let Err(errno) = self.become_itself() {
             return errno;
         }
-        // SAFETY: plain numbers. In a process group of its own, the worker's kill of the group
-        // reaches the CGI and everything it starts. Not a session of its own (`setsid`): that
-        // would also give it a scheduler autogroup, about 11 µs to make and free per CGI
-        // (bench/MISSES.md), for nothing: the worker has no terminal, and under systemd the
-        // service's cgroup, not autogroups, shares the CPU.
+        // SAFETY: plain numbers. A process group of its own, as a shell gives each job: a
+        // signal the CGI sends to its group (`kill 0`) stays in its request. (The worker's
+        // kill reaches it by its id, not its group: `kill.rs`.) Not a session of its own
+        // (`setsid`): that would also give it a scheduler autogroup, about 11 µs to make and
+        // free per CGI (bench/MISSES.md).
         if unsafe { libc::setpgid(0, 0) } == -1 {
             return Errno::last_raw();
         }
@@ -232,10 +227,6 @@ impl Child<'_> {
         // SAFETY: close_range with CLOSE_RANGE_CLOEXEC only sets flags.
         if unsafe { libc::close_range(3, libc::c_uint::MAX, cloexec) } == -1 {
             return Errno::last_raw();
-        }
-        // After setpgid: from here on the process cannot leave its process group.
-        if let Err(errno) = self.filter.install() {
-            return errno;
         }
         // From here on it signals only its own processes.
         if let Err(errno) = self.scope.enter() {
@@ -430,12 +421,10 @@ mod tests {
     use std::ffi::CString;
     use std::io::Read;
     use std::os::fd::{AsFd, OwnedFd};
-    use std::sync::Mutex;
 
     use nix::sys::wait::WaitStatus;
 
-    /// `waitpid` and signal masks are per process: one launching test at a time.
-    static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
+    use crate::ONE_AT_A_TIME;
 
     struct Output {
         status: WaitStatus,
@@ -466,8 +455,7 @@ mod tests {
         drop(stdin_w);
         let (stdout_r, stdout) = nix::unistd::pipe().expect("pipe");
         let (stderr_r, stderr) = nix::unistd::pipe().expect("pipe");
-        let mut launcher =
-            Launcher::new(CgiFilter::new(), CgiScope::new().expect("scope")).expect("launcher");
+        let mut launcher = Launcher::new(CgiScope::new().expect("scope")).expect("launcher");
         let pid = launcher.launch(&Program {
             path: &argv_c[0],
             argv: &argv_p,
@@ -536,7 +524,7 @@ mod tests {
     }
 
     #[test]
-    fn process_group_signals_and_filter_are_set() {
+    fn process_group_and_signals_are_set() {
         // A signal blocked here must not be blocked in the child.
         let mut usr1 = signal_set(libc::sigemptyset);
         // SAFETY: a valid set; SIGUSR1 is blocked in this test thread only.
@@ -547,7 +535,7 @@ mod tests {
         // Field 5 of /proc/self/stat is the process group.
         let output = sh("read -r pid comm state ppid pgrp rest < /proc/self/stat
                          [ \"$pid\" = \"$pgrp\" ] && echo leader
-                         grep -E '^(SigBlk|SigIgn|NoNewPrivs|Seccomp):' /proc/self/status");
+                         grep -E '^(SigBlk|SigIgn):' /proc/self/status");
         // SAFETY: as above.
         unsafe { libc::pthread_sigmask(libc::SIG_UNBLOCK, &usr1, ptr::null_mut()) };
         let ignored = output
@@ -563,20 +551,6 @@ mod tests {
         );
         assert!(output.stdout.starts_with("leader\n"), "{}", output.stdout);
         assert!(output.stdout.contains("SigBlk:\t0000000000000000\n"));
-        assert!(output.stdout.contains("NoNewPrivs:\t1\n"));
-        assert!(output.stdout.contains("Seccomp:\t2\n"), "{}", output.stdout);
-    }
-
-    #[test]
-    fn leaving_the_process_group_is_denied() {
-        let output = sh("setsid -w /bin/true; echo \"setsid $?\"; \
-                         perl -MPOSIX -e 'print POSIX::setpgid(0, 0) ? \"ok\" : \"$!\"'");
-        assert!(
-            output.stderr.contains("Operation not permitted"),
-            "{}",
-            output.stderr
-        );
-        assert_eq!(output.stdout, "setsid 1\nOperation not permitted");
     }
 
     #[test]

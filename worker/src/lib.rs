@@ -11,6 +11,7 @@ use std::os::fd::{FromRawFd, OwnedFd};
 use std::process::ExitCode;
 
 mod jail;
+mod kill;
 mod launch;
 mod mounts;
 mod private_tmp;
@@ -18,6 +19,11 @@ mod scope;
 mod seccomp;
 mod serve;
 mod spawn;
+
+/// `waitpid` and signal masks are per process: one test that starts (and reaps) children at a
+/// time.
+#[cfg(test)]
+static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
 /// The descriptor number the gateway places the worker's end of the channel at.
 const CHANNEL_FD: i32 = 3;

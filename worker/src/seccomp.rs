@@ -1,6 +1,8 @@
 //! A seccomp denylist the worker installs on itself once, after dropping privileges; every CGI
-//! inherits it (it survives fork and exec, and no-new-privs keeps it from being lifted). Each
-//! CGI gets one more filter of its own, [`CgiFilter`], that keeps it in its process group.
+//! inherits it (it survives fork and exec, and no-new-privs keeps it from being lifted). A CGI
+//! gets no filter of its own: what the worker needs and a CGI must not do (`mount`, `unshare`
+//! and `setns` of a mount namespace) needs capabilities a CGI does not have, and a CGI's end
+//! reaches its processes by their id, wherever they went (`kill.rs`).
 //!
 //! A denylist, not an allowlist: shell CGIs run arbitrary programs, so the set of system calls
 //! they need is open-ended. What is denied is what a CGI never needs and an attacker wants:
@@ -24,8 +26,8 @@ const DENIED: &[i64] = &[
     libc::SYS_pidfd_getfd,
     libc::SYS_kcmp,
     // Mounts, roots and namespaces (`mount`, and `unshare` and `setns` of a mount namespace,
-    // only for the worker, which gives each CGI its private `/tmp` with them: see
-    // DENIED_TO_CGIS and argument_rules).
+    // only for the worker, which gives each CGI its private `/tmp` with them, see
+    // argument_rules; a CGI has no capability to use them).
     libc::SYS_umount2,
     libc::SYS_pivot_root,
     libc::SYS_chroot,
@@ -38,6 +40,9 @@ const DENIED: &[i64] = &[
     libc::SYS_mount_setattr,
     libc::SYS_open_by_handle_at,
     libc::SYS_name_to_handle_at,
+    // A session of its own is a scheduler autogroup of its own, and where no cgroup shares
+    // the CPU, autogroups share it by session: a CGI could claim a share per process it starts.
+    libc::SYS_setsid,
     // Kernel attack surface no CGI uses.
     libc::SYS_bpf,
     libc::SYS_perf_event_open,
@@ -117,19 +122,6 @@ const NAMESPACE_FLAGS: &[i32] = &[
     libc::CLONE_NEWIPC,
     libc::CLONE_NEWUTS,
     libc::CLONE_NEWCGROUP,
-];
-
-/// Denied to CGIs by [`CgiFilter`], not to the worker by [`install`]: each CGI's process calls
-/// `setpgid` (a process group of its own), and `unshare` (a mount namespace) and `mount` (its
-/// `/tmp`) or `setns` (a ready namespace), itself, before its filter is installed. The worker ends a request by killing its CGI's process group; a process that
-/// left the group with `setsid` or `setpgid` would escape that kill, run on, and hold the
-/// response's pipes open until the deadline.
-const DENIED_TO_CGIS: &[i64] = &[
-    libc::SYS_setsid,
-    libc::SYS_setpgid,
-    libc::SYS_mount,
-    libc::SYS_unshare,
-    libc::SYS_setns,
 ];
 
 #[derive(Debug, thiserror::Error)]
@@ -387,40 +379,6 @@ fn deny_exactly(syscalls: &[i64], errno: i32) -> BpfProgram {
     program
 }
 
-/// The CGIs' own filter: [`DENIED_TO_CGIS`] answered with EPERM. Assembled once, when the
-/// worker starts (assembling allocates); installed in each CGI's process after the CGI's own
-/// `setpgid` and before its exec.
-pub struct CgiFilter {
-    program: BpfProgram,
-}
-
-impl CgiFilter {
-    /// Assembled here rather than by seccompiler, whose program for the same five calls is 30
-    /// instructions long, for it is installed once a spawn: the kernel checks, converts and
-    /// JITs the program, and emulates it once for each system call number (its action cache).
-    /// Installed after a filter, in a child of a process, 11 instructions took 22 µs where 30
-    /// took 27 (1 instruction: 14).
-    pub fn new() -> CgiFilter {
-        CgiFilter {
-            program: deny_exactly(DENIED_TO_CGIS, libc::EPERM),
-        }
-    }
-
-    /// Installs the filter on the calling thread, for good (filters cannot be removed, and the
-    /// worker's no-new-privs is inherited). Async-signal-safe, so it may run between clone and
-    /// exec, in a child sharing the worker's memory too: `seccompiler::apply_filter` makes two
-    /// system calls (`prctl(PR_SET_NO_NEW_PRIVS)`, `seccomp`), allocates nothing and takes no
-    /// lock; its error holds only an errno.
-    pub fn install(&self) -> Result<(), i32> {
-        seccompiler::apply_filter(&self.program).map_err(|error| match error {
-            seccompiler::Error::Prctl(error) | seccompiler::Error::Seccomp(error) => {
-                error.raw_os_error().unwrap_or(libc::EINVAL)
-            }
-            _ => libc::EINVAL,
-        })
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -438,26 +396,25 @@ mod tests {
     }
 
     #[test]
-    fn the_cgi_filter_refuses_exactly_its_calls() {
-        let filter = CgiFilter::new();
+    fn a_program_of_deny_exactly_refuses_exactly_its_calls() {
+        const REFUSED: &[i64] = &[libc::SYS_getppid, libc::SYS_getuid];
+        let program = deny_exactly(REFUSED, libc::EPERM);
         // A filter is for good: it goes on in a child, which makes system calls only (no
         // allocation, no lock) and reports by its exit code which check failed.
         // SAFETY: see above; the child ends with `_exit`.
         match unsafe { libc::fork() } {
             0 => {
                 let code = (|| {
-                    // Without the filter, setsid, setpgid(0, 0) and unshare(0) would succeed,
-                    // mount and setns fail with other errors.
-                    if filter.install().is_err() {
+                    if seccompiler::apply_filter(&program).is_err() {
                         return 10;
                     }
-                    for (index, &call) in DENIED_TO_CGIS.iter().enumerate() {
+                    for (index, &call) in REFUSED.iter().enumerate() {
                         if errno_of(call) != libc::EPERM {
                             return 20 + index as i32;
                         }
                     }
                     // Numbers next to and between the refused ones are let through.
-                    for call in [libc::SYS_getpid, libc::SYS_getppid, libc::SYS_getuid] {
+                    for call in [libc::SYS_getpid, libc::SYS_getgid, libc::SYS_geteuid] {
                         if errno_of(call) != 0 {
                             return 30;
                         }

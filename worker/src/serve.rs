@@ -8,7 +8,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use nix::errno::Errno;
-use nix::sys::signal::{killpg, Signal};
+use nix::sys::signal::{kill, Signal};
 use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
 use nix::unistd::Pid;
 use protocol::{
@@ -17,9 +17,10 @@ use protocol::{
 use tokio::signal::unix::{signal, SignalKind};
 use tokio::sync::mpsc;
 
+use crate::kill::{id_kill_is_confined, kill_id, Leftovers};
 use crate::spawn::{SetupError, Spawner};
 
-/// How long a CGI told to stop with SIGTERM gets before its process group is killed.
+/// How long a CGI told to stop with SIGTERM gets before its processes are killed.
 const KILL_GRACE: Duration = Duration::from_secs(2);
 
 pub fn run(channel_fd: OwnedFd, config: &crate::jail::Config) -> ExitCode {
@@ -42,11 +43,12 @@ pub fn run(channel_fd: OwnedFd, config: &crate::jail::Config) -> ExitCode {
     }
 }
 
-/// The CGIs this worker is running, by the gateway's id and by pid (with the CGI's own id).
+/// The CGIs this worker is running, by their main process's pid and by the gateway's id, each
+/// with the CGI's own id (its uid and gid), which its kill reaches.
 #[derive(Default)]
 struct Running {
     by_pid: HashMap<Pid, (SpawnId, u32)>,
-    by_id: HashMap<SpawnId, Pid>,
+    by_id: HashMap<SpawnId, u32>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -55,6 +57,8 @@ enum ServeError {
     Channel(#[from] ChannelError),
     #[error("cannot prepare to start CGIs: {0}")]
     Setup(#[from] SetupError),
+    #[error("cannot kill CGIs by their id: {0}")]
+    Kill(String),
 }
 
 async fn serve(channel_fd: OwnedFd, config: &crate::jail::Config) -> Result<(), ServeError> {
@@ -62,6 +66,8 @@ async fn serve(channel_fd: OwnedFd, config: &crate::jail::Config) -> Result<(), 
     let mut children = signal(SignalKind::child()).map_err(ChannelError::from)?;
     // Made once the SIGCHLD handler above, the worker's last, is installed: see `Launcher::new`.
     let mut spawner = Spawner::new(config)?;
+    id_kill_is_confined(config.cgi_ids.first).map_err(ServeError::Kill)?;
+    let mut leftovers = Leftovers::new();
     let (deferred_kills, mut due_kills) = mpsc::unbounded_channel::<SpawnId>();
     let mut running = Running::default();
     let mut buffer = RecvBuffer::default();
@@ -83,12 +89,12 @@ async fn serve(channel_fd: OwnedFd, config: &crate::jail::Config) -> Result<(), 
                     // may deliver SIGCHLD only hundreds of spawns later, and until then their
                     // ids and namespaces stay taken (a pool of namespaces grown to its bound,
                     // every descriptor of it copied into each new CGI and closed at its exec).
-                    report_ended(&mut running, &mut spawner, &channel).await?;
+                    report_ended(&mut running, &mut spawner, &mut leftovers, &channel).await?;
                     let id = request.id;
                     let reply = match spawner.spawn_cgi(&request, fds) {
                         Ok((pid, script_segments, cgi_id)) => {
                             running.by_pid.insert(pid, (id, cgi_id));
-                            running.by_id.insert(id, pid);
+                            running.by_id.insert(id, cgi_id);
                             let script_segments = script_segments as u32;
                             FromWorker::Spawned { id, pid: pid.as_raw() as u32, script_segments }
                         }
@@ -97,8 +103,8 @@ async fn serve(channel_fd: OwnedFd, config: &crate::jail::Config) -> Result<(), 
                     channel.send(&reply, &[]).await?;
                 }
                 Ok((ToWorker::Kill { id }, _)) => {
-                    if let Some(&pid) = running.by_id.get(&id) {
-                        let _ = killpg(pid, Signal::SIGTERM);
+                    if let Some(&cgi_id) = running.by_id.get(&id) {
+                        kill_id(cgi_id, Signal::SIGTERM);
                         let deferred_kills = deferred_kills.clone();
                         tokio::spawn(async move {
                             tokio::time::sleep(KILL_GRACE).await;
@@ -115,29 +121,39 @@ async fn serve(channel_fd: OwnedFd, config: &crate::jail::Config) -> Result<(), 
                 Err(error) => break Err(error.into()),
             },
             Some(id) = due_kills.recv() => {
-                if let Some(&pid) = running.by_id.get(&id) {
-                    let _ = killpg(pid, Signal::SIGKILL);
+                if let Some(&cgi_id) = running.by_id.get(&id) {
+                    kill_id(cgi_id, Signal::SIGKILL);
                 }
             }
-            _ = children.recv() => report_ended(&mut running, &mut spawner, &channel).await?,
+            _ = children.recv() => report_ended(&mut running, &mut spawner, &mut leftovers, &channel).await?,
         }
     };
-    // Exiting as PID 1 makes the kernel kill everything left in the namespace; killing the
-    // groups first just makes it immediate and explicit.
-    for &pid in running.by_id.values() {
-        let _ = killpg(pid, Signal::SIGKILL);
-    }
+    // Exiting as PID 1 makes the kernel kill everything left in the namespace; killing it all
+    // first (as root of the namespace: every process but the worker) just makes it immediate
+    // and explicit.
+    let _ = kill(Pid::from_raw(-1), Signal::SIGKILL);
     outcome
 }
 
-/// Reaps every ended child, gives back the ids (and namespaces) of the CGIs among them, and
-/// tells the front each one's exit status.
+/// Reaps every ended child, kills what the CGIs among them left running, gives back their ids
+/// (and namespaces), and tells the front each one's exit status.
 async fn report_ended(
     running: &mut Running,
     spawner: &mut Spawner,
+    leftovers: &mut Leftovers,
     channel: &Channel,
 ) -> Result<(), ChannelError> {
-    for (id, status, cgi_id) in reap(running) {
+    let ended = reap(running);
+    // A request ends with its CGI's main process: whatever else runs as its id (background
+    // jobs, daemons, in whatever group or session) is killed, so nothing outlives the request,
+    // before the id can go to another CGI.
+    let ended_ids: Vec<u32> = ended.iter().map(|&(_, _, cgi_id)| cgi_id).collect();
+    leftovers.kill(
+        &ended_ids,
+        |pid| running.by_pid.contains_key(&pid),
+        |id| running.by_id.values().any(|&running_id| running_id == id),
+    );
+    for (id, status, cgi_id) in ended {
         spawner.release_id(cgi_id);
         channel
             .send(&FromWorker::Exited { id, status }, &[])
@@ -160,9 +176,6 @@ fn reap(running: &mut Running) -> Vec<(SpawnId, ExitStatus, u32)> {
         };
         if let Some((id, cgi_id)) = running.by_pid.remove(&pid) {
             running.by_id.remove(&id);
-            // A request ends with its CGI's main process: whatever it left running in its
-            // process group (background jobs) is killed, so nothing outlives the request.
-            let _ = killpg(pid, Signal::SIGKILL);
             ended.push((id, status, cgi_id));
         }
     }

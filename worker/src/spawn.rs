@@ -17,7 +17,6 @@ use protocol::{Limits, SpawnError, SpawnRequest};
 use crate::launch::{Identity, Launcher, Program};
 use crate::private_tmp::TmpPool;
 use crate::scope::CgiScope;
-use crate::seccomp::CgiFilter;
 
 // The folder inside the jail that holds the CGIs. Nothing outside it is ever executed on a
 // request, whatever the request names: a `/cgi-bin/x -> /bin/sh` symlink would otherwise turn
@@ -33,7 +32,7 @@ pub enum SetupError {
 }
 
 /// Starts CGIs, one at a time, with what every spawn needs made once: the launcher (stack,
-/// seccomp filter) and buffers for the path and the environment, reused from one CGI to the
+/// Landlock ruleset) and buffers for the path and the environment, reused from one CGI to the
 /// next so that a spawn allocates next to nothing.
 pub struct Spawner {
     launcher: Launcher,
@@ -66,8 +65,7 @@ impl Spawner {
             .collect();
         let tmp_pool = TmpPool::new(tmp_dirs.first().cloned());
         Ok(Spawner {
-            launcher: Launcher::new(CgiFilter::new(), CgiScope::new()?)
-                .map_err(SetupError::Stack)?,
+            launcher: Launcher::new(CgiScope::new()?).map_err(SetupError::Stack)?,
             env: EnvBlock::default(),
             path: Vec::new(),
             cwd: Vec::new(),

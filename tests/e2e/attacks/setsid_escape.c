@@ -1,8 +1,10 @@
-/* A CGI whose grandchild leaves the CGI's process group and session (setsid) and keeps the
- * CGI's stdin, stdout and stderr open while it sleeps. The CGI itself answers at once and
- * exits: the response must still end, and the grandchild must not outlive the request,
- * although a kill of the CGI's process group no longer reaches it. Reports `setsid=ok` (or
- * the errno name) from the grandchild before the main process says `done`. */
+/* A CGI whose grandchild leaves the CGI's process group, for a session of its own (setsid) or,
+ * where that is refused, a process group of its own (setpgid), and keeps the CGI's stdin,
+ * stdout and stderr open while it sleeps. The CGI itself answers at once and exits: the
+ * response must still end, and the grandchild must not outlive the request, although a kill
+ * of the CGI's process group no longer reaches it. Reports `setsid=ok` (or the errno name),
+ * then `setpgid=...` if setsid was refused, from the grandchild before the main process says
+ * `done`. */
 #include "report.h"
 
 #include <sys/wait.h>
@@ -18,8 +20,15 @@ int main(void) {
     if (child == 0) {
         close(ready[0]);
         long rc = setsid();
+        int setsid_errno = errno;
+        long group = rc == -1 ? setpgid(0, 0) : 0;
+        int setpgid_errno = errno;
         if (fork() == 0) {
+            errno = setsid_errno;
             report("setsid", rc);
+            errno = setpgid_errno;
+            if (rc == -1)
+                report("setpgid", group);
             close(ready[1]);
             /* Holds fds 0, 1 and 2 for 100 s unless it is killed. */
             sleep(100);

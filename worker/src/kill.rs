@@ -1,0 +1,292 @@
+//! Ending a CGI: every process of its id, whatever group or session it put itself in.
+//!
+//! When a CGI's main process ends, what it leaves running is found among the worker's own
+//! children ([`Leftovers`]): an orphan goes to the PID namespace's init, the worker, at once
+//! (before its parent can be reaped), so every process a CGI left has an ancestor that is a
+//! child of the worker and runs as the CGI's id. Only then is its id killed: a kill by id
+//! walks every process of the host (below), and most CGIs leave nothing.
+//!
+//! Each CGI runs as an id no other running CGI has, and none of its processes can change it
+//! (no capabilities, no-new-privs, `nosuid` everywhere). So "the CGI's processes" is exactly
+//! "the processes of that uid", and `kill(-1, signal)` sent *as that uid* reaches all of them
+//! and nothing else: kill(2) lets an unprivileged sender signal the processes whose real or
+//! saved uid is its real or effective uid. A process group would not do (a process leaves it
+//! with `setsid` or `setpgid`; denying those took a seccomp filter per CGI, about 25 µs of
+//! every spawn). ioi/isolate kills a sandbox the same way.
+//!
+//! The worker is root of its user namespace, and root may signal anything; so for the one
+//! call it takes the CGI's id as its real and effective uid, keeping 0 as its saved uid. That
+//! clears its effective capabilities (capabilities(7): euid 0 to non-zero), and taking 0 back
+//! right after restores them (an unprivileged process may take its saved uid). Both uids
+//! switch, not the effective one alone: kill(2) also matches the sender's *real* uid, which
+//! as 0 would reach every process of uid 0 (the whole host, where the unit test runs). The
+//! worker is single-threaded and nothing else runs between the two switches; they are raw
+//! system calls, per thread, not glibc's, which would switch every thread.
+
+use std::fs::File;
+use std::io::{Read, Seek};
+
+use nix::errno::Errno;
+use nix::sys::signal::Signal;
+use nix::unistd::Pid;
+
+/// The worker's children, as /proc lists them; see the module's documentation.
+pub struct Leftovers {
+    /// `/proc/PID/task/PID/children` of the worker, kept open and read from its start; `None`
+    /// in a jail without `/proc`, where every ended CGI's id is killed instead.
+    children: Option<File>,
+    text: String,
+}
+
+impl Leftovers {
+    /// Call on the thread that starts the CGIs: /proc lists children by the thread that
+    /// started them.
+    pub fn new() -> Leftovers {
+        let pid = std::process::id();
+        let thread = nix::unistd::gettid();
+        Leftovers {
+            children: File::open(format!("/proc/{pid}/task/{thread}/children")).ok(),
+            text: String::new(),
+        }
+    }
+
+    /// Kills every process left by the CGIs in `ended` (their ids; their main processes are
+    /// reaped): every child of the worker that is not the main process of a running CGI
+    /// (`is_main`) and does not run as the id of one (`is_running`) has its id killed.
+    pub fn kill(
+        &mut self,
+        ended: &[u32],
+        is_main: impl Fn(Pid) -> bool,
+        is_running: impl Fn(u32) -> bool,
+    ) {
+        if ended.is_empty() {
+            return;
+        }
+        let Some(children) = self.read_children() else {
+            for &id in ended {
+                kill_id(id, Signal::SIGKILL);
+            }
+            return;
+        };
+        let mut killed = Vec::new();
+        for pid in children.into_iter().filter(|&pid| !is_main(pid)) {
+            let Some(id) = real_uid_of(pid) else { continue };
+            // 0 is the worker's own (a child between clone and exec is never seen here: the
+            // worker waits for its exec).
+            if id != 0 && !is_running(id) && !killed.contains(&id) {
+                kill_id(id, Signal::SIGKILL);
+                killed.push(id);
+            }
+        }
+    }
+
+    /// The pids of the worker's children, or `None` if /proc cannot tell.
+    fn read_children(&mut self) -> Option<Vec<Pid>> {
+        let file = self.children.as_mut()?;
+        self.text.clear();
+        file.rewind().ok()?;
+        file.read_to_string(&mut self.text).ok()?;
+        Some(
+            self.text
+                .split_ascii_whitespace()
+                .filter_map(|pid| pid.parse().ok().map(Pid::from_raw))
+                .collect(),
+        )
+    }
+}
+
+/// The real uid of process `pid` (from `/proc/PID/status`, readable whatever the process made
+/// itself: non-dumpable, its /proc folder is root's, its status still says who it is).
+fn real_uid_of(pid: Pid) -> Option<u32> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    status
+        .lines()
+        .find_map(|line| line.strip_prefix("Uid:"))?
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()
+}
+
+/// Sends `signal` to every process running as `id` in the worker's PID namespace.
+pub fn kill_id(id: u32, signal: Signal) {
+    if take_uid(id).is_err() {
+        // Without the switch the kill would reach every CGI of the worker: none is sent. The
+        // switch cannot fail for a mapped id (the worker checked `id_kill_is_confined` at
+        // start); the CGI is then left to its deadline and the worker's exit.
+        return;
+    }
+    // SAFETY: kill(2) takes plain numbers.
+    unsafe { libc::kill(-1, signal as libc::c_int) };
+    // Back to the saved uid, 0: always allowed.
+    let _ = take_uid(0);
+}
+
+/// Whether [`kill_id`] is confined to the id it is given: whether taking `probe` (a CGI id)
+/// as real and effective uid leaves the worker without an effective capability (it would not
+/// with the `SECBIT_NO_SETUID_FIXUP` secure bit), and taking 0 back restores them. Checked
+/// once, at the worker's start.
+pub fn id_kill_is_confined(probe: u32) -> Result<(), String> {
+    let before = effective_capabilities()?;
+    take_uid(probe).map_err(|errno| format!("cannot take id {probe}: {errno}"))?;
+    let during = effective_capabilities();
+    take_uid(0).map_err(|errno| format!("cannot take uid 0 back: {errno}"))?;
+    let after = effective_capabilities()?;
+    match during? {
+        0 if after == before => Ok(()),
+        0 => Err(format!(
+            "capabilities {before:#x} became {after:#x} after a switch of uid"
+        )),
+        kept => Err(format!(
+            "capabilities {kept:#x} kept under a CGI's uid (a secure bit?): a kill would reach \
+             every CGI"
+        )),
+    }
+}
+
+/// Takes `uid` as real and effective uid; the saved uid (0) stays.
+fn take_uid(uid: u32) -> Result<(), Errno> {
+    const UNCHANGED: libc::uid_t = libc::uid_t::MAX;
+    // SAFETY: setresuid(2) takes plain numbers; the raw call changes this thread's credentials
+    // only.
+    let switched = unsafe { libc::syscall(libc::SYS_setresuid, uid, uid, UNCHANGED) };
+    if switched == -1 {
+        return Err(Errno::last());
+    }
+    Ok(())
+}
+
+/// capget(2)'s header and data, version 3 (64-bit sets, in two halves).
+#[repr(C)]
+struct CapabilityHeader {
+    version: u32,
+    pid: libc::c_int,
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, Default)]
+struct CapabilitySets {
+    effective: u32,
+    permitted: u32,
+    inheritable: u32,
+}
+
+const CAPABILITY_VERSION_3: u32 = 0x2008_0522;
+
+/// This thread's effective capability set.
+fn effective_capabilities() -> Result<u64, String> {
+    let mut header = CapabilityHeader {
+        version: CAPABILITY_VERSION_3,
+        pid: 0,
+    };
+    let mut sets = [CapabilitySets::default(); 2];
+    // SAFETY: a version 3 header and the two structs that version fills, laid out as the
+    // kernel's.
+    let read = unsafe { libc::syscall(libc::SYS_capget, &mut header, sets.as_mut_ptr()) };
+    if read == -1 {
+        return Err(format!("capget: {}", Errno::last()));
+    }
+    Ok(u64::from(sets[0].effective) | (u64::from(sets[1].effective) << 32))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::{Duration, Instant};
+
+    use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
+    use nix::unistd::{fork, ForkResult, Pid};
+
+    use super::*;
+
+    /// Ids of the gateway's default CGI range that nothing on a test machine runs as.
+    const VICTIM: u32 = 1_896_800_001;
+    const BYSTANDER: u32 = 1_896_800_002;
+
+    /// A process running as `id` that leaves its process group and session (`setsid`), forks
+    /// a grandchild, and sleeps; returns its pid.
+    fn sleeper(id: u32) -> Pid {
+        // SAFETY: the child makes system calls only and ends with `_exit` or exec's death.
+        match unsafe { fork() }.expect("fork") {
+            ForkResult::Child => {
+                // SAFETY: plain numbers; each process just sleeps until killed.
+                unsafe {
+                    libc::setsid();
+                    libc::setresgid(id, id, id);
+                    libc::setresuid(id, id, id);
+                    libc::fork();
+                    libc::sleep(30);
+                    libc::_exit(0)
+                }
+            }
+            ForkResult::Parent { child } => child,
+        }
+    }
+
+    /// Every pid whose real uid is `id` (from /proc).
+    fn processes_of(id: u32) -> Vec<u32> {
+        let mut pids = Vec::new();
+        for entry in std::fs::read_dir("/proc").expect("/proc").flatten() {
+            let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
+                continue;
+            };
+            let Ok(status) = std::fs::read_to_string(format!("/proc/{pid}/status")) else {
+                continue;
+            };
+            let zombie = status.lines().any(|line| line.starts_with("State:\tZ"));
+            let uid = status
+                .lines()
+                .find_map(|line| line.strip_prefix("Uid:"))
+                .and_then(|ids| ids.split_whitespace().next()?.parse::<u32>().ok());
+            if uid == Some(id) && !zombie {
+                pids.push(pid);
+            }
+        }
+        pids
+    }
+
+    fn wait_until(what: &str, mut done: impl FnMut() -> bool) {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while !done() {
+            assert!(Instant::now() < deadline, "{what}: not within 5 s");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    /// As root: the kill reaches both processes of the victim's id, the one that left its
+    /// session included, and neither of the bystander's; the caller keeps its capabilities.
+    #[test]
+    fn a_kill_reaches_every_process_of_the_id_and_no_other() {
+        // SAFETY: geteuid has no memory effects.
+        if unsafe { libc::geteuid() } != 0 {
+            eprintln!("skipped: needs root");
+            return;
+        }
+        let _one = crate::ONE_AT_A_TIME
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        id_kill_is_confined(VICTIM).expect("confined");
+        let victim = sleeper(VICTIM);
+        let bystander = sleeper(BYSTANDER);
+        wait_until("both sleepers and their children", || {
+            processes_of(VICTIM).len() == 2 && processes_of(BYSTANDER).len() == 2
+        });
+        let capabilities = effective_capabilities().expect("capget");
+        kill_id(VICTIM, Signal::SIGKILL);
+        assert_eq!(effective_capabilities().expect("capget"), capabilities);
+        wait_until("the victim's processes gone", || {
+            processes_of(VICTIM).is_empty()
+        });
+        assert_eq!(processes_of(BYSTANDER).len(), 2, "the bystander was hit");
+        kill_id(BYSTANDER, Signal::SIGKILL);
+        wait_until("the bystander's processes gone", || {
+            processes_of(BYSTANDER).is_empty()
+        });
+        for child in [victim, bystander] {
+            let status = waitpid(child, Some(WaitPidFlag::empty())).expect("waitpid");
+            assert!(
+                matches!(status, WaitStatus::Signaled(_, Signal::SIGKILL, _)),
+                "{status:?}"
+            );
+        }
+    }
+}
