@@ -24,7 +24,7 @@
 //! system calls, per thread, not glibc's, which would switch every thread.
 
 use std::fs::File;
-use std::io::{Read, Seek};
+use std::os::unix::fs::FileExt;
 
 use nix::errno::Errno;
 use nix::sys::signal::Signal;
@@ -35,7 +35,8 @@ pub struct Leftovers {
     /// `/proc/PID/task/PID/children` of the worker, kept open and read from its start; `None`
     /// in a jail without `/proc`, where every ended CGI's id is killed instead.
     children: Option<File>,
-    text: String,
+    /// The list as last read: pids in decimal, each followed by a space.
+    text: Vec<u8>,
 }
 
 impl Leftovers {
@@ -46,7 +47,7 @@ impl Leftovers {
         let thread = nix::unistd::gettid();
         Leftovers {
             children: File::open(format!("/proc/{pid}/task/{thread}/children")).ok(),
-            text: String::new(),
+            text: vec![0; 4096],
         }
     }
 
@@ -62,14 +63,18 @@ impl Leftovers {
         if ended.is_empty() {
             return;
         }
-        let Some(children) = self.read_children() else {
+        let Some(length) = self.read_children() else {
             for &id in ended {
                 kill_id(id, Signal::SIGKILL);
             }
             return;
         };
         let mut killed = Vec::new();
-        for pid in children.into_iter().filter(|&pid| !is_main(pid)) {
+        let children = self.text[..length]
+            .split(|&byte| byte == b' ')
+            .filter_map(|pid| std::str::from_utf8(pid).ok()?.parse().ok())
+            .map(Pid::from_raw);
+        for pid in children.filter(|&pid| !is_main(pid)) {
             let Some(id) = real_uid_of(pid) else { continue };
             // 0 is the worker's own (a child between clone and exec is never seen here: the
             // worker waits for its exec).
@@ -80,18 +85,21 @@ impl Leftovers {
         }
     }
 
-    /// The pids of the worker's children, or `None` if /proc cannot tell.
-    fn read_children(&mut self) -> Option<Vec<Pid>> {
-        let file = self.children.as_mut()?;
-        self.text.clear();
-        file.rewind().ok()?;
-        file.read_to_string(&mut self.text).ok()?;
-        Some(
-            self.text
-                .split_ascii_whitespace()
-                .filter_map(|pid| pid.parse().ok().map(Pid::from_raw))
-                .collect(),
-        )
+    /// Reads the list of the worker's children into `text`; returns its length, or `None` if
+    /// /proc cannot tell. A read at offset 0 makes /proc list afresh; the list is read until a
+    /// read returns nothing (/proc hands out at most a page at a time).
+    fn read_children(&mut self) -> Option<usize> {
+        let file = self.children.as_ref()?;
+        let mut length = 0;
+        loop {
+            if length == self.text.len() {
+                self.text.resize(self.text.len() * 2, 0);
+            }
+            match file.read_at(&mut self.text[length..], length as u64).ok()? {
+                0 => return Some(length),
+                read => length += read,
+            }
+        }
     }
 }
 
@@ -287,6 +295,60 @@ mod tests {
                 matches!(status, WaitStatus::Signaled(_, Signal::SIGKILL, _)),
                 "{status:?}"
             );
+        }
+    }
+
+    /// A child of this thread running as `id` that waits to be killed.
+    fn waiting_child(id: u32) -> Pid {
+        // SAFETY: the child makes system calls only and ends by a signal or `_exit`.
+        match unsafe { fork() }.expect("fork") {
+            ForkResult::Child => unsafe {
+                libc::syscall(libc::SYS_setresgid, id, id, id);
+                libc::syscall(libc::SYS_setresuid, id, id, id);
+                libc::sleep(30);
+                libc::_exit(0)
+            },
+            ForkResult::Parent { child } => child,
+        }
+    }
+
+    /// As root: of this thread's children, the one of an ended id is killed; the "main
+    /// process" of a running CGI and the processes of a running id are not. More children
+    /// than /proc lists in one read (a page), so the list is read whole.
+    #[test]
+    fn leftovers_are_found_among_the_children_and_killed_by_id() {
+        // SAFETY: geteuid has no memory effects.
+        if unsafe { libc::geteuid() } != 0 {
+            eprintln!("skipped: needs root");
+            return;
+        }
+        const MAIN: u32 = 1_896_800_011;
+        const ENDED: u32 = 1_896_800_012;
+        const RUNNING: u32 = 1_896_800_013;
+        let _one = crate::ONE_AT_A_TIME
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let mut leftovers = Leftovers::new();
+        let main = waiting_child(MAIN);
+        let running: Vec<Pid> = (0..700).map(|_| waiting_child(RUNNING)).collect();
+        // Last: past the first page of the list.
+        let left = waiting_child(ENDED);
+        wait_until("every child as its id", || {
+            processes_of(RUNNING).len() == 700 && processes_of(ENDED).len() == 1
+        });
+        let length = leftovers.read_children().expect("the children list");
+        assert!(length > 4096, "{length} bytes: fits one read");
+        leftovers.kill(&[ENDED], |pid| pid == main, |id| id == RUNNING);
+        let status = waitpid(left, Some(WaitPidFlag::empty())).expect("waitpid");
+        assert!(
+            matches!(status, WaitStatus::Signaled(_, Signal::SIGKILL, _)),
+            "{status:?}"
+        );
+        assert_eq!(processes_of(MAIN).len(), 1, "the main process was killed");
+        assert_eq!(processes_of(RUNNING).len(), 700, "a running CGI was hit");
+        for child in running.into_iter().chain([main]) {
+            let _ = nix::sys::signal::kill(child, Signal::SIGKILL);
+            let _ = waitpid(child, Some(WaitPidFlag::empty()));
         }
     }
 }
