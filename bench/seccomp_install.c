@@ -1,8 +1,11 @@
 /*
- * seccomp_install: what installing one seccomp program costs, by its length. Behind
- * CgiFilter's hand-assembled program (worker/src/seccomp.rs): every CGI's process installs it
- * between clone and exec, and the kernel checks, converts and JITs the program and emulates it
- * once for each system call number (its action cache), so the cost grows with its length.
+ * seccomp_install: what installing one seccomp program costs, by its length. Until fef96fa
+ * every CGI's process installed a filter of its own between clone and exec (refusing setsid
+ * and setpgid, to keep it in the process group the worker killed); the kernel checks,
+ * converts and JITs each program and emulates it once for each system call number (its action
+ * cache). This measured the hand-assembled program that replaced seccompiler's, and then why
+ * no program at all (a kill by the CGI's id instead, worker/src/kill.rs) was worth more: a
+ * lone "allow" still costs most of it (bench/MISSES.md).
  *
  * After one filter of its own (as the worker's filters come first), it forks 2,000 children a
  * round, each timing one seccomp(SET_MODE_FILTER) of: seccompiler's program for the CGIs' five
