@@ -282,7 +282,9 @@ async fn a_refused_upload_is_answered_to_a_client_that_sends_it_all() {
     );
     let answer = send_all_then_read(&gw, &fits, 512 * 1024, false).await;
     assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
-    assert!(answer.ends_with("524288\n"), "{answer}");
+    // Chunked ("7\r\n524288\n\r\n0\r\n\r\n") when the CGI's exit takes longer than the gateway
+    // waits to send a short answer whole (a busy machine), else with a Content-Length.
+    assert!(answer.contains("\r\n524288\n"), "{answer}");
 
     let cut_off = endless.await.expect("the endless client");
     let hello = client(TIMEOUT)
