@@ -532,7 +532,8 @@ async fn a_finished_requests_files_are_gone_for_the_next() {
 }
 
 /// The seed's `/dev/stdin` (and `/dev/fd/N`) work: a CGI that is `cat /dev/stdin` echoes a
-/// POST body byte for byte, through the `/proc` each worker mounts for its CGIs.
+/// POST body byte for byte, through the `/proc` each worker mounts for its CGIs; for a GET it
+/// reads nothing.
 #[tokio::test(flavor = "multi_thread")]
 async fn dev_stdin_echoes_the_request_body() {
     require_root!();
@@ -565,6 +566,10 @@ exec cat /dev/fd/0",
             "{path} echoed {} bytes",
             echoed.len()
         );
+        // Without a body the CGI reads nothing, and `/dev/stdin` opens all the same.
+        let response = http.get(gw.url(path)).send().await.expect("GET");
+        assert_eq!(response.status().as_u16(), 200, "GET {path}");
+        assert_eq!(response.bytes().await.expect("body").len(), 0, "GET {path}");
     }
 }
 

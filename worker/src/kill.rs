@@ -302,6 +302,7 @@ mod tests {
     fn waiting_child(id: u32) -> Pid {
         // SAFETY: the child makes system calls only and ends by a signal or `_exit`.
         match unsafe { fork() }.expect("fork") {
+            // SAFETY: plain numbers; the child sleeps until killed.
             ForkResult::Child => unsafe {
                 libc::syscall(libc::SYS_setresgid, id, id, id);
                 libc::syscall(libc::SYS_setresuid, id, id, id);
@@ -314,7 +315,8 @@ mod tests {
 
     /// As root: of this thread's children, the one of an ended id is killed; the "main
     /// process" of a running CGI and the processes of a running id are not. More children
-    /// than /proc lists in one read (a page), so the list is read whole.
+    /// than /proc lists in one read (a page), the ended one last, so the list must be read
+    /// whole.
     #[test]
     fn leftovers_are_found_among_the_children_and_killed_by_id() {
         // SAFETY: geteuid has no memory effects.
@@ -330,14 +332,17 @@ mod tests {
             .unwrap_or_else(|poisoned| poisoned.into_inner());
         let mut leftovers = Leftovers::new();
         let main = waiting_child(MAIN);
-        let running: Vec<Pid> = (0..700).map(|_| waiting_child(RUNNING)).collect();
+        // Children until their list is longer than a page (pids' lengths vary), then one more.
+        let mut running = Vec::new();
+        while leftovers.read_children().expect("the children list") <= 4096 {
+            assert!(running.len() < 4000, "a page of pids never filled");
+            running.extend((0..100).map(|_| waiting_child(RUNNING)));
+        }
         // Last: past the first page of the list.
         let left = waiting_child(ENDED);
         wait_until("every child as its id", || {
-            processes_of(RUNNING).len() == 700 && processes_of(ENDED).len() == 1
+            processes_of(RUNNING).len() == running.len() && processes_of(ENDED).len() == 1
         });
-        let length = leftovers.read_children().expect("the children list");
-        assert!(length > 4096, "{length} bytes: fits one read");
         leftovers.kill(&[ENDED], |pid| pid == main, |id| id == RUNNING);
         let status = waitpid(left, Some(WaitPidFlag::empty())).expect("waitpid");
         assert!(
@@ -345,7 +350,11 @@ mod tests {
             "{status:?}"
         );
         assert_eq!(processes_of(MAIN).len(), 1, "the main process was killed");
-        assert_eq!(processes_of(RUNNING).len(), 700, "a running CGI was hit");
+        assert_eq!(
+            processes_of(RUNNING).len(),
+            running.len(),
+            "a running CGI was hit"
+        );
         for child in running.into_iter().chain([main]) {
             let _ = nix::sys::signal::kill(child, Signal::SIGKILL);
             let _ = waitpid(child, Some(WaitPidFlag::empty()));
