@@ -20,6 +20,7 @@ use std::time::Duration;
 use bytes::BytesMut;
 use gateway::front::fastcgi::record::{EndRequestBody, Record, RecordCodec, RecordType, NULL_REQUEST_ID};
 use gateway::front::fastcgi::{serve_connection, FcgiRequest, FcgiResponse, FcgiStdin};
+use gateway::front::linger::Stopping;
 use libfuzzer_sys::fuzz_target;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt, ReadBuf};
 use tokio_util::codec::Decoder;
@@ -72,7 +73,7 @@ async fn exchange(input: &[u8]) -> (bool, Vec<u8>) {
             .expect("in memory");
         output
     };
-    let serve = serve_connection(server, handler);
+    let serve = serve_connection(server, handler, Stopping::new());
     let (served, (), output) = tokio::join!(serve, send, receive);
     (served.is_ok(), output)
 }
