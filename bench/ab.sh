@@ -108,24 +108,24 @@ record() {
     printf '%s\t%s\t%s\t%s\n' "$round" "$side" "$rps" "$cpu"
 }
 
-declare -A CPU_US RPS BEFORE AFTER OUT
+declare -A CPU_US RPS BEFORE AFTER
+HALF=$(((CONC + 1) / 2)) # each side's load with --together
+HALF_THREADS=$((HALF < 2 ? 1 : 2))
 printf 'round\tside\treq/s\tCPU µs/req\n'
 for round in $(seq "$ROUNDS"); do
     if [ "$TOGETHER" = 1 ]; then
-        half=$(((CONC + 1) / 2))
-        threads=$((half < 2 ? 1 : 2))
         order=$([ $((round % 2)) = 1 ] && echo "a b" || echo "b a")
         for side in $order; do start "$side"; done
         loads=() # wrk's pids: a bare `wait` would wait for the gateways too
         for side in $order; do
-            wrk -t"$threads" -c"$half" -d1s "${URL[$side]}" >/dev/null &
+            wrk -t"$HALF_THREADS" -c"$HALF" -d1s "${URL[$side]}" >/dev/null &
             loads+=($!)
         done
         wait "${loads[@]}"
         for side in $order; do read -r "BEFORE[$side]" <"$GROUP/$side/cpuacct.usage"; done
         loads=()
         for side in $order; do
-            wrk -t"$threads" -c"$half" -d"${SECONDS_EACH}s" "${URL[$side]}" >"$WORK/wrk.$side" &
+            wrk -t"$HALF_THREADS" -c"$HALF" -d"${SECONDS_EACH}s" "${URL[$side]}" >"$WORK/wrk.$side" &
             loads+=($!)
         done
         wait "${loads[@]}"
