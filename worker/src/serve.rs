@@ -18,7 +18,7 @@ use tokio::signal::unix::{signal, SignalKind};
 use tokio::sync::mpsc;
 
 use crate::kill::{id_kill_is_confined, kill_id, Leftovers};
-use crate::spawn::{SetupError, Spawner};
+use crate::spawn::{SetupError, Spawner, Started};
 
 /// How long a CGI told to stop with SIGTERM gets before its processes are killed.
 const KILL_GRACE: Duration = Duration::from_secs(2);
@@ -47,8 +47,16 @@ pub fn run(channel_fd: OwnedFd, config: &crate::jail::Config) -> ExitCode {
 /// with the CGI's own id (its uid and gid), which its kill reaches.
 #[derive(Default)]
 struct Running {
-    by_pid: HashMap<Pid, (SpawnId, u32)>,
+    by_pid: HashMap<Pid, Cgi>,
     by_id: HashMap<SpawnId, u32>,
+}
+
+/// A running CGI, as its main process's pid finds it.
+struct Cgi {
+    id: SpawnId,
+    cgi_id: u32,
+    /// Closed once the main process is reaped ([`Started::stderr`]).
+    stderr: OwnedFd,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -92,8 +100,8 @@ async fn serve(channel_fd: OwnedFd, config: &crate::jail::Config) -> Result<(), 
                     report_ended(&mut running, &mut spawner, &mut leftovers, &channel).await?;
                     let id = request.id;
                     let reply = match spawner.spawn_cgi(&request, fds) {
-                        Ok((pid, script_segments, cgi_id)) => {
-                            running.by_pid.insert(pid, (id, cgi_id));
+                        Ok(Started { pid, script_segments, cgi_id, stderr }) => {
+                            running.by_pid.insert(pid, Cgi { id, cgi_id, stderr });
                             running.by_id.insert(id, cgi_id);
                             let script_segments = script_segments as u32;
                             FromWorker::Spawned { id, pid: pid.as_raw() as u32, script_segments }
@@ -147,14 +155,15 @@ async fn report_ended(
     // A request ends with its CGI's main process: whatever else runs as its id (background
     // jobs, daemons, in whatever group or session) is killed, so nothing outlives the request,
     // before the id can go to another CGI.
-    let ended_ids: Vec<u32> = ended.iter().map(|&(_, _, cgi_id)| cgi_id).collect();
+    let ended_ids: Vec<u32> = ended.iter().map(|(cgi, _)| cgi.cgi_id).collect();
     leftovers.kill(
         &ended_ids,
         |pid| running.by_pid.contains_key(&pid),
         |id| running.by_id.values().any(|&running_id| running_id == id),
     );
-    for (id, status, cgi_id) in ended {
+    for (Cgi { id, cgi_id, stderr }, status) in ended {
         spawner.release_id(cgi_id);
+        drop(stderr);
         channel
             .send(&FromWorker::Exited { id, status }, &[])
             .await?;
@@ -164,7 +173,7 @@ async fn report_ended(
 
 /// Collects every ended child. As PID 1 the worker also inherits orphans (a CGI's double-forked
 /// daemons); they are reaped here too, so no zombie accumulates.
-fn reap(running: &mut Running) -> Vec<(SpawnId, ExitStatus, u32)> {
+fn reap(running: &mut Running) -> Vec<(Cgi, ExitStatus)> {
     let mut ended = Vec::new();
     loop {
         let (pid, status) = match waitpid(None::<Pid>, Some(WaitPidFlag::WNOHANG)) {
@@ -174,9 +183,9 @@ fn reap(running: &mut Running) -> Vec<(SpawnId, ExitStatus, u32)> {
             Ok(_) | Err(Errno::EINTR) => continue,
             Err(_) => break,
         };
-        if let Some((id, cgi_id)) = running.by_pid.remove(&pid) {
-            running.by_id.remove(&id);
-            ended.push((id, status, cgi_id));
+        if let Some(cgi) = running.by_pid.remove(&pid) {
+            running.by_id.remove(&cgi.id);
+            ended.push((cgi, status));
         }
     }
     ended

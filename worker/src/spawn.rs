@@ -86,14 +86,12 @@ impl Spawner {
     }
 
     /// Starts the CGI described by `request`, its stdin, stdout and stderr being `fds` (in that
-    /// order), as an id of its own. Returns the CGI's pid, which is also its process group id,
-    /// how many segments of the request's path named the script, and its id, to give back
-    /// with [`Spawner::release_id`] once it has exited.
+    /// order), as an id of its own.
     pub fn spawn_cgi(
         &mut self,
         request: &SpawnRequest,
         fds: Vec<OwnedFd>,
-    ) -> Result<(Pid, usize, u32), SpawnError> {
+    ) -> Result<Started, SpawnError> {
         let stdio: [OwnedFd; 3] = fds.try_into().map_err(|fds: Vec<OwnedFd>| {
             SpawnError::BadRequest(format!("{} descriptors, want 3", fds.len()))
         })?;
@@ -171,7 +169,12 @@ impl Spawner {
                 if fresh {
                     self.tmp_pool.keep(id, pid);
                 }
-                Ok((pid, script_segments, id))
+                Ok(Started {
+                    pid,
+                    script_segments,
+                    cgi_id: id,
+                    stderr,
+                })
             }
             Err(errno) => {
                 self.tmp_pool.put_back(id);
@@ -180,6 +183,22 @@ impl Spawner {
             }
         }
     }
+}
+
+/// A CGI that runs.
+pub struct Started {
+    /// Its main process, also its process group.
+    pub pid: Pid,
+    /// How many segments of the request's path named the script.
+    pub script_segments: usize,
+    /// Its id (uid and gid), to give back with [`Spawner::release_id`] once it has exited.
+    pub cgi_id: u32,
+    /// Our copy of its stderr's write end, to close once its main process is reaped. A process
+    /// that exits releases its descriptors last to first, so the front would see the end of
+    /// its stderr before the end of its stdout, and be woken (and answer) only after it had
+    /// dealt with the first: held here, stderr ends beside the `Exited` report instead, and
+    /// the end of stdout is the one event between the CGI's answer and the front's.
+    pub stderr: OwnedFd,
 }
 
 /// `fd` numbered 3 or above, as [`Program::stdio`] wants: a descriptor the worker received in
