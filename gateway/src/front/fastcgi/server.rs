@@ -616,10 +616,12 @@ async fn on_begin_request<F>(
     if body.role != FCGI_RESPONDER {
         tracing::debug!(request_id = id, role = body.role, "FastCGI role refused");
         output.end_request(id, 0, FCGI_UNKNOWN_ROLE).await?;
+        // Refused before its PARAMS and STDIN came: closing at once would fail the peer's
+        // writes of them, as an early answer would (the linger after `serve_connection`).
         return Ok(if body.keep_conn() {
             Flow::Continue
         } else {
-            Flow::Close { stdin_of: None }
+            Flow::Close { stdin_of: Some(id) }
         });
     }
     *state = State::Params {

@@ -16,8 +16,8 @@ use tokio_util::codec::{Decoder, Encoder};
 
 use super::record::{
     BeginRequestBody, EndRequestBody, Record, RecordCodec, RecordType, FCGI_AUTHORIZER,
-    FCGI_CANT_MPX_CONN, FCGI_KEEP_CONN, FCGI_REQUEST_COMPLETE, FCGI_RESPONDER, FCGI_UNKNOWN_ROLE,
-    MAX_CONTENT_LEN,
+    FCGI_CANT_MPX_CONN, FCGI_FILTER, FCGI_KEEP_CONN, FCGI_REQUEST_COMPLETE, FCGI_RESPONDER,
+    FCGI_UNKNOWN_ROLE, MAX_CONTENT_LEN,
 };
 use super::*;
 use crate::front::linger::{Stopping, LINGER_TIME};
@@ -766,6 +766,35 @@ async fn authorizer_role_gets_unknown_role() {
     reply.assert_complete(0);
     assert_eq!(calls.load(Ordering::SeqCst), 1);
     finished(served).await.expect("clean close");
+}
+
+/// A request refused for its role, on a connection that is not kept, is answered before its
+/// PARAMS and STDIN are sent: the connection stays open to take them (as after an early
+/// answer), and closes once its STDIN ends.
+#[tokio::test]
+async fn a_refused_role_does_not_close_under_the_sender() {
+    let (mut writer, mut reader, served) = start(echo);
+    let sent = body(4 * MIB);
+    let send = async {
+        writer.begin(1, FCGI_FILTER, false).await;
+        writer.params(1, &[("REQUEST_METHOD", "POST")], 512).await;
+        for piece in sent.chunks(8192) {
+            writer.record(RecordType::Stdin, 1, piece).await;
+        }
+    };
+    let (_, reply) = within(async { tokio::join!(send, reader.reply(1)) }).await;
+    assert_eq!(
+        reply.end,
+        Some(EndRequestBody {
+            app_status: 0,
+            protocol_status: FCGI_UNKNOWN_ROLE
+        })
+    );
+    assert!(!served.is_finished(), "closed before STDIN ended");
+    writer.record(RecordType::Stdin, 1, b"").await;
+    let closed = tokio::time::timeout(LINGER_TIME / 2, served).await;
+    let closed = closed.unwrap_or_else(|_| panic!("no close once STDIN ended"));
+    closed.expect("no panic").expect("clean close");
 }
 
 #[tokio::test]
