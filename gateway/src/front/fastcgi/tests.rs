@@ -63,6 +63,15 @@ impl ClientWriter {
         self.record(record_type, id, b"").await;
     }
 
+    /// A POST in `role` on a connection not kept, with `stdin` sent but not its end.
+    async fn post_without_stdin_end(&mut self, id: u16, role: u16, stdin: &[u8]) {
+        self.begin(id, role, false).await;
+        self.params(id, &[("REQUEST_METHOD", "POST")], 512).await;
+        for piece in stdin.chunks(8192) {
+            self.record(RecordType::Stdin, id, piece).await;
+        }
+    }
+
     async fn params(&mut self, id: u16, params: &[(&str, &str)], chunk: usize) {
         let encoded = encode_params(params.iter().copied()).expect("encodable");
         self.stream(RecordType::Params, id, &encoded, chunk).await;
@@ -463,13 +472,7 @@ async fn an_answer_before_stdin_ends_does_not_close_under_the_sender() {
         let (mut writer, mut reader, served) = start_stopping(handler, stopping.clone());
         // Many times what the pipe between us holds: it all goes only if the server reads it.
         let sent = body(4 * MIB);
-        let send = async {
-            writer.begin(1, FCGI_RESPONDER, false).await;
-            writer.params(1, &[("REQUEST_METHOD", "POST")], 512).await;
-            for piece in sent.chunks(8192) {
-                writer.record(RecordType::Stdin, 1, piece).await;
-            }
-        };
+        let send = writer.post_without_stdin_end(1, FCGI_RESPONDER, &sent);
         let (_, reply) = within(async { tokio::join!(send, reader.reply(1)) }).await;
         reply.assert_complete(0);
         assert_eq!(reply.stdout, b"Status: 413\r\n\r\n");
@@ -775,13 +778,7 @@ async fn authorizer_role_gets_unknown_role() {
 async fn a_refused_role_does_not_close_under_the_sender() {
     let (mut writer, mut reader, served) = start(echo);
     let sent = body(4 * MIB);
-    let send = async {
-        writer.begin(1, FCGI_FILTER, false).await;
-        writer.params(1, &[("REQUEST_METHOD", "POST")], 512).await;
-        for piece in sent.chunks(8192) {
-            writer.record(RecordType::Stdin, 1, piece).await;
-        }
-    };
+    let send = writer.post_without_stdin_end(1, FCGI_FILTER, &sent);
     let (_, reply) = within(async { tokio::join!(send, reader.reply(1)) }).await;
     assert_eq!(
         reply.end,
