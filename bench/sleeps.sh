@@ -1,0 +1,79 @@
+#!/usr/bin/env bash
+# Sleeps and CPU per request of the front and of each worker process (not their CGIs), the
+# counts behind bench/MISSES.md's c=1 analysis: a release gateway (--workers 1, access log
+# off) on a fresh classic jail holding bench/cgi/SCRIPT, 1 s of wrk to warm up, then the
+# voluntary and involuntary context switches of every thread (/proc/PID/task/*/status) and
+# the user + system time (/proc/PID/stat) before and after SECONDS of wrk at CONCURRENCY.
+# On a VM, where a sleep and a wake-up cost tens of µs, the sleeps are what grows from c=16
+# to c=1. Needs root and wrk; loopback only; the gateway is stopped by its pid and the
+# temporary folder removed.
+#
+#   bench/sleeps.sh [SCRIPT] [CONCURRENCY] [SECONDS] [--bin-dir DIR]
+#                                    (default: hello.sh 1 4, target/release, built if missing)
+set -euo pipefail
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
+BIN=$ROOT/target/release
+ARGS=()
+while [ $# -gt 0 ]; do
+    case $1 in
+    --bin-dir) BIN=$(cd "$2" && pwd); shift 2 ;;
+    -h | --help) sed -n '2,12p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    *) ARGS+=("$1"); shift ;;
+    esac
+done
+SCRIPT=${ARGS[0]:-hello.sh}
+CONCURRENCY=${ARGS[1]:-1}
+SECONDS_EACH=${ARGS[2]:-4}
+[ "$(id -u)" = 0 ] || { echo "sleeps.sh: run as root" >&2; exit 2; }
+command -v wrk >/dev/null || { echo "sleeps.sh: wrk is missing" >&2; exit 2; }
+[ -f "$ROOT/bench/cgi/$SCRIPT" ] || { echo "sleeps.sh: no bench/cgi/$SCRIPT" >&2; exit 2; }
+if [ ! -x "$BIN/gateway" ]; then
+    cargo build --release --workspace --bins --manifest-path "$ROOT/Cargo.toml" >&2
+fi
+WORK=$(mktemp -d /tmp/jailgate-sleeps.XXXXXX)
+GW_PID=
+cleanup() {
+    if [ -n "$GW_PID" ]; then kill "$GW_PID" 2>/dev/null || true; wait "$GW_PID" 2>/dev/null || true; fi
+    rm -rf "$WORK"
+}
+trap cleanup EXIT
+"$BIN/gateway" jail init "$WORK/jail" >/dev/null 2>&1
+install -m 755 "$ROOT/bench/cgi/$SCRIPT" "$WORK/jail/cgi-bin/$SCRIPT"
+PORT=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+"$BIN/gateway" --jail "$WORK/jail" --workers 1 --listen "127.0.0.1:$PORT" \
+    --access-log off >"$WORK/out" 2>"$WORK/err" </dev/null &
+GW_PID=$!
+until grep -q listening "$WORK/out"; do
+    kill -0 "$GW_PID" 2>/dev/null || { cat "$WORK/err" >&2; exit 1; }
+    sleep 0.1
+done
+URL="http://127.0.0.1:$PORT/cgi-bin/$SCRIPT"
+THREADS=$((CONCURRENCY < 2 ? 1 : 2))
+wrk -t"$THREADS" -c"$CONCURRENCY" -d1s "$URL" >/dev/null
+# The supervisor's children (the front, and each worker's PID-namespace parent) and theirs
+# (the worker itself); the CGIs come and go below the workers and are not counted.
+PIDS=$(ps -o pid= --ppid "$GW_PID")
+for pid in $PIDS; do PIDS="$PIDS $(ps -o pid= --ppid "$pid" | head -1 || true)"; done
+snapshot() {
+    local pid task voluntary involuntary
+    for pid in $PIDS; do
+        [ -r "/proc/$pid/stat" ] || continue
+        voluntary=0 involuntary=0
+        for task in /proc/"$pid"/task/*; do
+            voluntary=$((voluntary + $(awk '/^voluntary_ctxt_switches/ {print $2}' "$task/status")))
+            involuntary=$((involuntary + $(awk '/^nonvoluntary_ctxt_switches/ {print $2}' "$task/status")))
+        done
+        echo "$pid $(cat "/proc/$pid/comm") $voluntary $involuntary $(awk '{print $14 + $15}' "/proc/$pid/stat")"
+    done
+}
+snapshot >"$WORK/before"
+REQUESTS=$(wrk -t"$THREADS" -c"$CONCURRENCY" -d"${SECONDS_EACH}s" "$URL" | awk '/requests in/ {print $1}')
+snapshot >"$WORK/after"
+TICK=$(getconf CLK_TCK)
+echo "$SCRIPT at c=$CONCURRENCY for $SECONDS_EACH s: $REQUESTS requests"
+# The same processes in the same order in both: side by side, before's five fields then after's.
+paste -d ' ' "$WORK/before" "$WORK/after" | awk -v n="$REQUESTS" -v tick="$TICK" '
+    $1 == $6 && ($8 - $3 > 0 || $10 - $5 > 0) {
+        printf "  %-16s pid %-7s sleeps %.2f, preempted %.2f, CPU %.0f µs per request\n",
+            $2, $1, ($8 - $3) / n, ($9 - $4) / n, ($10 - $5) * 1e6 / tick / n
+    }'
