@@ -143,7 +143,15 @@ async fn reloads_and_stop_under_load_lose_no_request() {
     );
     assert_eq!(stderr.matches("previous worker pool is retired").count(), 2);
     let closed = logged_at(&stderr, "stopped accepting").expect("the stop is logged");
-    let before: Vec<&Outcome> = outcomes.iter().filter(|(at, _)| *at < closed).collect();
+    // The line is written just after the listener closes (and its backlog is taken), and a
+    // request's time is taken before it connects: one that started in the last moments may
+    // connect after the close and be refused, as by any server that stops. It happened once
+    // in CI (a request 'started' before the logged close, refused at its connect).
+    let open_for_sure = closed - Duration::from_millis(50);
+    let before: Vec<&Outcome> = outcomes
+        .iter()
+        .filter(|(at, _)| *at < open_for_sure)
+        .collect();
     let failed: Vec<&&Outcome> = before.iter().filter(|(_, r)| *r != Ok(200)).collect();
     let slow_ones = before.len() / 5;
     assert!(
