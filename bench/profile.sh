@@ -16,24 +16,9 @@ for tool in perf wrk; do
 done
 [ -f "$ROOT/bench/cgi/$SCRIPT" ] || { echo "profile.sh: no bench/cgi/$SCRIPT" >&2; exit 2; }
 cargo build --release --workspace --bins --manifest-path "$ROOT/Cargo.toml" >&2
-WORK=$(mktemp -d /tmp/jailgate-profile.XXXXXX)
-GW_PID=
-cleanup() {
-    if [ -n "$GW_PID" ]; then kill "$GW_PID" 2>/dev/null || true; wait "$GW_PID" 2>/dev/null || true; fi
-    rm -rf "$WORK"
-}
-trap cleanup EXIT
-"$ROOT/target/release/gateway" jail init "$WORK/jail" >/dev/null 2>&1
-install -m 755 "$ROOT/bench/cgi/$SCRIPT" "$WORK/jail/cgi-bin/$SCRIPT"
-PORT=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
-"$ROOT/target/release/gateway" --jail "$WORK/jail" --workers 2 --listen "127.0.0.1:$PORT" \
-    --access-log off >"$WORK/out" 2>"$WORK/err" </dev/null &
-GW_PID=$!
-until grep -q listening "$WORK/out"; do
-    kill -0 "$GW_PID" 2>/dev/null || { cat "$WORK/err" >&2; exit 1; }
-    sleep 0.1
-done
-URL="http://127.0.0.1:$PORT/cgi-bin/$SCRIPT"
+# shellcheck source=bench/one_gateway.sh
+. "$ROOT/bench/one_gateway.sh"
+start_one_gateway "$ROOT/target/release" "$SCRIPT" 2 profile
 wrk -t2 -c"$CONCURRENCY" -d3s "$URL" >/dev/null
 perf record -e cpu-clock -F 2000 -a -g -o perf.data -- wrk -t2 -c"$CONCURRENCY" -d8s "$URL"
 perf report -i perf.data --no-children --sort comm,dso --stdio -g none 2>/dev/null | grep -v '^#' | grep -v '^$' | head -20

@@ -30,24 +30,9 @@ command -v wrk >/dev/null || { echo "sleeps.sh: wrk is missing" >&2; exit 2; }
 if [ ! -x "$BIN/gateway" ]; then
     cargo build --release --workspace --bins --manifest-path "$ROOT/Cargo.toml" >&2
 fi
-WORK=$(mktemp -d /tmp/jailgate-sleeps.XXXXXX)
-GW_PID=
-cleanup() {
-    if [ -n "$GW_PID" ]; then kill "$GW_PID" 2>/dev/null || true; wait "$GW_PID" 2>/dev/null || true; fi
-    rm -rf "$WORK"
-}
-trap cleanup EXIT
-"$BIN/gateway" jail init "$WORK/jail" >/dev/null 2>&1
-install -m 755 "$ROOT/bench/cgi/$SCRIPT" "$WORK/jail/cgi-bin/$SCRIPT"
-PORT=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
-"$BIN/gateway" --jail "$WORK/jail" --workers 1 --listen "127.0.0.1:$PORT" \
-    --access-log off >"$WORK/out" 2>"$WORK/err" </dev/null &
-GW_PID=$!
-until grep -q listening "$WORK/out"; do
-    kill -0 "$GW_PID" 2>/dev/null || { cat "$WORK/err" >&2; exit 1; }
-    sleep 0.1
-done
-URL="http://127.0.0.1:$PORT/cgi-bin/$SCRIPT"
+# shellcheck source=bench/one_gateway.sh
+. "$ROOT/bench/one_gateway.sh"
+start_one_gateway "$BIN" "$SCRIPT" 1 sleeps
 THREADS=$((CONCURRENCY < 2 ? 1 : 2))
 wrk -t"$THREADS" -c"$CONCURRENCY" -d1s "$URL" >/dev/null
 # The supervisor's children (the front, and each worker's PID-namespace parent) and theirs
