@@ -284,3 +284,58 @@ async fn with_answer_while_uploading_a_direct_client_gets_the_answer_while_its_b
         "answered before the body was in, without --answer-while-uploading"
     );
 }
+
+/// A CGI's output goes out as it writes it, not when it ends: a CGI that writes a line and
+/// runs on, or writes more than its pipe holds and runs on, has that output out long before
+/// it ends. (Any hold of the output, or of the worker's report that the CGI started, must stay
+/// short and end once the pipe fills: bench/MISSES.md, "the report of a start held back".)
+#[tokio::test(flavor = "multi_thread")]
+async fn a_cgi_that_runs_on_has_its_output_out_before_it_ends() {
+    require_root!();
+    let jail = Jail::new();
+    jail.cgi(
+        "progress",
+        r"printf 'Content-Type: text/plain\n\nfirst\n'; sleep 4; printf 'second\n'",
+    );
+    jail.cgi(
+        "bulk",
+        r"printf 'Content-Type: application/octet-stream\n\n'
+head -c 1048576 /dev/zero; sleep 4",
+    );
+    let gw = jail.serve(Opts::default());
+    let http = client(Duration::from_secs(30));
+
+    let asked = Instant::now();
+    let response = http
+        .get(gw.url("/cgi-bin/progress"))
+        .send()
+        .await
+        .expect("GET /cgi-bin/progress");
+    assert_eq!(response.status().as_u16(), 200);
+    let mut stream = response.bytes_stream();
+    let first = stream.next().await.expect("a first chunk").expect("read");
+    let after = asked.elapsed();
+    assert_eq!(&first[..], b"first\n");
+    assert!(after < Duration::from_secs(2), "first line after {after:?}");
+    let second = stream.next().await.expect("a second chunk").expect("read");
+    assert_eq!(&second[..], b"second\n");
+
+    let asked = Instant::now();
+    let response = http
+        .get(gw.url("/cgi-bin/bulk"))
+        .send()
+        .await
+        .expect("GET /cgi-bin/bulk");
+    assert_eq!(response.status().as_u16(), 200);
+    let mut stream = response.bytes_stream();
+    let mut received = 0;
+    while received < MIB {
+        let chunk = stream.next().await.expect("more").expect("read");
+        assert!(chunk.iter().all(|&byte| byte == 0));
+        received += chunk.len();
+    }
+    let after = asked.elapsed();
+    assert_eq!(received, MIB);
+    assert!(after < Duration::from_secs(2), "1 MiB after {after:?}");
+    assert!(stream.next().await.is_none(), "nothing after the MiB");
+}

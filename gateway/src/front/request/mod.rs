@@ -244,48 +244,14 @@ impl Core {
             limits: config.limits,
         };
         let spawned_at = Instant::now();
-        let mut cgi = pool.spawn(spawn, &cgi_fds).await?;
+        let cgi = pool.spawn(spawn, &cgi_fds).await?;
         // Our copies must go, or we would never see end-of-file on the CGI's output.
         drop(cgi_fds);
+        let worker = cgi.worker();
 
-        let script = match timeout_at(deadline, cgi.next_event()).await {
-            // The worker is untrusted: the script it names must be a part of the request's path.
-            Ok(Some(CgiEvent::Spawned {
-                pid,
-                script_segments,
-            })) => match usize::try_from(script_segments) {
-                Ok(count @ 1..) if count <= route.segments.len() => {
-                    let script = route.url_path(count);
-                    self.metrics.spawned(spawned_at.elapsed());
-                    log.set_script(&script);
-                    tracing::debug!(worker = cgi.worker(), pid, script, "CGI started");
-                    script
-                }
-                _ => {
-                    tracing::error!(
-                        worker = cgi.worker(),
-                        "worker named a script outside the request"
-                    );
-                    cgi.kill().await;
-                    return Err(RequestError::WorkerLost);
-                }
-            },
-            Ok(Some(CgiEvent::SpawnFailed(error))) => return Err(RequestError::Spawn(error)),
-            Ok(Some(CgiEvent::Exited(_))) => return Err(RequestError::WorkerLost),
-            Ok(None) => return Err(RequestError::WorkerLost),
-            Err(_) => {
-                cgi.kill().await;
-                return Err(RequestError::Timeout);
-            }
-        };
-        let body_received = stdin.map(|(body, first, stdin)| {
-            let (received, body_received) = oneshot::channel();
-            tokio::spawn(
-                body::feed(body, first, stdin, deadline, limits, received).in_current_span(),
-            );
-            body_received
-        });
-        tokio::spawn(log_stderr(stderr).in_current_span());
+        // From here the watcher owns the CGI: `delivered` dropped unsent (an error below, or
+        // this future dropped with its request) has it killed, reported or not.
+        let (reported, report) = oneshot::channel();
         let (delivered, delivery) = oneshot::channel::<()>();
         let run = Run {
             started: spawned_at,
@@ -294,7 +260,30 @@ impl Core {
             _permit: permit,
             _spooled: spooled,
         };
-        tokio::spawn(watch(cgi, deadline, delivery, run).in_current_span());
+        tokio::spawn(watch(cgi, deadline, reported, delivery, run).in_current_span());
+        let Spawned {
+            pid,
+            script_segments,
+        } = report.await.unwrap_or(Err(RequestError::WorkerLost))?;
+        // The worker is untrusted: the script it names must be a part of the request's path.
+        let script = match usize::try_from(script_segments) {
+            Ok(count @ 1..) if count <= route.segments.len() => route.url_path(count),
+            _ => {
+                tracing::error!(worker, "worker named a script outside the request");
+                return Err(RequestError::WorkerLost);
+            }
+        };
+        self.metrics.spawned(spawned_at.elapsed());
+        log.set_script(&script);
+        tracing::debug!(worker, pid, script, "CGI started");
+        let body_received = stdin.map(|(body, first, stdin)| {
+            let (received, body_received) = oneshot::channel();
+            tokio::spawn(
+                body::feed(body, first, stdin, deadline, limits, received).in_current_span(),
+            );
+            body_received
+        });
+        tokio::spawn(log_stderr(stderr).in_current_span());
         Ok(Started {
             output: CgiOutput::new(stdout, deadline, config.max_output_bytes, delivered),
             body_received,
@@ -336,19 +325,45 @@ struct Run {
     _spooled: Option<Reservation>,
 }
 
+/// What the worker's report of a CGI's start tells its request.
+struct Spawned {
+    pid: u32,
+    /// How many segments of the request's path named the script.
+    script_segments: u32,
+}
+
+/// How a CGI's run ended, as far as its worker told.
+enum Ended {
+    Exited(protocol::ExitStatus),
+    /// It could not be started; its request was told why.
+    NeverStarted,
+    WorkerLost,
+}
+
 /// The one teardown path of a CGI: it ends when the CGI exits, or is killed when the deadline
-/// passes or the request is abandoned (its output dropped undelivered). Holds the admission
-/// permit until then.
-async fn watch(mut cgi: CgiHandle, deadline: Instant, delivery: oneshot::Receiver<()>, run: Run) {
+/// passes or the request is abandoned (its output dropped undelivered, or the request dropped
+/// before the CGI was reported started). Tells the request the worker's report of the start
+/// (`reported`), and holds the admission permit until the end.
+async fn watch(
+    mut cgi: CgiHandle,
+    deadline: Instant,
+    reported: oneshot::Sender<Result<Spawned, RequestError>>,
+    delivery: oneshot::Receiver<()>,
+    run: Run,
+) {
+    let mut reported = Some(reported);
     let abandoned = async {
         if delivery.await.is_ok() {
             // Output delivered: the CGI may take until the deadline to exit.
             std::future::pending::<()>().await;
         }
     };
-    let outcome = tokio::select! {
-        event = wait_exit(&mut cgi) => event,
+    let ended = tokio::select! {
+        ended = follow(&mut cgi, &mut reported) => ended,
         _ = sleep_until(deadline) => {
+            if let Some(reported) = reported.take() {
+                let _ = reported.send(Err(RequestError::Timeout));
+            }
             tracing::warn!("CGI exceeded the timeout; killing its process group");
             cgi.kill().await;
             wait_after_kill(&mut cgi).await
@@ -359,30 +374,55 @@ async fn watch(mut cgi: CgiHandle, deadline: Instant, delivery: oneshot::Receive
             wait_after_kill(&mut cgi).await
         }
     };
-    match outcome {
-        Some(status) => {
+    match ended {
+        Ended::Exited(status) => {
             tracing::debug!(%status, "CGI exited");
             run.log.set_exit(status, run.started.elapsed());
         }
-        None => tracing::warn!("CGI's worker was lost"),
+        Ended::NeverStarted => {}
+        Ended::WorkerLost => tracing::warn!("CGI's worker was lost"),
     }
     // Drops the permit and the generation: only now is its slot free.
     drop(cgi);
     drop(run);
 }
 
-async fn wait_after_kill(cgi: &mut CgiHandle) -> Option<protocol::ExitStatus> {
-    tokio::time::timeout(KILL_REPORT_WAIT, wait_exit(cgi))
+async fn wait_after_kill(cgi: &mut CgiHandle) -> Ended {
+    tokio::time::timeout(KILL_REPORT_WAIT, follow(cgi, &mut None))
         .await
-        .ok()
-        .flatten()
+        .unwrap_or(Ended::WorkerLost)
 }
 
-async fn wait_exit(cgi: &mut CgiHandle) -> Option<protocol::ExitStatus> {
+/// Follows the worker's reports on a CGI to its end, passing on the first, its start or why it
+/// could not start, to `reported`.
+async fn follow(
+    cgi: &mut CgiHandle,
+    reported: &mut Option<oneshot::Sender<Result<Spawned, RequestError>>>,
+) -> Ended {
     loop {
-        match cgi.next_event().await? {
-            CgiEvent::Exited(status) => return Some(status),
-            _ => continue,
+        let Some(event) = cgi.next_event().await else {
+            return Ended::WorkerLost;
+        };
+        match event {
+            CgiEvent::Spawned {
+                pid,
+                script_segments,
+            } => {
+                if let Some(reported) = reported.take() {
+                    let _ = reported.send(Ok(Spawned {
+                        pid,
+                        script_segments,
+                    }));
+                }
+            }
+            CgiEvent::SpawnFailed(error) => {
+                if let Some(reported) = reported.take() {
+                    let _ = reported.send(Err(RequestError::Spawn(error)));
+                }
+                return Ended::NeverStarted;
+            }
+            // An exit before any start is the worker's error: the request gets WorkerLost.
+            CgiEvent::Exited(status) => return Ended::Exited(status),
         }
     }
 }
@@ -465,9 +505,9 @@ mod tests {
     use crate::front::pool::WorkerSource;
 
     /// A core over one fake worker, with a 30-second `--timeout`.
-    async fn core() -> (Core, Arc<FakeWorkers>) {
+    async fn core(behaviour: Behaviour) -> (Core, Arc<FakeWorkers>) {
         let config = Arc::new(fake_workers::config(1, 4, 4));
-        let workers = FakeWorkers::new(Behaviour::Serve);
+        let workers = FakeWorkers::new(behaviour);
         let source: Arc<dyn WorkerSource> = workers.clone();
         let metrics = Arc::new(Metrics::new());
         let pool = Pool::start(config.clone(), source, metrics.clone(), 0)
@@ -511,7 +551,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn an_abandoned_request_has_its_cgi_killed_at_once() {
-        let (core, workers) = core().await;
+        let (core, workers) = core(Behaviour::Serve).await;
         let started = start(&core).await;
         assert_eq!(started.script, "/cgi-bin/hello");
         let abandoned = Instant::now();
@@ -529,9 +569,33 @@ mod tests {
         core.current().pool.shutdown().await;
     }
 
+    /// A request dropped (its client gone) before its worker reported the CGI started: the
+    /// CGI is killed, not left running outside `--max-concurrent` with nobody to stop it.
+    #[tokio::test(start_paused = true)]
+    async fn a_request_dropped_before_its_cgi_is_reported_has_it_killed() {
+        let (core, workers) = core(Behaviour::Silent).await;
+        let mut starting = Box::pin(start(&core));
+        let spawned = async {
+            while workers.record().spawns.is_empty() {
+                tokio::time::sleep(Duration::from_millis(1)).await;
+            }
+        };
+        tokio::select! {
+            _ = &mut starting => panic!("a silent worker reported a start"),
+            _ = spawned => {}
+        }
+        let dropped = Instant::now();
+        drop(starting);
+        let at = tokio::time::timeout(Duration::from_secs(60), killed(&workers))
+            .await
+            .expect("the CGI is killed");
+        assert!(at - dropped < Duration::from_secs(1), "{:?}", at - dropped);
+        core.current().pool.shutdown().await;
+    }
+
     #[tokio::test(start_paused = true)]
     async fn a_cgi_past_its_deadline_is_killed_even_once_delivered() {
-        let (core, workers) = core().await;
+        let (core, workers) = core(Behaviour::Serve).await;
         let mut started = start(&core).await;
         let deadline = started.deadline;
         // Its output went out whole: it may run on, but not past its deadline.
