@@ -82,9 +82,19 @@ const MAX_SPAWN_FAILURES: usize = 16;
 /// What a worker reports about one CGI.
 #[derive(Debug)]
 pub enum CgiEvent {
-    Spawned { pid: u32, script_segments: u32 },
+    Spawned(Spawned),
     SpawnFailed(SpawnError),
     Exited(ExitStatus),
+}
+
+/// A worker's report that a CGI started.
+#[derive(Debug)]
+pub struct Spawned {
+    /// Inside the worker's PID namespace, for logs.
+    pub pid: u32,
+    /// How many segments of the request's path named the script (unchecked: the worker is
+    /// untrusted).
+    pub script_segments: u32,
 }
 
 /// The gateway's side of one live worker.
@@ -124,10 +134,10 @@ impl WorkerLink {
                 script_segments,
             } => (
                 id,
-                CgiEvent::Spawned {
+                CgiEvent::Spawned(Spawned {
                     pid,
                     script_segments,
-                },
+                }),
             ),
             FromWorker::SpawnFailed { id, error } => {
                 if matches!(error, SpawnError::NoResources { .. }) {
@@ -142,7 +152,7 @@ impl WorkerLink {
             }
             FromWorker::Ready { .. } => return Err("second Ready message".into()),
         };
-        if let CgiEvent::Spawned { .. } = event {
+        if let CgiEvent::Spawned(_) = event {
             self.spawn_failures.store(0, Ordering::Relaxed);
         }
         if let Some(sender) = self.pending().get(&id) {
@@ -718,7 +728,7 @@ mod tests {
             let mut handle = spawn(&pool).await.expect("spawned");
             assert!(matches!(
                 handle.next_event().await,
-                Some(CgiEvent::Spawned { .. })
+                Some(CgiEvent::Spawned(_))
             ));
             handles.push(handle);
         }

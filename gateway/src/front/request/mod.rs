@@ -39,7 +39,7 @@ pub use router::Route;
 
 use super::access::RequestLog;
 use super::metrics::{Metrics, PoolState};
-use super::pool::{CgiEvent, CgiHandle, Pool};
+use super::pool::{CgiEvent, CgiHandle, Pool, Spawned};
 use crate::config::Config;
 use spool::{Reservation, SpoolBudget};
 
@@ -325,12 +325,9 @@ struct Run {
     _spooled: Option<Reservation>,
 }
 
-/// What the worker's report of a CGI's start tells its request.
-struct Spawned {
-    pid: u32,
-    /// How many segments of the request's path named the script.
-    script_segments: u32,
-}
+/// Where the watcher tells a request how its CGI's start went: the worker's report, or why
+/// there is none.
+type Reported = Option<oneshot::Sender<Result<Spawned, RequestError>>>;
 
 /// How a CGI's run ended, as far as its worker told.
 enum Ended {
@@ -361,9 +358,7 @@ async fn watch(
     let ended = tokio::select! {
         ended = follow(&mut cgi, &mut reported) => ended,
         _ = sleep_until(deadline) => {
-            if let Some(reported) = reported.take() {
-                let _ = reported.send(Err(RequestError::Timeout));
-            }
+            tell(&mut reported, Err(RequestError::Timeout));
             tracing::warn!("CGI exceeded the timeout; killing its process group");
             cgi.kill().await;
             wait_after_kill(&mut cgi).await
@@ -395,35 +390,27 @@ async fn wait_after_kill(cgi: &mut CgiHandle) -> Ended {
 
 /// Follows the worker's reports on a CGI to its end, passing on the first, its start or why it
 /// could not start, to `reported`.
-async fn follow(
-    cgi: &mut CgiHandle,
-    reported: &mut Option<oneshot::Sender<Result<Spawned, RequestError>>>,
-) -> Ended {
+async fn follow(cgi: &mut CgiHandle, reported: &mut Reported) -> Ended {
     loop {
         let Some(event) = cgi.next_event().await else {
             return Ended::WorkerLost;
         };
         match event {
-            CgiEvent::Spawned {
-                pid,
-                script_segments,
-            } => {
-                if let Some(reported) = reported.take() {
-                    let _ = reported.send(Ok(Spawned {
-                        pid,
-                        script_segments,
-                    }));
-                }
-            }
+            CgiEvent::Spawned(spawned) => tell(reported, Ok(spawned)),
             CgiEvent::SpawnFailed(error) => {
-                if let Some(reported) = reported.take() {
-                    let _ = reported.send(Err(RequestError::Spawn(error)));
-                }
+                tell(reported, Err(RequestError::Spawn(error)));
                 return Ended::NeverStarted;
             }
             // An exit before any start is the worker's error: the request gets WorkerLost.
             CgiEvent::Exited(status) => return Ended::Exited(status),
         }
+    }
+}
+
+/// Tells the request how its CGI's start went, if it was not told yet (and still listens).
+fn tell(reported: &mut Reported, outcome: Result<Spawned, RequestError>) {
+    if let Some(reported) = reported.take() {
+        let _ = reported.send(outcome);
     }
 }
 
