@@ -276,7 +276,7 @@ async fn wait_running(gw: &Gateway, comm: &str, count: usize) -> Vec<ProcStat> {
 
 /// The C programs this file needs, from `e2e/attacks/`, compiled once per run with
 /// `cc -static -O1` into `target/<profile>/e2e-faults/` (as `escape` does for its own).
-const PROGRAMS: &[&str] = &["setsid_escape", "forkbomb"];
+const PROGRAMS: &[&str] = &["setsid_escape", "leftover_chain", "forkbomb"];
 static BUILT: OnceLock<Result<PathBuf, String>> = OnceLock::new();
 
 fn build_programs() -> Result<PathBuf, String> {
@@ -636,6 +636,55 @@ async fn grandchild_in_a_session_of_its_own_is_killed_and_the_response_ends() {
     load.finish()
         .await
         .assert_only("a grandchild escaping", &[]);
+}
+
+/// A chain of processes a CGI left, each the child of the one before, out of the CGI's process
+/// group and holding its pipes: when the main process ends, only the first is the worker's
+/// child, and each of the others becomes one only when the one before it dies. The worker
+/// kills them by pid, each once it is its child, and gives the id back only when none is
+/// left. A response ends when the last of its chain is gone. First one chain with nothing else
+/// running (so no other CGI's end sweeps for it), then four at once beside other requests, so
+/// that several ids drain together.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_chain_of_leftovers_is_killed_to_its_end() {
+    require_root!();
+    let jail = Jail::new();
+    jail.cgi("hello", HELLO);
+    jail.install("chain", &program("leftover_chain"), 0o755);
+    let gw = jail.serve(Opts {
+        workers: 2,
+        timeout_secs: Some(CGI_TIMEOUT_SECS),
+    });
+    let mut load = None;
+    for at_once in [1, 4] {
+        let started = Instant::now();
+        let chains = (0..at_once).map(|_| get_outcome(&gw, "/cgi-bin/chain?depth=8"));
+        for outcome in futures_util::future::join_all(chains).await {
+            let response = outcome.answer("chain");
+            assert!(
+                response.status == 200 && response.body_text() == "setpgid=ok\nchain=8\ndone\n",
+                "chain: {} {:?}",
+                response.status,
+                response.body_text()
+            );
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(2),
+            "{at_once} chain(s): the responses took {:?}: they waited for a link of a chain",
+            started.elapsed()
+        );
+        assert_none_left(
+            &gw,
+            &["chain"],
+            Duration::from_secs(2),
+            "the chains' answers",
+        )
+        .await;
+        load.get_or_insert_with(|| Load::start(gw.addr));
+    }
+    if let Some(load) = load {
+        load.finish().await.assert_only("chains of leftovers", &[]);
+    }
 }
 
 /// Sends `request`, then reads everything until the gateway closes the connection (15 s at most).

@@ -199,8 +199,9 @@ impl Child<'_> {
             return errno;
         }
         // SAFETY: plain numbers. A process group of its own, as a shell gives each job: a
-        // signal the CGI sends to its group (`kill 0`) stays in its request. (The worker's
-        // kill reaches it by its id, not its group: `kill.rs`.) Not a session of its own
+        // signal the CGI sends to its group (`kill 0`) stays in its request. (The worker
+        // signals the group to stop it, and kills what left the group by pid once the main
+        // process has ended: `kill.rs`.) Not a session of its own
         // (`setsid`): that would also give it a scheduler autogroup, about 11 µs to make and
         // free per CGI (bench/MISSES.md).
         if unsafe { libc::setpgid(0, 0) } == -1 {

@@ -2,7 +2,7 @@
 //! inherits it (it survives fork and exec, and no-new-privs keeps it from being lifted). A CGI
 //! gets no filter of its own: what the worker needs and a CGI must not do (`mount`, `unshare`
 //! and `setns` of a mount namespace) needs capabilities a CGI does not have, and a CGI's end
-//! reaches its processes by their id, wherever they went (`kill.rs`).
+//! reaches its processes among the worker's children, wherever they went (`kill.rs`).
 //!
 //! A denylist, not an allowlist: shell CGIs run arbitrary programs, so the set of system calls
 //! they need is open-ended. What is denied is what a CGI never needs and an attacker wants:

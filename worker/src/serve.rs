@@ -17,10 +17,10 @@ use protocol::{
 use tokio::signal::unix::{signal, SignalKind};
 use tokio::sync::mpsc;
 
-use crate::kill::{id_kill_is_confined, kill_id, Leftovers};
+use crate::kill::{id_kill_is_confined, Leftovers};
 use crate::spawn::{SetupError, Spawner, Started};
 
-/// How long a CGI told to stop with SIGTERM gets before its processes are killed.
+/// How long a CGI told to stop with SIGTERM gets before it is killed.
 const KILL_GRACE: Duration = Duration::from_secs(2);
 
 pub fn run(channel_fd: OwnedFd, config: &crate::jail::Config) -> ExitCode {
@@ -43,12 +43,17 @@ pub fn run(channel_fd: OwnedFd, config: &crate::jail::Config) -> ExitCode {
     }
 }
 
-/// The CGIs this worker is running, by their main process's pid and by the gateway's id, each
-/// with the CGI's own id (its uid and gid), which its kill reaches.
+/// The CGIs this worker is running, by their main process's pid and by the gateway's id.
 #[derive(Default)]
 struct Running {
     by_pid: HashMap<Pid, Cgi>,
-    by_id: HashMap<SpawnId, u32>,
+    by_id: HashMap<SpawnId, Pid>,
+}
+
+impl Running {
+    fn has_cgi_id(&self, cgi_id: u32) -> bool {
+        self.by_pid.values().any(|cgi| cgi.cgi_id == cgi_id)
+    }
 }
 
 /// A running CGI, as its main process's pid finds it.
@@ -102,7 +107,7 @@ async fn serve(channel_fd: OwnedFd, config: &crate::jail::Config) -> Result<(), 
                     let reply = match spawner.spawn_cgi(&request, fds) {
                         Ok(Started { pid, script_segments, cgi_id, stderr }) => {
                             running.by_pid.insert(pid, Cgi { id, cgi_id, stderr });
-                            running.by_id.insert(id, cgi_id);
+                            running.by_id.insert(id, pid);
                             let script_segments = script_segments as u32;
                             FromWorker::Spawned { id, pid: pid.as_raw() as u32, script_segments }
                         }
@@ -111,8 +116,8 @@ async fn serve(channel_fd: OwnedFd, config: &crate::jail::Config) -> Result<(), 
                     channel.send(&reply, &[]).await?;
                 }
                 Ok((ToWorker::Kill { id }, _)) => {
-                    if let Some(&cgi_id) = running.by_id.get(&id) {
-                        kill_id(cgi_id, Signal::SIGTERM);
+                    if let Some(&pid) = running.by_id.get(&id) {
+                        stop(pid, Signal::SIGTERM);
                         let deferred_kills = deferred_kills.clone();
                         tokio::spawn(async move {
                             tokio::time::sleep(KILL_GRACE).await;
@@ -129,8 +134,8 @@ async fn serve(channel_fd: OwnedFd, config: &crate::jail::Config) -> Result<(), 
                 Err(error) => break Err(error.into()),
             },
             Some(id) = due_kills.recv() => {
-                if let Some(&cgi_id) = running.by_id.get(&id) {
-                    kill_id(cgi_id, Signal::SIGKILL);
+                if let Some(&pid) = running.by_id.get(&id) {
+                    stop(pid, Signal::SIGKILL);
                 }
             }
             _ = children.recv() => report_ended(&mut running, &mut spawner, &mut leftovers, &channel).await?,
@@ -143,8 +148,16 @@ async fn serve(channel_fd: OwnedFd, config: &crate::jail::Config) -> Result<(), 
     outcome
 }
 
-/// Reaps every ended child, kills what the CGIs among them left running, gives back their ids
-/// (and namespaces), and tells the front each one's exit status.
+/// Sends `signal` to a running CGI's main process and its process group. What left the group
+/// is killed once the main process has ended, by [`Leftovers::sweep`]. The main process is not
+/// reaped yet, so neither its pid nor its group's id can be another's.
+fn stop(main: Pid, signal: Signal) {
+    let _ = kill(Pid::from_raw(-main.as_raw()), signal);
+    let _ = kill(main, signal);
+}
+
+/// Reaps every ended child, kills what the CGIs among them left running, gives back the ids
+/// (and namespaces) of which nothing is left, and tells the front each one's exit status.
 async fn report_ended(
     running: &mut Running,
     spawner: &mut Spawner,
@@ -154,15 +167,17 @@ async fn report_ended(
     let ended = reap(running);
     // A request ends with its CGI's main process: whatever else runs as its id (background
     // jobs, daemons, in whatever group or session) is killed, so nothing outlives the request,
-    // before the id can go to another CGI.
+    // and the id goes to another CGI only once none of it is left.
     let ended_ids: Vec<u32> = ended.iter().map(|(cgi, _)| cgi.cgi_id).collect();
-    leftovers.kill(
+    let free = leftovers.sweep(
         &ended_ids,
         |pid| running.by_pid.contains_key(&pid),
-        |id| running.by_id.values().any(|&running_id| running_id == id),
+        |id| running.has_cgi_id(id),
     );
-    for (Cgi { id, cgi_id, stderr }, status) in ended {
+    for cgi_id in free {
         spawner.release_id(cgi_id);
+    }
+    for (Cgi { id, stderr, .. }, status) in ended {
         drop(stderr);
         channel
             .send(&FromWorker::Exited { id, status }, &[])

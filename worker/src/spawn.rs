@@ -78,7 +78,7 @@ impl Spawner {
         })
     }
 
-    /// Gives back the id of a CGI that has exited (its process group killed with it), and its
+    /// Gives back the id of a CGI that has exited and of which no process is left, and its
     /// mount namespace, to be used again once its `/tmp` is empty.
     pub fn release_id(&mut self, id: u32) {
         self.tmp_pool.release(id);

@@ -1,0 +1,62 @@
+#!/usr/bin/env bash
+# What CGIs that leave processes behind cost the requests beside them on a host with many
+# processes: a release gateway (--workers 2, access log off) on a fresh classic jail, hello.sh
+# at c=8 beside tests/e2e/attacks/setsid_escape.c at c=8 (each of its requests leaves a
+# grandchild outside the CGI's process group, which the worker kills when the CGI ends), for
+# SECONDS, with EXTRA idle processes on the host (bench/hold_processes.c). What the worker does
+# to find and kill what a CGI left must not grow with the host's processes. Needs root, wrk and
+# cc with static glibc; loopback only; everything it starts is stopped by its pid and the
+# temporary folder removed.
+#
+#   bench/leftovers.sh [EXTRA] [SECONDS] [--bin-dir DIR]   (default: 10000 5, target/release,
+#                                                           built if missing)
+set -euo pipefail
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
+BIN=$ROOT/target/release
+ARGS=()
+while [ $# -gt 0 ]; do
+    case $1 in
+    --bin-dir) BIN=$(cd "$2" && pwd); shift 2 ;;
+    -h | --help) sed -n '2,12p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    *) ARGS+=("$1"); shift ;;
+    esac
+done
+EXTRA=${ARGS[0]:-10000}
+SECONDS_EACH=${ARGS[1]:-5}
+[ "$(id -u)" = 0 ] || { echo "leftovers.sh: run as root" >&2; exit 2; }
+for tool in wrk cc; do
+    command -v "$tool" >/dev/null || { echo "leftovers.sh: $tool is missing" >&2; exit 2; }
+done
+if [ ! -x "$BIN/gateway" ]; then
+    cargo build --release --workspace --bins --manifest-path "$ROOT/Cargo.toml" >&2
+fi
+# shellcheck source=bench/one_gateway.sh
+. "$ROOT/bench/one_gateway.sh"
+start_one_gateway "$BIN" hello.sh 2 leftovers
+HOLDER=
+stop_all() {
+    if [ -n "$HOLDER" ]; then kill "$HOLDER" 2>/dev/null || true; wait "$HOLDER" 2>/dev/null || true; fi
+    stop_one_gateway
+}
+trap stop_all EXIT
+cc -O1 -static -o "$WORK/jail/cgi-bin/escapee" "$ROOT/tests/e2e/attacks/setsid_escape.c"
+cc -O2 -o "$WORK/hold_processes" "$ROOT/bench/hold_processes.c"
+if [ "$EXTRA" -gt 0 ]; then
+    "$WORK/hold_processes" "$EXTRA" $((SECONDS_EACH + 120)) >"$WORK/held" &
+    HOLDER=$!
+    until grep -q '^held' "$WORK/held"; do
+        kill -0 "$HOLDER" 2>/dev/null || { echo "leftovers.sh: hold_processes failed" >&2; exit 1; }
+        sleep 0.2
+    done
+fi
+ESCAPEE=${URL%/hello.sh}/escapee
+curl -sf --max-time 5 "$ESCAPEE" | grep -q '^done$' || { echo "leftovers.sh: the escapee does not answer" >&2; exit 1; }
+wrk -t1 -c8 -d1s "$URL" >/dev/null
+wrk -t1 -c8 -d"${SECONDS_EACH}s" "$ESCAPEE" >"$WORK/escapee.txt" &
+LEAVING=$!
+wrk --latency -t1 -c8 -d"${SECONDS_EACH}s" "$URL" >"$WORK/hello.txt"
+wait "$LEAVING"
+rate() { awk '/Requests\/sec/ { r = $2 } /Non-2xx|Socket errors/ { e = e " [" $0 "]" } END { print r e }' "$1"; }
+printf '%s processes on the host, %s: hello.sh %s req/s (p50 %s) beside the escapee %s req/s\n' \
+    "$(ps -e --no-headers | wc -l)" "$BIN" "$(rate "$WORK/hello.txt")" \
+    "$(awk '$1 == "50%" { print $2 }' "$WORK/hello.txt")" "$(rate "$WORK/escapee.txt")"
