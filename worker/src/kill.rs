@@ -26,6 +26,7 @@
 //! single-threaded and nothing else runs between the two switches; they are raw system calls,
 //! per thread, not glibc's, which would switch every thread.
 
+use std::collections::HashMap;
 use std::fs::File;
 use std::os::unix::fs::FileExt;
 
@@ -44,6 +45,11 @@ pub struct Leftovers {
     /// Ids whose CGI's main process has ended and of which a child of the worker was still
     /// seen at the last sweep.
     draining: Vec<u32>,
+    /// The real uid of each child of the worker met in a sweep, read once: no process of a
+    /// CGI can change its uid, and a pid stays its process's until the worker reaps it
+    /// ([`Leftovers::forget`]). Without it, each sweep read /proc once per orphan, and a CGI
+    /// that kept dozens of them running made every other CGI's end dearer.
+    uids: HashMap<Pid, u32>,
 }
 
 impl Leftovers {
@@ -56,7 +62,14 @@ impl Leftovers {
             children: File::open(format!("/proc/{pid}/task/{thread}/children")).ok(),
             text: vec![0; 4096],
             draining: Vec::new(),
+            uids: HashMap::new(),
         }
+    }
+
+    /// Call for every child the worker reaps that is not a CGI's main process: its pid may now
+    /// be another's.
+    pub fn forget(&mut self, pid: Pid) {
+        self.uids.remove(&pid);
     }
 
     /// Call after reaping, with the ids of the CGIs whose main processes were just reaped
@@ -86,7 +99,14 @@ impl Leftovers {
             .filter_map(|pid| std::str::from_utf8(pid).ok()?.parse().ok())
             .map(Pid::from_raw);
         for pid in children.filter(|&pid| !is_main(pid)) {
-            let Some(id) = real_uid_of(pid) else { continue };
+            let id = match self.uids.get(&pid) {
+                Some(&id) => id,
+                None => {
+                    let Some(id) = real_uid_of(pid) else { continue };
+                    self.uids.insert(pid, id);
+                    id
+                }
+            };
             // 0 is the worker's own (a child between clone and exec is never seen here: the
             // worker waits for its exec).
             if id == 0 || is_running(id) {
@@ -340,7 +360,8 @@ mod tests {
 
     /// As root: of this thread's children, the one of an ended id is killed; the "main
     /// process" of a running CGI and the processes of a running id are not. The ended id is
-    /// given back by the first sweep after its process is reaped, not before. More children
+    /// given back by the first sweep after its process is reaped, not before. Each child's uid
+    /// is read once, and forgotten at its reap. More children
     /// than /proc lists in one read (a page), the ended one last, so the list must be read
     /// whole.
     #[test]
@@ -373,13 +394,23 @@ mod tests {
         let is_running = |id| id == RUNNING;
         let free = leftovers.sweep(&[ENDED], is_main, is_running);
         assert!(free.is_empty(), "{free:?} given back with a process left");
+        assert_eq!(leftovers.uids.len(), running.len() + 1, "uids read");
         let status = waitpid(left, Some(WaitPidFlag::empty())).expect("waitpid");
         assert!(
             matches!(status, WaitStatus::Signaled(_, Signal::SIGKILL, _)),
             "{status:?}"
         );
+        leftovers.forget(left);
         assert_eq!(leftovers.sweep(&[], is_main, is_running), [ENDED]);
         assert!(leftovers.sweep(&[], is_main, is_running).is_empty());
+        assert_eq!(
+            leftovers.uids.len(),
+            running.len(),
+            "uids kept or forgotten"
+        );
+        assert!(running
+            .iter()
+            .all(|pid| leftovers.uids.get(pid) == Some(&RUNNING)));
         assert_eq!(processes_of(MAIN).len(), 1, "the main process was killed");
         assert_eq!(
             processes_of(RUNNING).len(),

@@ -164,7 +164,7 @@ async fn report_ended(
     leftovers: &mut Leftovers,
     channel: &Channel,
 ) -> Result<(), ChannelError> {
-    let ended = reap(running);
+    let ended = reap(running, leftovers);
     // A request ends with its CGI's main process: whatever else runs as its id (background
     // jobs, daemons, in whatever group or session) is killed, so nothing outlives the request,
     // and the id goes to another CGI only once none of it is left.
@@ -187,8 +187,8 @@ async fn report_ended(
 }
 
 /// Collects every ended child. As PID 1 the worker also inherits orphans (a CGI's double-forked
-/// daemons); they are reaped here too, so no zombie accumulates.
-fn reap(running: &mut Running) -> Vec<(Cgi, ExitStatus)> {
+/// daemons); they are reaped here too, so no zombie accumulates, and forgotten by `leftovers`.
+fn reap(running: &mut Running, leftovers: &mut Leftovers) -> Vec<(Cgi, ExitStatus)> {
     let mut ended = Vec::new();
     loop {
         let (pid, status) = match waitpid(None::<Pid>, Some(WaitPidFlag::WNOHANG)) {
@@ -198,9 +198,12 @@ fn reap(running: &mut Running) -> Vec<(Cgi, ExitStatus)> {
             Ok(_) | Err(Errno::EINTR) => continue,
             Err(_) => break,
         };
-        if let Some(cgi) = running.by_pid.remove(&pid) {
-            running.by_id.remove(&cgi.id);
-            ended.push((cgi, status));
+        match running.by_pid.remove(&pid) {
+            Some(cgi) => {
+                running.by_id.remove(&cgi.id);
+                ended.push((cgi, status));
+            }
+            None => leftovers.forget(pid),
         }
     }
     ended
