@@ -15,15 +15,9 @@
 #                                                           built if missing)
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
-BIN=$ROOT/target/release
-ARGS=()
-while [ $# -gt 0 ]; do
-    case $1 in
-    --bin-dir) BIN=$(cd "$2" && pwd); shift 2 ;;
-    -h | --help) sed -n '2,16p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
-    *) ARGS+=("$1"); shift ;;
-    esac
-done
+# shellcheck source=bench/one_gateway.sh
+. "$ROOT/bench/one_gateway.sh"
+parse_bench_args 15 "$@"
 EXTRA=${ARGS[0]:-10000}
 SECONDS_EACH=${ARGS[1]:-5}
 [ "$(id -u)" = 0 ] || { echo "leftovers.sh: run as root" >&2; exit 2; }
@@ -33,8 +27,6 @@ done
 if [ ! -x "$BIN/gateway" ]; then
     cargo build --release --workspace --bins --manifest-path "$ROOT/Cargo.toml" >&2
 fi
-# shellcheck source=bench/one_gateway.sh
-. "$ROOT/bench/one_gateway.sh"
 start_one_gateway "$BIN" hello.sh 2 leftovers
 HOLDER=
 stop_all() {

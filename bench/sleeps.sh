@@ -12,15 +12,9 @@
 #                                    (default: hello.sh 1 4, target/release, built if missing)
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
-BIN=$ROOT/target/release
-ARGS=()
-while [ $# -gt 0 ]; do
-    case $1 in
-    --bin-dir) BIN=$(cd "$2" && pwd); shift 2 ;;
-    -h | --help) sed -n '2,12p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
-    *) ARGS+=("$1"); shift ;;
-    esac
-done
+# shellcheck source=bench/one_gateway.sh
+. "$ROOT/bench/one_gateway.sh"
+parse_bench_args 12 "$@"
 SCRIPT=${ARGS[0]:-hello.sh}
 CONCURRENCY=${ARGS[1]:-1}
 SECONDS_EACH=${ARGS[2]:-4}
@@ -30,8 +24,6 @@ command -v wrk >/dev/null || { echo "sleeps.sh: wrk is missing" >&2; exit 2; }
 if [ ! -x "$BIN/gateway" ]; then
     cargo build --release --workspace --bins --manifest-path "$ROOT/Cargo.toml" >&2
 fi
-# shellcheck source=bench/one_gateway.sh
-. "$ROOT/bench/one_gateway.sh"
 start_one_gateway "$BIN" "$SCRIPT" 1 sleeps
 THREADS=$((CONCURRENCY < 2 ? 1 : 2))
 wrk -t"$THREADS" -c"$CONCURRENCY" -d1s "$URL" >/dev/null
