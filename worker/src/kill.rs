@@ -15,6 +15,8 @@
 //! left: only then is the id given back. A kill by pid costs the same on any host, where one
 //! `kill(-1)` under the CGI's id (what this did before) walks every process of the host: 11 µs
 //! here, 2.4 ms with 10,000 processes, sent whenever a CGI left something or a client hung up.
+//! A CGI still running is stopped through its main process and its process group (`stop` in
+//! `serve.rs`); what left the group dies by the sweep once the main process has ended.
 //!
 //! In a jail without `/proc` the children cannot be listed, and every ended CGI's id is killed
 //! with that `kill(-1)` ([`kill_id`]): the worker is root of its user namespace, and root may
