@@ -76,25 +76,29 @@ impl Leftovers {
 
     /// Call after reaping, with the ids of the CGIs whose main processes were just reaped
     /// (`ended`, maybe none): kills every child of the worker that is not the main process of
-    /// a running CGI (`is_main`) and does not run as the id of one (`is_running`), and returns
-    /// the ids of ended CGIs of which nothing is left, to be given back. An id with a process
-    /// left is returned by a later sweep, after the SIGCHLD of that process's end.
+    /// a running CGI (`is_main`) and does not run as the id of one (`is_running`), and hands
+    /// the ids of ended CGIs of which nothing is left to `release`, to be given back. An id
+    /// with a process left is released by a later sweep, after the SIGCHLD of that process's
+    /// end.
     pub fn sweep(
         &mut self,
-        ended: &[u32],
+        ended: impl IntoIterator<Item = u32>,
         is_main: impl Fn(Pid) -> bool,
         is_running: impl Fn(u32) -> bool,
-    ) -> Vec<u32> {
-        if ended.is_empty() && self.draining.is_empty() {
-            return Vec::new();
+        mut release: impl FnMut(u32),
+    ) {
+        let earlier = self.draining.len();
+        self.draining.extend(ended);
+        if self.draining.is_empty() {
+            return;
         }
         let Some(length) = self.read_children() else {
-            for &id in ended {
+            for id in self.draining.drain(earlier..) {
                 kill_id(id, Signal::SIGKILL);
+                release(id);
             }
-            return ended.to_vec();
+            return;
         };
-        self.draining.extend_from_slice(ended);
         let mut left = Vec::new();
         let mut unknown = false;
         let children = self.text[..length]
@@ -125,20 +129,18 @@ impl Leftovers {
                 left.push(id);
             }
         }
-        let mut free = Vec::new();
         if unknown {
             // A child /proc would not tell about could be of any draining id: none is given
             // back before a later sweep can tell.
-            return free;
+            return;
         }
-        self.draining.retain(|id| {
-            let keep = left.contains(id);
+        self.draining.retain(|&id| {
+            let keep = left.contains(&id);
             if !keep {
-                free.push(*id);
+                release(id);
             }
             keep
         });
-        free
     }
 
     /// Reads the list of the worker's children into `text`; returns its length, or `None` if
@@ -322,6 +324,20 @@ mod tests {
         )
     }
 
+    /// The ids one sweep gives back.
+    fn swept(
+        leftovers: &mut Leftovers,
+        ended: &[u32],
+        is_main: impl Fn(Pid) -> bool,
+        is_running: impl Fn(u32) -> bool,
+    ) -> Vec<u32> {
+        let mut released = Vec::new();
+        leftovers.sweep(ended.iter().copied(), is_main, is_running, |id| {
+            released.push(id)
+        });
+        released
+    }
+
     fn wait_until(what: &str, mut done: impl FnMut() -> bool) {
         let deadline = Instant::now() + Duration::from_secs(5);
         while !done() {
@@ -407,7 +423,7 @@ mod tests {
         });
         let is_main = |pid| pid == main;
         let is_running = |id| id == RUNNING;
-        let free = leftovers.sweep(&[ENDED], is_main, is_running);
+        let free = swept(&mut leftovers, &[ENDED], is_main, is_running);
         assert!(free.is_empty(), "{free:?} given back with a process left");
         assert_eq!(leftovers.uids.len(), running.len() + 1, "uids read");
         let status = waitpid(left, Some(WaitPidFlag::empty())).expect("waitpid");
@@ -416,8 +432,8 @@ mod tests {
             "{status:?}"
         );
         leftovers.forget(left);
-        assert_eq!(leftovers.sweep(&[], is_main, is_running), [ENDED]);
-        assert!(leftovers.sweep(&[], is_main, is_running).is_empty());
+        assert_eq!(swept(&mut leftovers, &[], is_main, is_running), [ENDED]);
+        assert!(swept(&mut leftovers, &[], is_main, is_running).is_empty());
         assert_eq!(
             leftovers.uids.len(),
             running.len(),
@@ -459,7 +475,7 @@ mod tests {
         let left = waiting_child(ENDED);
         wait_until("the child", || processes_of(ENDED).len() == 2);
 
-        assert!(leftovers.sweep(&[ENDED], |_| false, |_| false).is_empty());
+        assert!(swept(&mut leftovers, &[ENDED], |_| false, |_| false).is_empty());
         let status = waitpid(left, Some(WaitPidFlag::empty())).expect("waitpid");
         assert!(
             matches!(status, WaitStatus::Signaled(_, Signal::SIGKILL, _)),
@@ -470,7 +486,7 @@ mod tests {
             stranger,
             "the stranger was hit, or another appeared"
         );
-        assert_eq!(leftovers.sweep(&[], |_| false, |_| false), [ENDED]);
+        assert_eq!(swept(&mut leftovers, &[], |_| false, |_| false), [ENDED]);
         let stranger = Pid::from_raw(stranger[0] as i32);
         nix::sys::signal::kill(stranger, Signal::SIGKILL).expect("kill the stranger");
         wait_until("the stranger gone", || processes_of(ENDED).is_empty());

@@ -168,15 +168,12 @@ async fn report_ended(
     // A request ends with its CGI's main process: whatever else runs as its id (background
     // jobs, daemons, in whatever group or session) is killed, so nothing outlives the request,
     // and the id goes to another CGI only once none of it is left.
-    let ended_ids: Vec<u32> = ended.iter().map(|(cgi, _)| cgi.cgi_id).collect();
-    let free = leftovers.sweep(
-        &ended_ids,
+    leftovers.sweep(
+        ended.iter().map(|(cgi, _)| cgi.cgi_id),
         |pid| running.by_pid.contains_key(&pid),
         |id| running.has_cgi_id(id),
+        |id| spawner.release_id(id),
     );
-    for cgi_id in free {
-        spawner.release_id(cgi_id);
-    }
     for (Cgi { id, stderr, .. }, status) in ended {
         drop(stderr);
         channel
