@@ -9,6 +9,7 @@ local kinds = {
   { "GET", "/cgi-bin/slow", nil },      -- sleeps 0.2 s
   { "GET", "/cgi-bin/fail", nil },      -- exits 1 without a header: 502
   { "GET", "/cgi-bin/missing", nil },   -- 404
+  { "GET", "/cgi-bin/leaver", nil },    -- leaves a background job, which its worker kills
 }
 local next_kind = 0
 

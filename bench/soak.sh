@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Soak: a mixed workload (hello, 64 KiB POST echo, 1 MiB output, slow CGIs, failing CGIs,
-# missing scripts) against one gateway for SECONDS, then a report: requests by outcome (from
-# the gateway's own /metrics), the front's RSS and open descriptors and the workers' open
-# descriptors before and after, zombies, and what is left after the stop. Exits 1 on any leak
+# missing scripts, CGIs that leave a process running) against one gateway for SECONDS, then a
+# report: requests by outcome (from the gateway's own /metrics), the front's RSS and open
+# descriptors and the workers' open descriptors before and after, zombies, processes of the
+# CGI ids still running once the load is over, and what is left after the stop. Exits 1 on any leak
 # or unexplained error, so CI can run a short one.
 #
 #   bench/soak.sh [SECONDS] [--bin-dir DIR]     (default 600 s, target/release)
@@ -47,6 +48,8 @@ cgi echo 'printf "Content-Type: application/octet-stream\n\n"; exec cat'
 cgi big 'printf "Content-Type: application/octet-stream\n\n"; exec head -c 1048576 /dev/zero'
 cgi slow 'sleep 0.2; printf "Content-Type: text/plain\n\nslept\n"'
 cgi fail 'echo "failing on purpose" >&2; exit 1'
+# A background job that outlives its request unless the worker kills it (worker/src/kill.rs).
+cgi leaver '( sleep 30 </dev/null >/dev/null 2>&1 & ); printf "Content-Type: text/plain\n\nleft one behind\n"'
 
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 port="$(free_port)"
@@ -122,6 +125,9 @@ other=$(( other - closed_early ))
 socket_errors="$(awk '/Socket errors/ {gsub(",", ""); print $4 + $6 + $8 + $10}' "$work/wrk")"
 socket_errors="${socket_errors:-0}"
 sent="$(awk '/requests in/ {print $1}' "$work/wrk")"
+# Every CGI runs as one of the default --cgi-ids; once the load is over none may still run (a
+# leaver's job outlives its request only until its worker's next sweep).
+cgi_left="$(ps -eo uid= | awk '$1 >= 1879048192 && $1 <= 1880096767' | wc -l)"
 zombies="$(ps -eo stat=,ppid= | awk -v gw="$gw" -v front="$front_pid" '$1 ~ /^Z/ && ($2 == gw || $2 == front)' | wc -l)"
 restarts="$(metric jailgate_worker_restarts_total)"
 
@@ -148,7 +154,7 @@ cat <<EOF
 | outcome | requests |
 |---|---:|
 | sent by wrk | ${sent:-0} |
-| 200 (hello, echo, big, slow) | $ok |
+| 200 (hello, echo, big, slow, leaver) | $ok |
 | 404 (missing script, expected) | $not_found |
 | 502 (failing CGI, expected) | $failed |
 | 499 (in flight when wrk stopped; at most one per connection) | $closed_early |
@@ -157,7 +163,7 @@ cat <<EOF
 
 front RSS every ${interval} s under load (KiB):${rss_series:- none}
 
-worker restarts: ${restarts:-0}; zombies of the gateway: $zombies; exit status after SIGTERM: $status; processes left after the stop: $left
+worker restarts: ${restarts:-0}; zombies of the gateway: $zombies; processes of CGI ids 2 s after the load: $cgi_left; exit status after SIGTERM: $status; processes left after the stop: $left
 EOF
 
 problems=()
@@ -166,6 +172,7 @@ problems=()
 [ "$socket_errors" -eq 0 ] || problems+=("$socket_errors socket errors")
 [ "${restarts:-0}" = 0 ] || problems+=("workers restarted ${restarts} times")
 [ "$zombies" -eq 0 ] || problems+=("$zombies zombies")
+[ "$cgi_left" -eq 0 ] || problems+=("$cgi_left processes of CGI ids still running after the load")
 [ "$status" -eq 0 ] || problems+=("exit status $status after SIGTERM")
 [ "$left" -eq 0 ] || problems+=("$left processes left after the stop")
 [ "$fds_after" -le $((fds_before + 2)) ] || problems+=("front descriptors grew from $fds_before to $fds_after")
