@@ -72,7 +72,7 @@ workers() {
   done
 }
 rss_kb() { awk '/^VmRSS/ {print $2}' "/proc/$1/status"; }
-fds() { ls "/proc/$1/fd" | wc -l; }
+fds() { find "/proc/$1/fd" -mindepth 1 -maxdepth 1 | wc -l; }
 # A worker keeps the mount namespaces of ended CGIs for later ones (worker/src/private_tmp.rs):
 # two descriptors each (the namespace, its /tmp), as many as CGIs ran at once, at most
 # MAX_NAMESPACES. They are counted apart: the pool grows with the load's concurrency, a leak
