@@ -276,7 +276,12 @@ async fn wait_running(gw: &Gateway, comm: &str, count: usize) -> Vec<ProcStat> {
 
 /// The C programs this file needs, from `e2e/attacks/`, compiled once per run with
 /// `cc -static -O1` into `target/<profile>/e2e-faults/` (as `escape` does for its own).
-const PROGRAMS: &[&str] = &["setsid_escape", "leftover_chain", "forkbomb"];
+const PROGRAMS: &[&str] = &[
+    "setsid_escape",
+    "leftover_chain",
+    "leftover_walker",
+    "forkbomb",
+];
 static BUILT: OnceLock<Result<PathBuf, String>> = OnceLock::new();
 
 fn build_programs() -> Result<PathBuf, String> {
@@ -685,6 +690,45 @@ async fn a_chain_of_leftovers_is_killed_to_its_end() {
     if let Some(load) = load {
         load.finish().await.assert_only("chains of leftovers", &[]);
     }
+}
+
+/// A chain that renews itself (`leftover_walker.c`): each link forks the next and waits, and the
+/// newest keeps forking until the CGI's process limit stops it, so whenever a link dies one more
+/// grows at the far end. Killing only the worker's children, one generation per sweep, would
+/// chase it for ever while it kept its id from going back; the whole chain must be gone within
+/// moments of the answer, and requests beside it are answered.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_chain_that_renews_itself_is_killed_whole() {
+    require_root!();
+    let jail = Jail::new();
+    jail.cgi("hello", HELLO);
+    jail.install("walker", &program("leftover_walker"), 0o755);
+    let gw = jail.serve(Opts {
+        workers: 1,
+        timeout_secs: Some(CGI_TIMEOUT_SECS),
+    });
+    let load = Load::start(gw.addr);
+    for round in 0..2 {
+        let response = get_outcome(&gw, "/cgi-bin/walker?depth=8")
+            .await
+            .answer("walker");
+        assert!(
+            response.status == 200 && response.body_text() == "setpgid=ok\nchain=8\ndone\n",
+            "walker {round}: {} {:?}",
+            response.status,
+            response.body_text()
+        );
+        assert_none_left(
+            &gw,
+            &["walker"],
+            Duration::from_secs(3),
+            "the walker's answer",
+        )
+        .await;
+    }
+    load.finish()
+        .await
+        .assert_only("a chain that renews itself", &[]);
 }
 
 /// Sends `request`, then reads everything until the gateway closes the connection (15 s at most).

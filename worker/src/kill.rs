@@ -10,11 +10,18 @@
 //! CGI's processes are found among the worker's children, as /proc lists them ([`Leftovers`]).
 //!
 //! When a main process ends, every child of the worker of its id is killed by its pid: a child
-//! not yet reaped keeps its pid, so the signal cannot reach a stranger. Their own children
-//! become the worker's as they die, and SIGCHLD brings another sweep, until none of the id is
-//! left: only then is the id given back. A kill by pid costs the same on any host, where one
-//! `kill(-1)` under the CGI's id (what this did before) walks every process of the host: 11 µs
-//! here, 2.4 ms with 10,000 processes, sent whenever a CGI left something or a client hung up.
+//! not yet reaped keeps its pid, so the signal cannot reach a stranger. So is everything below
+//! it, top down, in the same sweep ([`kill_tree`]): a killed process can no longer fork, so its
+//! children are known once it is killed. Killing the worker's children alone would take one
+//! generation per sweep, and a chain that grows a link at its far end whenever one dies would
+//! outlive its request for ever, each death bringing the next sweep
+//! (`faults::a_chain_that_renews_itself_is_killed_whole`). What still escapes a sweep (a child
+//! whose parent died before its list was read) is the worker's child by then: the sweep reads
+//! the worker's list again while that finds something new, and the next SIGCHLD sweeps again,
+//! until none of the id is left; only then is the id given back. A kill by pid costs the same
+//! on any host, where one `kill(-1)` under the CGI's id (what this did before) walks every
+//! process of the host: 11 µs here, 2.4 ms with 10,000 processes, sent whenever a CGI left
+//! something or a client hung up.
 //! A CGI still running is stopped through its main process and its process group (`stop` in
 //! `serve.rs`); what left the group dies by the sweep once the main process has ended.
 //!
@@ -28,8 +35,9 @@
 //! single-threaded and nothing else runs between the two switches; they are raw system calls,
 //! per thread, not glibc's, which would switch every thread.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::fs::File;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::os::unix::fs::FileExt;
 
 use nix::errno::Errno;
@@ -76,7 +84,8 @@ impl Leftovers {
 
     /// Call after reaping, with the ids of the CGIs whose main processes were just reaped
     /// (`ended`, maybe none): kills every child of the worker that is not the main process of
-    /// a running CGI (`is_main`) and does not run as the id of one (`is_running`), and hands
+    /// a running CGI (`is_main`) and does not run as the id of one (`is_running`), and all
+    /// that is below it ([`kill_tree`]), and hands
     /// the ids of ended CGIs of which nothing is left to `release`, to be given back. An id
     /// with a process left is released by a later sweep, after the SIGCHLD of that process's
     /// end.
@@ -92,43 +101,59 @@ impl Leftovers {
         if self.draining.is_empty() {
             return;
         }
-        let Some(length) = self.read_children() else {
-            for id in self.draining.drain(earlier..) {
-                kill_id(id, Signal::SIGKILL);
-                release(id);
-            }
-            return;
-        };
-        let mut left = Vec::new();
-        let mut unknown = false;
-        let children = self.text[..length]
-            .split(|&byte| byte == b' ')
-            .filter_map(|pid| std::str::from_utf8(pid).ok()?.parse().ok())
-            .map(Pid::from_raw);
-        for pid in children.filter(|&pid| !is_main(pid)) {
-            let id = match self.uids.get(&pid) {
-                Some(&id) => id,
-                None => {
-                    let Some(id) = real_uid_of(pid) else {
-                        unknown = true;
-                        continue;
-                    };
-                    self.uids.insert(pid, id);
-                    id
+        // Processes this sweep killed, the worker's children and those below them.
+        let mut killed = HashSet::new();
+        let mut passes = 0;
+        let (left, unknown) = loop {
+            let Some(length) = self.read_children() else {
+                if passes == 0 {
+                    for id in self.draining.drain(earlier..) {
+                        kill_id(id, Signal::SIGKILL);
+                        release(id);
+                    }
+                    return;
                 }
+                break (Vec::new(), true);
             };
-            // 0 is the worker's own (a child between clone and exec is never seen here: the
-            // worker waits for its exec).
-            if id == 0 || is_running(id) {
-                continue;
+            passes += 1;
+            let mut left = Vec::new();
+            let mut unknown = false;
+            let mut more = false;
+            let children = self.text[..length]
+                .split(|&byte| byte == b' ')
+                .filter_map(|pid| std::str::from_utf8(pid).ok()?.parse().ok())
+                .map(Pid::from_raw);
+            for pid in children.filter(|&pid| !is_main(pid)) {
+                let id = match self.uids.get(&pid) {
+                    Some(&id) => id,
+                    None => {
+                        let Some(id) = real_uid_of(pid) else {
+                            unknown = true;
+                            continue;
+                        };
+                        self.uids.insert(pid, id);
+                        id
+                    }
+                };
+                // 0 is the worker's own (a child between clone and exec is never seen here:
+                // the worker waits for its exec).
+                if id == 0 || is_running(id) {
+                    continue;
+                }
+                if !left.contains(&id) {
+                    left.push(id);
+                }
+                if !killed.contains(&pid) {
+                    kill_tree(pid, id, &mut killed);
+                    more = true;
+                }
             }
-            // Not reaped, so the pid is still this process's (dead or alive: a kill of a
-            // zombie does nothing).
-            let _ = kill(pid, Signal::SIGKILL);
-            if !left.contains(&id) {
-                left.push(id);
+            // Another pass only if this one killed something: what those left as they died
+            // is the worker's now.
+            if !more || passes == MAX_PASSES {
+                break (left, unknown);
             }
-        }
+        };
         if unknown {
             // A child /proc would not tell about could be of any draining id: none is given
             // back before a later sweep can tell.
@@ -159,6 +184,86 @@ impl Leftovers {
             }
         }
     }
+}
+
+/// How many times one sweep reads the worker's children list at most; what is left after is
+/// the next sweep's.
+const MAX_PASSES: usize = 16;
+
+/// Kills `leftover`, a child of the worker of the ended id `id`, by its pid (not reaped, so
+/// still its own), and everything below it, top down; adds each process killed to `killed`.
+///
+/// A process with SIGKILL pending cannot finish a fork (the kernel cancels one whose child is
+/// not yet in its children list), so a process's children are those listed just before its
+/// kill, and those forked until the kill, which are listed just after it unless it has died
+/// already: then they are the worker's, and the sweep's next pass finds them. The lists are per
+/// thread, so a fork from another thread is found too. A process below the worker's children is
+/// signalled through a pidfd, after its uid is checked, because its pid comes from a list: a
+/// pid freed and taken by another process in between must not be hit.
+fn kill_tree(leftover: Pid, id: u32, killed: &mut HashSet<Pid>) {
+    let mut below = children_of(leftover);
+    let _ = kill(leftover, Signal::SIGKILL);
+    below.extend(children_of(leftover));
+    killed.insert(leftover);
+    while let Some(pid) = below.pop() {
+        if killed.contains(&pid) {
+            continue;
+        }
+        let before = children_of(pid);
+        if kill_if_of(pid, id) {
+            killed.insert(pid);
+            below.extend(before);
+            below.extend(children_of(pid));
+        }
+    }
+}
+
+/// The children of `pid`, from the children list of each of its threads; none if it is gone.
+fn children_of(pid: Pid) -> Vec<Pid> {
+    let Ok(threads) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return Vec::new();
+    };
+    let mut children = Vec::new();
+    for thread in threads.flatten() {
+        if let Ok(list) = std::fs::read_to_string(thread.path().join("children")) {
+            children.extend(
+                list.split_whitespace()
+                    .filter_map(|child| child.parse().ok())
+                    .map(Pid::from_raw),
+            );
+        }
+    }
+    children
+}
+
+/// Sends SIGKILL to `pid` if it runs as `id`; whether it was sent. The pidfd names the process
+/// that had the pid when it was opened, /proc the one that has it when read: if they differ,
+/// the first has died, and the signal reaches nobody whatever uid the second has.
+fn kill_if_of(pid: Pid, id: u32) -> bool {
+    // SAFETY: pidfd_open(2) takes a pid and flags; it returns a new descriptor, or -1.
+    let opened = unsafe { libc::syscall(libc::SYS_pidfd_open, pid.as_raw(), 0) };
+    let Ok(raw) = std::os::fd::RawFd::try_from(opened) else {
+        return false;
+    };
+    if raw < 0 {
+        return false;
+    }
+    // SAFETY: a descriptor just made for us, owned by nothing else.
+    let pidfd = unsafe { OwnedFd::from_raw_fd(raw) };
+    if real_uid_of(pid) != Some(id) {
+        return false;
+    }
+    // SAFETY: pidfd_send_signal(2) with a pidfd, a signal, no siginfo and no flags.
+    let sent = unsafe {
+        libc::syscall(
+            libc::SYS_pidfd_send_signal,
+            pidfd.as_raw_fd(),
+            libc::SIGKILL,
+            std::ptr::null::<libc::siginfo_t>(),
+            0,
+        )
+    };
+    sent == 0
 }
 
 /// The real uid of process `pid` (from `/proc/PID/status`, readable whatever the process made
@@ -490,5 +595,72 @@ mod tests {
         let stranger = Pid::from_raw(stranger[0] as i32);
         nix::sys::signal::kill(stranger, Signal::SIGKILL).expect("kill the stranger");
         wait_until("the stranger gone", || processes_of(ENDED).is_empty());
+    }
+
+    /// A child forked by another thread of a process is in that thread's children list, not
+    /// the first thread's: the list of a process's children is read thread by thread.
+    #[test]
+    fn the_children_of_every_thread_are_listed() {
+        const CHILD: u32 = 1_896_800_041;
+        let Some(_one) = as_root_alone() else {
+            return;
+        };
+        // The thread stays until the list is read: its children go to another thread when it
+        // ends.
+        let (forked, child) = std::sync::mpsc::channel();
+        let (read, listed) = std::sync::mpsc::channel::<()>();
+        let forker = std::thread::spawn(move || {
+            let _ = forked.send(waiting_child(CHILD));
+            let _ = listed.recv();
+        });
+        let child = child.recv().expect("the forking thread's child");
+        let listed = children_of(nix::unistd::getpid());
+        drop(read);
+        forker.join().expect("the forking thread");
+        nix::sys::signal::kill(child, Signal::SIGKILL).expect("kill");
+        waitpid(child, Some(WaitPidFlag::empty())).expect("waitpid");
+        assert!(listed.contains(&child), "{child} not in {listed:?}");
+    }
+
+    /// A child of this thread running as `id`, the first of a chain of `length` processes,
+    /// each the child of the one before, all sleeping until killed.
+    fn chain(id: u32, length: usize) -> Pid {
+        // SAFETY: the child makes system calls only and ends by a signal or `_exit`.
+        match unsafe { fork() }.expect("fork") {
+            // SAFETY: plain numbers; each link forks the next (the last none) and sleeps.
+            ForkResult::Child => unsafe {
+                libc::syscall(libc::SYS_setresgid, id, id, id);
+                libc::syscall(libc::SYS_setresuid, id, id, id);
+                for _ in 1..length {
+                    if libc::fork() != 0 {
+                        break;
+                    }
+                }
+                libc::sleep(30);
+                libc::_exit(0)
+            },
+            ForkResult::Parent { child } => child,
+        }
+    }
+
+    /// As root: one sweep kills a leftover and everything below it, down to a chain's end,
+    /// though only its first process is this thread's child. (Killed one generation per sweep,
+    /// the rest would go to the host's init, out of the sweeps' reach.)
+    #[test]
+    fn a_sweep_kills_a_leftover_and_all_it_started() {
+        const ENDED: u32 = 1_896_800_031;
+        let Some(_one) = as_root_alone() else {
+            return;
+        };
+        let mut leftovers = Leftovers::new();
+        let first = chain(ENDED, 4);
+        wait_until("the chain", || processes_of(ENDED).len() == 4);
+        assert!(swept(&mut leftovers, &[ENDED], |_| false, |_| false).is_empty());
+        let status = waitpid(first, Some(WaitPidFlag::empty())).expect("waitpid");
+        assert!(
+            matches!(status, WaitStatus::Signaled(_, Signal::SIGKILL, _)),
+            "{status:?}"
+        );
+        wait_until("the whole chain gone", || processes_of(ENDED).is_empty());
     }
 }
