@@ -484,14 +484,20 @@ mod tests {
         }
     }
 
-    /// A child of this thread running as `id` that waits to be killed.
-    fn waiting_child(id: u32) -> Pid {
+    /// A child of this thread running as `id` that sleeps until killed; with a `length` above
+    /// 1, the first of a chain of that many processes, each the child of the one before.
+    fn chain(id: u32, length: usize) -> Pid {
         // SAFETY: the child makes system calls only and ends by a signal or `_exit`.
         match unsafe { fork() }.expect("fork") {
-            // SAFETY: plain numbers; the child sleeps until killed.
+            // SAFETY: plain numbers; each link forks the next (the last none) and sleeps.
             ForkResult::Child => unsafe {
                 libc::syscall(libc::SYS_setresgid, id, id, id);
                 libc::syscall(libc::SYS_setresuid, id, id, id);
+                for _ in 1..length {
+                    if libc::fork() != 0 {
+                        break;
+                    }
+                }
                 libc::sleep(30);
                 libc::_exit(0)
             },
@@ -514,15 +520,15 @@ mod tests {
             return;
         };
         let mut leftovers = Leftovers::new();
-        let main = waiting_child(MAIN);
+        let main = chain(MAIN, 1);
         // Children until their list is longer than a page (pids' lengths vary), then one more.
         let mut running = Vec::new();
         while leftovers.read_children().expect("the children list") <= 4096 {
             assert!(running.len() < 4000, "a page of pids never filled");
-            running.extend((0..100).map(|_| waiting_child(RUNNING)));
+            running.extend((0..100).map(|_| chain(RUNNING, 1)));
         }
         // Last: past the first page of the list.
-        let left = waiting_child(ENDED);
+        let left = chain(ENDED, 1);
         wait_until("every child as its id", || {
             processes_of(RUNNING).len() == running.len() && processes_of(ENDED).len() == 1
         });
@@ -577,7 +583,7 @@ mod tests {
         waitpid(parent, Some(WaitPidFlag::empty())).expect("waitpid");
         let stranger = processes_of(ENDED);
         assert_eq!(stranger.len(), 1, "{stranger:?}");
-        let left = waiting_child(ENDED);
+        let left = chain(ENDED, 1);
         wait_until("the child", || processes_of(ENDED).len() == 2);
 
         assert!(swept(&mut leftovers, &[ENDED], |_| false, |_| false).is_empty());
@@ -610,7 +616,7 @@ mod tests {
         let (forked, child) = std::sync::mpsc::channel();
         let (read, listed) = std::sync::mpsc::channel::<()>();
         let forker = std::thread::spawn(move || {
-            let _ = forked.send(waiting_child(CHILD));
+            let _ = forked.send(chain(CHILD, 1));
             let _ = listed.recv();
         });
         let child = child.recv().expect("the forking thread's child");
@@ -620,27 +626,6 @@ mod tests {
         nix::sys::signal::kill(child, Signal::SIGKILL).expect("kill");
         waitpid(child, Some(WaitPidFlag::empty())).expect("waitpid");
         assert!(listed.contains(&child), "{child} not in {listed:?}");
-    }
-
-    /// A child of this thread running as `id`, the first of a chain of `length` processes,
-    /// each the child of the one before, all sleeping until killed.
-    fn chain(id: u32, length: usize) -> Pid {
-        // SAFETY: the child makes system calls only and ends by a signal or `_exit`.
-        match unsafe { fork() }.expect("fork") {
-            // SAFETY: plain numbers; each link forks the next (the last none) and sleeps.
-            ForkResult::Child => unsafe {
-                libc::syscall(libc::SYS_setresgid, id, id, id);
-                libc::syscall(libc::SYS_setresuid, id, id, id);
-                for _ in 1..length {
-                    if libc::fork() != 0 {
-                        break;
-                    }
-                }
-                libc::sleep(30);
-                libc::_exit(0)
-            },
-            ForkResult::Parent { child } => child,
-        }
     }
 
     /// As root: one sweep kills a leftover and everything below it, down to a chain's end,
