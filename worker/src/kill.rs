@@ -25,15 +25,17 @@
 //! A CGI still running is stopped through its main process and its process group (`stop` in
 //! `serve.rs`); what left the group dies by the sweep once the main process has ended.
 //!
-//! In a jail without `/proc` the children cannot be listed, and every ended CGI's id is killed
-//! with that `kill(-1)` ([`kill_id`]): the worker is root of its user namespace, and root may
-//! signal anything, so for the one call it takes the CGI's id as its real and effective uid,
-//! keeping 0 as its saved uid. That clears its effective capabilities (capabilities(7): euid 0
-//! to non-zero), and taking 0 back right after restores them (an unprivileged process may take
-//! its saved uid). Both uids switch, not the effective one alone: kill(2) also matches the
-//! sender's *real* uid, which as 0 would reach every process of uid 0. The worker is
-//! single-threaded and nothing else runs between the two switches; they are raw system calls,
-//! per thread, not glibc's, which would switch every thread.
+//! In a jail without `/proc`, or on a kernel built without `CONFIG_PROC_CHILDREN` (which gives
+//! the children lists; Debian's has it), the children cannot be listed, and every ended CGI's id
+//! is killed with that `kill(-1)` ([`kill_id`]), which reaches a whole tree at once. The worker
+//! is root of its user namespace, and root may signal anything, so for the one call it takes
+//! the CGI's id as its real and effective uid, keeping 0 as its saved uid. That clears its
+//! effective capabilities (capabilities(7): euid 0 to non-zero), and taking 0 back right after
+//! restores them (an unprivileged process may take its saved uid). Both uids switch, not the
+//! effective one alone: kill(2) also matches the sender's *real* uid, which as 0 would reach
+//! every process of uid 0. The worker is single-threaded and nothing else runs between the two
+//! switches; they are raw system calls, per thread, not glibc's, which would switch every
+//! thread.
 
 use std::collections::{HashMap, HashSet};
 use std::fs::File;
