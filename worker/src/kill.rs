@@ -87,10 +87,9 @@ impl Leftovers {
     /// Call after reaping, with the ids of the CGIs whose main processes were just reaped
     /// (`ended`, maybe none): kills every child of the worker that is not the main process of
     /// a running CGI (`is_main`) and does not run as the id of one (`is_running`), and all
-    /// that is below it ([`kill_tree`]), and hands
-    /// the ids of ended CGIs of which nothing is left to `release`, to be given back. An id
-    /// with a process left is released by a later sweep, after the SIGCHLD of that process's
-    /// end.
+    /// that is below it ([`kill_tree`]), and hands the ids of ended CGIs of which nothing is
+    /// left to `release`, to be given back. An id with a process left is released by a later
+    /// sweep, after the SIGCHLD of that process's end.
     pub fn sweep(
         &mut self,
         ended: impl IntoIterator<Item = u32>,
@@ -103,8 +102,9 @@ impl Leftovers {
         if self.draining.is_empty() {
             return;
         }
-        // Processes this sweep killed, the worker's children and those below them.
-        let mut killed = HashSet::new();
+        // Processes this sweep has dealt with: the worker's children it killed, and those below
+        // them it killed or found gone.
+        let mut visited = HashSet::new();
         let mut passes = 0;
         let (left, unknown) = loop {
             let Some(length) = self.read_children() else {
@@ -145,8 +145,8 @@ impl Leftovers {
                 if !left.contains(&id) {
                     left.push(id);
                 }
-                if !killed.contains(&pid) {
-                    kill_tree(pid, id, &mut killed);
+                if !visited.contains(&pid) {
+                    kill_tree(pid, id, &mut visited);
                     more = true;
                 }
             }
@@ -193,7 +193,8 @@ impl Leftovers {
 const MAX_PASSES: usize = 16;
 
 /// Kills `leftover`, a child of the worker of the ended id `id`, by its pid (not reaped, so
-/// still its own), and everything below it, top down; adds each process killed to `killed`.
+/// still its own), and everything below it, top down; adds each process it deals with to
+/// `visited`, and passes over those already there.
 ///
 /// A process with SIGKILL pending cannot finish a fork (the kernel cancels one whose child is
 /// not yet in its children list), so a process's children are those listed just before its
@@ -202,18 +203,18 @@ const MAX_PASSES: usize = 16;
 /// thread, so a fork from another thread is found too. A process below the worker's children is
 /// signalled through a pidfd, after its uid is checked, because its pid comes from a list: a
 /// pid freed and taken by another process in between must not be hit.
-fn kill_tree(leftover: Pid, id: u32, killed: &mut HashSet<Pid>) {
+fn kill_tree(leftover: Pid, id: u32, visited: &mut HashSet<Pid>) {
     let mut below = children_of(leftover);
     let _ = kill(leftover, Signal::SIGKILL);
     below.extend(children_of(leftover));
-    killed.insert(leftover);
+    visited.insert(leftover);
     while let Some(pid) = below.pop() {
-        if killed.contains(&pid) {
+        // Listed twice (before and after its parent's kill), or gone: once is enough.
+        if !visited.insert(pid) {
             continue;
         }
         let before = children_of(pid);
         if kill_if_of(pid, id) {
-            killed.insert(pid);
             below.extend(before);
             below.extend(children_of(pid));
         }
@@ -244,12 +245,9 @@ fn children_of(pid: Pid) -> Vec<Pid> {
 fn kill_if_of(pid: Pid, id: u32) -> bool {
     // SAFETY: pidfd_open(2) takes a pid and flags; it returns a new descriptor, or -1.
     let opened = unsafe { libc::syscall(libc::SYS_pidfd_open, pid.as_raw(), 0) };
-    let Ok(raw) = std::os::fd::RawFd::try_from(opened) else {
+    let Ok(raw @ 0..) = std::os::fd::RawFd::try_from(opened) else {
         return false;
     };
-    if raw < 0 {
-        return false;
-    }
     // SAFETY: a descriptor just made for us, owned by nothing else.
     let pidfd = unsafe { OwnedFd::from_raw_fd(raw) };
     if real_uid_of(pid) != Some(id) {
