@@ -68,6 +68,7 @@ mod tests {
                 open_files: Some(64),
                 processes: None,
             },
+            stdin: Stdin::Null,
         })
     }
 
@@ -134,6 +135,7 @@ mod tests {
                 open_files: None,
                 processes: None,
             },
+            stdin: Stdin::Given,
         });
         assert!(encode(&huge).is_err());
     }

@@ -4,7 +4,7 @@
 use serde::{Deserialize, Serialize};
 
 /// Bumped on every incompatible change; the gateway refuses a worker that reports another.
-pub const PROTOCOL_VERSION: u32 = 3;
+pub const PROTOCOL_VERSION: u32 = 4;
 
 /// Identifies one CGI run across both processes. Chosen by the gateway, unique per worker.
 pub type SpawnId = u64;
@@ -28,8 +28,8 @@ pub struct Limits {
 /// Gateway → worker.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum ToWorker {
-    /// Start a CGI. Travels with exactly three descriptors, in order: the CGI's stdin (read
-    /// end), stdout (write end) and stderr (write end).
+    /// Start a CGI. Travels with the CGI's stdin (read end) if [`SpawnRequest::stdin`] says
+    /// so, then its stdout and stderr (write ends), in that order.
     Spawn(SpawnRequest),
     /// Kill the process group of a running CGI: SIGTERM, then SIGKILL after a grace period.
     Kill { id: SpawnId },
@@ -53,6 +53,29 @@ pub struct SpawnRequest {
     /// Bytes, not strings: header values need not be UTF-8.
     pub env: Vec<Vec<u8>>,
     pub limits: Limits,
+    pub stdin: Stdin,
+}
+
+/// Where a CGI's stdin comes from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Stdin {
+    /// The first descriptor that travels with the request: a pipe the front feeds the body
+    /// into, or the body spooled whole.
+    Given,
+    /// The request has no body: the CGI reads the worker's `/dev/null`, and only stdout and
+    /// stderr travel. A pipe made, passed and closed for nothing would cost the front five
+    /// system calls per request.
+    Null,
+}
+
+impl Stdin {
+    /// How many descriptors travel with a spawn request whose stdin is `self`.
+    pub fn descriptors(self) -> usize {
+        match self {
+            Stdin::Given => 3,
+            Stdin::Null => 2,
+        }
+    }
 }
 
 /// Worker → gateway.

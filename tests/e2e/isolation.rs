@@ -573,6 +573,32 @@ exec cat /dev/fd/0",
     }
 }
 
+/// A request without a body gives its CGI the null device as stdin (no pipe is made for
+/// it), and one with a body a pipe of its own: what `/proc/self/fd/0` names, and what it reads.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_request_without_a_body_reads_the_null_device() {
+    require_root!();
+    let jail = Jail::new();
+    jail.cgi(
+        "stdin_kind",
+        r#"printf 'Content-Type: text/plain\n\n'
+printf '%s %s\n' "$(ls -l /proc/self/fd/0 | sed 's/.* -> //')" "$(wc -c)""#,
+    );
+    let gw = jail.serve(one_worker());
+    let http = client(Duration::from_secs(30));
+    let url = gw.url("/cgi-bin/stdin_kind");
+    let get = http.get(&url).send().await.expect("GET");
+    assert_eq!(get.status().as_u16(), 200);
+    assert_eq!(get.text().await.expect("body"), "/dev/null 0\n");
+    let post = http.post(&url).body("four").send().await.expect("POST");
+    assert_eq!(post.status().as_u16(), 200);
+    let answer = post.text().await.expect("body");
+    assert!(
+        answer.starts_with("pipe:[") && answer.ends_with("] 4\n"),
+        "POST: {answer:?}"
+    );
+}
+
 /// An id comes back after its worker's whole block has been used (least recently freed
 /// first). Whatever the last CGI of that id left in `/tmp` (files, an extended attribute on
 /// `/tmp` itself, its mode) is not there for the next, nor for any CGI in between that is

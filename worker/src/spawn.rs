@@ -12,7 +12,7 @@ use std::ptr;
 use nix::errno::Errno;
 use nix::sys::resource::{Resource, RLIM_INFINITY};
 use nix::unistd::{access, AccessFlags, Pid};
-use protocol::{Limits, SpawnError, SpawnRequest};
+use protocol::{Limits, SpawnError, SpawnRequest, Stdin};
 
 use crate::launch::{Identity, Launcher, Program};
 use crate::private_tmp::TmpPool;
@@ -29,6 +29,8 @@ pub enum SetupError {
     Scope(#[from] landlock::RulesetError),
     #[error("mapping the stack CGIs start on: {0}")]
     Stack(Errno),
+    #[error("opening /dev/null, the stdin of CGIs without a body: {0}")]
+    Null(std::io::Error),
 }
 
 /// Starts CGIs, one at a time, with what every spawn needs made once: the launcher (stack,
@@ -50,6 +52,10 @@ pub struct Spawner {
     tmp_pool: TmpPool,
     /// The supplementary groups of every CGI: the data folder's, if there is one.
     groups: Vec<libc::gid_t>,
+    /// The stdin of every CGI whose request has no body. They share this one open file, and
+    /// nothing one can set on it changes what another reads (end-of-file, whatever its flags
+    /// or offset); any CGI can open the device itself anyway.
+    null: OwnedFd,
 }
 
 impl Spawner {
@@ -75,6 +81,7 @@ impl Spawner {
             tmp_dirs,
             tmp_pool,
             groups: config.data.iter().map(|data| data.gid).collect(),
+            null: open_null().map_err(SetupError::Null)?,
         })
     }
 
@@ -85,18 +92,25 @@ impl Spawner {
         self.free_ids.push_back(id);
     }
 
-    /// Starts the CGI described by `request`, its stdin, stdout and stderr being `fds` (in that
-    /// order), as an id of its own.
+    /// Starts the CGI described by `request`, its stdin (unless `/dev/null`), stdout and
+    /// stderr being `fds` (in that order), as an id of its own.
     pub fn spawn_cgi(
         &mut self,
         request: &SpawnRequest,
         fds: Vec<OwnedFd>,
     ) -> Result<Started, SpawnError> {
-        let stdio: [OwnedFd; 3] = fds.try_into().map_err(|fds: Vec<OwnedFd>| {
-            SpawnError::BadRequest(format!("{} descriptors, want 3", fds.len()))
-        })?;
-        let [stdin, stdout, stderr] = stdio.map(above_stderr);
-        let (stdin, stdout, stderr) = (stdin?, stdout?, stderr?);
+        let (got, want) = (fds.len(), request.stdin.descriptors());
+        let miscounted = || SpawnError::BadRequest(format!("{got} descriptors, want {want}"));
+        let mut fds = fds.into_iter();
+        let stdin = match request.stdin {
+            Stdin::Given => Some(fds.next().ok_or_else(miscounted)?),
+            Stdin::Null => None,
+        };
+        let (Some(stdout), Some(stderr), None) = (fds.next(), fds.next(), fds.next()) else {
+            return Err(miscounted());
+        };
+        let stdin = stdin.map(above_stderr).transpose()?;
+        let (stdout, stderr) = (above_stderr(stdout)?, above_stderr(stderr)?);
         let Found {
             script,
             segments: script_segments,
@@ -154,7 +168,11 @@ impl Spawner {
             argv: &argv,
             envp,
             cwd,
-            stdio: [stdin.as_fd(), stdout.as_fd(), stderr.as_fd()],
+            stdio: [
+                stdin.as_ref().unwrap_or(&self.null).as_fd(),
+                stdout.as_fd(),
+                stderr.as_fd(),
+            ],
             limits: &limits[..count],
             identity: Some(Identity {
                 id,
@@ -199,6 +217,21 @@ pub struct Started {
     /// dealt with the first: held here, stderr ends beside the `Exited` report instead, and
     /// the end of stdout is the one event between the CGI's answer and the front's.
     pub stderr: OwnedFd,
+}
+
+/// The worker's `/dev/null`, which it made itself (see `mounts.rs`), checked to be the null
+/// device: a CGI reading it gets end-of-file, and its writes go nowhere.
+fn open_null() -> std::io::Result<OwnedFd> {
+    use std::os::unix::fs::{FileTypeExt, MetadataExt};
+    let null = std::fs::File::open("/dev/null")?;
+    let metadata = null.metadata()?;
+    let (major, minor) = (libc::major(metadata.rdev()), libc::minor(metadata.rdev()));
+    if !metadata.file_type().is_char_device() || (major, minor) != (1, 3) {
+        return Err(std::io::Error::other(format!(
+            "it is not the null device (1,3) but {major},{minor}"
+        )));
+    }
+    Ok(null.into())
 }
 
 /// `fd` numbered 3 or above, as [`Program::stdio`] wants: a descriptor the worker received in

@@ -152,7 +152,11 @@ async fn run_worker(
                         if channel.send(&spawned, &[]).await.is_err() {
                             return;
                         }
-                        if let Some(stdout) = fds.get(1) {
+                        let stdout = match request.stdin {
+                            protocol::Stdin::Given => 1,
+                            protocol::Stdin::Null => 0,
+                        };
+                        if let Some(stdout) = fds.get(stdout) {
                             let _ = nix::unistd::write(stdout, HELLO);
                         }
                         drop(fds);

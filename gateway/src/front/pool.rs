@@ -4,7 +4,7 @@
 
 use std::collections::HashMap;
 use std::future::Future;
-use std::os::fd::{AsFd, OwnedFd};
+use std::os::fd::{BorrowedFd, OwnedFd};
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -348,7 +348,7 @@ impl Pool {
     pub async fn spawn(
         &self,
         mut request: SpawnRequest,
-        cgi_fds: &[OwnedFd; 3],
+        cgi_fds: &[BorrowedFd<'_>],
     ) -> Result<CgiHandle, RequestError> {
         let cap = self.config.cgis_per_worker;
         let (load, link) = self.least_busy_worker().await?;
@@ -364,11 +364,10 @@ impl Pool {
             id: request.id,
             events,
         };
-        let fds = [cgi_fds[0].as_fd(), cgi_fds[1].as_fd(), cgi_fds[2].as_fd()];
         match handle
             .link
             .channel
-            .send(&ToWorker::Spawn(request), &fds)
+            .send(&ToWorker::Spawn(request), cgi_fds)
             .await
         {
             Ok(()) => Ok(handle),
@@ -692,6 +691,7 @@ async fn log_worker_stderr(index: usize, stderr: pipe::Receiver) {
 mod tests {
     use super::*;
     use crate::front::fake_workers::{self, Behaviour, FakeWorkers};
+    use std::os::fd::AsFd;
 
     fn config(workers: usize, max_concurrent: usize, queue: usize) -> Arc<Config> {
         Arc::new(fake_workers::config(workers, max_concurrent, queue))
@@ -715,8 +715,9 @@ mod tests {
             path: vec![b"hello".to_vec()],
             env: Vec::new(),
             limits: pool.config.limits,
+            stdin: protocol::Stdin::Given,
         };
-        pool.spawn(request, &fds).await
+        pool.spawn(request, &fds.each_ref().map(AsFd::as_fd)).await
     }
 
     #[tokio::test(start_paused = true)]

@@ -16,7 +16,7 @@ pub mod output;
 pub mod router;
 pub mod spool;
 
-use std::os::fd::OwnedFd;
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
@@ -24,7 +24,7 @@ use std::time::Duration;
 use http::StatusCode;
 use nix::fcntl::OFlag;
 use nix::unistd::pipe2;
-use protocol::SpawnRequest;
+use protocol::{SpawnRequest, Stdin};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, BufReader};
 use tokio::net::unix::pipe;
 use tokio::sync::{oneshot, OwnedSemaphorePermit};
@@ -202,19 +202,14 @@ impl Core {
         let (stdin, cgi_stdin) = match body {
             body::Prepared::Spooled(file, reservation) => {
                 spooled = Some(reservation);
-                (None, OwnedFd::from(file))
+                (None, Some(OwnedFd::from(file)))
             }
             body::Prepared::Stream(body, first) => {
                 let (cgi_stdin, stdin) = pipe_to_cgi().map_err(internal)?;
-                (Some((body, first, stdin)), cgi_stdin)
+                (Some((body, first, stdin)), Some(cgi_stdin))
             }
-            // No body: the CGI reads end-of-file at once.
-            body::Prepared::Empty => (
-                None,
-                pipe2(OFlag::O_CLOEXEC)
-                    .map_err(|errno| internal(errno.into()))?
-                    .0,
-            ),
+            // No body: the worker gives the CGI its `/dev/null`, which reads end-of-file.
+            body::Prepared::Empty => (None, None),
         };
         let (stdout, cgi_stdout) = pipe_from_cgi().map_err(internal)?;
         let (stderr, cgi_stderr) = pipe_from_cgi().map_err(internal)?;
@@ -227,12 +222,13 @@ impl Core {
             }
             let _ = fcntl(&stdout, F_SETPIPE_SZ(LARGE_PIPE));
         }
-        let cgi_fds: [OwnedFd; 3] = [cgi_stdin, cgi_stdout, cgi_stderr];
         // The CGI runs as an id of its own, and `/dev/stdin` (`/proc/self/fd/0`) opens its
         // stdin anew, as the file it is: readable for stdin, writable for stdout and stderr,
         // not the other way (no CGI writes into a spooled body). Only the CGI's own processes
         // can reach these through /proc.
-        for (fd, mode) in cgi_fds.iter().zip([0o444, 0o222, 0o222]) {
+        let modes = cgi_stdin.iter().map(|fd| (fd, 0o444));
+        let modes = modes.chain([(&cgi_stdout, 0o222), (&cgi_stderr, 0o222)]);
+        for (fd, mode) in modes {
             nix::sys::stat::fchmod(fd, nix::sys::stat::Mode::from_bits_truncate(mode))
                 .map_err(|errno| internal(errno.into()))?;
         }
@@ -242,11 +238,24 @@ impl Core {
             path: route.segments.clone(),
             env,
             limits: config.limits,
+            stdin: match cgi_stdin {
+                Some(_) => Stdin::Given,
+                None => Stdin::Null,
+            },
         };
         let spawned_at = Instant::now();
-        let cgi = pool.spawn(spawn, &cgi_fds).await?;
+        let output = [cgi_stdout.as_fd(), cgi_stderr.as_fd()];
+        let with_stdin;
+        let cgi_fds: &[BorrowedFd] = match &cgi_stdin {
+            Some(cgi_stdin) => {
+                with_stdin = [cgi_stdin.as_fd(), output[0], output[1]];
+                &with_stdin
+            }
+            None => &output,
+        };
+        let cgi = pool.spawn(spawn, cgi_fds).await?;
         // Our copies must go, or we would never see end-of-file on the CGI's output.
-        drop(cgi_fds);
+        drop((cgi_stdin, cgi_stdout, cgi_stderr));
         let worker = cgi.worker();
 
         // From here the watcher owns the CGI: `delivered` dropped unsent (an error below, or
