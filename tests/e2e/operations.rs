@@ -786,3 +786,91 @@ async fn the_front_gives_memory_back_after_a_burst() {
         "NOTE: front RSS {idle} KiB idle, {peak} KiB after 300 at once, {now} KiB once quiet"
     );
 }
+
+/// The scheduling policy of thread `tid` of `pid` (field 41 of its `stat`), if it still runs.
+fn policy(pid: i32, tid: &str) -> Option<i32> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/task/{tid}/stat")).ok()?;
+    // Fields from the state (the third) on: the name before it may hold spaces.
+    let after_name = stat.rsplit_once(')')?.1;
+    after_name.split_whitespace().nth(41 - 3)?.parse().ok()
+}
+
+/// The gateway runs under `SCHED_BATCH`, and so does everything it starts: every thread of the
+/// supervisor, the front, the workers and their holders, and the CGIs (bench/MISSES.md: a
+/// wake-up that does not preempt halves the context switches per request at one connection).
+#[tokio::test(flavor = "multi_thread")]
+async fn the_gateway_and_its_cgis_run_under_sched_batch() {
+    require_root!();
+    let jail = Jail::new();
+    jail.cgi(
+        "policy",
+        r"printf 'Content-Type: text/plain\n\n'
+awk '{ print $(NF - 11) }' /proc/self/stat",
+    );
+    let gw = jail.serve(crate::harness::one_worker());
+    let (status, body) =
+        get_text(&client(Duration::from_secs(10)), gw.url("/cgi-bin/policy")).await;
+    assert_eq!((status, body.as_str()), (200, "3\n"), "the CGI's policy");
+    let mut processes = vec![gw.pid()];
+    processes.extend(gw.descendants().iter().map(|process| process.pid));
+    assert!(
+        processes.len() >= 4,
+        "supervisor, front, holder, worker: {processes:?}"
+    );
+    let mut threads = 0;
+    for pid in processes {
+        let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+            continue;
+        };
+        for task in tasks.flatten() {
+            let tid = task.file_name().to_string_lossy().into_owned();
+            if let Some(policy) = policy(pid, &tid) {
+                assert_eq!(policy, libc::SCHED_BATCH, "thread {tid} of process {pid}");
+                threads += 1;
+            }
+        }
+    }
+    assert!(threads >= 6, "only {threads} threads seen");
+}
+
+/// Sets the calling thread's scheduling policy (priority 0), as `chrt -p` would.
+fn set_policy(policy: i32) {
+    let param = libc::sched_param { sched_priority: 0 };
+    // SAFETY: pid 0 is this thread; `param` is valid.
+    let set = unsafe { libc::sched_setscheduler(0, policy, &param) };
+    assert_eq!(
+        set,
+        0,
+        "sched_setscheduler: {}",
+        std::io::Error::last_os_error()
+    );
+}
+
+/// A gateway started under a policy of its operator's choice (here `SCHED_IDLE`, as `chrt -i`
+/// gives) keeps it, and its CGIs have it too.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_gateway_started_under_another_policy_keeps_it() {
+    require_root!();
+    let jail = Jail::new();
+    jail.cgi(
+        "policy",
+        r"printf 'Content-Type: text/plain\n\n'
+awk '{ print $(NF - 11) }' /proc/self/stat",
+    );
+    // The gateway inherits the policy of the thread that starts it.
+    set_policy(libc::SCHED_IDLE);
+    let gw = jail.serve(crate::harness::one_worker());
+    set_policy(libc::SCHED_OTHER);
+    let (status, body) =
+        get_text(&client(Duration::from_secs(10)), gw.url("/cgi-bin/policy")).await;
+    assert_eq!(
+        (status, body.trim()),
+        (200, libc::SCHED_IDLE.to_string().as_str()),
+        "the CGI's policy"
+    );
+    let front = gw.wait_for_front(Duration::from_secs(5));
+    assert_eq!(
+        policy(front.pid, &front.pid.to_string()),
+        Some(libc::SCHED_IDLE)
+    );
+}

@@ -71,6 +71,7 @@ pub fn split(startup: Startup) -> Result<Split, StartupError> {
     // At start only: on a reload our own processes have these ids.
     host_ids::check(&config, &front_user).map_err(StartupError::IdsInUse)?;
     raise_descriptor_limit();
+    schedule_as_batch();
     let listeners = bind_listeners(&config, listen_given).map_err(StartupError::Listen)?;
     let (front_end, supervisor_end) = {
         use nix::sys::socket::{socketpair, AddressFamily, SockFlag, SockType};
@@ -121,6 +122,31 @@ pub fn split(startup: Startup) -> Result<Split, StartupError> {
                 reload,
                 socket_files,
             }))
+        }
+    }
+}
+
+/// Puts the gateway, and so every process and thread it will start (the front, the workers and
+/// their CGIs inherit it), under `SCHED_BATCH`: woken, none of them preempts the task that
+/// runs, but waits for that task to sleep or for the tick. Every request wakes three
+/// processes several times (the front, a worker, its CGI), and under the default policy each
+/// wake-up preempted the task on its way: at one connection the front and the worker cut into
+/// the CGI's exec, and the CGI into them, 14 context switches per request instead of 7, each
+/// dear on a VM. `bench/MISSES.md` has the measurements. A gateway started under another
+/// policy than the default (`chrt`, systemd's `CPUSchedulingPolicy=`) keeps it. A CGI may set
+/// itself back to the default; nothing here needs privileges. Best effort: a kernel that
+/// refuses keeps the default.
+fn schedule_as_batch() {
+    // SAFETY: plain calls on the calling thread (pid 0), the only one there is yet; `param` is
+    // a valid sched_param.
+    unsafe {
+        if libc::sched_getscheduler(0) != libc::SCHED_OTHER {
+            return;
+        }
+        let param = libc::sched_param { sched_priority: 0 };
+        if libc::sched_setscheduler(0, libc::SCHED_BATCH, &param) == -1 {
+            let error = std::io::Error::last_os_error();
+            tracing::warn!("cannot use SCHED_BATCH, keeping the default policy: {error}");
         }
     }
 }
