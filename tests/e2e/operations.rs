@@ -787,6 +787,10 @@ async fn the_front_gives_memory_back_after_a_burst() {
     );
 }
 
+/// A CGI that answers with its scheduling policy (field 41 of its `stat`).
+const POLICY_CGI: &str = r"printf 'Content-Type: text/plain\n\n'
+awk '{ print $(NF - 11) }' /proc/self/stat";
+
 /// The scheduling policy of thread `tid` of `pid` (field 41 of its `stat`), if it still runs.
 fn policy(pid: i32, tid: &str) -> Option<i32> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/task/{tid}/stat")).ok()?;
@@ -802,11 +806,7 @@ fn policy(pid: i32, tid: &str) -> Option<i32> {
 async fn the_gateway_and_its_cgis_run_under_sched_batch() {
     require_root!();
     let jail = Jail::new();
-    jail.cgi(
-        "policy",
-        r"printf 'Content-Type: text/plain\n\n'
-awk '{ print $(NF - 11) }' /proc/self/stat",
-    );
+    jail.cgi("policy", POLICY_CGI);
     let gw = jail.serve(crate::harness::one_worker());
     let (status, body) =
         get_text(&client(Duration::from_secs(10)), gw.url("/cgi-bin/policy")).await;
@@ -852,11 +852,7 @@ fn set_policy(policy: i32) {
 async fn a_gateway_started_under_another_policy_keeps_it() {
     require_root!();
     let jail = Jail::new();
-    jail.cgi(
-        "policy",
-        r"printf 'Content-Type: text/plain\n\n'
-awk '{ print $(NF - 11) }' /proc/self/stat",
-    );
+    jail.cgi("policy", POLICY_CGI);
     // The gateway inherits the policy of the thread that starts it.
     set_policy(libc::SCHED_IDLE);
     let gw = jail.serve(crate::harness::one_worker());
@@ -872,5 +868,22 @@ awk '{ print $(NF - 11) }' /proc/self/stat",
     assert_eq!(
         policy(front.pid, &front.pid.to_string()),
         Some(libc::SCHED_IDLE)
+    );
+}
+
+/// `--scheduling inherit` leaves the policy as it was: the default one, here.
+#[tokio::test(flavor = "multi_thread")]
+async fn scheduling_inherit_keeps_the_default_policy() {
+    require_root!();
+    let jail = Jail::new();
+    jail.cgi("policy", POLICY_CGI);
+    let gw = jail.serve_with(crate::harness::one_worker(), &["--scheduling", "inherit"]);
+    let (status, body) =
+        get_text(&client(Duration::from_secs(10)), gw.url("/cgi-bin/policy")).await;
+    assert_eq!((status, body.as_str()), (200, "0\n"), "the CGI's policy");
+    let front = gw.wait_for_front(Duration::from_secs(5));
+    assert_eq!(
+        policy(front.pid, &front.pid.to_string()),
+        Some(libc::SCHED_OTHER)
     );
 }

@@ -187,6 +187,7 @@ pub fn load_config(args: ServeArgs) -> Result<Config, String> {
     config.queue_timeout = Duration::from_secs(args.queue_timeout);
     config.log_format = args.log_format;
     config.access_log = args.access_log;
+    config.scheduling = args.scheduling;
     config.env = EnvPolicy {
         pass_authorization: args.pass_authorization,
         trusted_proxies: args.trusted_proxy,

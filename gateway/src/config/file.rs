@@ -266,7 +266,7 @@ pub(super) fn choice<E: ValueEnum>(value: &Value) -> Result<E, String> {
 mod tests {
     use super::*;
     use crate::config::settings::{parse, read, FileSettings};
-    use crate::config::{AccessLog, LogFormat};
+    use crate::config::{AccessLog, LogFormat, Scheduling};
 
     /// The example shipped in the repository, with every commented-out setting (`#key = ...`,
     /// no space after `#`; prose comments have one) turned on.
@@ -340,6 +340,7 @@ mod tests {
             queue-timeout = 2
             log-format = "json"
             access-log = "off"
+            scheduling = "inherit"
         "#;
         let settings = parse(text).unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(settings.unset_keys(), Vec::<String>::new());
@@ -369,6 +370,7 @@ mod tests {
         );
         assert_eq!(settings.log_format, Some(LogFormat::Json));
         assert_eq!(settings.access_log, Some(AccessLog::Off));
+        assert_eq!(settings.scheduling, Some(Scheduling::Inherit));
         // An empty file sets nothing.
         assert_eq!(
             parse("# nothing\n").map(|s| s.unset_keys().len()),

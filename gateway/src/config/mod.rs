@@ -134,6 +134,20 @@ pub struct Config {
     pub log_format: LogFormat,
     /// The access log's format (one line per request, on the log), or off.
     pub access_log: AccessLog,
+    /// The scheduling policy of the gateway and all it starts.
+    pub scheduling: Scheduling,
+}
+
+/// `--scheduling`.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Serialize, serde::Deserialize,
+)]
+#[serde(rename_all = "lowercase")]
+pub enum Scheduling {
+    /// SCHED_BATCH, unless the gateway was started under another policy than the default
+    Batch,
+    /// The policy the gateway was started with
+    Inherit,
 }
 
 /// `--log-format`.
@@ -232,6 +246,7 @@ impl Config {
             queue_timeout: DEFAULT_QUEUE_TIMEOUT,
             log_format: LogFormat::Text,
             access_log: AccessLog::Combined,
+            scheduling: Scheduling::Batch,
         }
     }
 

@@ -12,7 +12,7 @@ use super::bind::take_inherited;
 use super::handover::{Bound, Handover, Listeners};
 use super::host_ids;
 use super::supervisor::Reload;
-use crate::config::{Config, FrontUser};
+use crate::config::{Config, FrontUser, Scheduling};
 use crate::jailfs;
 
 /// What a serving start needs.
@@ -71,7 +71,9 @@ pub fn split(startup: Startup) -> Result<Split, StartupError> {
     // At start only: on a reload our own processes have these ids.
     host_ids::check(&config, &front_user).map_err(StartupError::IdsInUse)?;
     raise_descriptor_limit();
-    schedule_as_batch();
+    if config.scheduling == Scheduling::Batch {
+        schedule_as_batch();
+    }
     let listeners = bind_listeners(&config, listen_given).map_err(StartupError::Listen)?;
     let (front_end, supervisor_end) = {
         use nix::sys::socket::{socketpair, AddressFamily, SockFlag, SockType};

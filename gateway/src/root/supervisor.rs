@@ -333,6 +333,9 @@ fn unchangeable(old: &Config, new: &Config) -> Vec<&'static str> {
     if old.log_format != new.log_format {
         changed.push("--log-format");
     }
+    if old.scheduling != new.scheduling {
+        changed.push("--scheduling");
+    }
     if old.cgi_ids != new.cgi_ids {
         changed.push("--cgi-ids");
     }
