@@ -217,9 +217,10 @@ def sleep_table(cells, meta, out):
     conc = keys[0][1]
     seconds = meta.get("sleep_seconds", "?")
     out.append(f"### sleep1.sh (`sleep 1`) at {conc:,} concurrent connections, {seconds} s\n")
+    workers = int(meta.get("workers", "2") or 2)
     out.append(f"wrk with {conc:,} connections (timeout {seconds} s); medians over the rounds. A request "
                "still waiting when the time is up is neither completed nor an error. Jailgate runs "
-               "with its defaults: at most 1,024 CGIs at once (`--max-cgis-per-worker 512` × 2 workers) and as many "
+               f"with its defaults: at most {512 * workers:,} CGIs at once (`--max-cgis-per-worker 512` × {workers} workers) and as many "
                "requests again waiting up to 5 s for a slot (then 503); a request beyond those gets 503 at once, so "
                "wrk's connections cycle through many quick 503s. Front RSS: at the start of the run → the "
                "most seen (VmRSS sampled every 0.2 s; the run where it peaked highest); worker peak: the "
@@ -266,7 +267,7 @@ def memory_section(meta, out):
 
     out.append("### Jailgate's memory\n")
     out.append("The gateway is a root **supervisor** (starts and stops workers), the **front** (HTTP and "
-               "FastCGI, runs as uid 1879048190) and `--workers 2` **workers**; each worker is two "
+               f"FastCGI, runs as uid 1879048190) and `--workers {meta.get('workers', '?')}` **workers**; each worker is two "
                "`jailgate-worker` processes: the one the supervisor started and its child, PID 1 of "
                "the jail's PID namespace, which spawns the CGIs. VmRSS per process; PSS (shared pages "
                "split between the processes sharing them) in brackets. *Idle* is after the start-up "

@@ -50,7 +50,7 @@ else
         echo.sh:1 sleep1.sh:1000)
 fi
 SETUPS=(ceiling jg-direct jg-proxy jg-fcgi nginx-fcgiwrap lighttpd)
-WORKERS=2            # gateway --workers: one per core on the 2-core reference machine
+WORKERS=4            # gateway --workers: its default on the 2-core reference machine (two per core)
 FCGIWRAP_CHILDREN=16 # the anchor: 16 preforked fcgiwrap processes
 ECHO_BYTES=$((64 * 1024 * 1024))
 WEDGE_SECONDS=10     # a POST echo with no answer after this long counts as wedged

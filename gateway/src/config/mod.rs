@@ -150,6 +150,15 @@ pub enum Scheduling {
     Inherit,
 }
 
+/// Two workers per CPU: a worker starts one CGI at a time and, under `SCHED_BATCH`, waits for
+/// the running CGI's turn to end before it goes on, so one per CPU left starts queued; with two
+/// per CPU, hello.sh at c=16 did 3–7 % more req/s on 2 cores (4 alternating rounds against
+/// one per CPU), the same at c=1 (`bench/MISSES.md`).
+fn default_workers() -> usize {
+    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+    (2 * cpus).min(MAX_WORKERS)
+}
+
 /// `--log-format`.
 #[derive(
     Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Serialize, serde::Deserialize,
@@ -212,7 +221,7 @@ impl Config {
         let timeout = Duration::from_secs(30);
         Config {
             jail,
-            workers: std::thread::available_parallelism().map_or(1, |n| n.get()),
+            workers: default_workers(),
             listen: ListenAddr::Tcp(SocketAddr::from(([127, 0, 0, 1], 8080))),
             fastcgi: None,
             socket_access: SocketAccess::default(),

@@ -95,7 +95,7 @@ settings! {
     /// /cgi-bin. Required, here or in the --config file
     #[arg(long, value_name = "DIR")]
     jail: Option<PathBuf>, file PathBuf = path;
-    /// Worker processes to prespawn [default: number of CPUs]
+    /// Worker processes to prespawn [default: twice the number of CPUs]
     #[arg(long, value_name = "N")]
     workers: Option<usize>, file usize = |v| count(v, 1, MAX_WORKERS);
     /// Where to accept HTTP: an address, or a Unix socket [default: 127.0.0.1:8080, or the
