@@ -1397,11 +1397,7 @@ async fn front_out_of_descriptors_answers_503_or_waits_then_recovers() {
         .find(|l| l.starts_with("Max open files"))
         .unwrap_or_default()
         .to_owned();
-    let open = || {
-        fs::read_dir(format!("/proc/{}/fd", front.pid))
-            .map(Iterator::count)
-            .unwrap_or(0)
-    };
+    let open = || procfs::descriptors(front.pid);
 
     // A kept-alive connection, accepted while descriptors are plentiful.
     let kept = TcpStream::connect(gw.addr).await.expect("connect");

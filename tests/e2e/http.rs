@@ -10,6 +10,17 @@ use std::time::Duration;
 use tokio::io::{AsyncBufRead, AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
 
+/// Sends `count` GETs of `url` at once and asserts that each is answered 200.
+pub async fn all_answer_200_at_once(http: &reqwest::Client, url: &str, count: usize) {
+    let requests = (0..count).map(|_| {
+        let request = http.get(url).send();
+        async move { request.await.map(|response| response.status().as_u16()) }
+    });
+    for status in futures_util::future::join_all(requests).await {
+        assert_eq!(status.expect("an answer"), 200);
+    }
+}
+
 /// A reqwest client that never uses a proxy and gives up on any request after `timeout`.
 pub fn client(timeout: Duration) -> reqwest::Client {
     reqwest::Client::builder()

@@ -18,7 +18,7 @@ use crate::escape::{
 use crate::harness::{
     cgi_ids_arg, gateway_bin, one_worker, require_root, run_bounded, Gateway, Jail, Opts, WORKER_ID,
 };
-use crate::http::client;
+use crate::http::{all_answer_200_at_once, client};
 use crate::procfs::{self, ProcStat};
 
 /// A request that only runs: its response ends with `done` after 4 s, unless something kills
@@ -744,11 +744,6 @@ if echo line >>/data/log 2>/dev/null; then echo wrote; else echo failed; fi",
     jail.serve(one_worker())
 }
 
-/// How many descriptors `pid` holds.
-fn descriptors(pid: i32) -> usize {
-    fs::read_dir(format!("/proc/{pid}/fd")).map_or(0, |fds| fds.count())
-}
-
 /// The ready namespaces a burst of CGIs leaves (two descriptors each, copied into every later
 /// CGI's process) shrink back once the burst is over, to about what runs and a few more.
 #[tokio::test(flavor = "multi_thread")]
@@ -765,23 +760,17 @@ async fn the_ready_namespaces_of_a_burst_are_let_go() {
         .worker
         .pid;
     assert_hellos(&gw, 5, "before the burst").await;
-    let before = descriptors(worker);
+    let before = procfs::descriptors(worker);
     let http = client(Duration::from_secs(30));
-    let burst = (0..40).map(|_| {
-        let request = http.get(gw.url("/cgi-bin/slow")).send();
-        async move { request.await.map(|response| response.status().as_u16()) }
-    });
-    for status in futures_util::future::join_all(burst).await {
-        assert_eq!(status.expect("an answer"), 200);
-    }
-    let after_burst = descriptors(worker);
+    all_answer_200_at_once(&http, &gw.url("/cgi-bin/slow"), 40).await;
+    let after_burst = procfs::descriptors(worker);
     assert!(
         after_burst >= before + 40,
         "40 CGIs at once left {after_burst} descriptors against {before}: this test no longer tests"
     );
     // One namespace goes per CGI that ends, down to one running and 8 idle.
     assert_hellos(&gw, 60, "after the burst").await;
-    let after = descriptors(worker);
+    let after = procfs::descriptors(worker);
     assert!(
         after <= before + 2 * 9,
         "the worker holds {after} descriptors, {before} before the burst"

@@ -11,8 +11,8 @@ use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 
 use crate::harness::{require_root, run_bounded, wait_dead, wait_gone, Gateway, Jail, Opts};
-use crate::http::client;
-use crate::procfs::ProcStat;
+use crate::http::{all_answer_200_at_once, client};
+use crate::procfs::{self, ProcStat};
 
 const HELLO: &str = r"printf 'Content-Type: text/plain\n\nhello\n'";
 
@@ -757,13 +757,7 @@ async fn the_front_gives_memory_back_after_a_burst() {
     let front = gw.wait_for_front(Duration::from_secs(10)).pid;
     let idle = resident_kib(front);
     let http = client(Duration::from_secs(60));
-    let burst = (0..300).map(|_| {
-        let request = http.get(gw.url("/cgi-bin/slow")).send();
-        async move { request.await.map(|response| response.status().as_u16()) }
-    });
-    for status in futures_util::future::join_all(burst).await {
-        assert_eq!(status.expect("an answer"), 200);
-    }
+    all_answer_200_at_once(&http, &gw.url("/cgi-bin/slow"), 300).await;
     // Its 300 connections closed: what they held is freed too.
     drop(http);
     let peak = resident_kib(front);
@@ -791,14 +785,6 @@ async fn the_front_gives_memory_back_after_a_burst() {
 const POLICY_CGI: &str = r"printf 'Content-Type: text/plain\n\n'
 awk '{ print $(NF - 11) }' /proc/self/stat";
 
-/// The scheduling policy of thread `tid` of `pid` (field 41 of its `stat`), if it still runs.
-fn policy(pid: i32, tid: &str) -> Option<i32> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/task/{tid}/stat")).ok()?;
-    // Fields from the state (the third) on: the name before it may hold spaces.
-    let after_name = stat.rsplit_once(')')?.1;
-    after_name.split_whitespace().nth(41 - 3)?.parse().ok()
-}
-
 /// The gateway runs under `SCHED_BATCH`, and so does everything it starts: every thread of the
 /// supervisor, the front, the workers and their holders, and the CGIs (bench/MISSES.md: a
 /// wake-up that does not preempt halves the context switches per request at one connection).
@@ -823,8 +809,10 @@ async fn the_gateway_and_its_cgis_run_under_sched_batch() {
             continue;
         };
         for task in tasks.flatten() {
-            let tid = task.file_name().to_string_lossy().into_owned();
-            if let Some(policy) = policy(pid, &tid) {
+            let Some(tid) = task.file_name().to_str().and_then(|tid| tid.parse().ok()) else {
+                continue;
+            };
+            if let Some(policy) = procfs::policy(pid, tid) {
                 assert_eq!(policy, libc::SCHED_BATCH, "thread {tid} of process {pid}");
                 threads += 1;
             }
@@ -865,10 +853,7 @@ async fn a_gateway_started_under_another_policy_keeps_it() {
         "the CGI's policy"
     );
     let front = gw.wait_for_front(Duration::from_secs(5));
-    assert_eq!(
-        policy(front.pid, &front.pid.to_string()),
-        Some(libc::SCHED_IDLE)
-    );
+    assert_eq!(procfs::policy(front.pid, front.pid), Some(libc::SCHED_IDLE));
 }
 
 /// `--scheduling inherit` leaves the policy as it was: the default one, here.
@@ -883,7 +868,7 @@ async fn scheduling_inherit_keeps_the_default_policy() {
     assert_eq!((status, body.as_str()), (200, "0\n"), "the CGI's policy");
     let front = gw.wait_for_front(Duration::from_secs(5));
     assert_eq!(
-        policy(front.pid, &front.pid.to_string()),
+        procfs::policy(front.pid, front.pid),
         Some(libc::SCHED_OTHER)
     );
 }

@@ -35,13 +35,19 @@ pub fn stat(pid: i32) -> Option<ProcStat> {
     parse_stat(pid, &text)
 }
 
+/// The fields of a `stat` text after comm: field N is at index N - 3.
+fn fields_after_comm(text: &str) -> Option<Vec<&str>> {
+    // comm may hold spaces and parentheses: it ends at the LAST ')'.
+    let close = text.rfind(')')?;
+    Some(text.get(close + 1..)?.split_whitespace().collect())
+}
+
 fn parse_stat(pid: i32, text: &str) -> Option<ProcStat> {
-    // comm may hold spaces and parentheses: it runs from the first '(' to the LAST ')'.
+    // comm runs from the first '(' to the last ')'.
     let open = text.find('(')?;
     let close = text.rfind(')')?;
     let comm = text.get(open + 1..close)?.to_owned();
-    let rest: Vec<&str> = text.get(close + 1..)?.split_whitespace().collect();
-    // rest[0] is field 3 (state), so field N is rest[N - 3].
+    let rest = fields_after_comm(text)?;
     let state = rest.first()?.chars().next()?;
     let ppid = rest.get(1)?.parse().ok()?;
     let starttime = rest.get(19)?.parse().ok()?;
@@ -52,6 +58,18 @@ fn parse_stat(pid: i32, text: &str) -> Option<ProcStat> {
         ppid,
         starttime,
     })
+}
+
+/// The scheduling policy of thread `tid` of process `pid` (field 41 of its `stat`), `None` if
+/// it is gone.
+pub fn policy(pid: i32, tid: i32) -> Option<i32> {
+    let text = fs::read_to_string(format!("/proc/{pid}/task/{tid}/stat")).ok()?;
+    fields_after_comm(&text)?.get(41 - 3)?.parse().ok()
+}
+
+/// How many descriptors process `pid` holds (0 if it is gone).
+pub fn descriptors(pid: i32) -> usize {
+    fs::read_dir(format!("/proc/{pid}/fd")).map_or(0, Iterator::count)
 }
 
 /// Every process visible in `/proc` right now.

@@ -139,17 +139,15 @@ pub fn split(startup: Startup) -> Result<Split, StartupError> {
 /// itself back to the default; nothing here needs privileges. Best effort: a kernel that
 /// refuses keeps the default.
 fn schedule_as_batch() {
-    // SAFETY: plain calls on the calling thread (pid 0), the only one there is yet; `param` is
-    // a valid sched_param.
-    unsafe {
-        if libc::sched_getscheduler(0) != libc::SCHED_OTHER {
-            return;
-        }
-        let param = libc::sched_param { sched_priority: 0 };
-        if libc::sched_setscheduler(0, libc::SCHED_BATCH, &param) == -1 {
-            let error = std::io::Error::last_os_error();
-            tracing::warn!("cannot use SCHED_BATCH, keeping the default policy: {error}");
-        }
+    // SAFETY: pid 0 is the calling thread, the only one there is yet.
+    if unsafe { libc::sched_getscheduler(0) } != libc::SCHED_OTHER {
+        return;
+    }
+    let param = libc::sched_param { sched_priority: 0 };
+    // SAFETY: the calling thread, and a valid sched_param.
+    if unsafe { libc::sched_setscheduler(0, libc::SCHED_BATCH, &param) } == -1 {
+        let error = std::io::Error::last_os_error();
+        tracing::warn!("cannot use SCHED_BATCH, keeping the default policy: {error}");
     }
 }
 
