@@ -2,7 +2,7 @@
 # Sourced by bench/profile.sh, bench/sleeps.sh and bench/leftovers.sh: one release gateway on a
 # fresh classic jail holding bench/cgi/SCRIPT, on a free loopback port, with its access log off.
 #
-#   start_one_gateway BIN_DIR SCRIPT WORKERS NAME
+#   start_one_gateway BIN_DIR SCRIPT WORKERS NAME     (WORKERS empty: the gateway's default)
 #
 # Sets WORK (a temporary folder, /tmp/jailgate-NAME.*), GW_PID (the supervisor) and URL (the
 # script's), and traps EXIT to stop the gateway by its pid and remove the folder. Exits if the
@@ -36,7 +36,7 @@ start_one_gateway() {
     "$bin/gateway" jail init "$WORK/jail" >/dev/null 2>&1
     install -m 755 "$root/bench/cgi/$script" "$WORK/jail/cgi-bin/$script"
     port=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
-    "$bin/gateway" --jail "$WORK/jail" --workers "$workers" --listen "127.0.0.1:$port" \
+    "$bin/gateway" --jail "$WORK/jail" ${workers:+--workers "$workers"} --listen "127.0.0.1:$port" \
         --access-log off >"$WORK/out" 2>"$WORK/err" </dev/null &
     GW_PID=$!
     until grep -q listening "$WORK/out"; do

@@ -24,7 +24,7 @@ case $SCRIPT in *.c) echo "profile.sh: give a script, not a C source" >&2; exit 
 cargo build --release --workspace --bins --manifest-path "$ROOT/Cargo.toml" >&2
 # shellcheck source=bench/one_gateway.sh
 . "$ROOT/bench/one_gateway.sh"
-start_one_gateway "$ROOT/target/release" "$SCRIPT" "$(($(nproc) * 2))" profile
+start_one_gateway "$ROOT/target/release" "$SCRIPT" "" profile
 THREADS=$((CONCURRENCY < 2 ? 1 : 2))
 
 # per_request DATA REQUESTS: the samples of DATA by process and library, as µs of CPU per
