@@ -52,6 +52,8 @@ install -m 755 "$ROOT/bench/cgi/$SCRIPT" "$WORK/www/$SCRIPT"
 "$WORK/spawn_ceiling" -c "$CONCURRENCY" -d 3 "$WORK/www/$SCRIPT" >/dev/null
 out=$(perf record -e cpu-clock -F 2000 -a -g -o perf-ceiling.data -- \
     "$WORK/spawn_ceiling" -c "$CONCURRENCY" -d "$SECONDS_EACH" "$WORK/www/$SCRIPT" 2>/dev/null)
-requests=$(tr ' ' '\n' <<<"$out" | sed -n 's/^requests=//p')
-echo "spawn ceiling, the same: $requests requests in ${SECONDS_EACH} s, p50 $(tr ' ' '\n' <<<"$out" | sed -n 's/^p50_ms=//p') ms"
+# spawn_ceiling prints KEY=VALUE pairs on one line.
+field() { tr ' ' '\n' <<<"$out" | sed -n "s/^$1=//p"; }
+requests=$(field requests)
+echo "spawn ceiling, the same: $requests requests in ${SECONDS_EACH} s, p50 $(field p50_ms) ms"
 per_request perf-ceiling.data "$requests"
