@@ -113,6 +113,12 @@ mod tests {
                 status: ExitStatus::Code(-1),
             },
             FromWorker::Pong { seq: u64::MAX },
+            FromWorker::SpawnedAndExited {
+                id: 6,
+                pid: 43,
+                script_segments: 2,
+                status: ExitStatus::Code(0),
+            },
         ];
         for message in from_worker {
             assert_eq!(

@@ -4,7 +4,7 @@
 use serde::{Deserialize, Serialize};
 
 /// Bumped on every incompatible change; the gateway refuses a worker that reports another.
-pub const PROTOCOL_VERSION: u32 = 4;
+pub const PROTOCOL_VERSION: u32 = 5;
 
 /// Identifies one CGI run across both processes. Chosen by the gateway, unique per worker.
 pub type SpawnId = u64;
@@ -96,6 +96,13 @@ pub enum FromWorker {
     Exited { id: SpawnId, status: ExitStatus },
     /// The answer to `Ping { seq }`.
     Pong { seq: u64 },
+    /// `Spawned` and `Exited` in one: the CGI had run to its end when its start was reported.
+    SpawnedAndExited {
+        id: SpawnId,
+        pid: u32,
+        script_segments: u32,
+        status: ExitStatus,
+    },
 }
 
 /// Why a CGI could not be started, classified so the gateway can pick the HTTP status.

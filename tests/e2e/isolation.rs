@@ -599,6 +599,49 @@ printf '%s %s\n' "$(ls -l /proc/self/fd/0 | sed 's/.* -> //')" "$(wc -c)""#,
     );
 }
 
+/// What a CGI inherits from its worker instead of setting it in its own process (a system
+/// call fewer per request each). No core files: a CGI's would land in its folder or `/tmp`
+/// with whatever it held, its worker's with other requests' environments; the limit is the
+/// worker's own (set once as it starts), soft and hard, so no CGI can raise it. And no
+/// supplementary group without a data folder (with one: `a_data_folder_is_shared_through_its_group`).
+#[tokio::test(flavor = "multi_thread")]
+async fn no_cgi_and_no_worker_can_dump_core() {
+    require_root!();
+    let jail = Jail::new();
+    jail.cgi(
+        "core_limit",
+        r#"printf 'Content-Type: text/plain\n\n'
+echo "$(ulimit -S -c) $(ulimit -H -c)"
+(ulimit -c 1024 2>/dev/null && echo raised) || echo refused
+grep '^Groups:' /proc/self/status"#,
+    );
+    let gw = jail.serve(one_worker());
+    let http = client(Duration::from_secs(30));
+    let answer = http
+        .get(gw.url("/cgi-bin/core_limit"))
+        .send()
+        .await
+        .expect("GET");
+    assert_eq!(answer.status().as_u16(), 200);
+    assert_eq!(
+        answer.text().await.expect("body"),
+        "0 0\nrefused\nGroups:\t \n"
+    );
+    for pair in gw.wait_for_workers(Duration::from_secs(10), &[]) {
+        let limits = fs::read_to_string(format!("/proc/{}/limits", pair.worker.pid))
+            .expect("the worker's limits");
+        let core = limits
+            .lines()
+            .find(|line| line.starts_with("Max core file size"))
+            .expect("a core line");
+        assert_eq!(
+            core.split_whitespace().collect::<Vec<_>>()[4..6],
+            ["0", "0"],
+            "{core}"
+        );
+    }
+}
+
 /// An id comes back after its worker's whole block has been used (least recently freed
 /// first). Whatever the last CGI of that id left in `/tmp` (files, an extended attribute on
 /// `/tmp` itself, its mode) is not there for the next, nor for any CGI in between that is

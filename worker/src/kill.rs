@@ -85,7 +85,9 @@ impl Leftovers {
     }
 
     /// Call after reaping, with the ids of the CGIs whose main processes were just reaped
-    /// (`ended`, maybe none): kills every child of the worker that is not the main process of
+    /// (`ended`, maybe none) and whether the reaping found the worker with no child at all
+    /// (`childless`: then no process of any CGI is left, since each has a chain of parents
+    /// down to a child of the worker, and the list is not read): kills every child of the worker that is not the main process of
     /// a running CGI (`is_main`) and does not run as the id of one (`is_running`), and all
     /// that is below it ([`kill_tree`]), and hands the ids of ended CGIs of which nothing is
     /// left to `release`, to be given back. An id with a process left is released by a later
@@ -93,6 +95,7 @@ impl Leftovers {
     pub fn sweep(
         &mut self,
         ended: impl IntoIterator<Item = u32>,
+        childless: bool,
         is_main: impl Fn(Pid) -> bool,
         is_running: impl Fn(u32) -> bool,
         mut release: impl FnMut(u32),
@@ -107,7 +110,12 @@ impl Leftovers {
         let mut visited = HashSet::new();
         let mut passes = 0;
         let (left, unknown) = loop {
-            let Some(length) = self.read_children() else {
+            let listed = if childless {
+                Some(0)
+            } else {
+                self.read_children()
+            };
+            let Some(length) = listed else {
                 if passes == 0 {
                     for id in self.draining.drain(earlier..) {
                         kill_id(id, Signal::SIGKILL);
@@ -437,7 +445,7 @@ mod tests {
         is_running: impl Fn(u32) -> bool,
     ) -> Vec<u32> {
         let mut released = Vec::new();
-        leftovers.sweep(ended.iter().copied(), is_main, is_running, |id| {
+        leftovers.sweep(ended.iter().copied(), false, is_main, is_running, |id| {
             released.push(id)
         });
         released

@@ -73,8 +73,9 @@ pub struct Identity<'a> {
     pub tmp_options: &'a CStr,
     /// `/tmp`, then the other writable areas of the jail, which get the same tmpfs bound.
     pub tmp_dirs: &'a [&'a CStr],
-    /// Its supplementary groups: the data folder's, or none.
-    pub groups: &'a [libc::gid_t],
+    /// Its supplementary groups (the data folder's, or none), or `None` to keep the worker's
+    /// own when they are these already.
+    pub groups: Option<&'a [libc::gid_t]>,
 }
 
 /// Starts programs, one at a time. Made once per worker: the stack, the list of handled
@@ -272,8 +273,10 @@ impl Child<'_> {
             }
         }
         let id = identity.id;
-        // SAFETY: a slice and its length.
-        check(unsafe { libc::setgroups(identity.groups.len(), identity.groups.as_ptr()) })?;
+        if let Some(groups) = identity.groups {
+            // SAFETY: a slice and its length.
+            check(unsafe { libc::setgroups(groups.len(), groups.as_ptr()) })?;
+        }
         // What it creates is its group's to change too (the data folder's files are shared
         // through that group), and nobody else's.
         // SAFETY: umask takes a mode and cannot fail.

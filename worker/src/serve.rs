@@ -8,13 +8,14 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use nix::errno::Errno;
-use nix::sys::signal::{kill, Signal};
+use nix::sys::signal::{kill, SigSet, Signal};
+use nix::sys::signalfd::{SfdFlags, SignalFd};
 use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
 use nix::unistd::Pid;
 use protocol::{
     Channel, ChannelError, ExitStatus, FromWorker, RecvBuffer, SpawnId, ToWorker, PROTOCOL_VERSION,
 };
-use tokio::signal::unix::{signal, SignalKind};
+use tokio::io::unix::AsyncFd;
 use tokio::sync::mpsc;
 
 use crate::kill::{id_kill_is_confined, Leftovers};
@@ -24,6 +25,12 @@ use crate::spawn::{SetupError, Spawner, Started};
 const KILL_GRACE: Duration = Duration::from_secs(2);
 
 pub fn run(channel_fd: OwnedFd, config: &crate::jail::Config) -> ExitCode {
+    // Before the runtime starts any thread, so that every thread has it blocked: a SIGCHLD
+    // delivered to one that had not would be discarded, not queued for `ChildExits`.
+    if let Err(errno) = SigSet::from(Signal::SIGCHLD).thread_block() {
+        eprintln!("jailgate-worker: cannot block SIGCHLD: {errno}");
+        return ExitCode::from(1);
+    }
     let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -76,8 +83,8 @@ enum ServeError {
 
 async fn serve(channel_fd: OwnedFd, config: &crate::jail::Config) -> Result<(), ServeError> {
     let channel = Channel::from_owned_fd(channel_fd).map_err(ChannelError::from)?;
-    let mut children = signal(SignalKind::child()).map_err(ChannelError::from)?;
-    // Made once the SIGCHLD handler above, the worker's last, is installed: see `Launcher::new`.
+    let children = ChildExits::new().map_err(ChannelError::from)?;
+    // Made once every signal handler is installed (the runtime's): see `Launcher::new`.
     let mut spawner = Spawner::new(config)?;
     id_kill_is_confined(config.cgi_ids.first).map_err(ServeError::Kill)?;
     let mut leftovers = Leftovers::new();
@@ -98,22 +105,28 @@ async fn serve(channel_fd: OwnedFd, config: &crate::jail::Config) -> Result<(), 
         tokio::select! {
             received = channel.recv::<ToWorker>(&mut buffer) => match received {
                 Ok((ToWorker::Spawn(request), fds)) => {
-                    // CGIs that ended meanwhile first: while spawns keep arriving, the runtime
-                    // may deliver SIGCHLD only hundreds of spawns later, and until then their
-                    // ids and namespaces stay taken (a pool of namespaces grown to its bound,
-                    // every descriptor of it copied into each new CGI and closed at its exec).
-                    report_ended(&mut running, &mut spawner, &mut leftovers, &channel).await?;
                     let id = request.id;
-                    let reply = match spawner.spawn_cgi(&request, fds) {
+                    let started = spawner.spawn_cgi(&request, fds);
+                    let spawned = match started {
                         Ok(Started { pid, script_segments, cgi_id, stderr }) => {
                             running.by_pid.insert(pid, Cgi { id, cgi_id, stderr });
                             running.by_id.insert(id, pid);
                             let script_segments = script_segments as u32;
-                            FromWorker::Spawned { id, pid: pid.as_raw() as u32, script_segments }
+                            Some(FromWorker::Spawned { id, pid: pid.as_raw() as u32, script_segments })
                         }
-                        Err(error) => FromWorker::SpawnFailed { id, error },
+                        Err(error) => {
+                            channel.send(&FromWorker::SpawnFailed { id, error }, &[]).await?;
+                            None
+                        }
                     };
-                    channel.send(&reply, &[]).await?;
+                    // CGIs that ended meanwhile, this one included: `clone` returns once the
+                    // child has exec'd, and on a busy core, with no preemption on wake-up
+                    // (`SCHED_BATCH`), a short CGI has often run to its end by then; its
+                    // start and end then go in one message. Reaping here also frees ids and
+                    // namespaces while spawns keep arriving, when the loop might turn to
+                    // `ChildExits` only hundreds of spawns later (a pool of namespaces grown
+                    // to its bound, every descriptor of it copied into each new CGI).
+                    report_ended(&mut running, &mut spawner, &mut leftovers, &children, spawned, &channel).await?;
                 }
                 Ok((ToWorker::Kill { id }, _)) => {
                     if let Some(&pid) = running.by_id.get(&id) {
@@ -138,7 +151,10 @@ async fn serve(channel_fd: OwnedFd, config: &crate::jail::Config) -> Result<(), 
                     stop(pid, Signal::SIGKILL);
                 }
             }
-            _ = children.recv() => report_ended(&mut running, &mut spawner, &mut leftovers, &channel).await?,
+            ended = children.ended() => {
+                ended.map_err(ChannelError::from)?;
+                report_ended(&mut running, &mut spawner, &mut leftovers, &children, None, &channel).await?;
+            }
         }
     };
     // Exiting as PID 1 makes the kernel kill everything left in the namespace; killing it all
@@ -156,24 +172,80 @@ fn stop(main: Pid, signal: Signal) {
     let _ = kill(main, signal);
 }
 
+/// How the worker learns that children ended: SIGCHLD, blocked in every thread (`run`), queued
+/// on a signalfd. Instead of a handler that wakes the loop through a pipe (the handler's entry
+/// and return, the pipe's write and two reads per wake-up), one read, which the reaping does
+/// anyway.
+struct ChildExits(AsyncFd<SignalFd>);
+
+impl ChildExits {
+    fn new() -> std::io::Result<ChildExits> {
+        let flags = SfdFlags::SFD_NONBLOCK | SfdFlags::SFD_CLOEXEC;
+        let signalfd = SignalFd::with_flags(&SigSet::from(Signal::SIGCHLD), flags)?;
+        // SAFETY: a SignalFd owns its descriptor: it stays open, and `as_raw_fd` gives the
+        // same number, for as long as the AsyncFd holds it.
+        Ok(ChildExits(unsafe { AsyncFd::register(signalfd) }?))
+    }
+
+    /// Returns once a child may have ended since the last [`ChildExits::take`].
+    async fn ended(&self) -> std::io::Result<()> {
+        self.0.readable().await?.clear_ready();
+        Ok(())
+    }
+
+    /// Takes the pending SIGCHLD, if any, before a reaping: the reaping sees every child that
+    /// ended until then, and one that ends after raises SIGCHLD again. A standard signal is
+    /// pending at most once, so one read takes it.
+    fn take(&self) {
+        let _ = self.0.get_ref().read_signal();
+    }
+}
+
 /// Reaps every ended child, kills what the CGIs among them left running, gives back the ids
 /// (and namespaces) of which nothing is left, and tells the front each one's exit status.
+/// `spawned` is the report of a CGI just started, sent first, or with its exit status in one
+/// message (`SpawnedAndExited`) if it has ended already.
 async fn report_ended(
     running: &mut Running,
     spawner: &mut Spawner,
     leftovers: &mut Leftovers,
+    children: &ChildExits,
+    spawned: Option<FromWorker>,
     channel: &Channel,
 ) -> Result<(), ChannelError> {
-    let ended = reap(running, leftovers);
+    children.take();
+    let (mut ended, childless) = reap(running, leftovers);
     // A request ends with its CGI's main process: whatever else runs as its id (background
     // jobs, daemons, in whatever group or session) is killed, so nothing outlives the request,
     // and the id goes to another CGI only once none of it is left.
     leftovers.sweep(
         ended.iter().map(|(cgi, _)| cgi.cgi_id),
+        childless,
         |pid| running.by_pid.contains_key(&pid),
         |id| running.has_cgi_id(id),
         |id| spawner.release_id(id),
     );
+    let mut spawned = spawned;
+    if let Some(FromWorker::Spawned {
+        id,
+        pid,
+        script_segments,
+    }) = spawned
+    {
+        if let Some(index) = ended.iter().position(|(cgi, _)| cgi.id == id) {
+            let (Cgi { stderr, .. }, status) = ended.swap_remove(index);
+            drop(stderr);
+            spawned = Some(FromWorker::SpawnedAndExited {
+                id,
+                pid,
+                script_segments,
+                status,
+            });
+        }
+    }
+    if let Some(report) = spawned {
+        channel.send(&report, &[]).await?;
+    }
     for (Cgi { id, stderr, .. }, status) in ended {
         drop(stderr);
         channel
@@ -185,15 +257,17 @@ async fn report_ended(
 
 /// Collects every ended child. As PID 1 the worker also inherits orphans (a CGI's double-forked
 /// daemons); they are reaped here too, so no zombie accumulates, and forgotten by `leftovers`.
-fn reap(running: &mut Running, leftovers: &mut Leftovers) -> Vec<(Cgi, ExitStatus)> {
+/// Also returns whether the worker has no child left at all.
+fn reap(running: &mut Running, leftovers: &mut Leftovers) -> (Vec<(Cgi, ExitStatus)>, bool) {
     let mut ended = Vec::new();
-    loop {
+    let childless = loop {
         let (pid, status) = match waitpid(None::<Pid>, Some(WaitPidFlag::WNOHANG)) {
             Ok(WaitStatus::Exited(pid, code)) => (pid, ExitStatus::Code(code)),
             Ok(WaitStatus::Signaled(pid, signal, _)) => (pid, ExitStatus::Signal(signal as i32)),
-            Ok(WaitStatus::StillAlive) | Err(Errno::ECHILD) => break,
+            Ok(WaitStatus::StillAlive) => break false,
+            Err(Errno::ECHILD) => break true,
             Ok(_) | Err(Errno::EINTR) => continue,
-            Err(_) => break,
+            Err(_) => break false,
         };
         match running.by_pid.remove(&pid) {
             Some(cgi) => {
@@ -202,6 +276,6 @@ fn reap(running: &mut Running, leftovers: &mut Leftovers) -> Vec<(Cgi, ExitStatu
             }
             None => leftovers.forget(pid),
         }
-    }
-    ended
+    };
+    (ended, childless)
 }

@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use std::ptr;
 
 use nix::errno::Errno;
-use nix::sys::resource::{Resource, RLIM_INFINITY};
+use nix::sys::resource::{setrlimit, Resource, RLIM_INFINITY};
 use nix::unistd::{access, AccessFlags, Pid};
 use protocol::{Limits, SpawnError, SpawnRequest, Stdin};
 
@@ -31,6 +31,8 @@ pub enum SetupError {
     Stack(Errno),
     #[error("opening /dev/null, the stdin of CGIs without a body: {0}")]
     Null(std::io::Error),
+    #[error("turning core files off: {0}")]
+    Limit(Errno),
 }
 
 /// Starts CGIs, one at a time, with what every spawn needs made once: the launcher (stack,
@@ -52,6 +54,9 @@ pub struct Spawner {
     tmp_pool: TmpPool,
     /// The supplementary groups of every CGI: the data folder's, if there is one.
     groups: Vec<libc::gid_t>,
+    /// Whether the worker's own supplementary groups are `groups` already (none, unless there
+    /// is a data folder): then CGIs inherit them, and their processes skip `setgroups`.
+    inherit_groups: bool,
     /// The stdin of every CGI whose request has no body. They share this one open file, and
     /// nothing one can set on it changes what another reads (end-of-file, whatever its flags
     /// or offset); any CGI can open the device itself anyway.
@@ -70,6 +75,15 @@ impl Spawner {
             .filter_map(|dir| CString::new(dir).ok())
             .collect();
         let tmp_pool = TmpPool::new(tmp_dirs.first().cloned());
+        // A core file of a CGI would land in its folder or /tmp, with whatever secrets it held,
+        // and one of the worker's would hold other requests'. Set here once, with the hard
+        // limit too, so that every CGI inherits it and none can raise it, rather than in each
+        // CGI's process.
+        setrlimit(Resource::RLIMIT_CORE, 0, 0).map_err(SetupError::Limit)?;
+        let groups: Vec<libc::gid_t> = config.data.iter().map(|data| data.gid).collect();
+        let inherit_groups = nix::unistd::getgroups().is_ok_and(|own| {
+            own.len() == groups.len() && own.iter().zip(&groups).all(|(a, b)| a.as_raw() == *b)
+        });
         Ok(Spawner {
             launcher: Launcher::new(CgiScope::new()?).map_err(SetupError::Stack)?,
             env: EnvBlock::default(),
@@ -80,7 +94,8 @@ impl Spawner {
             tmp_options: Vec::new(),
             tmp_dirs,
             tmp_pool,
-            groups: config.data.iter().map(|data| data.gid).collect(),
+            groups,
+            inherit_groups,
             null: open_null().map_err(SetupError::Null)?,
         })
     }
@@ -179,7 +194,7 @@ impl Spawner {
                 namespace,
                 tmp_options,
                 tmp_dirs: &tmp_dirs,
-                groups: &self.groups,
+                groups: (!self.inherit_groups).then_some(self.groups.as_slice()),
             }),
         });
         match launched {
@@ -429,10 +444,10 @@ fn split_variable(variable: &[u8]) -> Result<(&OsStr, &OsStr), SpawnError> {
 }
 
 /// The rlimits of a CGI, as (resource, soft, hard), in the first `count` places.
-fn rlimits(limits: &Limits) -> ([(Resource, u64, u64); 6], usize) {
-    // A core file of a CGI would land in its folder or /tmp, with whatever secrets it held.
-    let mut list = [(Resource::RLIMIT_CORE, 0, 0); 6];
-    let mut count = 1;
+fn rlimits(limits: &Limits) -> ([(Resource, u64, u64); 5], usize) {
+    // (No core files: the worker's own limit, which CGIs inherit; see `Spawner::new`.)
+    let mut list = [(Resource::RLIMIT_CORE, 0, 0); 5];
+    let mut count = 0;
     if let Some(seconds) = limits.cpu_seconds {
         // SIGXCPU at the soft limit, SIGKILL one second later at the hard one.
         list[count] = (Resource::RLIMIT_CPU, seconds, seconds.saturating_add(1));
@@ -553,7 +568,7 @@ mod tests {
     }
 
     #[test]
-    fn limits_always_forbid_core_files_and_give_cpu_a_grace_second() {
+    fn limits_are_those_asked_for_and_give_cpu_a_grace_second() {
         let none = Limits {
             cpu_seconds: None,
             address_space_bytes: None,
@@ -561,8 +576,9 @@ mod tests {
             open_files: None,
             processes: None,
         };
-        let (list, count) = rlimits(&none);
-        assert_eq!(list[..count], [(Resource::RLIMIT_CORE, 0, 0)]);
+        // (Core files are off through the worker's own limit: `isolation.rs` in the e2e tests.)
+        let (_, count) = rlimits(&none);
+        assert_eq!(count, 0);
         let all = Limits {
             cpu_seconds: Some(30),
             address_space_bytes: Some(u64::MAX),
@@ -574,7 +590,6 @@ mod tests {
         assert_eq!(
             list[..count],
             [
-                (Resource::RLIMIT_CORE, 0, 0),
                 (Resource::RLIMIT_CPU, 30, 31),
                 (Resource::RLIMIT_AS, RLIM_INFINITY, RLIM_INFINITY),
                 (Resource::RLIMIT_FSIZE, 1 << 20, 1 << 20),

@@ -139,6 +139,19 @@ impl WorkerLink {
                     script_segments,
                 }),
             ),
+            FromWorker::SpawnedAndExited {
+                id,
+                pid,
+                script_segments,
+                status,
+            } => {
+                self.dispatch(FromWorker::Spawned {
+                    id,
+                    pid,
+                    script_segments,
+                })?;
+                (id, CgiEvent::Exited(status))
+            }
             FromWorker::SpawnFailed { id, error } => {
                 if matches!(error, SpawnError::NoResources { .. }) {
                     self.spawn_failures.fetch_add(1, Ordering::Relaxed);
