@@ -38,6 +38,9 @@ pub enum Behaviour {
     DieOnSpawn,
     /// Run a CGI that writes [`HELLO`] and exits 0.
     Hello,
+    /// The same, its start and end reported in one `SpawnedAndExited`, as a worker does when
+    /// the CGI has run to its end before `clone` returned.
+    HelloAtOnce,
     /// Report Ready, then answer nothing, as a stopped worker.
     Silent,
     /// Fail every spawn for want of resources, as a worker whose process limit is gone.
@@ -148,8 +151,9 @@ async fn run_worker(
                         running.insert(request.id, fds);
                         spawned
                     }
-                    Behaviour::Hello => {
-                        if channel.send(&spawned, &[]).await.is_err() {
+                    Behaviour::Hello | Behaviour::HelloAtOnce => {
+                        let at_once = behaviour == Behaviour::HelloAtOnce;
+                        if !at_once && channel.send(&spawned, &[]).await.is_err() {
                             return;
                         }
                         let stdout = match request.stdin {
@@ -160,9 +164,19 @@ async fn run_worker(
                             let _ = nix::unistd::write(stdout, HELLO);
                         }
                         drop(fds);
-                        FromWorker::Exited {
-                            id: request.id,
-                            status: ExitStatus::Code(0),
+                        let status = ExitStatus::Code(0);
+                        if at_once {
+                            FromWorker::SpawnedAndExited {
+                                id: request.id,
+                                pid: 100,
+                                script_segments: 1,
+                                status,
+                            }
+                        } else {
+                            FromWorker::Exited {
+                                id: request.id,
+                                status,
+                            }
                         }
                     }
                 }

@@ -305,6 +305,44 @@ mod tests {
         String::from_utf8_lossy(&response).into_owned()
     }
 
+    /// A CGI whose start and end come in one message (`SpawnedAndExited`) is answered like
+    /// one reported in two, every time, and its request ends (its CGI no longer counts).
+    #[tokio::test]
+    async fn a_cgi_reported_started_and_ended_at_once_is_answered() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let address = listener.local_addr().expect("address");
+        let listeners = Listeners {
+            http: Bound::Tcp(listener),
+            fastcgi: None,
+            admin: None,
+        };
+        let workers = FakeWorkers::new(Behaviour::HelloAtOnce);
+        let (_reload, reloads) = mpsc::unbounded_channel();
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let source: Arc<dyn WorkerSource> = workers.clone();
+        // One CGI at a time and no queue: a request whose CGI still counted would turn the
+        // next one away.
+        let mut config = config();
+        config.max_concurrent = 1;
+        config.queue = 0;
+        let serving = tokio::spawn(serve(config, listeners, source, reloads, async {
+            let _ = stopped.await;
+        }));
+        let body = String::from_utf8_lossy(HELLO);
+        let body = body.split("\r\n\r\n").nth(1).expect("a body");
+        for _ in 0..5 {
+            let response = get(address, "/cgi-bin/hello").await;
+            assert!(response.starts_with("HTTP/1.1 200 OK\r\n"), "{response}");
+            assert!(response.contains(body), "{response}");
+        }
+        let _ = stop.send(());
+        tokio::time::timeout(Duration::from_secs(10), serving)
+            .await
+            .expect("stops")
+            .expect("task")
+            .expect("served");
+    }
+
     /// The whole front without root: a real listener, real HTTP, the request core, the pool,
     /// and fake workers whose CGIs answer `hello`; then a reload and a stop.
     #[tokio::test]
