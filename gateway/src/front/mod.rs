@@ -305,88 +305,97 @@ mod tests {
         String::from_utf8_lossy(&response).into_owned()
     }
 
+    /// A front serving HTTP on a free loopback port with `config` and fake workers of
+    /// `behaviour`, until [`Serving::stop`].
+    struct Serving {
+        address: std::net::SocketAddr,
+        workers: Arc<FakeWorkers>,
+        reload: mpsc::UnboundedSender<Config>,
+        stop: tokio::sync::oneshot::Sender<()>,
+        task: tokio::task::JoinHandle<anyhow::Result<()>>,
+    }
+
+    impl Serving {
+        fn start(behaviour: Behaviour, config: Config) -> Serving {
+            let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+            let address = listener.local_addr().expect("address");
+            let listeners = Listeners {
+                http: Bound::Tcp(listener),
+                fastcgi: None,
+                admin: None,
+            };
+            let workers = FakeWorkers::new(behaviour);
+            let (reload, reloads) = mpsc::unbounded_channel();
+            let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+            let source: Arc<dyn WorkerSource> = workers.clone();
+            let task = tokio::spawn(serve(config, listeners, source, reloads, async {
+                let _ = stopped.await;
+            }));
+            Serving {
+                address,
+                workers,
+                reload,
+                stop,
+                task,
+            }
+        }
+
+        /// Asserts that `/cgi-bin/hello` is answered 200 with the fake CGI's body.
+        async fn assert_hello(&self) {
+            let body = String::from_utf8_lossy(HELLO);
+            let body = body.split("\r\n\r\n").nth(1).expect("a body");
+            let response = get(self.address, "/cgi-bin/hello").await;
+            assert!(response.starts_with("HTTP/1.1 200 OK\r\n"), "{response}");
+            assert!(response.contains(body), "{response}");
+        }
+
+        async fn stop(self) {
+            let _ = self.stop.send(());
+            tokio::time::timeout(Duration::from_secs(10), self.task)
+                .await
+                .expect("stops")
+                .expect("task")
+                .expect("served");
+        }
+    }
+
     /// A CGI whose start and end come in one message (`SpawnedAndExited`) is answered like
     /// one reported in two, every time, and its request ends (its CGI no longer counts).
     #[tokio::test]
     async fn a_cgi_reported_started_and_ended_at_once_is_answered() {
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-        let address = listener.local_addr().expect("address");
-        let listeners = Listeners {
-            http: Bound::Tcp(listener),
-            fastcgi: None,
-            admin: None,
-        };
-        let workers = FakeWorkers::new(Behaviour::HelloAtOnce);
-        let (_reload, reloads) = mpsc::unbounded_channel();
-        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        let source: Arc<dyn WorkerSource> = workers.clone();
         // One CGI at a time and no queue: a request whose CGI still counted would turn the
         // next one away.
         let mut config = config();
         config.max_concurrent = 1;
         config.queue = 0;
-        let serving = tokio::spawn(serve(config, listeners, source, reloads, async {
-            let _ = stopped.await;
-        }));
-        let body = String::from_utf8_lossy(HELLO);
-        let body = body.split("\r\n\r\n").nth(1).expect("a body");
+        let front = Serving::start(Behaviour::HelloAtOnce, config);
         for _ in 0..5 {
-            let response = get(address, "/cgi-bin/hello").await;
-            assert!(response.starts_with("HTTP/1.1 200 OK\r\n"), "{response}");
-            assert!(response.contains(body), "{response}");
+            front.assert_hello().await;
         }
-        let _ = stop.send(());
-        tokio::time::timeout(Duration::from_secs(10), serving)
-            .await
-            .expect("stops")
-            .expect("task")
-            .expect("served");
+        front.stop().await;
     }
 
     /// The whole front without root: a real listener, real HTTP, the request core, the pool,
     /// and fake workers whose CGIs answer `hello`; then a reload and a stop.
     #[tokio::test]
     async fn the_front_serves_reloads_and_stops() {
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-        let address = listener.local_addr().expect("address");
-        let listeners = Listeners {
-            http: Bound::Tcp(listener),
-            fastcgi: None,
-            admin: None,
-        };
-        let workers = FakeWorkers::new(Behaviour::Hello);
-        let (reload, reloads) = mpsc::unbounded_channel();
-        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        let source: Arc<dyn WorkerSource> = workers.clone();
-        let serving = tokio::spawn(serve(config(), listeners, source, reloads, async {
-            let _ = stopped.await;
-        }));
-        let body = String::from_utf8_lossy(HELLO);
-        let body = body.split("\r\n\r\n").nth(1).expect("a body");
+        let front = Serving::start(Behaviour::Hello, config());
         for _ in 0..2 {
-            let response = get(address, "/cgi-bin/hello").await;
-            assert!(response.starts_with("HTTP/1.1 200 OK\r\n"), "{response}");
-            assert!(response.contains(body), "{response}");
+            front.assert_hello().await;
         }
-        let response = get(address, "/etc/passwd").await;
+        let response = get(front.address, "/etc/passwd").await;
         assert!(response.starts_with("HTTP/1.1 404"), "{response}");
         // A reload starts a fresh pool, which serves from then on.
-        reload.send(config()).expect("reload");
+        front.reload.send(config()).expect("reload");
         let started_twice = async {
-            while workers.record().starts.len() < 2 {
+            while front.workers.record().starts.len() < 2 {
                 tokio::time::sleep(Duration::from_millis(5)).await;
             }
         };
         tokio::time::timeout(Duration::from_secs(10), started_twice)
             .await
             .expect("a second pool");
-        let response = get(address, "/cgi-bin/hello").await;
-        assert!(response.starts_with("HTTP/1.1 200 OK\r\n"), "{response}");
-        let _ = stop.send(());
-        tokio::time::timeout(Duration::from_secs(10), serving)
-            .await
-            .expect("stops")
-            .expect("task")
-            .expect("served");
+        front.assert_hello().await;
+        front.stop().await;
     }
 }
