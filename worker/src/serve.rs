@@ -106,13 +106,12 @@ async fn serve(channel_fd: OwnedFd, config: &crate::jail::Config) -> Result<(), 
             received = channel.recv::<ToWorker>(&mut buffer) => match received {
                 Ok((ToWorker::Spawn(request), fds)) => {
                     let id = request.id;
-                    let started = spawner.spawn_cgi(&request, fds);
-                    let spawned = match started {
+                    let started = match spawner.spawn_cgi(&request, fds) {
                         Ok(Started { pid, script_segments, cgi_id, stderr }) => {
                             running.by_pid.insert(pid, Cgi { id, cgi_id, stderr });
                             running.by_id.insert(id, pid);
                             let script_segments = script_segments as u32;
-                            Some(FromWorker::Spawned { id, pid: pid.as_raw() as u32, script_segments })
+                            Some(JustStarted { id, pid: pid.as_raw() as u32, script_segments })
                         }
                         Err(error) => {
                             channel.send(&FromWorker::SpawnFailed { id, error }, &[]).await?;
@@ -126,7 +125,8 @@ async fn serve(channel_fd: OwnedFd, config: &crate::jail::Config) -> Result<(), 
                     // namespaces while spawns keep arriving, when the loop might turn to
                     // `ChildExits` only hundreds of spawns later (a pool of namespaces grown
                     // to its bound, every descriptor of it copied into each new CGI).
-                    report_ended(&mut running, &mut spawner, &mut leftovers, &children, spawned, &channel).await?;
+                    report_ended(&mut running, &mut spawner, &mut leftovers, &children, started, &channel)
+                        .await?;
                 }
                 Ok((ToWorker::Kill { id }, _)) => {
                     if let Some(&pid) = running.by_id.get(&id) {
@@ -201,16 +201,23 @@ impl ChildExits {
     }
 }
 
+/// A CGI just started, to report with `Spawned`, or with `SpawnedAndExited` if it has ended
+/// by the time it is reported.
+struct JustStarted {
+    id: SpawnId,
+    pid: u32,
+    script_segments: u32,
+}
+
 /// Reaps every ended child, kills what the CGIs among them left running, gives back the ids
-/// (and namespaces) of which nothing is left, and tells the front each one's exit status.
-/// `spawned` is the report of a CGI just started, sent first, or with its exit status in one
-/// message (`SpawnedAndExited`) if it has ended already.
+/// (and namespaces) of which nothing is left, and tells the front each one's exit status,
+/// after the start of `started` (in one message with its end, if it has ended already).
 async fn report_ended(
     running: &mut Running,
     spawner: &mut Spawner,
     leftovers: &mut Leftovers,
     children: &ChildExits,
-    spawned: Option<FromWorker>,
+    started: Option<JustStarted>,
     channel: &Channel,
 ) -> Result<(), ChannelError> {
     children.take();
@@ -225,25 +232,29 @@ async fn report_ended(
         |id| running.has_cgi_id(id),
         |id| spawner.release_id(id),
     );
-    let mut spawned = spawned;
-    if let Some(FromWorker::Spawned {
+    if let Some(JustStarted {
         id,
         pid,
         script_segments,
-    }) = spawned
+    }) = started
     {
-        if let Some(index) = ended.iter().position(|(cgi, _)| cgi.id == id) {
-            let (Cgi { stderr, .. }, status) = ended.swap_remove(index);
-            drop(stderr);
-            spawned = Some(FromWorker::SpawnedAndExited {
+        let report = match ended.iter().position(|(cgi, _)| cgi.id == id) {
+            Some(index) => {
+                let (Cgi { stderr, .. }, status) = ended.swap_remove(index);
+                drop(stderr);
+                FromWorker::SpawnedAndExited {
+                    id,
+                    pid,
+                    script_segments,
+                    status,
+                }
+            }
+            None => FromWorker::Spawned {
                 id,
                 pid,
                 script_segments,
-                status,
-            });
-        }
-    }
-    if let Some(report) = spawned {
+            },
+        };
         channel.send(&report, &[]).await?;
     }
     for (Cgi { id, stderr, .. }, status) in ended {
