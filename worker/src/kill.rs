@@ -87,11 +87,11 @@ impl Leftovers {
     /// Call after reaping, with the ids of the CGIs whose main processes were just reaped
     /// (`ended`, maybe none) and whether the reaping found the worker with no child at all
     /// (`childless`: then no process of any CGI is left, since each has a chain of parents
-    /// down to a child of the worker, and the list is not read): kills every child of the worker that is not the main process of
-    /// a running CGI (`is_main`) and does not run as the id of one (`is_running`), and all
-    /// that is below it ([`kill_tree`]), and hands the ids of ended CGIs of which nothing is
-    /// left to `release`, to be given back. An id with a process left is released by a later
-    /// sweep, after the SIGCHLD of that process's end.
+    /// down to a child of the worker, and the list is not read): kills every child of the
+    /// worker that is not the main process of a running CGI (`is_main`) and does not run as
+    /// the id of one (`is_running`), and all that is below it ([`kill_tree`]), and hands the
+    /// ids of ended CGIs of which nothing is left to `release`, to be given back. An id with a
+    /// process left is released by a later sweep, after the SIGCHLD of that process's end.
     pub fn sweep(
         &mut self,
         ended: impl IntoIterator<Item = u32>,

@@ -52,11 +52,10 @@ pub struct Spawner {
     tmp_dirs: Vec<CString>,
     /// Mount namespaces with an empty `/tmp`, ready for the next CGIs.
     tmp_pool: TmpPool,
-    /// The supplementary groups of every CGI: the data folder's, if there is one.
-    groups: Vec<libc::gid_t>,
-    /// Whether the worker's own supplementary groups are `groups` already (none, unless there
-    /// is a data folder): then CGIs inherit them, and their processes skip `setgroups`.
-    inherit_groups: bool,
+    /// The supplementary groups every CGI's process sets (the data folder's, if there is one),
+    /// or `None` when they are the worker's own already (none, without a data folder): then
+    /// CGIs inherit them and skip `setgroups`.
+    set_groups: Option<Vec<libc::gid_t>>,
     /// The stdin of every CGI whose request has no body. They share this one open file, and
     /// nothing one can set on it changes what another reads (end-of-file, whatever its flags
     /// or offset); any CGI can open the device itself anyway.
@@ -81,8 +80,10 @@ impl Spawner {
         // CGI's process.
         setrlimit(Resource::RLIMIT_CORE, 0, 0).map_err(SetupError::Limit)?;
         let groups: Vec<libc::gid_t> = config.data.iter().map(|data| data.gid).collect();
-        let inherit_groups = nix::unistd::getgroups().is_ok_and(|own| {
-            own.len() == groups.len() && own.iter().zip(&groups).all(|(a, b)| a.as_raw() == *b)
+        let own_already = nix::unistd::getgroups().is_ok_and(|own| {
+            own.iter()
+                .map(|gid| gid.as_raw())
+                .eq(groups.iter().copied())
         });
         Ok(Spawner {
             launcher: Launcher::new(CgiScope::new()?).map_err(SetupError::Stack)?,
@@ -94,8 +95,7 @@ impl Spawner {
             tmp_options: Vec::new(),
             tmp_dirs,
             tmp_pool,
-            groups,
-            inherit_groups,
+            set_groups: (!own_already).then_some(groups),
             null: open_null().map_err(SetupError::Null)?,
         })
     }
@@ -194,7 +194,7 @@ impl Spawner {
                 namespace,
                 tmp_options,
                 tmp_dirs: &tmp_dirs,
-                groups: (!self.inherit_groups).then_some(self.groups.as_slice()),
+                groups: self.set_groups.as_deref(),
             }),
         });
         match launched {
