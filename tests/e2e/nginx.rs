@@ -256,58 +256,64 @@ fn with_upload_location(config: String) -> String {
     lines.join("\n")
 }
 
-/// The example's upload location (`proxy_request_buffering off`) hands the body to the CGI
-/// while the client still sends it: the CGI runs before the upload's second part has left the
-/// client, and the whole body comes back byte-identical. Under the shipped `/cgi-bin/`
-/// location nginx would hold all of it first, and no CGI would start.
+/// Each example's upload location (`proxy_request_buffering off`, `fastcgi_request_buffering
+/// off`) hands the body to the CGI while the client still sends it: the CGI runs before the
+/// upload's second part has left the client, and the whole body comes back byte-identical.
+/// Under the shipped `/cgi-bin/` location nginx would hold all of it first, and no CGI would
+/// start.
 #[tokio::test(flavor = "multi_thread")]
-async fn the_example_upload_location_streams_the_body_to_the_cgi() {
+async fn the_example_upload_locations_stream_the_body_to_the_cgi() {
     require_root!();
-    let jail = Jail::new();
-    std::fs::create_dir_all(jail.root().join("cgi-bin/upload")).expect("the upload folder");
-    jail.cgi(
-        "upload/echo",
-        r#"printf 'Content-Type: application/octet-stream\n\n'; exec cat"#,
-    );
-    let prefix = jail.folder().join("nginx");
-    let socket = format!("unix:{}", prefix.with_extension("sock").display());
-    let gw = jail.serve_with(Opts::default(), &["--listen", &socket]);
-    let nginx = Nginx::start_edited("proxy_pass.conf", &prefix, &socket, with_upload_location);
-
-    let first = vec![b'a'; 1 << 20];
-    let rest = vec![b'b'; 3 << 20];
-    let (parts, receiver) = tokio::sync::mpsc::channel::<Vec<u8>>(1);
-    let body = futures_util::stream::unfold(receiver, |mut receiver| async move {
-        let part = receiver.recv().await?;
-        Some((Ok::<_, std::io::Error>(part), receiver))
-    });
-    let request = client(TIMEOUT)
-        .post(nginx.url("/cgi-bin/upload/echo"))
-        .header("content-length", first.len() + rest.len())
-        .body(reqwest::Body::wrap_stream(body))
-        .send();
-    let answer = tokio::spawn(async move {
-        let response = request.await.expect("response");
-        let status = response.status().as_u16();
-        (status, response.bytes().await.expect("body").to_vec())
-    });
-    parts.send(first.clone()).await.expect("first part");
-    let end = Instant::now() + Duration::from_secs(10);
-    while !gw.descendants().iter().any(|process| process.comm == "cat") {
-        assert!(
-            Instant::now() < end,
-            "no CGI running while the upload waits for its second part"
+    for (config, flag) in [
+        ("proxy_pass.conf", "--listen"),
+        ("fastcgi_pass.conf", "--fastcgi"),
+    ] {
+        let jail = Jail::new();
+        std::fs::create_dir_all(jail.root().join("cgi-bin/upload")).expect("the upload folder");
+        jail.cgi(
+            "upload/echo",
+            r#"printf 'Content-Type: application/octet-stream\n\n'; exec cat"#,
         );
-        tokio::time::sleep(Duration::from_millis(20)).await;
+        let prefix = jail.folder().join("nginx");
+        let socket = format!("unix:{}", prefix.with_extension("sock").display());
+        let gw = jail.serve_with(Opts::default(), &[flag, &socket]);
+        let nginx = Nginx::start_edited(config, &prefix, &socket, with_upload_location);
+
+        let first = vec![b'a'; 1 << 20];
+        let rest = vec![b'b'; 3 << 20];
+        let (parts, receiver) = tokio::sync::mpsc::channel::<Vec<u8>>(1);
+        let body = futures_util::stream::unfold(receiver, |mut receiver| async move {
+            let part = receiver.recv().await?;
+            Some((Ok::<_, std::io::Error>(part), receiver))
+        });
+        let request = client(TIMEOUT)
+            .post(nginx.url("/cgi-bin/upload/echo"))
+            .header("content-length", first.len() + rest.len())
+            .body(reqwest::Body::wrap_stream(body))
+            .send();
+        let answer = tokio::spawn(async move {
+            let response = request.await.expect("response");
+            let status = response.status().as_u16();
+            (status, response.bytes().await.expect("body").to_vec())
+        });
+        parts.send(first.clone()).await.expect("first part");
+        let end = Instant::now() + Duration::from_secs(10);
+        while !gw.descendants().iter().any(|process| process.comm == "cat") {
+            assert!(
+                Instant::now() < end,
+                "{config}: no CGI running while the upload waits for its second part"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        parts.send(rest.clone()).await.expect("second part");
+        drop(parts);
+        let (status, echoed) = answer.await.expect("the request's task");
+        assert_eq!(status, 200, "{config}");
+        assert!(
+            echoed == [first, rest].concat(),
+            "{config}: the upload comes back byte-identical"
+        );
     }
-    parts.send(rest.clone()).await.expect("second part");
-    drop(parts);
-    let (status, echoed) = answer.await.expect("the request's task");
-    assert_eq!(status, 200);
-    assert!(
-        echoed == [first, rest].concat(),
-        "the upload comes back byte-identical"
-    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
