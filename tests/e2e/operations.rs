@@ -732,16 +732,6 @@ async fn the_access_log_in_json() {
     );
 }
 
-/// The front's resident memory, in KiB.
-fn resident_kib(pid: i32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("front status");
-    status
-        .lines()
-        .find_map(|line| line.strip_prefix("VmRSS:"))
-        .and_then(|value| value.trim().trim_end_matches("kB").trim().parse().ok())
-        .expect("VmRSS")
-}
-
 /// A burst of 300 slow CGIs at once grows the front by their requests' memory (tens of KiB
 /// each); once requests stop coming, the front gives most of it back to the system instead of
 /// keeping it in the allocator's arenas for good (its RSS stayed at 48 MB after 1,000).
@@ -755,12 +745,12 @@ async fn the_front_gives_memory_back_after_a_burst() {
     );
     let gw = jail.serve_with(Opts::default(), &["--access-log", "off"]);
     let front = gw.wait_for_front(Duration::from_secs(10)).pid;
-    let idle = resident_kib(front);
+    let idle = procfs::resident_kib(front);
     let http = client(Duration::from_secs(60));
     all_answer_200_at_once(&http, &gw.url("/cgi-bin/slow"), 300).await;
     // Its 300 connections closed: what they held is freed too.
     drop(http);
-    let peak = resident_kib(front);
+    let peak = procfs::resident_kib(front);
     let grown = peak.saturating_sub(idle);
     assert!(
         grown >= 4 * 1024,
@@ -774,7 +764,7 @@ async fn the_front_gives_memory_back_after_a_burst() {
             "the front keeps {now} KiB, {idle} KiB before the burst and {peak} KiB after it"
         );
         tokio::time::sleep(Duration::from_millis(500)).await;
-        now = resident_kib(front);
+        now = procfs::resident_kib(front);
     }
     eprintln!(
         "NOTE: front RSS {idle} KiB idle, {peak} KiB after 300 at once, {now} KiB once quiet"

@@ -8,6 +8,16 @@ use std::fs;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
+/// A process's resident memory (`VmRSS`), in KiB. Panics if it is gone.
+pub fn resident_kib(pid: i32) -> u64 {
+    let status = fs::read_to_string(format!("/proc/{pid}/status")).expect("the process's status");
+    status
+        .lines()
+        .find_map(|line| line.strip_prefix("VmRSS:"))
+        .and_then(|value| value.trim().trim_end_matches("kB").trim().parse().ok())
+        .expect("VmRSS")
+}
+
 /// The fields of `/proc/PID/stat` (proc(5)) that the tests need.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ProcStat {

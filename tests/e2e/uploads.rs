@@ -11,6 +11,7 @@ use tokio::net::TcpStream;
 use crate::escape::HELLO;
 use crate::harness::{one_worker, require_root, Gateway, Jail, Opts};
 use crate::http::client;
+use crate::procfs;
 
 const TIMEOUT: Duration = Duration::from_secs(30);
 /// Reads its whole body, then says how many bytes it got.
@@ -357,6 +358,82 @@ async fn the_spool_budget_holds_for_all_uploads_together() {
         assert!(Instant::now() < end, "the budget did not come back");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+}
+
+/// What a slow CGI has not read yet of a streamed body waits in the front's memory, counted
+/// in `/metrics`; once the answers are out and requests stop coming, the front gives that
+/// memory back to the system (four 16 MiB bodies held at once, beside a CGI that reads its
+/// stdin only after a second).
+#[tokio::test(flavor = "multi_thread")]
+async fn bodies_held_for_slow_cgis_are_given_back() {
+    require_root!();
+    let jail = Jail::new();
+    jail.cgi(
+        "late-echo",
+        "sleep 1\nprintf 'Content-Type: application/octet-stream\\n\\n'\nexec cat",
+    );
+    let admin = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|listener| listener.local_addr())
+        .expect("a free port")
+        .to_string();
+    let gw = jail.serve_with(Opts::default(), &["--admin", &admin, "--access-log", "off"]);
+    let front = gw.wait_for_front(Duration::from_secs(10)).pid;
+    let idle = procfs::resident_kib(front);
+    const BODY: usize = 16 << 20;
+    let body: Vec<u8> = (0..BODY).map(|i| (i % 251) as u8).collect();
+    let http = client(TIMEOUT);
+    let uploads = (0..4).map(|_| {
+        let request = http.post(gw.url("/cgi-bin/late-echo")).body(body.clone());
+        async move {
+            let response = request.send().await.expect("response");
+            (
+                response.status().as_u16(),
+                response.bytes().await.expect("body"),
+            )
+        }
+    });
+    let watch = async {
+        // The bodies arrive within the CGIs' second of sleep: held, counted.
+        let mut held: f64 = 0.0;
+        let end = Instant::now() + Duration::from_secs(20);
+        while held < (2 * BODY) as f64 && Instant::now() < end {
+            held = held.max(metric(
+                &metrics(&admin).await,
+                "jailgate_spooled_body_bytes",
+            ));
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        (held, procfs::resident_kib(front))
+    };
+    let (answers, (held, peak)) = tokio::join!(futures_util::future::join_all(uploads), watch);
+    for (status, echoed) in answers {
+        assert_eq!(status, 200);
+        assert!(echoed == body, "an echo came back changed");
+    }
+    assert!(
+        held >= (2 * BODY) as f64,
+        "at most {held} bytes were held at once"
+    );
+    let grown = peak.saturating_sub(idle);
+    assert!(
+        grown >= 16 * 1024,
+        "the bodies grew the front by {grown} KiB only: this test no longer tests"
+    );
+    drop(http);
+    let end = Instant::now() + Duration::from_secs(30);
+    let mut now = procfs::resident_kib(front);
+    while now > idle + grown / 4 {
+        assert!(
+            Instant::now() < end,
+            "the front keeps {now} KiB, {idle} KiB before the uploads and {peak} KiB with them"
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        now = procfs::resident_kib(front);
+    }
+    assert_eq!(
+        metric(&metrics(&admin).await, "jailgate_spooled_body_bytes"),
+        0.0
+    );
 }
 
 /// A CGI's stdin is read-only, whatever the body's framing: writing to descriptor 0 or to

@@ -189,8 +189,8 @@ settings! {
     /// client slower than that is cut off with 408 and its connection closed)
     #[arg(long, value_name = "SECS", default_value_t = DEFAULT_BODY_TIMEOUT.as_secs())]
     body_timeout: u64, file u64 = |v| seconds(v, 1, MAX_TIMEOUT_SECS);
-    /// Request body bytes the front holds in memory files for all requests together (chunked
-    /// bodies until they end, what a slow CGI has not read yet); beyond it, 503
+    /// Request body bytes the front holds in memory for all requests together (chunked bodies
+    /// until they end, what a slow CGI has not read yet); beyond it, 503
     #[arg(long, value_name = "BYTES", default_value = "1G", value_parser = parse_size)]
     spool_budget: u64, file u64 = |v| size(v).and_then(at_least_1);
     /// Pass the Authorization header to CGIs as HTTP_AUTHORIZATION (off: credentials stay here)

@@ -145,7 +145,10 @@ async fn run_cgi(
     };
     let body = Body::Sized {
         length,
-        source: BodySource::Stream(Box::pin(stdin)),
+        source: BodySource::Stream {
+            reader: Box::pin(stdin),
+            buffer: bytes::BytesMut::new(),
+        },
         expects_continue: false,
     };
     let meta = request_meta(params, &path);

@@ -9,13 +9,13 @@
 //! (an echo, a filter) then blocks on its stdout, stops reading its stdin, and with a plain copy
 //! the gateway stops reading the client: nobody moves again until the timeout (nginx +
 //! fcgiwrap wedges exactly so). Here the body is always read as fast as the client sends it;
-//! what the CGI has not read yet waits in memory, and past [`SPILL_AFTER`] in an unlinked
-//! memory file. The body's size is bounded by its Content-Length, which is bounded by
-//! `--max-body`, and the whole copy by the request's deadline.
+//! what the CGI has not read yet waits in memory, the pieces as they were read (no copy), and
+//! past [`UNCOUNTED`] bytes counts against the spool budget. The body's size is bounded by its
+//! Content-Length, which is bounded by `--max-body`, and the whole copy by the request's
+//! deadline.
 
 use std::collections::VecDeque;
 use std::fs::File;
-use std::os::unix::fs::FileExt;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
@@ -29,26 +29,30 @@ use tokio::sync::{oneshot, Notify};
 use tokio::time::{timeout_at, Instant};
 
 use super::error::{internal, RequestError};
-use super::spool::{memory_file, seal, Reservation, SpoolBudget};
+use super::spool::{memory_file, seal, BudgetSpent, Reservation, SpoolBudget};
 use crate::config::MIN_BODY_RATE;
 
-/// Bytes of a body kept in memory while the CGI is behind; beyond, they go to a memory file
-/// that counts against the spool budget.
-const SPILL_AFTER: usize = 256 * 1024;
-/// Largest piece read back from the spill file at once.
-const SPILL_READ: usize = 64 * 1024;
+/// Bytes of a body held for a CGI that is behind without counting against the spool budget:
+/// most bodies fit, and never touch the budget's counter that all requests share.
+const UNCOUNTED: usize = 256 * 1024;
+/// Room made in a FastCGI body's read buffer when it runs out.
+const STREAM_READ: usize = 64 * 1024;
 
 /// What the client has sent and the CGI not yet read.
+///
+/// It is held in memory as read. Until 2026-12 what did not fit [`UNCOUNTED`] went to a
+/// memory file and was read back from it: two more copies of each byte and a page made and
+/// freed for each 4 KiB. A 64 MiB echo did 542-599 MB/s so, 814-948 now (bench/MISSES.md).
+/// The memory is the same either way (a memory file's pages are memory too). Once freed, it
+/// stays in the allocator's heaps, ready for the next upload, until the front's next quiet
+/// spell (`front::give_back_memory_when_quiet`): a trim after each 64 MiB echo would have it
+/// fault every page in again, and took the gain away (464-532 MB/s against 603-703 without).
 #[derive(Default)]
 struct Backlog {
-    memory: VecDeque<Bytes>,
-    memory_bytes: usize,
-    spill: Option<File>,
-    /// What the spill file holds of the spool budget.
+    pieces: VecDeque<Bytes>,
+    bytes: usize,
+    /// What the backlog holds of the spool budget: every byte past the first [`UNCOUNTED`].
     reservation: Option<Reservation>,
-    /// Spill file offsets: written up to, read up to.
-    spilled: u64,
-    drained: u64,
     /// The client's body has ended (or failed, or the deadline passed).
     ended: bool,
     /// The CGI stopped reading (closed stdin or exited): the rest is dropped.
@@ -211,7 +215,12 @@ async fn spool(
 /// Where a request body comes from: an HTTP request, or any byte stream (FastCGI's STDIN).
 pub enum BodySource {
     Http(Incoming),
-    Stream(Pin<Box<dyn AsyncRead + Send>>),
+    /// Read into one buffer, each piece split off it, so that the pieces a slow CGI leaves
+    /// waiting share that buffer instead of holding one allocation each (as hyper does).
+    Stream {
+        reader: Pin<Box<dyn AsyncRead + Send>>,
+        buffer: BytesMut,
+    },
 }
 
 impl BodySource {
@@ -228,11 +237,13 @@ impl BodySource {
                     Err(_) => return Some(Err("the client's request body ended early".into())),
                 }
             },
-            BodySource::Stream(reader) => {
-                let mut buffer = BytesMut::with_capacity(SPILL_READ);
-                match reader.read_buf(&mut buffer).await {
+            BodySource::Stream { reader, buffer } => {
+                if buffer.capacity() - buffer.len() < STREAM_READ / 4 {
+                    buffer.reserve(STREAM_READ);
+                }
+                match reader.read_buf(buffer).await {
                     Ok(0) => None,
-                    Ok(_) => Some(Ok(buffer.freeze())),
+                    Ok(_) => Some(Ok(buffer.split().freeze())),
                     Err(error) => Some(Err(format!("the request body ended early: {error}"))),
                 }
             }
@@ -264,7 +275,7 @@ pub async fn feed(
         let mut length: u64 = 0;
         if let Some(first) = first {
             length += first.len() as u64;
-            push(&shared, first).map_err(|spent| spent.into_error(&limits))?;
+            push(&shared, first).map_err(|BudgetSpent| limits.budget.refused())?;
         }
         loop {
             let body_deadline = limits.deadline.after(length);
@@ -281,7 +292,7 @@ pub async fn feed(
                 RequestError::BadRequest("request body ended early")
             })?;
             length += data.len() as u64;
-            push(&shared, data).map_err(|spent| spent.into_error(&limits))?;
+            push(&shared, data).map_err(|BudgetSpent| limits.budget.refused())?;
         }
     };
     let outcome = read.await;
@@ -297,54 +308,25 @@ pub async fn feed(
     }
 }
 
-/// Why a piece of the body could not be queued.
-#[derive(Debug)]
-enum PushError {
-    /// The spool budget is spent.
-    BudgetSpent,
-    Spill(std::io::Error),
+/// The bytes of a backlog of `bytes` that count against the spool budget.
+fn counted(bytes: usize) -> u64 {
+    bytes.saturating_sub(UNCOUNTED) as u64
 }
 
-impl PushError {
-    fn into_error(self, limits: &BodyLimits) -> RequestError {
-        match self {
-            PushError::BudgetSpent => limits.budget.refused(),
-            PushError::Spill(error) => internal(error),
-        }
-    }
-}
-
-/// Queues one piece of the body for the CGI.
-fn push(shared: &Shared, data: Bytes) -> Result<(), PushError> {
+/// Queues one piece of the body for the CGI; `BudgetSpent` if it would take the spool budget
+/// past its limit.
+fn push(shared: &Shared, data: Bytes) -> Result<(), BudgetSpent> {
     let mut backlog = shared.lock();
     if backlog.cgi_gone {
         // Still read, so the client is never stuck sending; but nobody wants it.
         return Ok(());
     }
-    let spill_drained = backlog.spilled == backlog.drained;
-    if spill_drained && backlog.memory_bytes + data.len() <= SPILL_AFTER {
-        backlog.memory_bytes += data.len();
-        backlog.memory.push_back(data);
-    } else {
-        // Once spilling, everything goes to the file until the CGI has read it all, so the
-        // order of the bytes is kept (memory holds only what came before).
-        if let Some(reservation) = &mut backlog.reservation {
-            reservation
-                .grow(data.len() as u64)
-                .map_err(|_| PushError::BudgetSpent)?;
-        }
-        if backlog.spill.is_none() {
-            backlog.spill = Some(memory_file("jailgate-spill").map_err(PushError::Spill)?);
-        }
-        let offset = backlog.spilled;
-        if let Some(spill) = &backlog.spill {
-            // Memory writes of one frame: short enough not to need a thread.
-            spill
-                .write_all_at(&data, offset)
-                .map_err(PushError::Spill)?;
-        }
-        backlog.spilled += data.len() as u64;
+    let more = counted(backlog.bytes + data.len()) - counted(backlog.bytes);
+    if let Some(reservation) = backlog.reservation.as_mut().filter(|_| more > 0) {
+        reservation.grow(more)?;
     }
+    backlog.bytes += data.len();
+    backlog.pieces.push_back(data);
     drop(backlog);
     shared.changed.notify_one();
     Ok(())
@@ -357,54 +339,34 @@ enum Next {
     Done,
 }
 
-fn take(backlog: &mut Backlog) -> Result<Next, std::io::Error> {
-    if let Some(data) = backlog.memory.pop_front() {
-        backlog.memory_bytes -= data.len();
-        return Ok(Next::Data(data));
-    }
-    if backlog.drained < backlog.spilled {
-        let want = (backlog.spilled - backlog.drained).min(SPILL_READ as u64) as usize;
-        let mut data = vec![0; want];
-        if let Some(spill) = &backlog.spill {
-            spill.read_exact_at(&mut data, backlog.drained)?;
+fn take(backlog: &mut Backlog) -> Next {
+    if let Some(data) = backlog.pieces.pop_front() {
+        let less = counted(backlog.bytes) - counted(backlog.bytes - data.len());
+        backlog.bytes -= data.len();
+        if let Some(reservation) = &mut backlog.reservation {
+            reservation.shrink(less);
         }
-        backlog.drained += want as u64;
-        if backlog.drained == backlog.spilled {
-            // All read back: start the file over instead of letting it grow.
-            backlog.spilled = 0;
-            backlog.drained = 0;
-            if let Some(spill) = &backlog.spill {
-                spill.set_len(0)?;
-            }
-            if let Some(reservation) = &mut backlog.reservation {
-                reservation.release();
-            }
-        }
-        return Ok(Next::Data(Bytes::from(data)));
+        return Next::Data(data);
     }
-    Ok(if backlog.ended {
+    if backlog.ended {
         Next::Done
     } else {
         Next::Wait
-    })
+    }
 }
 
 async fn write_out(shared: Arc<Shared>, mut stdin: pipe::Sender) {
     loop {
         let next = take(&mut shared.lock());
         let data = match next {
-            Ok(Next::Data(data)) => data,
+            Next::Data(data) => data,
             // notify_one keeps a permit when nobody waits, so no wake-up is lost here.
-            Ok(Next::Wait) => {
+            Next::Wait => {
                 shared.changed.notified().await;
                 continue;
             }
             // Dropping stdin gives the CGI its end of file.
-            Ok(Next::Done) => return,
-            Err(error) => {
-                tracing::warn!("reading back the spilled request body: {error}");
-                break;
-            }
+            Next::Done => return,
         };
         if stdin.write_all(&data).await.is_err() {
             // The CGI closed its stdin or exited: it does not want the rest.
@@ -413,9 +375,8 @@ async fn write_out(shared: Arc<Shared>, mut stdin: pipe::Sender) {
     }
     let mut backlog = shared.lock();
     backlog.cgi_gone = true;
-    backlog.memory.clear();
-    backlog.memory_bytes = 0;
-    backlog.spill = None;
+    backlog.pieces.clear();
+    backlog.bytes = 0;
     backlog.reservation = None;
 }
 
@@ -425,50 +386,56 @@ mod tests {
 
     fn drain(shared: &Shared) -> Vec<u8> {
         let mut out = Vec::new();
-        while let Ok(Next::Data(data)) = take(&mut shared.lock()) {
+        while let Next::Data(data) = take(&mut shared.lock()) {
             out.extend_from_slice(&data);
         }
         out
     }
 
+    /// Bytes come out in the order they went in, and what is held past [`UNCOUNTED`] is held
+    /// of the spool budget until the CGI takes it; past the budget, a push is refused.
     #[test]
-    fn bytes_keep_their_order_through_memory_and_spill_file() {
+    fn bytes_keep_their_order_and_the_budget_counts_what_waits() {
+        let budget = Arc::new(SpoolBudget::default());
+        let limit = 500_000;
         let shared = Shared {
-            backlog: Mutex::default(),
+            backlog: Mutex::new(Backlog {
+                reservation: Some(budget.reservation(limit)),
+                ..Backlog::default()
+            }),
             changed: Notify::new(),
         };
         let piece = |n: u8, len: usize| Bytes::from(vec![n; len]);
         let mut expected = Vec::new();
-        // Fill memory, spill, take part, push more (must follow the spill), drain, then memory again.
         for n in 0..12u8 {
             let data = piece(n, 50_000);
             expected.extend_from_slice(&data);
             push(&shared, data).expect("push");
         }
-        assert!(
-            shared.lock().spilled > 0,
-            "past SPILL_AFTER the backlog spills to the file"
-        );
+        assert_eq!(budget.used(), 600_000 - UNCOUNTED as u64);
         let mut got = Vec::new();
         for _ in 0..3 {
-            if let Ok(Next::Data(data)) = take(&mut shared.lock()) {
+            if let Next::Data(data) = take(&mut shared.lock()) {
                 got.extend_from_slice(&data);
             }
         }
+        assert_eq!(budget.used(), 450_000 - UNCOUNTED as u64);
         for n in 12..20u8 {
             let data = piece(n, 30_000);
             expected.extend_from_slice(&data);
             push(&shared, data).expect("push");
         }
+        // 690,000 held, 427,856 of them counted: one more piece of 80,000 passes the limit.
+        assert_eq!(push(&shared, piece(98, 80_000)), Err(BudgetSpent));
         got.extend(drain(&shared));
-        assert_eq!(shared.lock().spilled, 0, "a drained spill file starts over");
+        assert_eq!(budget.used(), 0, "all taken: the budget is back");
         push(&shared, piece(99, 10)).expect("push");
         expected.extend_from_slice(&[99; 10]);
         got.extend(drain(&shared));
         assert_eq!(got, expected);
-        assert!(matches!(take(&mut shared.lock()), Ok(Next::Wait)));
+        assert!(matches!(take(&mut shared.lock()), Next::Wait));
         shared.lock().ended = true;
-        assert!(matches!(take(&mut shared.lock()), Ok(Next::Done)));
+        assert!(matches!(take(&mut shared.lock()), Next::Done));
     }
 
     #[test]
@@ -479,6 +446,27 @@ mod tests {
         };
         shared.lock().cgi_gone = true;
         push(&shared, Bytes::from_static(b"unwanted")).expect("push");
-        assert!(matches!(take(&mut shared.lock()), Ok(Next::Wait)));
+        assert!(matches!(take(&mut shared.lock()), Next::Wait));
+    }
+
+    /// A FastCGI body read in small pieces: each piece is its own bytes, in order, and they
+    /// share the stream's buffer.
+    #[tokio::test]
+    async fn a_stream_is_read_in_pieces_of_one_buffer() {
+        let (mut writer, reader) = tokio::io::duplex(1024);
+        let mut source = BodySource::Stream {
+            reader: Box::pin(reader),
+            buffer: BytesMut::new(),
+        };
+        let mut got = Vec::new();
+        for n in 0..100u8 {
+            writer.write_all(&[n; 100]).await.expect("write");
+            let piece = source.next().await.expect("a piece").expect("data");
+            got.extend_from_slice(&piece);
+        }
+        drop(writer);
+        assert!(source.next().await.is_none(), "the end");
+        let expected: Vec<u8> = (0..100u8).flat_map(|n| [n; 100]).collect();
+        assert_eq!(got, expected);
     }
 }

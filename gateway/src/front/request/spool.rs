@@ -1,5 +1,7 @@
-//! Where request bodies wait for their CGI: memory files (memfd) of the front's own, under one
-//! byte budget for all requests together (`--spool-budget`).
+//! Where request bodies wait for their CGI, under one byte budget for all requests together
+//! (`--spool-budget`): a body of unknown length in a memory file (memfd) of the front's own,
+//! which becomes the CGI's stdin; what a slow CGI has not read yet of a streamed body in the
+//! front's memory (`body.rs`).
 //!
 //! A memfd has no name in any folder: nothing another user or a CGI could open or fill, nothing
 //! left behind by a killed gateway, and its pages go back the moment its last descriptor
@@ -77,7 +79,14 @@ impl Reservation {
         Ok(())
     }
 
-    /// Gives back everything held (the spill file was read back and emptied).
+    /// Gives back `less` bytes (at most what is held): the CGI has taken them.
+    pub fn shrink(&mut self, less: u64) {
+        let less = less.min(self.bytes);
+        self.budget.used.fetch_sub(less, Ordering::Relaxed);
+        self.bytes -= less;
+    }
+
+    /// Gives back everything held.
     pub fn release(&mut self) {
         self.budget.used.fetch_sub(self.bytes, Ordering::Relaxed);
         self.bytes = 0;
