@@ -459,14 +459,27 @@ mod tests {
             buffer: BytesMut::new(),
         };
         let mut got = Vec::new();
+        let mut pieces = Vec::new();
         for n in 0..100u8 {
             writer.write_all(&[n; 100]).await.expect("write");
             let piece = source.next().await.expect("a piece").expect("data");
             got.extend_from_slice(&piece);
+            pieces.push(piece);
         }
         drop(writer);
         assert!(source.next().await.is_none(), "the end");
         let expected: Vec<u8> = (0..100u8).flat_map(|n| [n; 100]).collect();
         assert_eq!(got, expected);
+        // Each piece starts where the one before ended, in the same buffer: 100 pieces of
+        // 100 bytes fit one buffer of 64 KiB.
+        let adjacent = pieces
+            .windows(2)
+            .filter(|pair| pair[0].as_ptr().wrapping_add(pair[0].len()) == pair[1].as_ptr())
+            .count();
+        assert_eq!(
+            adjacent,
+            pieces.len() - 1,
+            "pieces each in a buffer of its own"
+        );
     }
 }
