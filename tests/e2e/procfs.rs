@@ -18,6 +18,22 @@ pub fn resident_kib(pid: i32) -> u64 {
         .expect("VmRSS")
 }
 
+/// Polls `pid`'s resident memory every half second until it is at most `kib`, for up to 30
+/// s: `Ok` with the last reading once it is, `Err` with it if it never was.
+pub async fn resident_falls_to(pid: i32, kib: u64) -> Result<u64, u64> {
+    let end = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let now = resident_kib(pid);
+        if now <= kib {
+            return Ok(now);
+        }
+        if std::time::Instant::now() >= end {
+            return Err(now);
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    }
+}
+
 /// The fields of `/proc/PID/stat` (proc(5)) that the tests need.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ProcStat {
