@@ -251,7 +251,7 @@ fn with_upload_location(config: String) -> String {
         .collect();
     assert!(
         found,
-        "proxy_pass.conf has no `#location /cgi-bin/upload/` block"
+        "the example has no `#location /cgi-bin/upload/` block"
     );
     lines.join("\n")
 }

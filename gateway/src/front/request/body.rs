@@ -42,8 +42,9 @@ const STREAM_READ: usize = 64 * 1024;
 ///
 /// It is held in memory as read. Until 2026-12 what did not fit [`UNCOUNTED`] went to a
 /// memory file and was read back from it: two more copies of each byte and a page made and
-/// freed for each 4 KiB. A 64 MiB echo did 542-599 MB/s so, 814-948 now (bench/MISSES.md).
-/// The memory is the same either way (a memory file's pages are memory too). Once freed, it
+/// freed for each 4 KiB. A 64 MiB echo did 542-599 MB/s that way, and does 814-948 now
+/// (bench/MISSES.md). The memory is the same either way (a memory file's pages are memory
+/// too), give or take the unfilled ends of the read buffers the pieces share. Once freed, it
 /// stays in the allocator's heaps, ready for the next upload, until the front's next quiet
 /// spell (`front::give_back_memory_when_quiet`): a trim after each 64 MiB echo would have it
 /// fault every page in again, and took the gain away (464-532 MB/s against 603-703 without).
@@ -332,13 +333,15 @@ fn push(shared: &Shared, data: Bytes) -> Result<(), BudgetSpent> {
     Ok(())
 }
 
-/// Takes the oldest bytes not yet given to the CGI; `None` once there will be no more.
+/// What [`take`] found: bytes for the CGI, nothing yet, or nothing ever again.
 enum Next {
     Data(Bytes),
     Wait,
     Done,
 }
 
+/// Takes the oldest bytes not yet given to the CGI, and gives back their share of the spool
+/// budget.
 fn take(backlog: &mut Backlog) -> Next {
     if let Some(data) = backlog.pieces.pop_front() {
         let less = counted(backlog.bytes) - counted(backlog.bytes - data.len());
