@@ -12,13 +12,11 @@
 //!
 //! The rules for a child that shares its parent's memory (a vfork child), and how they are kept:
 //! - It must not allocate, lock, unwind, or return into the parent's frames: the child runs
-//!   [`Common::prepare`] and [`Common::start`] only, which make system calls on data the parent
-//!   prepared ([`Program`]), on a stack of its own ([`ChildStack`]), and leaves with `execve` or
-//!   `_exit`. (Nothing in it can panic; were it to, the `extern "C"` entry would abort the
-//!   child, not unwind.)
+//!   [`Child::run`] only, which makes system calls on data the parent prepared ([`Program`]),
+//!   on a stack of its own ([`ChildStack`]), and leaves with `execve` or `_exit`. (Nothing in it
+//!   can panic; were it to, the `extern "C"` entry would abort the child, not unwind.)
 //! - Nothing else may touch that data meanwhile: `CLONE_VFORK` suspends the parent until the
-//!   child has exec'd or exited, and the worker is single-threaded. (A prepared process, below,
-//!   waits while the worker goes on; [`Handoff`] says how it keeps to this.)
+//!   child has exec'd or exited, and the worker is single-threaded.
 //! - No signal handler of the worker's may run in the child (it would run on the worker's
 //!   memory): the parent blocks every signal around the clone; the child resets each handled
 //!   signal to its default while they are still blocked, and unblocks them only right before
@@ -27,18 +25,13 @@
 //!   service manager starts a service, however the gateway itself was started (a shell's
 //!   background job, say, has SIGINT and SIGQUIT ignored).
 //! - Its errors come back through the shared memory: the child stores the errno of the step
-//!   that failed, `execve`'s included, before it `_exit`s.
-//!
-//! Two ways to start one: [`Launcher::launch`] clones and runs every step at once;
-//! [`Launcher::prepare`] clones ahead of the request and takes the steps that need no request
-//! (the identity, the group, the domain), and [`Launcher::launch_prepared`] the rest once the
-//! request is there. The worker prepares one while it has nothing else to do (`spawn.rs`).
+//!   that failed, `execve`'s included, in [`Child::errno`] before it `_exit`s.
 
 use std::ffi::{c_char, c_int, c_void, CStr};
 use std::mem::MaybeUninit;
 use std::os::fd::{AsRawFd, BorrowedFd};
 use std::ptr::{self, NonNull};
-use std::sync::atomic::{AtomicI32, AtomicPtr, AtomicU32, Ordering};
+use std::sync::atomic::{AtomicI32, Ordering};
 
 use nix::errno::Errno;
 use nix::sys::resource::{setrlimit, Resource};
@@ -88,18 +81,14 @@ pub struct Identity<'a> {
     pub groups: Option<&'a [libc::gid_t]>,
 }
 
-/// Starts programs, one at a time. Made once per worker: the stacks, the list of signals to
+/// Starts programs, one at a time. Made once per worker: the stack, the list of signals to
 /// reset and the Landlock ruleset are the same for every CGI.
 pub struct Launcher {
     stack: ChildStack,
-    /// The stack of the prepared process, which waits on it while others may be launched.
-    prepared_stack: ChildStack,
-    /// Boxed, like `scope`: a prepared process reads them where they are, so they must not
-    /// move with the launcher.
-    signals_to_reset: Box<[c_int]>,
-    scope: Box<CgiScope>,
-    /// A process cloned ahead of its request (see [`Launcher::prepare`]).
-    prepared: Option<Prepared>,
+    /// The signals the worker handles or ignores, read once (see [`Launcher::new`]): reading
+    /// them per spawn would be 64 `sigaction` calls each time.
+    signals_to_reset: Vec<c_int>,
+    scope: CgiScope,
 }
 
 impl Launcher {
@@ -108,21 +97,9 @@ impl Launcher {
     pub fn new(scope: CgiScope) -> Result<Launcher, Errno> {
         Ok(Launcher {
             stack: ChildStack::new()?,
-            prepared_stack: ChildStack::new()?,
-            signals_to_reset: signals_not_at_default().into_boxed_slice(),
-            scope: Box::new(scope),
-            prepared: None,
+            signals_to_reset: signals_not_at_default(),
+            scope,
         })
-    }
-
-    /// What every child reads, in this process's memory.
-    fn common(&self) -> Common {
-        Common {
-            signals_to_reset: ptr::from_ref(&*self.signals_to_reset),
-            scope: ptr::from_ref(&*self.scope),
-            default_action: default_action(),
-            empty_mask: signal_set(libc::sigemptyset),
-        }
     }
 
     /// Starts `program` in a process group of its own with exactly its
@@ -130,203 +107,70 @@ impl Launcher {
     /// every signal at its default and none blocked. Returns its pid once it has exec'd, or
     /// the errno of the step that failed (the child is then reaped already).
     pub fn launch(&mut self, program: &Program<'_>) -> Result<Pid, Errno> {
-        check_program(program)?;
+        let null_terminated = |vector: &[*const c_char]| vector.last() == Some(&ptr::null());
+        if !null_terminated(program.argv) || !null_terminated(program.envp) {
+            return Err(Errno::EINVAL);
+        }
+        if program.stdio.iter().any(|fd| fd.as_raw_fd() < 3) {
+            return Err(Errno::EBADF);
+        }
         let child = Child {
-            common: self.common(),
             program,
+            signals_to_reset: &self.signals_to_reset,
+            scope: &self.scope,
+            default_action: default_action(),
+            empty_mask: signal_set(libc::sigemptyset),
             errno: AtomicI32::new(0),
         };
+        let all_signals = signal_set(libc::sigfillset);
+        let mut saved_mask = MaybeUninit::<libc::sigset_t>::uninit();
+        // SAFETY: both pointers are valid for the call. (glibc keeps its two internal signals,
+        // for thread cancellation and set*id across threads, out of the set; the worker has one
+        // thread and uses neither, so they never arrive.)
+        let blocked = unsafe {
+            libc::pthread_sigmask(libc::SIG_SETMASK, &all_signals, saved_mask.as_mut_ptr())
+        };
+        if blocked != 0 {
+            return Err(Errno::from_raw(blocked));
+        }
         // SAFETY: `child_main` follows the rules in this module's documentation: it only reads
         // `child`, which outlives the child's use of it because CLONE_VFORK suspends this thread
         // until the child has exec'd or exited, and it writes only `child.errno`. The stack is
         // ours alone (`&mut self`) and unused by anything else while the child runs on it.
-        let pid = with_signals_blocked(|| unsafe {
+        let pid = unsafe {
             libc::clone(
                 child_main,
                 self.stack.top(),
                 libc::CLONE_VM | libc::CLONE_VFORK | libc::SIGCHLD,
                 ptr::from_ref(&child).cast_mut().cast(),
             )
-        })?;
+        };
+        let clone_errno = Errno::last();
+        // SAFETY: the successful pthread_sigmask above filled `saved_mask`.
+        unsafe { libc::pthread_sigmask(libc::SIG_SETMASK, saved_mask.as_ptr(), ptr::null_mut()) };
+        if pid == -1 {
+            return Err(clone_errno);
+        }
+        let pid = Pid::from_raw(pid);
         match child.errno.load(Ordering::Relaxed) {
             0 => Ok(pid),
             errno => {
                 // It has exited: reap it now, so that it never reaches the worker's reaper as
                 // a pid it does not know.
-                reap(pid);
+                while waitpid(pid, None) == Err(Errno::EINTR) {}
                 Err(Errno::from_raw(errno))
             }
         }
     }
-
-    /// Clones a process ahead of its request and takes it as far as a CGI's process goes
-    /// before it needs the request: signals at their default, `identity` (its namespace and
-    /// ids, as [`Launcher::launch`] gives them), a process group and a Landlock domain of its
-    /// own. There it waits, sharing this process's memory, until [`Launcher::launch_prepared`]
-    /// gives it a program. Returns its pid once it waits, or the errno of the step that failed
-    /// (it is then reaped already). `identity` is used only until this returns.
-    ///
-    /// Why: at one connection, a request waits for every step between the worker's `clone` and
-    /// the CGI's `execve`; a worker with nothing to do takes them before the request comes
-    /// (bench/MISSES.md). Only one process is prepared at a time.
-    pub fn prepare(&mut self, identity: Option<&Identity<'_>>) -> Result<Pid, Errno> {
-        if self.prepared.is_some() {
-            return Err(Errno::EBUSY);
-        }
-        let handoff = Box::new(Handoff {
-            state: AtomicU32::new(PREPARING),
-            sharing: AtomicU32::new(0),
-            errno: AtomicI32::new(0),
-            common: self.common(),
-            identity: identity.map_or(ptr::null(), |identity| ptr::from_ref(identity).cast()),
-            program: AtomicPtr::new(ptr::null_mut()),
-        });
-        // CLONE_FILES: it sees the descriptors the request brings later, and makes its table
-        // its own before it places them (`Common::start`). The kernel writes its pid into
-        // `sharing` before it runs, and clears it, with a futex wake-up, when it execs or
-        // exits (CLONE_PARENT_SETTID, CLONE_CHILD_CLEARTID): how `launch_prepared` learns, as
-        // CLONE_VFORK tells `launch`, that it no longer uses this memory.
-        let flags = libc::CLONE_VM
-            | libc::CLONE_FILES
-            | libc::CLONE_PARENT_SETTID
-            | libc::CLONE_CHILD_CLEARTID
-            | libc::SIGCHLD;
-        let sharing = handoff.sharing.as_ptr();
-        // SAFETY: `prepared_main` follows the rules in this module's documentation, and those
-        // for a prepared process (on `Handoff`): it reads the handoff, which stays where it is
-        // (boxed) and alive until it has exec'd or exited (`Prepared` owns it, and is dropped
-        // only after that), and `identity` only until it says it is ready, which this waits
-        // for. Its stack is used by nothing else: one prepared process at a time.
-        let pid = with_signals_blocked(|| unsafe {
-            libc::clone(
-                prepared_main,
-                self.prepared_stack.top(),
-                flags,
-                ptr::from_ref(&*handoff).cast_mut().cast(),
-                sharing,
-                ptr::null_mut::<c_void>(),
-                sharing,
-            )
-        })?;
-        let state = wait_while(&handoff.state, PREPARING);
-        if state == FAILED {
-            reap(pid);
-            return Err(Errno::from_raw(handoff.errno.load(Ordering::SeqCst)));
-        }
-        self.prepared = Some(Prepared { pid, handoff });
-        Ok(pid)
-    }
-
-    /// The prepared process, if there is one and it still waits.
-    pub fn prepared(&self) -> Option<Pid> {
-        let prepared = self.prepared.as_ref()?;
-        (prepared.handoff.sharing.load(Ordering::SeqCst) != 0).then_some(prepared.pid)
-    }
-
-    /// Starts `program` in the prepared process, which has its identity already
-    /// (`program.identity` is not looked at): as [`Launcher::launch`] does, from the steps
-    /// that need the request on. `ESRCH` if no process waits.
-    pub fn launch_prepared(&mut self, program: &Program<'_>) -> Result<Pid, Errno> {
-        check_program(program)?;
-        if self.prepared().is_none() {
-            self.discard_prepared();
-            return Err(Errno::ESRCH);
-        }
-        let Some(Prepared { pid, handoff }) = self.prepared.take() else {
-            return Err(Errno::ESRCH);
-        };
-        handoff
-            .program
-            .store(ptr::from_ref(program).cast_mut().cast(), Ordering::SeqCst);
-        tell(&handoff.state, GO);
-        // Until its exec it reads `program`, which lives until this returns.
-        wait_while(&handoff.sharing, pid.as_raw() as u32);
-        match handoff.errno.load(Ordering::SeqCst) {
-            0 => Ok(pid),
-            errno => {
-                reap(pid);
-                Err(Errno::from_raw(errno))
-            }
-        }
-    }
-
-    /// Ends the prepared process, if any, and reaps it. One found dead (killed from outside)
-    /// is left to the worker's reaper, which may have reaped it already.
-    pub fn discard_prepared(&mut self) {
-        let Some(Prepared { pid, handoff }) = self.prepared.take() else {
-            return;
-        };
-        if handoff.sharing.load(Ordering::SeqCst) == 0 {
-            return;
-        }
-        tell(&handoff.state, QUIT);
-        wait_while(&handoff.sharing, pid.as_raw() as u32);
-        reap(pid);
-    }
 }
 
-impl Drop for Launcher {
-    fn drop(&mut self) {
-        // Before the stacks and the handoff go: the prepared process runs on them.
-        self.discard_prepared();
-    }
-}
-
-/// `EINVAL` or `EBADF` for a program no child could start as asked.
-fn check_program(program: &Program<'_>) -> Result<(), Errno> {
-    let null_terminated = |vector: &[*const c_char]| vector.last() == Some(&ptr::null());
-    if !null_terminated(program.argv) || !null_terminated(program.envp) {
-        return Err(Errno::EINVAL);
-    }
-    if program.stdio.iter().any(|fd| fd.as_raw_fd() < 3) {
-        return Err(Errno::EBADF);
-    }
-    Ok(())
-}
-
-/// Calls `clone` with every signal blocked, so that no handler of the worker's runs in a child
-/// before it has reset them; the child inherits the mask and clears it right before `execve`.
-/// (glibc keeps its two internal signals, for thread cancellation and set*id across threads,
-/// out of the set; the worker has one thread and uses neither, so they never arrive.)
-fn with_signals_blocked(clone: impl FnOnce() -> c_int) -> Result<Pid, Errno> {
-    let all_signals = signal_set(libc::sigfillset);
-    let mut saved_mask = MaybeUninit::<libc::sigset_t>::uninit();
-    // SAFETY: both pointers are valid for the call.
-    let blocked =
-        unsafe { libc::pthread_sigmask(libc::SIG_SETMASK, &all_signals, saved_mask.as_mut_ptr()) };
-    if blocked != 0 {
-        return Err(Errno::from_raw(blocked));
-    }
-    let pid = clone();
-    let clone_errno = Errno::last();
-    // SAFETY: the successful pthread_sigmask above filled `saved_mask`.
-    unsafe { libc::pthread_sigmask(libc::SIG_SETMASK, saved_mask.as_ptr(), ptr::null_mut()) };
-    if pid == -1 {
-        return Err(clone_errno);
-    }
-    Ok(Pid::from_raw(pid))
-}
-
-/// Reaps a child that has exited or is about to, so that it never reaches the worker's reaper
-/// as a pid it does not know.
-fn reap(pid: Pid) {
-    while waitpid(pid, None) == Err(Errno::EINTR) {}
-}
-
-/// What every child reads in the parent's memory, whichever way it was started. Raw pointers,
-/// so that a prepared process, which outlives the call that made it, can hold them: they
-/// point into the launcher's boxes, which outlive every child (`Launcher`'s `Drop`).
-struct Common {
-    signals_to_reset: *const [c_int],
-    scope: *const CgiScope,
+/// What the child reads, in the parent's memory.
+struct Child<'a> {
+    program: &'a Program<'a>,
+    signals_to_reset: &'a [c_int],
+    scope: &'a CgiScope,
     default_action: libc::sigaction,
     empty_mask: libc::sigset_t,
-}
-
-/// What a child started with [`Launcher::launch`] reads.
-struct Child<'a> {
-    common: Common,
-    program: &'a Program<'a>,
     /// The errno of the step that failed, stored by the child before it exits; 0 if it exec'd.
     errno: AtomicI32,
 }
@@ -335,122 +179,28 @@ extern "C" fn child_main(child: *mut c_void) -> c_int {
     // SAFETY: `Launcher::launch` passes a pointer to a `Child` that stays valid and unchanged
     // until this process has exec'd or exited (CLONE_VFORK).
     let child = unsafe { &*child.cast::<Child<'_>>() };
-    let program = child.program;
-    let errno = match child.common.prepare(program.identity.as_ref()) {
-        Ok(()) => child.common.start(program),
-        Err(errno) => errno,
-    };
+    let errno = child.run();
     child.errno.store(errno, Ordering::Relaxed);
     // SAFETY: _exit ends this process at once, without running exit handlers or flushing stdio
     // buffers, which belong to the parent.
     unsafe { libc::_exit(127) }
 }
 
-/// A process that waits for its request (see [`Launcher::prepare`]).
-struct Prepared {
-    pid: Pid,
-    handoff: Box<Handoff>,
-}
-
-/// [`Handoff::state`]: written by the prepared process...
-const PREPARING: u32 = 0;
-const READY: u32 = 1;
-const FAILED: u32 = 2;
-/// ... and by the worker.
-const GO: u32 = 3;
-const QUIT: u32 = 4;
-
-/// What the worker and a prepared process share, in the worker's memory. The rules of a child
-/// that shares the parent's memory (this module's documentation) hold, and one more, since
-/// the worker goes on while the process waits: from the moment it is ready until it is told
-/// to go, it reads and writes nothing but `state`. It makes its system calls through glibc,
-/// whose `errno` is the worker's thread's: a call of its that fails while the worker runs
-/// would change the worker's `errno`. None does: the steps that can fail run while the worker
-/// waits for it to be ready or to exec, and its wait (`FUTEX_WAIT`) fails only when told to
-/// go already, when the worker waits too.
-struct Handoff {
-    state: AtomicU32,
-    /// Its pid while it shares the worker's memory, 0 once it has exec'd or exited (set and
-    /// cleared by the kernel, see [`Launcher::prepare`]).
-    sharing: AtomicU32,
-    /// The errno of the step that failed (0 if it exec'd).
-    errno: AtomicI32,
-    common: Common,
-    /// Until it is ready (`READY` or `FAILED`).
-    identity: *const Identity<'static>,
-    /// From `GO` until it has exec'd or exited.
-    program: AtomicPtr<Program<'static>>,
-}
-
-extern "C" fn prepared_main(handoff: *mut c_void) -> c_int {
-    // SAFETY: `Launcher::prepare` passes a pointer to a boxed `Handoff` that stays valid until
-    // this process has exec'd or exited.
-    let handoff = unsafe { &*handoff.cast::<Handoff>() };
-    // SAFETY: valid or null until this process says it is ready (`Launcher::prepare` waits).
-    let identity = unsafe { handoff.identity.as_ref() };
-    if let Err(errno) = handoff.common.prepare(identity) {
-        handoff.errno.store(errno, Ordering::SeqCst);
-        tell(&handoff.state, FAILED);
-        // SAFETY: as in `child_main`.
-        unsafe { libc::_exit(127) }
-    }
-    tell(&handoff.state, READY);
-    if wait_while(&handoff.state, READY) == GO {
-        // SAFETY: the worker stores a valid `Program` before `GO` and keeps it alive until
-        // this process has exec'd or exited (`Launcher::launch_prepared`).
-        let program = unsafe { &*handoff.program.load(Ordering::SeqCst) };
-        let errno = handoff.common.start(program);
-        handoff.errno.store(errno, Ordering::SeqCst);
-    }
-    // SAFETY: as in `child_main`.
-    unsafe { libc::_exit(127) }
-}
-
-/// Stores `value` in `word` and wakes whoever waits on it. Shared futexes throughout (no
-/// FUTEX_PRIVATE_FLAG), since the kernel's wake-up for CLONE_CHILD_CLEARTID is one: a private
-/// wait would miss it.
-fn tell(word: &AtomicU32, value: u32) {
-    word.store(value, Ordering::SeqCst);
-    // SAFETY: FUTEX_WAKE on a valid, aligned word; it cannot fail so.
-    unsafe { libc::syscall(libc::SYS_futex, word.as_ptr(), libc::FUTEX_WAKE, c_int::MAX) };
-}
-
-/// Waits until `word` is no longer `value`; returns what it is then.
-fn wait_while(word: &AtomicU32, value: u32) -> u32 {
-    loop {
-        let now = word.load(Ordering::SeqCst);
-        if now != value {
-            return now;
-        }
-        // SAFETY: FUTEX_WAIT on a valid, aligned word, with no timeout: returns at once if the
-        // word is no longer `value`, else when woken (or by a signal: then checked again).
-        unsafe {
-            libc::syscall(
-                libc::SYS_futex,
-                word.as_ptr(),
-                libc::FUTEX_WAIT,
-                value,
-                ptr::null::<libc::timespec>(),
-            )
-        };
-    }
-}
-
-impl Common {
-    /// The steps from clone on that do not need the request: every signal at its default
-    /// (still blocked), the CGI's namespace and ids, its process group and Landlock domain.
+impl Child<'_> {
+    /// The steps from clone to exec, in the child. Returns only if one fails, with its errno.
     /// Every call is a thin async-signal-safe system-call wrapper on prepared data.
-    fn prepare(&self, identity: Option<&Identity<'_>>) -> Result<(), c_int> {
-        // SAFETY: the launcher's boxes, alive while any child is (see `Common`).
-        let (signals_to_reset, scope) = unsafe { (&*self.signals_to_reset, &*self.scope) };
+    fn run(&self) -> c_int {
+        let program = self.program;
         // The ignored ones too (an ignored signal stays ignored across exec): SIGPIPE, which
         // the Rust runtime ignores in the worker, and whatever the gateway was started with.
-        for &signal in signals_to_reset {
+        for &signal in self.signals_to_reset {
             // SAFETY: a valid action, and no old action asked for.
-            check_call(unsafe { libc::sigaction(signal, &self.default_action, ptr::null_mut()) })?;
+            if unsafe { libc::sigaction(signal, &self.default_action, ptr::null_mut()) } == -1 {
+                return Errno::last_raw();
+            }
         }
-        if let Some(identity) = identity {
-            become_itself(identity)?;
+        if let Err(errno) = self.become_itself() {
+            return errno;
         }
         // SAFETY: plain numbers. A process group of its own, as a shell gives each job: a
         // signal the CGI sends to its group (`kill 0`) stays in its request. (The worker
@@ -458,17 +208,39 @@ impl Common {
         // process has ended: `kill.rs`.) Not a session of its own
         // (`setsid`): that would also give it a scheduler autogroup, about 11 µs to make and
         // free per CGI (bench/MISSES.md).
-        check_call(unsafe { libc::setpgid(0, 0) })?;
+        if unsafe { libc::setpgid(0, 0) } == -1 {
+            return Errno::last_raw();
+        }
+        for (target, fd) in program.stdio.iter().enumerate() {
+            // SAFETY: plain descriptor numbers; dup2 clears close-on-exec on the new one.
+            if unsafe { libc::dup2(fd.as_raw_fd(), target as c_int) } == -1 {
+                return Errno::last_raw();
+            }
+        }
+        // SAFETY: `cwd` is NUL-terminated.
+        if unsafe { libc::chdir(program.cwd.as_ptr()) } == -1 {
+            return Errno::last_raw();
+        }
+        for &(resource, soft, hard) in program.limits {
+            if let Err(errno) = setrlimit(resource, soft, hard) {
+                return errno as c_int;
+            }
+        }
+        // Every descriptor above stderr is closed by exec. (This child's descriptor table is
+        // its own copy, without CLONE_FILES: the worker's stay as they are.)
+        let cloexec = libc::CLOSE_RANGE_CLOEXEC as c_int;
+        // SAFETY: close_range with CLOSE_RANGE_CLOEXEC only sets flags.
+        if unsafe { libc::close_range(3, libc::c_uint::MAX, cloexec) } == -1 {
+            return Errno::last_raw();
+        }
         // From here on it signals only its own processes.
-        scope.enter()
-    }
-
-    /// The steps that need the request, up to `execve`. Returns only if one fails, with its
-    /// errno.
-    fn start(&self, program: &Program<'_>) -> c_int {
-        match self.place_and_limit(program) {
-            Ok(()) => {}
-            Err(errno) => return errno,
+        if let Err(errno) = self.scope.enter() {
+            return errno;
+        }
+        // SAFETY: a valid signal set, and no old mask asked for.
+        if unsafe { libc::sigprocmask(libc::SIG_SETMASK, &self.empty_mask, ptr::null_mut()) } == -1
+        {
+            return Errno::last_raw();
         }
         // SAFETY: `path` is NUL-terminated, `argv` and `envp` are arrays of NUL-terminated
         // strings ending with a null pointer (checked in `launch`), all alive in the parent.
@@ -481,63 +253,46 @@ impl Common {
         };
         Errno::last_raw()
     }
-
-    fn place_and_limit(&self, program: &Program<'_>) -> Result<(), c_int> {
-        // A descriptor table of its own (a prepared process shares the worker's until here;
-        // any other child has its copy already), every descriptor in it closed by exec, then
-        // 0-2 placed: dup2 clears close-on-exec on the new one.
-        let flags = (libc::CLOSE_RANGE_UNSHARE | libc::CLOSE_RANGE_CLOEXEC) as c_int;
-        // SAFETY: close_range with these flags copies the table and sets flags only.
-        check_call(unsafe { libc::close_range(3, libc::c_uint::MAX, flags) })?;
-        for (target, fd) in program.stdio.iter().enumerate() {
-            // SAFETY: plain descriptor numbers.
-            check_call(unsafe { libc::dup2(fd.as_raw_fd(), target as c_int) })?;
-        }
-        // SAFETY: `cwd` is NUL-terminated.
-        check_call(unsafe { libc::chdir(program.cwd.as_ptr()) })?;
-        for &(resource, soft, hard) in program.limits {
-            setrlimit(resource, soft, hard).map_err(|errno| errno as c_int)?;
-        }
-        // SAFETY: a valid signal set, and no old mask asked for.
-        check_call(unsafe {
-            libc::sigprocmask(libc::SIG_SETMASK, &self.empty_mask, ptr::null_mut())
-        })
-    }
 }
 
-/// A mount namespace of its own with a private `/tmp` (entered, or made here), then its own
-/// uid and gid for good (from the worker's user-namespace root, every capability goes with
-/// the uid).
-fn become_itself(identity: &Identity<'_>) -> Result<(), c_int> {
-    match identity.namespace {
-        Some(namespace) => {
-            // SAFETY: a descriptor of a mount namespace, open in this process too (its
-            // descriptor table is a copy of the worker's, or the worker's own).
-            check_call(unsafe { libc::setns(namespace.as_raw_fd(), libc::CLONE_NEWNS) })?;
+impl Child<'_> {
+    /// A mount namespace of its own with a private `/tmp` (entered, or made here), then its own
+    /// uid and gid for good (from the worker's user-namespace root, every capability goes with
+    /// the uid).
+    fn become_itself(&self) -> Result<(), c_int> {
+        let Some(identity) = &self.program.identity else {
+            return Ok(());
+        };
+        match identity.namespace {
+            Some(namespace) => {
+                // SAFETY: a descriptor of a mount namespace, open in this process too (its
+                // descriptor table is a copy of the worker's).
+                check(unsafe { libc::setns(namespace.as_raw_fd(), libc::CLONE_NEWNS) })?;
+            }
+            None => {
+                // SAFETY: unshare takes flags only.
+                check(unsafe { libc::unshare(libc::CLONE_NEWNS) })?;
+                mount_tmp(identity)?;
+            }
         }
-        None => {
-            // SAFETY: unshare takes flags only.
-            check_call(unsafe { libc::unshare(libc::CLONE_NEWNS) })?;
-            mount_tmp(identity)?;
+        let id = identity.id;
+        if let Some(groups) = identity.groups {
+            // SAFETY: a slice and its length.
+            check(unsafe { libc::setgroups(groups.len(), groups.as_ptr()) })?;
         }
+        // What it creates is its group's to change too (the data folder's files are shared
+        // through that group), and nobody else's.
+        // SAFETY: umask takes a mode and cannot fail.
+        unsafe { libc::umask(0o007) };
+        // SAFETY: plain numbers.
+        check(unsafe { libc::setresgid(id, id, id) })?;
+        // SAFETY: plain numbers.
+        check(unsafe { libc::setresuid(id, id, id) })
     }
-    let id = identity.id;
-    if let Some(groups) = identity.groups {
-        // SAFETY: a slice and its length.
-        check_call(unsafe { libc::setgroups(groups.len(), groups.as_ptr()) })?;
-    }
-    // What it creates is its group's to change too (the data folder's files are shared
-    // through that group), and nobody else's.
-    // SAFETY: umask takes a mode and cannot fail.
-    unsafe { libc::umask(0o007) };
-    // SAFETY: plain numbers.
-    check_call(unsafe { libc::setresgid(id, id, id) })?;
-    // SAFETY: plain numbers.
-    check_call(unsafe { libc::setresuid(id, id, id) })
 }
 
 /// `Ok(())` unless `result` is -1, then the errno.
-fn check_call(result: c_int) -> Result<(), c_int> {
+fn check(result: c_int) -> Result<(), c_int> {
     if result == -1 {
         Err(Errno::last_raw())
     } else {
@@ -553,7 +308,7 @@ fn mount_tmp(identity: &Identity<'_>) -> Result<(), c_int> {
     };
     let flags = libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC;
     // SAFETY: NUL-terminated strings the parent prepared, alive until exec.
-    check_call(unsafe {
+    check(unsafe {
         libc::mount(
             c"tmpfs".as_ptr(),
             tmp.as_ptr(),
@@ -564,7 +319,7 @@ fn mount_tmp(identity: &Identity<'_>) -> Result<(), c_int> {
     })?;
     for other in dirs {
         // SAFETY: as above; a bind mount of the fresh tmpfs.
-        check_call(unsafe {
+        check(unsafe {
             libc::mount(
                 tmp.as_ptr(),
                 other.as_ptr(),
@@ -687,18 +442,8 @@ mod tests {
         CString::new(text).expect("no NUL")
     }
 
-    const BOTH_WAYS: [Way; 2] = [Way::AtOnce, Way::Prepared];
-
-    /// How `run_as` starts the program.
-    #[derive(Clone, Copy, PartialEq)]
-    enum Way {
-        AtOnce,
-        Prepared,
-    }
-
     /// Runs `argv` with `env` in `cwd` under `limits`, stdin empty, and collects its output.
-    fn run_as(
-        way: Way,
+    fn run(
         argv: &[&str],
         env: &[&str],
         cwd: &str,
@@ -717,14 +462,7 @@ mod tests {
         let (stdout_r, stdout) = nix::unistd::pipe().expect("pipe");
         let (stderr_r, stderr) = nix::unistd::pipe().expect("pipe");
         let mut launcher = Launcher::new(CgiScope::new().expect("scope")).expect("launcher");
-        if way == Way::Prepared {
-            let prepared = launcher.prepare(None)?;
-            assert_eq!(launcher.prepared(), Some(prepared));
-            // It waits, for as long as the request takes to come.
-            std::thread::sleep(std::time::Duration::from_millis(20));
-            assert_eq!(launcher.prepared(), Some(prepared));
-        }
-        let program = Program {
+        let pid = launcher.launch(&Program {
             path: &argv_c[0],
             argv: &argv_p,
             envp: &env_p,
@@ -732,12 +470,7 @@ mod tests {
             stdio: [stdin.as_fd(), stdout.as_fd(), stderr.as_fd()],
             limits,
             identity: None,
-        };
-        let pid = match way {
-            Way::AtOnce => launcher.launch(&program)?,
-            Way::Prepared => launcher.launch_prepared(&program)?,
-        };
-        assert_eq!(launcher.prepared(), None);
+        })?;
         drop((stdin, stdout, stderr));
         let read_all = |fd: OwnedFd| {
             let mut text = String::new();
@@ -755,9 +488,8 @@ mod tests {
         })
     }
 
-    fn sh(way: Way, script: &str) -> Output {
-        run_as(
-            way,
+    fn sh(script: &str) -> Output {
+        run(
             &["/bin/sh", "-c", script],
             &["PATH=/usr/bin:/bin"],
             "/",
@@ -768,24 +500,14 @@ mod tests {
 
     #[test]
     fn environment_and_arguments_are_exactly_those_given() {
-        for way in BOTH_WAYS {
-            let env = ["B=2", "A=x y", "EMPTY="];
-            let output = run_as(way, &["/usr/bin/env"], &env, "/", &[]).expect("env");
-            assert_eq!(output.stdout, "B=2\nA=x y\nEMPTY=\n");
-            assert!(matches!(output.status, WaitStatus::Exited(_, 0)));
-        }
+        let output = run(&["/usr/bin/env"], &["B=2", "A=x y", "EMPTY="], "/", &[]).expect("env");
+        assert_eq!(output.stdout, "B=2\nA=x y\nEMPTY=\n");
+        assert!(matches!(output.status, WaitStatus::Exited(_, 0)));
     }
 
     #[test]
     fn working_directory_limits_and_descriptors_are_set() {
-        for way in BOTH_WAYS {
-            working_directory_limits_and_descriptors_are_set_in(way);
-        }
-    }
-
-    fn working_directory_limits_and_descriptors_are_set_in(way: Way) {
-        let output = run_as(
-            way,
+        let output = run(
             &[
                 "/bin/sh",
                 "-c",
@@ -809,12 +531,6 @@ mod tests {
 
     #[test]
     fn process_group_and_signals_are_set() {
-        for way in BOTH_WAYS {
-            process_group_and_signals_are_set_in(way);
-        }
-    }
-
-    fn process_group_and_signals_are_set_in(way: Way) {
         // A signal blocked here must not be blocked in the child, nor one ignored here (as a
         // shell's background job has SIGQUIT) ignored there. SIGQUIT, which nothing here sends.
         // SAFETY: changes the disposition of a signal no test uses.
@@ -826,12 +542,9 @@ mod tests {
             libc::pthread_sigmask(libc::SIG_BLOCK, &usr1, ptr::null_mut());
         }
         // Field 5 of /proc/self/stat is the process group.
-        let output = sh(
-            way,
-            "read -r pid comm state ppid pgrp rest < /proc/self/stat
+        let output = sh("read -r pid comm state ppid pgrp rest < /proc/self/stat
                          [ \"$pid\" = \"$pgrp\" ] && echo leader
-                         grep -E '^(SigBlk|SigIgn):' /proc/self/status",
-        );
+                         grep -E '^(SigBlk|SigIgn):' /proc/self/status");
         // SAFETY: as above.
         unsafe { libc::pthread_sigmask(libc::SIG_UNBLOCK, &usr1, ptr::null_mut()) };
         assert!(output.stdout.starts_with("leader\n"), "{}", output.stdout);
@@ -851,61 +564,28 @@ mod tests {
 
     #[test]
     fn failures_before_exec_report_their_errno() {
-        for way in BOTH_WAYS {
-            let run = |argv: &[&str], cwd, limits: &[_]| run_as(way, argv, &[], cwd, limits).err();
-            assert_eq!(run(&["/nonexistent"], "/", &[]), Some(Errno::ENOENT));
-            assert_eq!(run(&["/etc/passwd"], "/", &[]), Some(Errno::EACCES));
-            assert_eq!(
-                run(&["/bin/true"], "/nonexistent", &[]),
-                Some(Errno::ENOENT)
-            );
-            let impossible = [(Resource::RLIMIT_NOFILE, 2, 1)];
-            assert_eq!(run(&["/bin/true"], "/", &impossible), Some(Errno::EINVAL));
-        }
+        assert_eq!(
+            run(&["/nonexistent"], &[], "/", &[]).err(),
+            Some(Errno::ENOENT)
+        );
+        assert_eq!(
+            run(&["/etc/passwd"], &[], "/", &[]).err(),
+            Some(Errno::EACCES)
+        );
+        assert_eq!(
+            run(&["/bin/true"], &[], "/nonexistent", &[]).err(),
+            Some(Errno::ENOENT)
+        );
+        let impossible = [(Resource::RLIMIT_NOFILE, 2, 1)];
+        assert_eq!(
+            run(&["/bin/true"], &[], "/", &impossible).err(),
+            Some(Errno::EINVAL)
+        );
         // Each failed child was reaped before `launch` returned.
         let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
         // SAFETY: waitpid with no status pointer.
         let left = unsafe { libc::waitpid(-1, ptr::null_mut(), libc::WNOHANG) };
         assert!(left <= 0, "an unreaped child: {left}");
-    }
-
-    #[test]
-    fn a_prepared_process_that_fails_is_reaped() {
-        let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
-        let mut launcher = Launcher::new(CgiScope::new().expect("scope")).expect("launcher");
-        // Not a namespace: `setns` fails while it prepares.
-        let not_a_namespace = std::fs::File::open("/dev/null").expect("/dev/null");
-        let identity = Identity {
-            id: 1,
-            namespace: Some(not_a_namespace.as_fd()),
-            tmp_options: c"",
-            tmp_dirs: &[],
-            groups: None,
-        };
-        assert_eq!(launcher.prepare(Some(&identity)), Err(Errno::EINVAL));
-        assert_eq!(launcher.prepared(), None);
-        // SAFETY: waitpid with no status pointer.
-        let left = unsafe { libc::waitpid(-1, ptr::null_mut(), libc::WNOHANG) };
-        assert!(left <= 0, "an unreaped child: {left}");
-    }
-
-    #[test]
-    fn a_prepared_process_goes_with_its_launcher() {
-        let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
-        let mut launcher = Launcher::new(CgiScope::new().expect("scope")).expect("launcher");
-        let pid = launcher.prepare(None).expect("prepare");
-        assert_eq!(launcher.prepare(None), Err(Errno::EBUSY), "one at a time");
-        // It says it is ready just before it sleeps.
-        let sleeping = (0..100).any(|_| {
-            std::thread::sleep(std::time::Duration::from_millis(10));
-            std::fs::read_to_string(format!("/proc/{pid}/status"))
-                .is_ok_and(|status| status.contains("State:\tS (sleeping)"))
-        });
-        assert!(sleeping, "it waits asleep");
-        drop(launcher);
-        // Told to quit and reaped: no such process, not even a zombie.
-        assert_eq!(waitpid(pid, None), Err(Errno::ECHILD));
-        assert!(!std::path::Path::new(&format!("/proc/{pid}")).exists());
     }
 
     #[test]

@@ -102,13 +102,6 @@ async fn serve(channel_fd: OwnedFd, config: &crate::jail::Config) -> Result<(), 
         )
         .await?;
     let outcome = loop {
-        // With no CGI of its own running, the worker has time: it prepares the next CGI's
-        // process, so that the next request waits for less (`Launcher::prepare`). Not while
-        // CGIs run: then requests come faster than the worker's turns, and a prepared process
-        // would only add its wake-up to the work.
-        if running.by_pid.is_empty() {
-            spawner.prepare_next();
-        }
         tokio::select! {
             received = channel.recv::<ToWorker>(&mut buffer) => match received {
                 Ok((ToWorker::Spawn(request), fds)) => {
@@ -229,15 +222,13 @@ async fn report_ended(
 ) -> Result<(), ChannelError> {
     children.take();
     let (mut ended, childless) = reap(running, leftovers);
-    // A child that is no CGI's yet, and must not be taken for what one left.
-    let prepared = spawner.prepared_pid();
     // A request ends with its CGI's main process: whatever else runs as its id (background
     // jobs, daemons, in whatever group or session) is killed, so nothing outlives the request,
     // and the id goes to another CGI only once none of it is left.
     leftovers.sweep(
         ended.iter().map(|(cgi, _)| cgi.cgi_id),
         childless,
-        |pid| running.by_pid.contains_key(&pid) || Some(pid) == prepared,
+        |pid| running.by_pid.contains_key(&pid),
         |id| running.has_cgi_id(id),
         |id| spawner.release_id(id),
     );

@@ -52,9 +52,6 @@ pub struct Spawner {
     tmp_dirs: Vec<CString>,
     /// Mount namespaces with an empty `/tmp`, ready for the next CGIs.
     tmp_pool: TmpPool,
-    /// The id of the process the launcher has prepared, if any (`prepare_next`): taken from
-    /// `free_ids`, its namespace among `tmp_pool`'s in use.
-    prepared: Option<u32>,
     /// The supplementary groups every CGI's process sets (the data folder's, if there is one),
     /// or `None` when they are the worker's own already (none, without a data folder): then
     /// CGIs inherit them and skip `setgroups`.
@@ -98,7 +95,6 @@ impl Spawner {
             tmp_options: Vec::new(),
             tmp_dirs,
             tmp_pool,
-            prepared: None,
             set_groups: (!own_already).then_some(groups),
             null: open_null().map_err(SetupError::Null)?,
         })
@@ -168,7 +164,21 @@ impl Spawner {
         let cwd = c_string(&mut self.cwd, directory.as_os_str().as_bytes())?;
         let (limits, count) = rlimits(&request.limits);
         let argv = [path.as_ptr(), ptr::null()];
-        let program = |identity| Program {
+        let id = self.free_ids.pop_front().ok_or(SpawnError::NoResources {
+            errno: libc::EAGAIN,
+        })?;
+        self.tmp_options.clear();
+        let _ = write!(
+            self.tmp_options,
+            "size={},mode=0700,uid={id},gid={id}\0",
+            self.tmp_size
+        );
+        let tmp_options = CStr::from_bytes_with_nul(&self.tmp_options)
+            .map_err(|_| SpawnError::BadRequest("tmpfs options".into()))?;
+        let tmp_dirs: Vec<&CStr> = self.tmp_dirs.iter().map(CString::as_c_str).collect();
+        let namespace = self.tmp_pool.take(id);
+        let fresh = namespace.is_none();
+        let launched = self.launcher.launch(&Program {
             path,
             argv: &argv,
             envp,
@@ -179,49 +189,26 @@ impl Spawner {
                 stderr.as_fd(),
             ],
             limits: &limits[..count],
-            identity,
-        };
-        // The process prepared ahead if one waits (its namespace kept already), else one
-        // cloned now.
-        let (id, launched) = match self.prepared.take() {
-            Some(id) if self.launcher.prepared().is_some() => {
-                (id, self.launcher.launch_prepared(&program(None)))
-            }
-            prepared => {
-                if let Some(id) = prepared {
-                    // Killed from outside (nothing of ours does): never used, so nothing of
-                    // its id runs, and its namespace's `/tmp` is as it was made.
-                    self.launcher.discard_prepared();
-                    self.tmp_pool.put_back(id);
-                    self.free_ids.push_front(id);
-                }
-                let id = self.free_ids.pop_front().ok_or(SpawnError::NoResources {
-                    errno: libc::EAGAIN,
-                })?;
-                let tmp_options = tmp_options(&mut self.tmp_options, self.tmp_size, id)?;
-                let tmp_dirs: Vec<&CStr> = self.tmp_dirs.iter().map(CString::as_c_str).collect();
-                let namespace = self.tmp_pool.take(id);
-                let fresh = namespace.is_none();
-                let launched = self.launcher.launch(&program(Some(Identity {
-                    id,
-                    namespace,
-                    tmp_options,
-                    tmp_dirs: &tmp_dirs,
-                    groups: self.set_groups.as_deref(),
-                })));
-                if let (true, Ok(pid)) = (fresh, &launched) {
-                    self.tmp_pool.keep(id, *pid);
-                }
-                (id, launched)
-            }
-        };
-        match launched {
-            Ok(pid) => Ok(Started {
-                pid,
-                script_segments,
-                cgi_id: id,
-                stderr,
+            identity: Some(Identity {
+                id,
+                namespace,
+                tmp_options,
+                tmp_dirs: &tmp_dirs,
+                groups: self.set_groups.as_deref(),
             }),
+        });
+        match launched {
+            Ok(pid) => {
+                if fresh {
+                    self.tmp_pool.keep(id, pid);
+                }
+                Ok(Started {
+                    pid,
+                    script_segments,
+                    cgi_id: id,
+                    stderr,
+                })
+            }
             Err(errno) => {
                 self.tmp_pool.put_back(id);
                 self.free_ids.push_back(id);
@@ -229,58 +216,6 @@ impl Spawner {
             }
         }
     }
-
-    /// Prepares the process of the next CGI ahead of its request (`Launcher::prepare`), if
-    /// none waits yet and an id is free: its id, its `/tmp` and the rest of what needs no
-    /// request. For a worker that has nothing else to do: a request that comes then waits
-    /// for none of it. Where it fails, the next spawn clones as usual, and meets the failure
-    /// itself if it is not a passing one.
-    pub fn prepare_next(&mut self) {
-        if self.prepared.is_some() {
-            return;
-        }
-        let Some(id) = self.free_ids.pop_front() else {
-            return;
-        };
-        let Ok(tmp_options) = tmp_options(&mut self.tmp_options, self.tmp_size, id) else {
-            self.free_ids.push_front(id);
-            return;
-        };
-        let tmp_dirs: Vec<&CStr> = self.tmp_dirs.iter().map(CString::as_c_str).collect();
-        let namespace = self.tmp_pool.take(id);
-        let fresh = namespace.is_none();
-        let prepared = self.launcher.prepare(Some(&Identity {
-            id,
-            namespace,
-            tmp_options,
-            tmp_dirs: &tmp_dirs,
-            groups: self.set_groups.as_deref(),
-        }));
-        match prepared {
-            Ok(pid) => {
-                if fresh {
-                    self.tmp_pool.keep(id, pid);
-                }
-                self.prepared = Some(id);
-            }
-            Err(_) => {
-                self.tmp_pool.put_back(id);
-                self.free_ids.push_front(id);
-            }
-        }
-    }
-
-    /// The prepared process's pid, if one waits: a child of the worker that is no CGI's yet.
-    pub fn prepared_pid(&self) -> Option<Pid> {
-        self.launcher.prepared()
-    }
-}
-
-/// The tmpfs options of a CGI's `/tmp`: its size, mode 0700, owned by `id`; in `buffer`.
-fn tmp_options(buffer: &mut Vec<u8>, size: u64, id: u32) -> Result<&CStr, SpawnError> {
-    buffer.clear();
-    let _ = write!(buffer, "size={size},mode=0700,uid={id},gid={id}\0");
-    CStr::from_bytes_with_nul(buffer).map_err(|_| SpawnError::BadRequest("tmpfs options".into()))
 }
 
 /// A CGI that runs.
