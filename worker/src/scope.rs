@@ -1,8 +1,10 @@
 //! A Landlock domain of its own for every CGI, nested in the worker's: a CGI may signal, and
 //! connect to the abstract Unix sockets of, only processes of its own request. So `kill -9 -1`
 //! or `kill -STOP -1` from one CGI reaches its own processes and nothing else: not the CGIs of
-//! other requests on the same worker (same uid, same PID namespace), not the worker's child
-//! between clone and exec, not the worker (which the worker's own domain already covers).
+//! other requests on the same worker (same PID namespace; their ids differ too, which the
+//! kernel's own check on signals already refuses, but nothing checks ids on an abstract
+//! socket), not the worker's child between clone and exec, not the worker (which the worker's
+//! own domain already covers).
 //!
 //! The ruleset is made once per worker; each CGI's process enters it between clone and exec,
 //! with one system call.
