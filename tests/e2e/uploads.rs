@@ -429,6 +429,103 @@ async fn bodies_held_for_slow_cgis_are_given_back() {
     );
 }
 
+/// A client that sends its body a byte at a time to a CGI that does not read it (here, once
+/// the stdin pipe is full) makes the front hold those bytes, and no more than them: hyper cuts
+/// each piece out of its connection's read buffer, a fresh one of 8 KiB for a one-byte read,
+/// and a piece kept as it was read kept all of it alive (8,000 bytes held 64 MB, none of it
+/// counted against the spool budget, since the first 256 KiB of a backlog are not).
+#[tokio::test(flavor = "multi_thread")]
+async fn a_body_sent_a_byte_at_a_time_holds_only_its_bytes() {
+    require_root!();
+    let jail = Jail::new();
+    jail.cgi(
+        "deaf",
+        "sleep 3\nprintf 'Content-Type: text/plain\\n\\ndone\\n'",
+    );
+    let gw = jail.serve_with(Opts::default(), &["--access-log", "off"]);
+    let front = gw.wait_for_front(Duration::from_secs(10)).pid;
+    // Enough to fill the CGI's stdin (a pipe of 64 KiB for a body this small), sent in small
+    // pieces as a slow link would (so that the connection's read buffer stays at its first
+    // 8 KiB), then the trickle.
+    const FILL: usize = 96 << 10;
+    const BYTES: usize = 8_000;
+    let addr = gw.addr;
+    let idle = procfs::resident_kib(front);
+    let (grown, answer) = tokio::task::spawn_blocking(move || {
+        use std::io::{Read, Write};
+        let mut stream = std::net::TcpStream::connect(addr).expect("connect");
+        stream.set_nodelay(true).expect("TCP_NODELAY");
+        let head = format!(
+            "POST /cgi-bin/deaf HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\
+             Content-Length: {}\r\n\r\n",
+            FILL + BYTES
+        );
+        stream.write_all(head.as_bytes()).expect("head");
+        for _ in 0..FILL / 2048 {
+            stream.write_all(&[b'f'; 2048]).expect("fill");
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        // One segment each, paced so that the front reads each apart.
+        for _ in 0..BYTES {
+            stream.write_all(b"x").expect("a byte");
+            std::thread::sleep(Duration::from_micros(100));
+        }
+        let grown = procfs::resident_kib(front).saturating_sub(idle);
+        let mut answer = String::new();
+        let _ = stream.read_to_string(&mut answer);
+        (grown, answer)
+    })
+    .await
+    .expect("the client");
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    assert!(answer.ends_with("done\n"), "{answer}");
+    assert!(
+        grown < 16 * 1024,
+        "{BYTES} bytes sent one at a time grew the front by {grown} KiB"
+    );
+}
+
+/// A body that does not arrive whole never reaches its CGI as if it were whole: a client that
+/// announces 100,000 bytes, sends 30,000 and leaves has its CGI stopped, and the CGI never
+/// reads an end of file after the 30,000 (it would take the part for the whole and act on
+/// it; RFC 3875 §4.2 wants CONTENT_LENGTH bytes or none). The same CGI given a whole body
+/// counts it, so the test sees what it looks for.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_cut_body_never_ends_as_if_whole() {
+    require_root!();
+    let jail = Jail::new();
+    jail.cgi(
+        "count",
+        // SIGTERM ignored: stopped, it has the 2 s before SIGKILL to read an end of file.
+        r#"trap '' TERM; n=$(cat | wc -c); echo "counted $n" >&2; printf 'Content-Type: text/plain\n\n%s\n' "$n""#,
+    );
+    let gw = jail.serve_with(Opts::default(), &["--access-log", "off"]);
+    let head = "POST /cgi-bin/count HTTP/1.1\r\nHost: x\r\nContent-Length: 100000\r\n\r\n";
+    let whole = send_all_then_read_closing(&gw, head, 100_000).await;
+    assert!(whole.contains("\r\n\r\n100000\n"), "{whole}");
+    let mut cut = TcpStream::connect(gw.addr).await.expect("connect");
+    cut.write_all(head.as_bytes()).await.expect("head");
+    cut.write_all(&[b'c'; 30_000])
+        .await
+        .expect("a part of the body");
+    // Let the CGI read the part, then leave.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    drop(cut);
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    let counted = gw.cgi_stderr_lines("counted");
+    assert_eq!(
+        counted,
+        ["counted 100000"],
+        "what the CGIs read: {counted:?}"
+    );
+}
+
+/// Sends `head` and `bytes` of body, asks the gateway to close after the answer, and reads it.
+async fn send_all_then_read_closing(gw: &Gateway, head: &str, bytes: usize) -> String {
+    let head = head.replacen("\r\n", "\r\nConnection: close\r\n", 1);
+    send_all_then_read(gw, &head, bytes, false).await
+}
+
 /// A CGI's stdin is read-only, whatever the body's framing: writing to descriptor 0 or to
 /// `/dev/stdin` fails for a body of announced length (a pipe) and for a chunked one (a sealed
 /// memory file), and the body it then reads is the client's, unchanged.

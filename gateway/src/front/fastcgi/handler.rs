@@ -145,10 +145,7 @@ async fn run_cgi(
     };
     let body = Body::Sized {
         length,
-        source: BodySource::Stream {
-            reader: Box::pin(stdin),
-            buffer: bytes::BytesMut::new(),
-        },
+        source: BodySource::stream(stdin),
         expects_continue: false,
     };
     let meta = request_meta(params, &path);

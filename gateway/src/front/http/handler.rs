@@ -176,13 +176,13 @@ fn request_body(parts: &Parts, body: Option<Incoming>) -> Result<Body, RequestEr
     Ok(match (body, declared) {
         (Some(body), Some(length)) => Body::Sized {
             length,
-            source: BodySource::Http(body),
+            source: BodySource::http(body),
             expects_continue: parts
                 .headers
                 .get(header::EXPECT)
                 .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"100-continue")),
         },
-        (Some(body), None) if chunked => Body::Unsized(BodySource::Http(body)),
+        (Some(body), None) if chunked => Body::Unsized(BodySource::http(body)),
         _ => Body::None,
     })
 }

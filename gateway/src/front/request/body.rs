@@ -23,7 +23,7 @@ use std::time::Duration;
 use bytes::{Bytes, BytesMut};
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt, Interest};
 use tokio::net::unix::pipe;
 use tokio::sync::{oneshot, Notify};
 use tokio::time::{timeout_at, Instant};
@@ -54,8 +54,11 @@ struct Backlog {
     bytes: usize,
     /// What the backlog holds of the spool budget: every byte past the first [`UNCOUNTED`].
     reservation: Option<Reservation>,
-    /// The client's body has ended (or failed, or the deadline passed).
+    /// The client's body has ended whole.
     ended: bool,
+    /// The client's body will not arrive whole (it broke off, came too slowly, or met the
+    /// budget): the CGI must not read an end of file after a part of it.
+    broken: bool,
     /// The CGI stopped reading (closed stdin or exited): the rest is dropped.
     cgi_gone: bool,
 }
@@ -214,10 +217,23 @@ async fn spool(
 }
 
 /// Where a request body comes from: an HTTP request, or any byte stream (FastCGI's STDIN).
+///
+/// Either way the pieces end up in one buffer of the request's own, each split off it, so
+/// that the pieces a slow CGI leaves waiting fill blocks of [`STREAM_READ`] one after the
+/// other: what they hold beyond their bytes is at most the used part of the oldest block and
+/// the free part of the newest.
 pub enum BodySource {
-    Http(Incoming),
-    /// Read into one buffer, each piece split off it, so that the pieces a slow CGI leaves
-    /// waiting share that buffer instead of holding one allocation each (as hyper does).
+    /// hyper cuts each piece out of its connection's read buffer, and a piece keeps all of
+    /// that buffer alive: kept as read, a body sent a byte at a time held a fresh 8 KiB
+    /// buffer for each byte (`uploads::a_body_sent_a_byte_at_a_time_holds_only_its_bytes`),
+    /// none of it counted. So each piece is copied into `buffer`; `pending` is what did not
+    /// fit the room left in its block, for the next piece.
+    Http {
+        body: Incoming,
+        buffer: BytesMut,
+        pending: Bytes,
+    },
+    /// Read straight into `buffer`.
     Stream {
         reader: Pin<Box<dyn AsyncRead + Send>>,
         buffer: BytesMut,
@@ -225,19 +241,41 @@ pub enum BodySource {
 }
 
 impl BodySource {
+    pub fn http(body: Incoming) -> BodySource {
+        BodySource::Http {
+            body,
+            buffer: BytesMut::new(),
+            pending: Bytes::new(),
+        }
+    }
+
+    pub fn stream(reader: impl AsyncRead + Send + 'static) -> BodySource {
+        BodySource::Stream {
+            reader: Box::pin(reader),
+            buffer: BytesMut::new(),
+        }
+    }
+
     /// The next piece of the body; `None` at its end.
     async fn next(&mut self) -> Option<Result<Bytes, String>> {
         match self {
-            BodySource::Http(body) => loop {
-                match body.frame().await? {
-                    Ok(frame) => {
-                        if let Ok(data) = frame.into_data() {
-                            return Some(Ok(data));
+            BodySource::Http {
+                body,
+                buffer,
+                pending,
+            } => {
+                while pending.is_empty() {
+                    match body.frame().await? {
+                        Ok(frame) => {
+                            if let Ok(data) = frame.into_data() {
+                                *pending = data;
+                            }
                         }
+                        Err(_) => return Some(Err("the client's request body ended early".into())),
                     }
-                    Err(_) => return Some(Err("the client's request body ended early".into())),
                 }
-            },
+                Some(Ok(copy_into(buffer, pending)))
+            }
             BodySource::Stream { reader, buffer } => {
                 if buffer.capacity() - buffer.len() < STREAM_READ / 4 {
                     buffer.reserve(STREAM_READ);
@@ -250,6 +288,17 @@ impl BodySource {
             }
         }
     }
+}
+
+/// Moves what fits of `data` into `buffer` (a new block of [`STREAM_READ`] once the last is
+/// full) and returns it as a piece of its own.
+fn copy_into(buffer: &mut BytesMut, data: &mut Bytes) -> Bytes {
+    if buffer.capacity() == buffer.len() {
+        buffer.reserve(STREAM_READ);
+    }
+    let fits = data.len().min(buffer.capacity() - buffer.len());
+    buffer.extend_from_slice(&data.split_to(fits));
+    buffer.split().freeze()
 }
 
 /// Copies `first` (data already read) and the rest of `body` into the CGI's `stdin`, until the
@@ -300,8 +349,14 @@ pub async fn feed(
     if let Err(error) = &outcome {
         tracing::debug!("request body not received whole: {error}");
     }
+    {
+        let mut backlog = shared.lock();
+        match &outcome {
+            Ok(()) => backlog.ended = true,
+            Err(_) => backlog.broken = true,
+        }
+    }
     let _ = received.send(outcome);
-    shared.lock().ended = true;
     shared.changed.notify_one();
     let abort = writer.abort_handle();
     if timeout_at(deadline, writer).await.is_err() {
@@ -333,16 +388,22 @@ fn push(shared: &Shared, data: Bytes) -> Result<(), BudgetSpent> {
     Ok(())
 }
 
-/// What [`take`] found: bytes for the CGI, nothing yet, or nothing ever again.
+/// What [`take`] found: bytes for the CGI, nothing yet, the end of the body, or a body that
+/// will never be whole.
 enum Next {
     Data(Bytes),
     Wait,
     Done,
+    Broken,
 }
 
 /// Takes the oldest bytes not yet given to the CGI, and gives back their share of the spool
 /// budget.
 fn take(backlog: &mut Backlog) -> Next {
+    if backlog.broken {
+        backlog.drop_all();
+        return Next::Broken;
+    }
     if let Some(data) = backlog.pieces.pop_front() {
         let less = counted(backlog.bytes) - counted(backlog.bytes - data.len());
         backlog.bytes -= data.len();
@@ -370,6 +431,14 @@ async fn write_out(shared: Arc<Shared>, mut stdin: pipe::Sender) {
             }
             // Dropping stdin gives the CGI its end of file.
             Next::Done => return,
+            // An end of file now would pass a part of the body off as the whole (RFC 3875
+            // §4.2: CONTENT_LENGTH bytes, or none): the request fails, and its CGI is stopped.
+            // Its stdin stays open until then, when its end closes (an error on ours), or
+            // until the deadline.
+            Next::Broken => {
+                let _ = stdin.ready(Interest::ERROR).await;
+                return;
+            }
         };
         if stdin.write_all(&data).await.is_err() {
             // The CGI closed its stdin or exited: it does not want the rest.
@@ -378,9 +447,16 @@ async fn write_out(shared: Arc<Shared>, mut stdin: pipe::Sender) {
     }
     let mut backlog = shared.lock();
     backlog.cgi_gone = true;
-    backlog.pieces.clear();
-    backlog.bytes = 0;
-    backlog.reservation = None;
+    backlog.drop_all();
+}
+
+impl Backlog {
+    /// Lets go of every piece held, and of the budget they held.
+    fn drop_all(&mut self) {
+        self.pieces.clear();
+        self.bytes = 0;
+        self.reservation = None;
+    }
 }
 
 #[cfg(test)]
@@ -441,6 +517,59 @@ mod tests {
         assert!(matches!(take(&mut shared.lock()), Next::Done));
     }
 
+    /// A body that broke off is never ended as if whole: what waits is dropped, with its
+    /// share of the budget, and the writer is told it broke, not that it ended.
+    #[test]
+    fn a_broken_body_does_not_end() {
+        let budget = Arc::new(SpoolBudget::default());
+        let shared = Shared {
+            backlog: Mutex::new(Backlog {
+                reservation: Some(budget.reservation(1 << 30)),
+                ..Backlog::default()
+            }),
+            changed: Notify::new(),
+        };
+        push(&shared, Bytes::from(vec![7; UNCOUNTED + 1000])).expect("push");
+        assert_eq!(budget.used(), 1000);
+        shared.lock().broken = true;
+        assert!(matches!(take(&mut shared.lock()), Next::Broken));
+        assert_eq!(budget.used(), 0);
+        assert!(matches!(take(&mut shared.lock()), Next::Broken));
+    }
+
+    /// HTTP pieces are copied into blocks of the request's own, filled one after the other: a
+    /// piece that does not fit the room left is cut there, and the rest starts the next block.
+    #[test]
+    fn pieces_are_copied_into_blocks_filled_in_turn() {
+        let mut buffer = BytesMut::new();
+        let mut pieces = Vec::new();
+        let mut expected = Vec::new();
+        for n in 0..200u8 {
+            // 1 byte, then 1,000: 200,100 bytes, about three blocks.
+            let len = if n % 2 == 0 { 1 } else { 1000 };
+            let data = vec![n; len];
+            expected.extend_from_slice(&data);
+            let mut pending = Bytes::from(data);
+            while !pending.is_empty() {
+                pieces.push(copy_into(&mut buffer, &mut pending));
+            }
+        }
+        let got: Vec<u8> = pieces
+            .iter()
+            .flat_map(|piece| piece.iter().copied())
+            .collect();
+        assert_eq!(got, expected);
+        // Adjacent pieces follow each other in a block, except where a block ends.
+        let breaks = pieces
+            .windows(2)
+            .filter(|pair| pair[0].as_ptr().wrapping_add(pair[0].len()) != pair[1].as_ptr())
+            .count();
+        let blocks = expected.len().div_ceil(STREAM_READ);
+        assert_eq!(breaks, blocks - 1, "one break a block");
+        // The pieces cut at a block's end: one more than the 200 given.
+        assert_eq!(pieces.len(), 200 + blocks - 1);
+    }
+
     #[test]
     fn nothing_is_kept_once_the_cgi_is_gone() {
         let shared = Shared {
@@ -457,10 +586,7 @@ mod tests {
     #[tokio::test]
     async fn a_stream_is_read_in_pieces_of_one_buffer() {
         let (mut writer, reader) = tokio::io::duplex(1024);
-        let mut source = BodySource::Stream {
-            reader: Box::pin(reader),
-            buffer: BytesMut::new(),
-        };
+        let mut source = BodySource::stream(reader);
         let mut got = Vec::new();
         let mut pieces = Vec::new();
         for n in 0..100u8 {
