@@ -692,6 +692,39 @@ async fn a_chain_of_leftovers_is_killed_to_its_end() {
     }
 }
 
+/// The same chain from a program CGIs may run but not read (mode 0711, owned by root, whom
+/// the worker's user namespace does not map): its processes are not dumpable, and the jail's
+/// `/proc` (`hidepid=invisible`) hid them from the worker, which could not tell whose they
+/// were. Unseen, they were never killed, and no id went back while one was left (in time the
+/// worker ran out of ids, and was replaced with the requests it ran). The worker's group now
+/// sees every process there; the CGIs, not in it, still see only their own.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn leftovers_of_a_program_the_worker_cannot_read_are_killed() {
+    require_root!();
+    let jail = Jail::new();
+    jail.install("unreadable", &program("leftover_chain"), 0o711);
+    let gw = jail.serve(Opts {
+        workers: 1,
+        timeout_secs: Some(CGI_TIMEOUT_SECS),
+    });
+    let response = get_outcome(&gw, "/cgi-bin/unreadable?depth=3")
+        .await
+        .answer("unreadable");
+    assert!(
+        response.status == 200 && response.body_text() == "setpgid=ok\nchain=3\ndone\n",
+        "unreadable: {} {:?}",
+        response.status,
+        response.body_text()
+    );
+    assert_none_left(
+        &gw,
+        &["unreadable"],
+        Duration::from_secs(2),
+        "the answer of a program the worker cannot read",
+    )
+    .await;
+}
+
 /// A chain that renews itself (`leftover_walker.c`): each link forks the next and waits, and the
 /// newest keeps forking until the CGI's process limit stops it, so whenever a link dies one more
 /// grows at the far end. Killing only the worker's children, one generation per sweep, would

@@ -114,7 +114,7 @@ pub fn enter(config: &Config) -> Result<Role, JailError> {
             // A mount namespace of its own, whose root becomes the jail: nothing of the host
             // is left in it, not even under a chroot a namespace root could leave.
             unshare(CloneFlags::CLONE_NEWNS).map_err(JailError::Unshare)?;
-            crate::mounts::mount_proc(&config.jail)?;
+            crate::mounts::mount_proc(&config.jail, config.gid)?;
             pivot_into(config)?;
             drop_privileges(config)?;
             // Made by the worker's own (unprivileged) account, which owns it.

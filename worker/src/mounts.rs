@@ -170,9 +170,14 @@ fn seal(path: &Path, flags: MsFlags) -> Result<(), Errno> {
 
 /// A `/proc` of the calling process's PID namespace at the jail's empty `/proc`, if it has one:
 /// `hidepid=invisible` (a process sees only those of its own uid: each CGI has one of its
-/// own), `subset=pid` (no `/proc/sys`, no kernel tables: only processes, and `self`). Must be
-/// mounted by PID 1 of the namespace, as root, before the pivot into the jail.
-pub fn mount_proc(jail: &Path) -> Result<(), MountError> {
+/// own), `subset=pid` (no `/proc/sys`, no kernel tables: only processes, and `self`), and
+/// every process seen by the group `worker_gid` (the worker's own, which no CGI has: the
+/// gateway refuses it as the data folder's group). The worker must see what its CGIs left
+/// behind to kill it: a process that runs a program it may not read (mode 0711, owned by an
+/// id the worker's user namespace does not map) is not dumpable, and hidepid hides it from
+/// all but that group (`faults::leftovers_of_a_program_the_worker_cannot_read_are_killed`).
+/// Must be mounted by PID 1 of the namespace, as root, before the pivot into the jail.
+pub fn mount_proc(jail: &Path, worker_gid: u32) -> Result<(), MountError> {
     let Some(proc) = real_directory(jail, PROC_DIR)? else {
         return Ok(());
     };
@@ -181,7 +186,7 @@ pub fn mount_proc(jail: &Path) -> Result<(), MountError> {
         &proc,
         Some("proc"),
         MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC,
-        Some("hidepid=invisible,subset=pid"),
+        Some(format!("hidepid=invisible,subset=pid,gid={worker_gid}").as_str()),
     )
     .map_err(MountError::Proc)
 }
