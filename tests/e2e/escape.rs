@@ -50,6 +50,7 @@ const ATTACKS: &[&str] = &[
     "sysv",
     "syscalls",
     "tmp_steal",
+    "tmp_pin",
     "front_server",
 ];
 

@@ -11,12 +11,13 @@
 //! - A namespace goes back to the pool only when its CGI has ended: its main process reaped
 //!   and its process group killed. The pool is first in, first out, so a namespace is used
 //!   again only after every other idle one.
-//! - When it is taken, its `/tmp` must be empty, checked on the tmpfs root the worker holds
-//!   open: no entry (a tmpfs directory's size counts its entries), no subfolder link, no
-//!   extended attribute (nor an ACL). Anything else: the namespace is dropped, and the CGI
-//!   gets a fresh one, as it would without the pool.
-//! - Its owner and mode are set anew for the new CGI's id (the tmpfs root is the one thing a
-//!   CGI owns there and could have changed).
+//! - When it is taken, its owner and mode are set anew for the new CGI's id (the tmpfs root is
+//!   the one thing a CGI owns there and could have changed), and then its `/tmp` must be
+//!   empty, checked on the tmpfs root the worker holds open: no entry (a tmpfs directory's
+//!   size counts its entries), no subfolder link, no extended attribute (nor an ACL), and no
+//!   block or inode in use in the tmpfs but its root (a file unlinked while a process of
+//!   another request, given its descriptor, holds it open). Anything else: the namespace is
+//!   dropped, and the CGI gets a fresh one, as it would without the pool.
 //! - Not checked: timestamps and inode numbers, which tell a later CGI only when and how many
 //!   files an earlier one made, never what was in them.
 //!
@@ -31,6 +32,7 @@ use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use nix::fcntl::{open, OFlag};
 use nix::sys::stat::{fchmod, fstat, Mode};
 use nix::sys::statfs::{fstatfs, TMPFS_MAGIC};
+use nix::sys::statvfs::fstatvfs;
 use nix::unistd::{fchown, Gid, Pid, Uid};
 
 /// How many namespaces the worker keeps, in use and idle together: two descriptors each, and
@@ -79,7 +81,10 @@ impl TmpPool {
     /// CGI's process makes a fresh one, and [`TmpPool::keep`] takes it in after the start.
     pub fn take(&mut self, id: u32) -> Option<BorrowedFd<'_>> {
         while let Some(ready) = self.idle.pop_front() {
-            if is_empty(&ready.tmp_root) && handed_to(&ready.tmp_root, id) {
+            // Handed over first, then checked: whoever else still holds the folder open (a
+            // process of another CGI that got a descriptor of it passed) may have added to it
+            // while it was another's, and can add nothing once it is this one's, mode 0700.
+            if handed_to(&ready.tmp_root, id) && is_empty(&ready.tmp_root) {
                 let taken = self.in_use.entry(id).insert_entry(ready).into_mut();
                 return Some(taken.namespace.as_fd());
             }
@@ -142,14 +147,27 @@ impl TmpPool {
     }
 }
 
-/// No entry, no subfolder, no extended attribute.
+/// No entry, no subfolder, no extended attribute, and nothing in the whole tmpfs but its root:
+/// no block and no other inode in use. A file unlinked while a process (of another CGI, that
+/// got a descriptor of it passed) keeps it open is in no folder, but fills the tmpfs for the
+/// next CGI; the counts show it.
 fn is_empty(tmp_root: &OwnedFd) -> bool {
     let Ok(stat) = fstat(tmp_root) else {
         return false;
     };
     // SAFETY: a null buffer of size 0 only asks for the size of the attribute list.
     let xattrs = unsafe { libc::flistxattr(tmp_root.as_raw_fd(), std::ptr::null_mut(), 0) };
-    stat.st_size == EMPTY_TMPFS_DIR_SIZE && stat.st_nlink == 2 && xattrs == 0
+    let Ok(fs) = fstatvfs(tmp_root) else {
+        return false;
+    };
+    // A tmpfs without an inode limit counts no inodes (0 of 0): its blocks still tell.
+    let blocks_used = fs.blocks().saturating_sub(fs.blocks_free());
+    let inodes_used = fs.files().saturating_sub(fs.files_free());
+    stat.st_size == EMPTY_TMPFS_DIR_SIZE
+        && stat.st_nlink == 2
+        && xattrs == 0
+        && blocks_used == 0
+        && inodes_used <= 1
 }
 
 /// Owned by `id` (uid and gid), mode 0700, as a fresh tmpfs for it would be.
