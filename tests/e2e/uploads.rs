@@ -433,7 +433,7 @@ async fn bodies_held_for_slow_cgis_are_given_back() {
 /// the stdin pipe is full) makes the front hold those bytes, and no more than them: hyper cuts
 /// each piece out of its connection's read buffer, a fresh one of 8 KiB for a one-byte read,
 /// and a piece kept as it was read kept all of it alive (8,000 bytes held 64 MB, none of it
-/// counted against the spool budget, since the first 256 KiB of a backlog are not).
+/// counted against the spool budget, since the first 256 KiB of a backlog were not).
 #[tokio::test(flavor = "multi_thread")]
 async fn a_body_sent_a_byte_at_a_time_holds_only_its_bytes() {
     require_root!();
