@@ -332,6 +332,45 @@ fn fastcgi_answers_lose_front_server_headers_and_malformed_heads_get_502() {
 
 /// A FastCGI 1.0 client (FastCGI Specification, Open Market, 1996): one RESPONDER request
 /// per connection, request id 1, every read and write bounded by [`TIMEOUT`].
+/// A FastCGI body is CONTENT_LENGTH bytes or none: STDIN longer than declared (past what
+/// `--max-body` was checked against) or shorter (a part passed off as the whole) never reaches
+/// the CGI as its body; the request fails and the CGI, which ignores SIGTERM, is stopped
+/// before it reads an end of file. The same CGI given its declared length counts it.
+#[test]
+fn a_fastcgi_body_is_its_declared_length_or_none() {
+    require_root!();
+    let jail = Jail::new();
+    jail.cgi(
+        "count",
+        r#"trap '' TERM; n=$(cat | wc -c); echo "counted $n" >&2; printf 'Content-Type: text/plain\n\n%s\n' "$n""#,
+    );
+    let (gw, socket) = serve_fastcgi(jail, &[]);
+    let post = |declared: &str, stdin: &[u8]| {
+        let mut params: Vec<(&str, &str)> = NGINX_PARAMS
+            .iter()
+            .copied()
+            .filter(|(name, _)| !matches!(*name, "CONTENT_LENGTH" | "REQUEST_METHOD"))
+            .map(|(name, value)| match name {
+                "SCRIPT_NAME" | "DOCUMENT_URI" => (name, "/cgi-bin/count"),
+                "REQUEST_URI" => (name, "/cgi-bin/count?a=1"),
+                _ => (name, value),
+            })
+            .collect();
+        params.push(("REQUEST_METHOD", "POST"));
+        params.push(("CONTENT_LENGTH", declared));
+        let answer = fcgi::exchange(&socket, &params, stdin).expect("a FastCGI exchange");
+        cgi_response(&answer.stdout)
+    };
+    assert_eq!(post("10", &[b'b'; 10]), (200, "10\n".to_owned()));
+    let (longer, _) = post("10", &[b'b'; 25]);
+    let (shorter, _) = post("10", &[b'b'; 4]);
+    assert_eq!((longer, shorter), (400, 400));
+    // Past the 2 s between SIGTERM and SIGKILL.
+    std::thread::sleep(Duration::from_secs(3));
+    let counted = gw.cgi_stderr_lines("counted");
+    assert_eq!(counted, ["counted 10"], "what the CGIs read: {counted:?}");
+}
+
 pub(crate) mod fcgi {
     use super::*;
 

@@ -97,8 +97,9 @@ pub enum Body {
 /// The request body, as the CGI will read it.
 pub enum Prepared {
     Empty,
-    /// Streamed into a pipe while the CGI runs, after the data already read, if any.
-    Stream(BodySource, Option<Bytes>),
+    /// Streamed into a pipe while the CGI runs, after the data already read, if any: its
+    /// declared length, exactly.
+    Stream(BodySource, Option<Bytes>, u64),
     /// Spooled whole to a sealed memory file that becomes the CGI's stdin, read-only, with
     /// its share of the spool budget (held until the CGI is gone).
     Spooled(File, Reservation),
@@ -177,7 +178,7 @@ pub async fn prepare(
             } else {
                 None
             };
-            Ok((Prepared::Stream(source, first), Some(length)))
+            Ok((Prepared::Stream(source, first, length), Some(length)))
         }
         Body::Unsized(source) => {
             let (file, reservation, length) = spool(source, limits).await?;
@@ -303,13 +304,17 @@ fn copy_into(buffer: &mut BytesMut, data: &mut Bytes) -> Bytes {
     buffer.split().freeze()
 }
 
-/// Copies `first` (data already read) and the rest of `body` into the CGI's `stdin`, until the
-/// body ends, its body deadline or the request's `deadline`; returns when both the client's
-/// side and the CGI's are done. `received` gets how the body ended as soon as it has (not
-/// when the CGI has taken the rest, which it may never): whole, or why not.
+/// Copies `first` (data already read) and the rest of `body`, `declared` bytes in all, into the
+/// CGI's `stdin`, until the body ends, its body deadline or the request's `deadline`; returns
+/// when both the client's side and the CGI's are done. `received` gets how the body ended as
+/// soon as it has (not when the CGI has taken the rest, which it may never): whole, or why
+/// not. A body that is not exactly its declared length (hyper sees to that for HTTP; FastCGI's
+/// STDIN stream ends where the front server ends it) is a broken one: the CGI gets
+/// CONTENT_LENGTH bytes, never more (past `--max-body`) or fewer (RFC 3875 §4.2).
 pub async fn feed(
     mut body: BodySource,
     first: Option<Bytes>,
+    declared: u64,
     stdin: pipe::Sender,
     deadline: Instant,
     limits: BodyLimits,
@@ -337,6 +342,9 @@ pub async fn feed(
                 Err(_) => return Err(RequestError::Timeout),
             };
             let Some(data) = next else {
+                if length < declared {
+                    return Err(RequestError::BadRequest("request body ended early"));
+                }
                 return Ok(());
             };
             let data = data.map_err(|why| {
@@ -344,6 +352,11 @@ pub async fn feed(
                 RequestError::BadRequest("request body ended early")
             })?;
             length += data.len() as u64;
+            if length > declared {
+                return Err(RequestError::BadRequest(
+                    "request body longer than its declared length",
+                ));
+            }
             push(&shared, data).map_err(|BudgetSpent| limits.budget.refused())?;
         }
     };

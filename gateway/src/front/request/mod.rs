@@ -204,9 +204,9 @@ impl Core {
                 spooled = Some(reservation);
                 (None, Some(OwnedFd::from(file)))
             }
-            body::Prepared::Stream(body, first) => {
+            body::Prepared::Stream(body, first, length) => {
                 let (cgi_stdin, stdin) = pipe_to_cgi().map_err(internal)?;
-                (Some((body, first, stdin)), Some(cgi_stdin))
+                (Some((body, first, length, stdin)), Some(cgi_stdin))
             }
             // No body: the worker gives the CGI its `/dev/null`, which reads end-of-file.
             body::Prepared::Empty => (None, None),
@@ -217,7 +217,7 @@ impl Core {
             // Fewer, larger hand-offs between us and the CGI for a large body (and, for an
             // echo or a filter, its answer). Best effort: the kernel caps pipe memory per user.
             use nix::fcntl::{fcntl, FcntlArg::F_SETPIPE_SZ};
-            if let Some((_, _, stdin)) = &stdin {
+            if let Some((_, _, _, stdin)) = &stdin {
                 let _ = fcntl(stdin, F_SETPIPE_SZ(LARGE_PIPE));
             }
             let _ = fcntl(&stdout, F_SETPIPE_SZ(LARGE_PIPE));
@@ -285,11 +285,10 @@ impl Core {
         self.metrics.spawned(spawned_at.elapsed());
         log.set_script(&script);
         tracing::debug!(worker, pid, script, "CGI started");
-        let body_received = stdin.map(|(body, first, stdin)| {
+        let body_received = stdin.map(|(body, first, length, stdin)| {
             let (received, body_received) = oneshot::channel();
-            tokio::spawn(
-                body::feed(body, first, stdin, deadline, limits, received).in_current_span(),
-            );
+            let feed = body::feed(body, first, length, stdin, deadline, limits, received);
+            tokio::spawn(feed.in_current_span());
             body_received
         });
         tokio::spawn(log_stderr(stderr).in_current_span());
