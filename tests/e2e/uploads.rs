@@ -526,6 +526,41 @@ async fn send_all_then_read_closing(gw: &Gateway, head: &str, bytes: usize) -> S
     send_all_then_read(gw, &head, bytes, false).await
 }
 
+/// A chunked body is spooled before its CGI starts, within the request's `--timeout` as a body
+/// streamed to a running CGI is: one that keeps to the rate (80 KiB/s, far above the 4 KiB/s
+/// the body deadline asks) but outlasts the timeout gets 408 then. Kept to the rate alone, it
+/// was read for as long as it kept coming, holding its share of the spool budget all along.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_chunked_body_is_spooled_within_the_request_timeout() {
+    require_root!();
+    let jail = Jail::new();
+    jail.cgi("sink", SINK);
+    let gw = jail.serve(Opts {
+        workers: 1,
+        timeout_secs: Some(2),
+    });
+    let started = Instant::now();
+    let mut stream = TcpStream::connect(gw.addr).await.expect("connect");
+    let head = "POST /cgi-bin/sink HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\
+                Connection: close\r\n\r\n";
+    stream.write_all(head.as_bytes()).await.expect("head");
+    let chunk = format!("{:x}\r\n{}\r\n", 8192, "c".repeat(8192));
+    // 6 s of 8 KiB every 100 ms, then the last chunk; a refused body stops the writes.
+    for _ in 0..60 {
+        if stream.write_all(chunk.as_bytes()).await.is_err() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let answer = read_answer(stream).await;
+    assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+    assert!(
+        started.elapsed() >= Duration::from_secs(2),
+        "answered after {:?}",
+        started.elapsed()
+    );
+}
+
 /// A CGI's stdin is read-only, whatever the body's framing: writing to descriptor 0 or to
 /// `/dev/stdin` fails for a body of announced length (a pipe) and for a chunked one (a sealed
 /// memory file), and the body it then reads is the client's, unchanged.

@@ -147,8 +147,8 @@ impl BodyLimits {
 }
 
 /// The body policy: a body over `--max-body` is refused with 413, a body of unknown length is
-/// spooled (up to it, by its body deadline, within the budget), and a client that waits for
-/// 100 Continue has its first piece read at once, by `deadline`. Returns the body and its
+/// spooled (up to it, by its body deadline and `deadline`, within the budget), and a client
+/// that waits for 100 Continue has its first piece read at once, by `deadline`. Returns the body and its
 /// length, if it has one.
 pub async fn prepare(
     body: Body,
@@ -181,18 +181,21 @@ pub async fn prepare(
             Ok((Prepared::Stream(source, first, length), Some(length)))
         }
         Body::Unsized(source) => {
-            let (file, reservation, length) = spool(source, limits).await?;
+            let (file, reservation, length) = spool(source, limits, deadline).await?;
             Ok((Prepared::Spooled(file, reservation), Some(length)))
         }
     }
 }
 
 /// Reads a body of unknown length into a memory file, refusing it past `--max-body`, past its
-/// body deadline (408) or past the spool budget (503); then seals the file, so that the CGI
-/// can only read it.
+/// body deadline or the request's `deadline` (408), or past the spool budget (503); then seals
+/// the file, so that the CGI can only read it. The request's deadline bounds it as it bounds a
+/// body streamed to a running CGI: kept to the rate alone, a large upload sent at 4 KiB/s could
+/// hold its share of the budget, which all requests share, for days.
 async fn spool(
     mut source: BodySource,
     limits: &BodyLimits,
+    deadline: Instant,
 ) -> Result<(File, Reservation, u64), RequestError> {
     use std::io::{Seek, SeekFrom, Write};
     // Writes go to memory: short enough not to need a thread.
@@ -200,7 +203,8 @@ async fn spool(
     let mut reservation = limits.reservation();
     let mut length: u64 = 0;
     loop {
-        let next = timeout_at(limits.deadline.after(length), source.next()).await;
+        let by = limits.deadline.after(length).min(deadline);
+        let next = timeout_at(by, source.next()).await;
         let Some(data) = next.map_err(|_| RequestError::BodyTimeout)? else {
             break;
         };
