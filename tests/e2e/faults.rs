@@ -643,6 +643,18 @@ async fn grandchild_in_a_session_of_its_own_is_killed_and_the_response_ends() {
         .assert_only("a grandchild escaping", &[]);
 }
 
+/// Panics unless `response` is the whole answer of a chain of `depth` (`leftover_chain.c`,
+/// `leftover_walker.c`).
+fn assert_chain_answered(response: &RawResponse, depth: u32, what: &str) {
+    let expected = format!("setpgid=ok\nchain={depth}\ndone\n");
+    assert!(
+        response.status == 200 && response.body_text() == expected,
+        "{what}: {} {:?}",
+        response.status,
+        response.body_text()
+    );
+}
+
 /// A chain of processes a CGI left, each the child of the one before, out of the CGI's process
 /// group and holding its pipes: when the main process ends, only the first is the worker's
 /// child, and each of the others becomes one only when the one before it dies. The worker
@@ -665,13 +677,7 @@ async fn a_chain_of_leftovers_is_killed_to_its_end() {
         let started = Instant::now();
         let chains = (0..at_once).map(|_| get_outcome(&gw, "/cgi-bin/chain?depth=8"));
         for outcome in futures_util::future::join_all(chains).await {
-            let response = outcome.answer("chain");
-            assert!(
-                response.status == 200 && response.body_text() == "setpgid=ok\nchain=8\ndone\n",
-                "chain: {} {:?}",
-                response.status,
-                response.body_text()
-            );
+            assert_chain_answered(&outcome.answer("chain"), 8, "chain");
         }
         assert!(
             started.elapsed() < Duration::from_secs(2),
@@ -710,12 +716,7 @@ async fn leftovers_of_a_program_the_worker_cannot_read_are_killed() {
     let response = get_outcome(&gw, "/cgi-bin/unreadable?depth=3")
         .await
         .answer("unreadable");
-    assert!(
-        response.status == 200 && response.body_text() == "setpgid=ok\nchain=3\ndone\n",
-        "unreadable: {} {:?}",
-        response.status,
-        response.body_text()
-    );
+    assert_chain_answered(&response, 3, "unreadable");
     assert_none_left(
         &gw,
         &["unreadable"],
@@ -745,12 +746,7 @@ async fn a_chain_that_renews_itself_is_killed_whole() {
         let response = get_outcome(&gw, "/cgi-bin/walker?depth=8")
             .await
             .answer("walker");
-        assert!(
-            response.status == 200 && response.body_text() == "setpgid=ok\nchain=8\ndone\n",
-            "walker {round}: {} {:?}",
-            response.status,
-            response.body_text()
-        );
+        assert_chain_answered(&response, 8, &format!("walker {round}"));
         assert_none_left(
             &gw,
             &["walker"],

@@ -694,10 +694,7 @@ async fn an_id_that_comes_back_finds_a_clean_tmp() {
 async fn a_tmp_held_through_a_passed_descriptor_is_not_handed_on() {
     require_root!();
     const GROUP: u32 = 4243;
-    let jail = Jail::new();
-    let data = jail.root().join("data");
-    fs::create_dir(&data).expect("mkdir data");
-    as_data_folder(&data, GROUP);
+    let (jail, data) = jail_with_data_folder(GROUP);
     jail.install("tmp_pin", &attack("tmp_pin"), 0o755);
     let gw = jail.serve_with(
         one_worker(),
@@ -731,10 +728,7 @@ async fn a_tmp_held_through_a_passed_descriptor_is_not_handed_on() {
 async fn a_data_folder_is_shared_through_its_group() {
     require_root!();
     const GROUP: u32 = 4242;
-    let jail = Jail::new();
-    let data = jail.root().join("data");
-    fs::create_dir(&data).expect("mkdir data");
-    as_data_folder(&data, GROUP);
+    let (jail, _) = jail_with_data_folder(GROUP);
     jail.cgi(
         "append",
         r"printf 'Content-Type: text/plain\n\n'
@@ -805,6 +799,15 @@ fn a_data_folder_over_etc_or_the_programs_is_refused() {
 }
 
 /// Makes `folder` what `--data-dir` asks of a data folder: root's and `group`'s, mode 2770.
+/// A fresh jail with a `/data` folder of `group`'s, and that folder's path on the host.
+fn jail_with_data_folder(group: u32) -> (Jail, std::path::PathBuf) {
+    let jail = Jail::new();
+    let data = jail.root().join("data");
+    fs::create_dir(&data).expect("mkdir data");
+    as_data_folder(&data, group);
+    (jail, data)
+}
+
 fn as_data_folder(folder: &std::path::Path, group: u32) {
     use std::os::unix::fs::PermissionsExt;
     nix::unistd::chown(
