@@ -365,6 +365,9 @@ pub async fn feed(
         }
     };
     let outcome = read.await;
+    // Read to its end or given up: let hyper have the connection back (to read on, or to
+    // close) now, not once the CGI has taken what waits, or been stopped.
+    drop(body);
     if let Err(error) = &outcome {
         tracing::debug!("request body not received whole: {error}");
     }
