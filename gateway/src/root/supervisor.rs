@@ -21,6 +21,7 @@ use protocol::supervisor::MAX_STOP_WAIT;
 use protocol::{Channel, ChannelError, FromSupervisor, RecvBuffer, Stop, ToSupervisor};
 use tokio::process::Child;
 use tokio::signal::unix::{signal, SignalKind};
+use tokio::sync::mpsc;
 
 use super::handover::stop_signals;
 use super::workers::{spawn_worker, stop_holder};
@@ -87,6 +88,12 @@ pub enum Decision {
 /// share an id, whichever pool they belong to.
 pub struct Holders<H> {
     running: HashMap<u32, (H, usize)>,
+    /// Holders being stopped, and their blocks: still live (a stop may wait up to
+    /// [`MAX_STOP_WAIT`] for one to exit), so they count against `max` and keep their blocks
+    /// until reaped. Let go at once, a front could have had a worker stopped "after a wait"
+    /// while it kept it busy, and another started in its place and on its block, again and
+    /// again: workers without bound, two of them on one block of ids.
+    stopping: HashMap<u32, usize>,
     pub max: usize,
     /// How many blocks `--cgi-ids` holds, and how many ids each: fixed at the start, since a
     /// block's workers may outlive a reload.
@@ -98,21 +105,32 @@ impl<H> Holders<H> {
     pub fn new(max: usize, blocks: usize, block_size: u32) -> Holders<H> {
         Holders {
             running: HashMap::new(),
+            stopping: HashMap::new(),
             max,
             blocks,
             block_size,
         }
     }
 
-    /// The lowest block no live worker has.
+    /// The lowest block no live worker has, stopping ones included.
     fn free_block(&self) -> Option<usize> {
-        (0..self.blocks).find(|block| !self.running.values().any(|(_, used)| used == block))
+        let used = self
+            .running
+            .values()
+            .map(|(_, block)| block)
+            .chain(self.stopping.values());
+        (0..self.blocks).find(|block| !used.clone().any(|used| used == block))
+    }
+
+    /// Live holders, stopping ones included.
+    fn live(&self) -> usize {
+        self.running.len() + self.stopping.len()
     }
 
     /// Checks a request against what the front may ask for.
     pub fn decide(&self, request: ToSupervisor) -> Decision {
         match request {
-            ToSupervisor::StartWorker { slot } if self.running.len() >= self.max => {
+            ToSupervisor::StartWorker { slot } if self.live() >= self.max => {
                 Decision::Refuse {
                     // A front that asks for more is not the one we started.
                     reply: Reply::StartFailed {
@@ -157,8 +175,17 @@ impl<H> Holders<H> {
         self.running.insert(holder, (child, block));
     }
 
-    pub fn remove(&mut self, holder: u32) -> Option<H> {
-        self.running.remove(&holder).map(|(child, _)| child)
+    /// Takes a holder out to be stopped; it stays counted, with its block, until
+    /// [`Holders::stopped`].
+    pub fn stop(&mut self, holder: u32) -> Option<H> {
+        let (child, block) = self.running.remove(&holder)?;
+        self.stopping.insert(holder, block);
+        Some(child)
+    }
+
+    /// A holder taken out with [`Holders::stop`] has been reaped.
+    pub fn stopped(&mut self, holder: u32) {
+        self.stopping.remove(&holder);
     }
 
     pub fn drain(&mut self) -> impl Iterator<Item = H> + '_ {
@@ -205,13 +232,15 @@ async fn supervise(
     let mut hangup = listen(SignalKind::hangup())?;
     let mut holders: Holders<Child> =
         Holders::new(config.workers, config.id_blocks(), config.ids_per_worker());
+    // Holders reaped by the tasks that stop them.
+    let (reaped, mut stopped) = mpsc::unbounded_channel::<u32>();
     let mut buffer = RecvBuffer::default();
     let mut front_exit = None;
     let served: Result<(), SupervisorError> = async {
         while front_exit.is_none() {
             tokio::select! {
                 request = next_request(&control, &mut buffer) => match request? {
-                    Some(request) => carry_out(request, &config, &mut holders, &control).await?,
+                    Some(request) => carry_out(request, &config, &mut holders, &control, &reaped).await?,
                     None => break,
                 },
                 _ = terminate.recv() => {
@@ -223,6 +252,7 @@ async fn supervise(
                     let _ = kill(front, Signal::SIGTERM);
                 }
                 _ = children.recv() => front_exit = reap_front(front, false),
+                Some(holder) = stopped.recv() => holders.stopped(holder),
                 _ = hangup.recv() => match reload() {
                     Ok(new) => {
                         let kept = unchangeable(&config, &new);
@@ -281,6 +311,7 @@ async fn carry_out(
     config: &Config,
     holders: &mut Holders<Child>,
     control: &Arc<Channel>,
+    reaped: &mpsc::UnboundedSender<u32>,
 ) -> Result<(), SupervisorError> {
     let reply = match holders.decide(request) {
         Decision::Start { slot, block } => match spawn_worker(config, block, holders.block_size) {
@@ -295,11 +326,13 @@ async fn carry_out(
         },
         Decision::Stop { slot, holder, how } => {
             let control = control.clone();
-            let child = holders.remove(holder);
+            let reaped = reaped.clone();
+            let child = holders.stop(holder);
             tokio::spawn(async move {
                 if let Some(mut child) = child {
                     stop_holder(&mut child, how).await;
                 }
+                let _ = reaped.send(holder);
                 let _ = control.send(&Reply::Stopped { slot }, &[]).await;
             });
             return Ok(());
@@ -385,8 +418,14 @@ mod tests {
     #[test]
     fn no_two_live_workers_share_a_block_of_ids() {
         let mut holders = holders(&[10, 11, 12], 8);
-        holders.remove(11);
-        // The block the stopped worker had is free again; the others are not.
+        assert!(holders.stop(11).is_some());
+        // Still live while it stops: its block is not handed out.
+        assert_eq!(
+            holders.decide(ToSupervisor::StartWorker { slot: 5 }),
+            Decision::Start { slot: 5, block: 3 }
+        );
+        holders.stopped(11);
+        // Reaped: the block it had is free again; the others are not.
         assert_eq!(
             holders.decide(ToSupervisor::StartWorker { slot: 5 }),
             Decision::Start { slot: 5, block: 1 }
@@ -418,6 +457,29 @@ mod tests {
                 },
                 why: Refusal::TooManyWorkers { max: 2 },
             }
+        );
+    }
+
+    /// A worker being stopped counts until it is reaped: a front cannot have workers stopped
+    /// "after a wait" and started anew beyond `--workers`.
+    #[test]
+    fn a_worker_being_stopped_counts_until_it_is_reaped() {
+        let mut holders = holders(&[10, 11], 2);
+        assert!(holders.stop(10).is_some());
+        assert_eq!(
+            holders.decide(ToSupervisor::StartWorker { slot: 0 }),
+            Decision::Refuse {
+                reply: Reply::StartFailed {
+                    slot: 0,
+                    reason: "no such worker slot".into()
+                },
+                why: Refusal::TooManyWorkers { max: 2 },
+            }
+        );
+        holders.stopped(10);
+        assert_eq!(
+            holders.decide(ToSupervisor::StartWorker { slot: 0 }),
+            Decision::Start { slot: 0, block: 0 }
         );
     }
 
