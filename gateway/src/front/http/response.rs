@@ -190,6 +190,9 @@ pub fn parse_head(block: &[u8], style: HeadStyle) -> Result<CgiHead, RequestErro
     {
         return Err(bad("document response without Content-Type".into()));
     }
+    // No length on a 204 (RFC 9110 §8.6): a proxy that honoured one would take that many bytes
+    // of the next response on the connection for this one's body.
+    let content_length = content_length.filter(|_| status != StatusCode::NO_CONTENT);
     if let Some(length) = content_length {
         headers.insert(header::CONTENT_LENGTH, HeaderValue::from(length));
     }
@@ -474,6 +477,18 @@ mod tests {
         assert_eq!(find_blank_line(b"\r\nbody", 0), Some((0, 2)));
         assert_eq!(find_blank_line(b"A: b\nC: d\n", 0), None);
         assert_eq!(find_blank_line(b"A: b\r\n\r", 0), None);
+    }
+
+    /// A 204 goes out without the Content-Length its CGI gave (RFC 9110 §8.6); a 304 keeps
+    /// it (the length of what a 200 would have had).
+    #[test]
+    fn a_no_content_answer_has_no_length() {
+        let none = parse_head(b"Status: 204\nContent-Length: 40", HeadStyle::Cgi).unwrap();
+        assert_eq!(none.status, StatusCode::NO_CONTENT);
+        assert_eq!(none.content_length, None);
+        assert!(!none.headers.contains_key(header::CONTENT_LENGTH));
+        let not_modified = parse_head(b"Status: 304\nContent-Length: 40", HeadStyle::Cgi).unwrap();
+        assert_eq!(not_modified.content_length, Some(40));
     }
 
     #[test]
