@@ -377,6 +377,44 @@ async fn front_server_forwarding_authorization_and_fixed_variables() {
     assert_eq!(get("QUERY_STRING"), Some("QUERY_STRING=evil"));
 }
 
+/// A front server that adds a line of its own to each forwarded header (HAProxy's `option
+/// forwardfor`, Apache's `RequestHeader add`) leaves the client's lines before it: its own, the
+/// last, is the one believed, not the client's first (which once set REMOTE_ADDR, HTTPS and
+/// REMOTE_USER).
+#[tokio::test(flavor = "multi_thread")]
+async fn the_front_servers_own_forwarded_line_is_the_one_believed() {
+    require_root!();
+    let jail = Jail::new();
+    jail.cgi("env", ENV_CGI);
+    let socket = jail.folder().join("http.sock");
+    let listen = format!("unix:{}", socket.display());
+    let gw = jail.serve_with(one_worker(), &["--listen", &listen]);
+    let text = gw
+        .client(TIMEOUT)
+        .get(gw.url("/cgi-bin/env"))
+        .header("x-forwarded-for", "6.6.6.6")
+        .header("x-forwarded-for", "10.0.0.9")
+        .header("x-forwarded-proto", "https")
+        .header("x-forwarded-proto", "http")
+        .header("x-forwarded-user", "admin")
+        .header("x-forwarded-user", "alice")
+        .header("x-forwarded-host", "evil.example")
+        .header("x-forwarded-host", "www.example.org")
+        .send()
+        .await
+        .expect("response")
+        .text()
+        .await
+        .expect("body");
+    let env = parse_env(&text);
+    let get = |name: &str| env.get(name).map(String::as_str);
+    assert_eq!(get("REMOTE_ADDR"), Some("10.0.0.9"), "{text}");
+    assert_eq!(get("REQUEST_SCHEME"), Some("http"), "{text}");
+    assert_eq!(get("HTTPS"), None, "{text}");
+    assert_eq!(get("REMOTE_USER"), Some("alice"), "{text}");
+    assert_eq!(get("SERVER_NAME"), Some("www.example.org"), "{text}");
+}
+
 #[test]
 fn env_flag_cannot_set_a_meta_variable() {
     require_root!();

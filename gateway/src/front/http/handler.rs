@@ -202,26 +202,35 @@ fn request_meta<'a>(
         }
         Connection::Unix { .. } => (UNIX_PEER_ADDRESS.to_owned(), None),
     };
-    let forwarded = |name: &str| {
-        peer_trusted
-            .then(|| parts.headers.get(name).and_then(|v| v.to_str().ok()))
-            .flatten()
+    // Every line of a forwarded header, in order. The front server's is the last: one that
+    // adds a line of its own (HAProxy's `option forwardfor`, Apache's `RequestHeader add`)
+    // leaves the client's before it, and one that sets the header (nginx's
+    // `proxy_set_header`) leaves only its own.
+    let forwarded_lines = |name: &str| -> Vec<&str> {
+        if !peer_trusted {
+            return Vec::new();
+        }
+        let lines = parts.headers.get_all(name).iter();
+        lines.filter_map(|v| v.to_str().ok()).collect()
     };
+    let last_line = |name: &str| forwarded_lines(name).last().map(|line| line.trim());
+    // The last value of the last line: what the front server appended.
+    let last_item =
+        |name: &str| last_line(name).map(|line| line.rsplit(',').next().unwrap_or(line).trim());
     // The right-most address that is not itself a trusted proxy is the client: everything left
     // of it was written by the client and proves nothing.
-    let forwarded_for = forwarded("x-forwarded-for").and_then(|list| {
-        list.rsplit(',')
-            .filter_map(|part| part.trim().parse::<std::net::IpAddr>().ok())
-            .map(|ip| ip.to_canonical())
-            .find(|ip| !trusted(*ip))
-    });
-    let https = forwarded("x-forwarded-proto")
-        .is_some_and(|proto| proto.trim().eq_ignore_ascii_case("https"));
-    let forwarded_host =
-        forwarded("x-forwarded-host").map(|host| host.split(',').next().unwrap_or(host).trim());
-    let remote_user = forwarded("x-forwarded-user")
-        .map(str::trim)
-        .filter(|user| !user.is_empty());
+    let forwarded_for = forwarded_lines("x-forwarded-for")
+        .iter()
+        .rev()
+        .flat_map(|line| line.rsplit(','))
+        .filter_map(|part| part.trim().parse::<std::net::IpAddr>().ok())
+        .map(|ip| ip.to_canonical())
+        .find(|ip| !trusted(*ip));
+    let https =
+        last_item("x-forwarded-proto").is_some_and(|proto| proto.eq_ignore_ascii_case("https"));
+    let forwarded_host = last_item("x-forwarded-host");
+    // A whole line: a user name may hold a comma.
+    let remote_user = last_line("x-forwarded-user").filter(|user| !user.is_empty());
     let host = requested_host(parts, forwarded_host);
     let (server_name, server_addr, server_port) = match connection {
         Connection::Tcp { local, .. } => (
