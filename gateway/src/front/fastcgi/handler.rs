@@ -169,6 +169,7 @@ async fn run_cgi(
         head: head_block(&head),
         first,
         output,
+        remaining: head.content_length,
         log: log.clone(),
     })
 }
@@ -266,8 +267,35 @@ pub struct CgiStdout {
     /// Body bytes that came in the reads of the head, sent next.
     first: Bytes,
     output: CgiOutput,
+    /// What the CGI's Content-Length still allows, which the head passed on to nginx promises:
+    /// as over HTTP, what goes beyond it is dropped, and an output that ends short of it fails
+    /// the request. Else a CGI could write a second response after the first's declared end,
+    /// for a front server that trusts the length (nginx before 1.19.1 did).
+    remaining: Option<u64>,
     /// Counts the body bytes relayed.
     log: Arc<RequestLog>,
+}
+
+impl CgiStdout {
+    /// How many of `bytes` more body bytes the CGI's Content-Length allows; counts them, and
+    /// marks the output delivered once it is all there.
+    fn allow(&mut self, bytes: usize) -> usize {
+        let Some(remaining) = self.remaining.as_mut() else {
+            return bytes;
+        };
+        let allowed = bytes.min(usize::try_from(*remaining).unwrap_or(usize::MAX));
+        if allowed < bytes {
+            tracing::warn!(
+                extra = bytes - allowed,
+                "CGI wrote more than its Content-Length; extra bytes dropped"
+            );
+        }
+        *remaining -= allowed as u64;
+        if *remaining == 0 {
+            self.output.deliver();
+        }
+        allowed
+    }
 }
 
 /// A cut-off CGI output as the error the FastCGI connection reports (logged here); a read
@@ -298,21 +326,35 @@ impl AsyncRead for CgiStdout {
             buf.put_slice(&this.head.split_to(take));
             return Poll::Ready(Ok(()));
         }
+        if this.remaining == Some(0) {
+            // All the CGI declared is relayed: the end, whatever it writes after.
+            return Poll::Ready(Ok(()));
+        }
         if !this.first.is_empty() {
             let take = this.first.len().min(buf.remaining());
+            let take = this.allow(take);
             if let Err(error) = this.output.charge(take) {
                 return Poll::Ready(Err(cut_off(error)));
             }
             buf.put_slice(&this.first.split_to(take));
+            if this.remaining == Some(0) {
+                this.first.clear();
+            }
             this.log.add_bytes_out(take as u64);
             return Poll::Ready(Ok(()));
         }
         let before = buf.filled().len();
         let read = ready!(this.output.poll_read_into(cx, buf)).and_then(|read| {
-            this.output.charge(read)?;
-            Ok(read)
+            let allowed = this.allow(read);
+            buf.set_filled(before + allowed);
+            this.output.charge(allowed)?;
+            Ok(allowed)
         });
         match read {
+            Ok(0) if this.remaining.is_some_and(|left| left > 0) => {
+                tracing::warn!("CGI output ended before its Content-Length");
+                return Poll::Ready(Err(std::io::ErrorKind::UnexpectedEof.into()));
+            }
             Ok(0) => this.output.deliver(),
             Ok(read) => this.log.add_bytes_out(read as u64),
             Err(error) => {
@@ -394,6 +436,17 @@ mod tests {
         rest: &[u8],
         max_output: Option<u64>,
     ) -> (CgiStdout, tokio::sync::oneshot::Receiver<()>) {
+        declared(head, first, rest, max_output, None).await
+    }
+
+    /// [`stdout_of`] for a CGI whose head declared `content_length`.
+    async fn declared(
+        head: &'static [u8],
+        first: &'static [u8],
+        rest: &[u8],
+        max_output: Option<u64>,
+        content_length: Option<u64>,
+    ) -> (CgiStdout, tokio::sync::oneshot::Receiver<()>) {
         use tokio::io::AsyncWriteExt;
         let (mut cgi, pipe) = tokio::net::unix::pipe::pipe().expect("pipe");
         cgi.write_all(rest).await.expect("write");
@@ -405,6 +458,7 @@ mod tests {
             head: Bytes::from_static(head),
             first: Bytes::from_static(first),
             output: CgiOutput::new(pipe, deadline, max_output, delivered),
+            remaining: content_length,
             log: RequestLog::new(1, "fastcgi", crate::config::AccessLog::Off, metrics),
         };
         (stdout, delivery)
@@ -431,6 +485,31 @@ mod tests {
         let (mut stdout, _) = stdout_of(head, b"abcdef", b"", Some(5)).await;
         let error = stdout.read_to_end(&mut Vec::new()).await.expect_err("over");
         assert_eq!(error.kind(), std::io::ErrorKind::FileTooLarge);
+    }
+
+    /// The body is what the CGI's Content-Length declared, as over HTTP: a second response
+    /// written after it goes nowhere, and an output that ends short of it fails.
+    #[tokio::test]
+    async fn the_body_is_held_to_its_content_length() {
+        use tokio::io::AsyncReadExt;
+        let head = b"Status: 200 OK\r\ncontent-length: 5\r\n\r\n";
+        let smuggled = b"loHTTP/1.1 200 OK\r\nContent-Length: 3\r\n\r\nBAD";
+        let (mut stdout, delivery) = declared(head, b"hel", smuggled, None, Some(5)).await;
+        let mut relayed = Vec::new();
+        stdout.read_to_end(&mut relayed).await.expect("relayed");
+        assert_eq!(relayed, [&head[..], b"hello"].concat());
+        assert!(delivery.await.is_ok(), "all it declared: delivered");
+        // Cut within the bytes that came with the head.
+        let (mut stdout, _) = declared(head, b"hello, more", b"", None, Some(5)).await;
+        let mut relayed = Vec::new();
+        stdout.read_to_end(&mut relayed).await.expect("relayed");
+        assert_eq!(relayed, [&head[..], b"hello"].concat());
+        let (mut stdout, _) = declared(head, b"he", b"l", None, Some(5)).await;
+        let error = stdout
+            .read_to_end(&mut Vec::new())
+            .await
+            .expect_err("short");
+        assert_eq!(error.kind(), std::io::ErrorKind::UnexpectedEof);
     }
 
     /// What is written again is what the parser accepts, and it reads back as the same head.
