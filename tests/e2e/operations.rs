@@ -331,6 +331,40 @@ async fn get_text(http: &reqwest::Client, url: String) -> (u16, String) {
 
 /// `/metrics` parses as OpenMetrics and counts exactly the requests sent; `/healthz` is 503
 /// while a worker is down and 200 again once it is back.
+/// Whoever reaches `--admin` cannot hold connections there by the hundred: past 64 the front
+/// takes no more (each would be a descriptor the CGI fronts need), and a CGI request is served
+/// beside them. Before, all 300 idle ones were accepted.
+#[tokio::test(flavor = "multi_thread")]
+async fn idle_admin_connections_are_bounded() {
+    require_root!();
+    let jail = Jail::new();
+    jail.cgi("hello", HELLO);
+    let admin = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|listener| listener.local_addr())
+        .expect("a free port")
+        .to_string();
+    let gw = jail.serve_with(Opts::default(), &["--admin", &admin]);
+    let front = gw.wait_for_front(Duration::from_secs(10)).pid;
+    let before = procfs::descriptors(front);
+    let mut idle = Vec::new();
+    for _ in 0..300 {
+        idle.push(
+            tokio::net::TcpStream::connect(&admin)
+                .await
+                .expect("connect"),
+        );
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let held = procfs::descriptors(front).saturating_sub(before);
+    assert!(
+        held <= 64 + 4,
+        "300 idle admin connections: the front holds {held} more descriptors"
+    );
+    let http = client(Duration::from_secs(30));
+    assert_eq!(get_text(&http, gw.url("/cgi-bin/hello")).await.0, 200);
+    drop(idle);
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn metrics_count_the_requests_and_healthz_follows_the_workers() {
     require_root!();

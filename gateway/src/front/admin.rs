@@ -12,10 +12,16 @@ use hyper::body::Incoming;
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
+use tokio::sync::OwnedSemaphorePermit;
 
 use super::http::HEADER_READ_TIMEOUT;
-use super::listen::Listener;
+use super::listen::{accept_until, Listener, Stream};
 use super::metrics::{Metrics, PoolState, CONTENT_TYPE};
+
+/// Admin connections open at once: a scraper and a load balancer need a few. Without a bound,
+/// whoever reaches `--admin` could hold connections by the thousand, each a descriptor the
+/// CGI fronts need for their sockets and pipes; past it, one waits to be accepted.
+pub const MAX_ADMIN_CONNECTIONS: usize = 64;
 
 /// Serves the admin endpoint on `listener` until `shutdown` resolves. `state` reads the pool.
 pub async fn run(
@@ -24,17 +30,7 @@ pub async fn run(
     state: Arc<dyn Fn() -> PoolState + Send + Sync>,
     shutdown: impl Future<Output = ()>,
 ) {
-    let mut shutdown = std::pin::pin!(shutdown);
-    loop {
-        let accepted = tokio::select! {
-            accepted = listener.accept() => accepted,
-            _ = &mut shutdown => return,
-        };
-        let Ok((stream, _)) = accepted else {
-            // Out of descriptors, most likely: the CGI front matters more; try again shortly.
-            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-            continue;
-        };
+    let serve = |stream: Stream, _, permit: OwnedSemaphorePermit| {
         let metrics = metrics.clone();
         let state = state.clone();
         let service = service_fn(move |request| {
@@ -49,8 +45,10 @@ pub async fn run(
             if let Err(error) = connection.await {
                 tracing::debug!("admin connection ended: {error}");
             }
+            drop(permit);
         });
-    }
+    };
+    accept_until(listener, MAX_ADMIN_CONNECTIONS, shutdown, serve).await;
 }
 
 fn answer(

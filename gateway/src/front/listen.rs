@@ -139,15 +139,16 @@ fn unix_connection(stream: UnixStream) -> (Stream, Connection) {
     (Either::Right(stream), Connection::Unix { peer })
 }
 
-/// Accepts connections until `shutdown` resolves, at most [`MAX_CONNECTIONS`] open at once,
-/// handing each to `serve` with the permit it must hold while open. Returns the semaphore, so
-/// the caller can wait for the permits to come back.
+/// Accepts connections until `shutdown` resolves, at most `limit` ([`MAX_CONNECTIONS`] for the
+/// CGI fronts) open at once, handing each to `serve` with the permit it must hold while open.
+/// Returns the semaphore, so the caller can wait for the permits to come back.
 pub async fn accept_until(
     listener: Listener,
+    limit: usize,
     shutdown: impl Future<Output = ()>,
     mut serve: impl FnMut(Stream, Connection, OwnedSemaphorePermit),
 ) -> Arc<Semaphore> {
-    let connections = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+    let connections = Arc::new(Semaphore::new(limit));
     let mut shutdown = std::pin::pin!(shutdown);
     loop {
         // Admission before accepting: at the limit we stop taking connections off the backlog.

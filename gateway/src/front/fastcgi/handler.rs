@@ -72,7 +72,7 @@ pub async fn run(
             drop(permit);
         });
     };
-    let connections = accept_until(listener, shutdown, serve).await;
+    let connections = accept_until(listener, MAX_CONNECTIONS, shutdown, serve).await;
     stopping.cancel();
     let all = u32::try_from(MAX_CONNECTIONS).unwrap_or(u32::MAX);
     if tokio::time::timeout(drain, connections.acquire_many(all))

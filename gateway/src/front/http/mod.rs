@@ -16,7 +16,7 @@ use hyper_util::server::graceful::GracefulShutdown;
 use tokio::sync::OwnedSemaphorePermit;
 
 use super::linger::{LingerFlag, Lingering, Stopping};
-use super::listen::{accept_until, Connection, Listener, Stream};
+use super::listen::{accept_until, Connection, Listener, Stream, MAX_CONNECTIONS};
 use super::request::Core;
 
 /// Time a client gets to send a request's header block (slowloris).
@@ -64,7 +64,7 @@ pub async fn run(
             drop(permit);
         });
     };
-    accept_until(listener, shutdown, serve).await;
+    accept_until(listener, MAX_CONNECTIONS, shutdown, serve).await;
     tracing::info!("stopped accepting; draining open connections");
     stopping.cancel();
     // hyper's graceful shutdown closes a connection that has not read a byte yet, answering
