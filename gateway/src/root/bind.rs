@@ -2,7 +2,7 @@
 //! a root-owned folder), or taking over the ones systemd passed (socket activation).
 
 use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd};
-use std::os::unix::fs::{FileTypeExt, PermissionsExt};
+use std::os::unix::fs::FileTypeExt;
 use std::os::unix::net::UnixListener;
 use std::path::Path;
 
@@ -73,13 +73,22 @@ fn bind_unix(path: &Path, access: SocketAccess) -> std::io::Result<UnixListener>
         Err(error) if error.kind() == ErrorKind::NotFound => {}
         Err(error) => return Err(error),
     }
-    let listener = UnixListener::bind(path)?;
-    // Set the access before anyone can be told the socket exists; until then, the umask's.
+    // Made with its mode (a socket is created 0777 less the umask), and its group set without
+    // following a symlink: a chmod or chown by path after the bind would follow one that
+    // another user put in its place (in a folder they may write), onto a file of their
+    // choosing. Called before any thread exists, so the umask changes for nothing else.
+    use nix::sys::stat::{umask, Mode};
+    let before = umask(Mode::from_bits_truncate(!access.mode & 0o777));
+    let bound = UnixListener::bind(path);
+    umask(before);
+    let listener = bound?;
     let result = (|| {
         if let Some(group) = access.group {
-            nix::unistd::chown(path, None, Some(nix::unistd::Gid::from_raw(group)))?;
+            let group = Some(nix::unistd::Gid::from_raw(group));
+            let no_follow = nix::fcntl::AtFlags::AT_SYMLINK_NOFOLLOW;
+            nix::unistd::fchownat(nix::fcntl::AT_FDCWD, path, None, group, no_follow)?;
         }
-        std::fs::set_permissions(path, std::fs::Permissions::from_mode(access.mode))
+        Ok::<(), std::io::Error>(())
     })();
     if let Err(error) = result {
         let _ = std::fs::remove_file(path);
@@ -140,6 +149,7 @@ pub fn take_inherited() -> Result<Vec<(String, OwnedFd)>, String> {
 mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
 
     #[test]
     fn unix_socket_gets_its_mode_replaces_a_stale_file_and_refuses_a_live_one() {
@@ -168,6 +178,24 @@ mod tests {
         std::fs::write(&path, b"not a socket").unwrap();
         let blocked = Bound::bind(&address, access).unwrap_err();
         assert!(blocked.contains("not a socket"), "{blocked}");
+    }
+
+    /// The socket's group is set on the socket itself (as root, which the gateway starts as).
+    #[test]
+    fn unix_socket_gets_its_group() {
+        if !nix::unistd::geteuid().is_root() {
+            return;
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("g.sock");
+        let access = SocketAccess {
+            mode: 0o660,
+            group: Some(4321),
+        };
+        let bound = Bound::bind(&ListenAddr::Unix(path.clone()), access).unwrap();
+        let metadata = std::fs::symlink_metadata(&path).unwrap();
+        assert_eq!((metadata.gid(), metadata.mode() & 0o777), (4321, 0o660));
+        drop(bound);
     }
 
     #[test]
