@@ -9,7 +9,9 @@ use std::time::Duration;
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
 
-use crate::harness::{foreign_network, gateway_bin, one_worker, require_root, run_bounded, Jail};
+use crate::harness::{
+    foreign_network, gateway_bin, one_worker, require_root, run_bounded, Gateway, Jail,
+};
 use crate::http::{client, raw_get, read_response, RawResponse};
 
 const TIMEOUT: Duration = Duration::from_secs(15);
@@ -350,20 +352,18 @@ async fn front_server_forwarding_authorization_and_fixed_variables() {
         "APP_DATA=/srv/data",
     ];
     let gw = jail.serve_with(one_worker(), &flags);
-    let text = gw
-        .client(TIMEOUT)
-        .get(gw.url("/cgi-bin/env?QUERY_STRING=evil"))
-        .header("authorization", "Basic eDp5")
-        .header("x-forwarded-for", format!("6.6.6.6, 10.9.8.7, {proxy}"))
-        .header("x-forwarded-proto", "https")
-        .header("x-forwarded-host", "www.example.org")
-        .send()
-        .await
-        .expect("response")
-        .text()
-        .await
-        .expect("body");
-    let env = parse_env(&text);
+    let forwarded_for = format!("6.6.6.6, 10.9.8.7, {proxy}");
+    let (text, env) = env_of(
+        &gw,
+        "/cgi-bin/env?QUERY_STRING=evil",
+        &[
+            ("authorization", "Basic eDp5"),
+            ("x-forwarded-for", &forwarded_for),
+            ("x-forwarded-proto", "https"),
+            ("x-forwarded-host", "www.example.org"),
+        ],
+    )
+    .await;
     let get = |name: &str| env.get(name).map(String::as_str);
     // The right-most untrusted address is the client; what the client itself claimed is not.
     assert_eq!(get("REMOTE_ADDR"), Some("10.9.8.7"), "{text}");
@@ -389,30 +389,44 @@ async fn the_front_servers_own_forwarded_line_is_the_one_believed() {
     let socket = jail.folder().join("http.sock");
     let listen = format!("unix:{}", socket.display());
     let gw = jail.serve_with(one_worker(), &["--listen", &listen]);
-    let text = gw
-        .client(TIMEOUT)
-        .get(gw.url("/cgi-bin/env"))
-        .header("x-forwarded-for", "6.6.6.6")
-        .header("x-forwarded-for", "10.0.0.9")
-        .header("x-forwarded-proto", "https")
-        .header("x-forwarded-proto", "http")
-        .header("x-forwarded-user", "admin")
-        .header("x-forwarded-user", "alice")
-        .header("x-forwarded-host", "evil.example")
-        .header("x-forwarded-host", "www.example.org")
-        .send()
-        .await
-        .expect("response")
-        .text()
-        .await
-        .expect("body");
-    let env = parse_env(&text);
+    let (text, env) = env_of(
+        &gw,
+        "/cgi-bin/env",
+        &[
+            ("x-forwarded-for", "6.6.6.6"),
+            ("x-forwarded-for", "10.0.0.9"),
+            ("x-forwarded-proto", "https"),
+            ("x-forwarded-proto", "http"),
+            ("x-forwarded-user", "admin"),
+            ("x-forwarded-user", "alice"),
+            ("x-forwarded-host", "evil.example"),
+            ("x-forwarded-host", "www.example.org"),
+        ],
+    )
+    .await;
     let get = |name: &str| env.get(name).map(String::as_str);
     assert_eq!(get("REMOTE_ADDR"), Some("10.0.0.9"), "{text}");
     assert_eq!(get("REQUEST_SCHEME"), Some("http"), "{text}");
     assert_eq!(get("HTTPS"), None, "{text}");
     assert_eq!(get("REMOTE_USER"), Some("alice"), "{text}");
     assert_eq!(get("SERVER_NAME"), Some("www.example.org"), "{text}");
+}
+
+/// The environment the `env` CGI at `path` shows for a GET with `headers` (each a line of its
+/// own, in order), and the text it came in.
+async fn env_of(
+    gw: &Gateway,
+    path: &str,
+    headers: &[(&str, &str)],
+) -> (String, BTreeMap<String, String>) {
+    let mut request = gw.client(TIMEOUT).get(gw.url(path));
+    for (name, value) in headers {
+        request = request.header(*name, *value);
+    }
+    let response = request.send().await.expect("response");
+    let text = response.text().await.expect("body");
+    let env = parse_env(&text);
+    (text, env)
 }
 
 #[test]

@@ -437,6 +437,17 @@ pub fn foreign_network() -> (String, String) {
         .expect("a documentation network this host has no address in")
 }
 
+/// A free loopback port (closed again at once: what binds it comes right after).
+pub fn free_loopback_port() -> u16 {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind a free port");
+    listener.local_addr().expect("local address").port()
+}
+
+/// `127.0.0.1:PORT` of a free loopback port, for a listener flag (`--admin`, `--fastcgi`).
+pub fn free_loopback_address() -> String {
+    format!("127.0.0.1:{}", free_loopback_port())
+}
+
 /// One worker, every other option at its default.
 pub fn one_worker() -> Opts {
     Opts {

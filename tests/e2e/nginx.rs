@@ -2,21 +2,15 @@
 //! same requests give the same answers through nginx as directly, and a CGI's answer cannot
 //! make nginx serve anything else.
 
-use std::net::{SocketAddr, TcpListener};
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::harness::{require_root, ChildGuard, Gateway, Jail, Opts};
+use crate::harness::{free_loopback_port, require_root, ChildGuard, Gateway, Jail, Opts};
 use crate::http::client;
 
 const TIMEOUT: Duration = Duration::from_secs(30);
-
-/// A free loopback port (closed again at once: nginx binds it right after).
-fn free_port() -> u16 {
-    let listener = TcpListener::bind("127.0.0.1:0").expect("bind a free port");
-    listener.local_addr().expect("local address").port()
-}
 
 fn example(name: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -78,7 +72,7 @@ impl Nginx {
             .find(|path| Path::new(path).exists())
             .expect("nginx is installed (scripts/test.sh installs it)");
         std::fs::create_dir_all(prefix).expect("nginx prefix");
-        let addr: SocketAddr = ([127, 0, 0, 1], free_port()).into();
+        let addr: SocketAddr = ([127, 0, 0, 1], free_loopback_port()).into();
         let template = std::fs::read_to_string(example(config_name)).expect("example config");
         let mut example = edit(template);
         // The example as shipped names the package's sockets and a port of its own: ours

@@ -10,7 +10,9 @@ use std::time::{Duration, Instant, SystemTime};
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 
-use crate::harness::{require_root, run_bounded, wait_dead, wait_gone, Gateway, Jail, Opts};
+use crate::harness::{
+    free_loopback_address, require_root, run_bounded, wait_dead, wait_gone, Gateway, Jail, Opts,
+};
 use crate::http::{all_answer_200_at_once, client};
 use crate::procfs::{self, ProcStat};
 
@@ -339,10 +341,7 @@ async fn idle_admin_connections_are_bounded() {
     require_root!();
     let jail = Jail::new();
     jail.cgi("hello", HELLO);
-    let admin = std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|listener| listener.local_addr())
-        .expect("a free port")
-        .to_string();
+    let admin = free_loopback_address();
     let gw = jail.serve_with(Opts::default(), &["--admin", &admin]);
     let front = gw.wait_for_front(Duration::from_secs(10)).pid;
     let before = procfs::descriptors(front);
@@ -375,11 +374,7 @@ async fn metrics_count_the_requests_and_healthz_follows_the_workers() {
         r"printf 'Content-Type: application/octet-stream\n\n'; exec cat",
     );
     jail.cgi("killed", "kill -9 $$");
-    let admin_port = std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("free port")
-        .port();
-    let admin = format!("127.0.0.1:{admin_port}");
+    let admin = free_loopback_address();
     let gw = jail.serve_with(Opts::default(), &["--admin", &admin]);
     let http = client(Duration::from_secs(30));
     for _ in 0..7 {
@@ -519,11 +514,7 @@ async fn backpressure_answers_503_with_retry_after() {
         "slow",
         r"sleep 3; printf 'Content-Type: text/plain\n\nslept\n'",
     );
-    let admin_port = std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("free port")
-        .port();
-    let admin = format!("127.0.0.1:{admin_port}");
+    let admin = free_loopback_address();
     let gw = jail.serve_with(
         Opts::default(),
         &[

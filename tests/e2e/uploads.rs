@@ -9,7 +9,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 use crate::escape::HELLO;
-use crate::harness::{one_worker, require_root, Gateway, Jail, Opts};
+use crate::harness::{free_loopback_address, one_worker, require_root, Gateway, Jail, Opts};
 use crate::http::client;
 use crate::procfs;
 
@@ -309,10 +309,7 @@ async fn the_spool_budget_holds_for_all_uploads_together() {
     require_root!();
     let jail = Jail::new();
     jail.cgi("sink", SINK);
-    let admin = std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|listener| listener.local_addr())
-        .expect("a free port")
-        .to_string();
+    let admin = free_loopback_address();
     let gw = jail.serve_with(
         one_worker(),
         &[
@@ -372,10 +369,7 @@ async fn bodies_held_for_slow_cgis_are_given_back() {
         "late-echo",
         "sleep 1\nprintf 'Content-Type: application/octet-stream\\n\\n'\nexec cat",
     );
-    let admin = std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|listener| listener.local_addr())
-        .expect("a free port")
-        .to_string();
+    let admin = free_loopback_address();
     let gw = jail.serve_with(Opts::default(), &["--admin", &admin, "--access-log", "off"]);
     let front = gw.wait_for_front(Duration::from_secs(10)).pid;
     let idle = procfs::resident_kib(front);
