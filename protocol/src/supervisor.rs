@@ -22,6 +22,11 @@ pub enum ToSupervisor {
     StartWorker { slot: usize },
     /// Stop the worker process `holder` that was started for `slot`.
     StopWorker { slot: usize, holder: u32, how: Stop },
+    /// The pool of `generation` serves no more: it has retired after a reload, or it never
+    /// started. Generation 0 is the first configuration, and each [`FromSupervisor::Reload`]
+    /// is one more; a pool's slots are `generation × MAX_WORKERS + index`. The supervisor
+    /// forgets that configuration and its workers' share of the limit.
+    Retire { generation: usize },
 }
 
 /// Supervisor → front. `Started` travels with two descriptors: the front's end of the worker's

@@ -109,6 +109,10 @@ impl WorkerSource for FakeWorkers {
         self.record().stops.push(holder);
         Box::pin(async {})
     }
+
+    fn retire(&self, _generation: usize) -> BoxFuture<'_, ()> {
+        Box::pin(async {})
+    }
 }
 
 async fn run_worker(

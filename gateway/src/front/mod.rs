@@ -132,7 +132,9 @@ pub async fn serve(
     let mut fronts = std::pin::pin!(fronts);
     let mut stop_requested = std::pin::pin!(shutdown);
     let mut retiring = tokio::task::JoinSet::new();
+    // Counted as the supervisor counts them: one more for each configuration it sends.
     let mut generation = 0;
+    let mut serving = 0;
     loop {
         tokio::select! {
             () = &mut stop_requested => break,
@@ -143,8 +145,17 @@ pub async fn serve(
             }
             Some(new) = reloads.recv() => {
                 generation += 1;
-                if let Some(old) = reload(&core, new, &workers, generation).await {
-                    retiring.spawn(old.retire());
+                match reload(&core, new, &workers, generation).await {
+                    Some(old) => {
+                        let (workers, retired) = (workers.clone(), serving);
+                        serving = generation;
+                        retiring.spawn(async move {
+                            old.retire().await;
+                            workers.retire(retired).await;
+                        });
+                    }
+                    // The old pool serves on, its workers started as before.
+                    None => workers.retire(generation).await,
                 }
             }
             Some(_) = retiring.join_next(), if !retiring.is_empty() => {}

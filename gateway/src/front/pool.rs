@@ -35,6 +35,9 @@ pub trait WorkerSource: Send + Sync + 'static {
     fn start(&self, slot: usize) -> BoxFuture<'_, Result<StartedWorker, String>>;
     /// Makes sure the worker's holder process is gone; returns once it is.
     fn stop(&self, slot: usize, holder: u32, how: Stop) -> BoxFuture<'_, ()>;
+    /// The pool of reload `generation` serves no more (retired, or never started): no slot of
+    /// it will be started again.
+    fn retire(&self, generation: usize) -> BoxFuture<'_, ()>;
 }
 
 /// A worker just started: its holder process (what stopping it names), the front's end of its

@@ -76,6 +76,16 @@ impl WorkerSource for SupervisorLink {
     fn stop(&self, slot: usize, holder: u32, how: Stop) -> BoxFuture<'_, ()> {
         Box::pin(SupervisorLink::stop(self, slot, holder, how))
     }
+
+    fn retire(&self, generation: usize) -> BoxFuture<'_, ()> {
+        Box::pin(async move {
+            // Unanswered; if the channel is gone, so is the supervisor.
+            let _ = self
+                .channel
+                .send(&ToSupervisor::Retire { generation }, &[])
+                .await;
+        })
+    }
 }
 
 async fn read_replies(link: Arc<SupervisorLink>) {

@@ -8,7 +8,7 @@
 //! The supervisor dies with the front and the front with the supervisor (parent-death
 //! signal); holders die with the supervisor.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::os::fd::{AsFd, OwnedFd};
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -25,7 +25,7 @@ use tokio::sync::mpsc;
 
 use super::handover::stop_signals;
 use super::workers::{spawn_worker, stop_holder};
-use crate::config::Config;
+use crate::config::{Config, MAX_WORKERS};
 
 /// Reads and checks the configuration again, as at the start (SIGHUP); runs as root in the
 /// supervisor. The error is one line for the log.
@@ -54,6 +54,10 @@ pub enum SupervisorError {
 pub enum Refusal {
     #[error("a worker start beyond the {max} allowed")]
     TooManyWorkers { max: usize },
+    #[error("a worker start for slot {slot}, which no configuration has")]
+    NoSuchSlot { slot: usize },
+    #[error("the retirement of generation {generation}, the one that serves")]
+    RetireCurrent { generation: usize },
     #[error("a worker start with every block of --cgi-ids in use")]
     NoIds,
     #[error("a stop for process {holder}, which is no worker of ours")]
@@ -75,6 +79,10 @@ pub enum Decision {
         holder: u32,
         how: Stop,
     },
+    /// Forget the configuration of `generation` (unless it is the newest).
+    Retire {
+        generation: usize,
+    },
     /// Not carried out: answer `reply` and log `why`.
     Refuse {
         reply: Reply,
@@ -83,18 +91,20 @@ pub enum Decision {
 }
 
 /// The worker holders the supervisor started and has not reaped yet, each with its block of
-/// `--cgi-ids`, and how many it may have at once (`--workers`; during a reload the old pool's
-/// and the new one's together). No two live workers share a block, so no two running CGIs
-/// share an id, whichever pool they belong to.
+/// `--cgi-ids`, and how many it may have at once: the `--workers` of every configuration whose
+/// pool serves (during a reload the old pool's and the new one's together). No two live
+/// workers share a block, so no two running CGIs share an id, whichever pool they belong to.
 pub struct Holders<H> {
     running: HashMap<u32, (H, usize)>,
+    /// The workers of each live configuration, by its generation (see
+    /// [`ToSupervisor::Retire`]): a start must name a slot of one of them.
+    allowed: BTreeMap<usize, usize>,
     /// Holders being stopped, and their blocks: still live (a stop may wait up to
     /// [`MAX_STOP_WAIT`] for one to exit), so they count against `max` and keep their blocks
     /// until reaped. Let go at once, a front could have had a worker stopped "after a wait"
     /// while it kept it busy, and another started in its place and on its block, again and
     /// again: workers without bound, two of them on one block of ids.
     stopping: HashMap<u32, usize>,
-    pub max: usize,
     /// How many blocks `--cgi-ids` holds, and how many ids each: fixed at the start, since a
     /// block's workers may outlive a reload.
     blocks: usize,
@@ -102,11 +112,12 @@ pub struct Holders<H> {
 }
 
 impl<H> Holders<H> {
-    pub fn new(max: usize, blocks: usize, block_size: u32) -> Holders<H> {
+    /// Holders for the first configuration, of `workers` workers.
+    pub fn new(workers: usize, blocks: usize, block_size: u32) -> Holders<H> {
         Holders {
             running: HashMap::new(),
+            allowed: BTreeMap::from([(0, workers)]),
             stopping: HashMap::new(),
-            max,
             blocks,
             block_size,
         }
@@ -127,17 +138,55 @@ impl<H> Holders<H> {
         self.running.len() + self.stopping.len()
     }
 
+    /// How many may live at once: the workers of every live configuration together.
+    pub fn max(&self) -> usize {
+        self.allowed.values().sum()
+    }
+
+    /// A configuration of `workers` workers serves from now on, as `generation`.
+    pub fn allow(&mut self, generation: usize, workers: usize) {
+        self.allowed.insert(generation, workers);
+    }
+
+    /// The pool of `generation` has retired: its share of the limit goes. Refused for the
+    /// newest configuration, which serves.
+    pub fn forbid(&mut self, generation: usize) -> Result<(), Refusal> {
+        if self.allowed.keys().next_back() == Some(&generation) {
+            return Err(Refusal::RetireCurrent { generation });
+        }
+        self.allowed.remove(&generation);
+        Ok(())
+    }
+
+    /// The generation whose configuration starts `slot`'s workers, if `slot` is one of its.
+    pub fn generation_of(&self, slot: usize) -> Option<usize> {
+        let (generation, index) = (slot / MAX_WORKERS, slot % MAX_WORKERS);
+        self.allowed
+            .get(&generation)
+            .is_some_and(|&workers| index < workers)
+            .then_some(generation)
+    }
+
     /// Checks a request against what the front may ask for.
     pub fn decide(&self, request: ToSupervisor) -> Decision {
         match request {
-            ToSupervisor::StartWorker { slot } if self.live() >= self.max => {
+            ToSupervisor::StartWorker { slot } if self.generation_of(slot).is_none() => {
+                Decision::Refuse {
+                    reply: Reply::StartFailed {
+                        slot,
+                        reason: "no such worker slot".into(),
+                    },
+                    why: Refusal::NoSuchSlot { slot },
+                }
+            }
+            ToSupervisor::StartWorker { slot } if self.live() >= self.max() => {
                 Decision::Refuse {
                     // A front that asks for more is not the one we started.
                     reply: Reply::StartFailed {
                         slot,
                         reason: "no such worker slot".into(),
                     },
-                    why: Refusal::TooManyWorkers { max: self.max },
+                    why: Refusal::TooManyWorkers { max: self.max() },
                 }
             }
             ToSupervisor::StartWorker { slot } => match self.free_block() {
@@ -168,6 +217,7 @@ impl<H> Holders<H> {
                 why: Refusal::WaitTooLong { millis },
             },
             ToSupervisor::StopWorker { slot, holder, how } => Decision::Stop { slot, holder, how },
+            ToSupervisor::Retire { generation } => Decision::Retire { generation },
         }
     }
 
@@ -217,7 +267,7 @@ pub fn run(config: Config, front: Pid, control: OwnedFd, reload: Reload) -> Exit
 }
 
 async fn supervise(
-    mut config: Config,
+    config: Config,
     front: Pid,
     control: OwnedFd,
     reload: Reload,
@@ -232,6 +282,10 @@ async fn supervise(
     let mut hangup = listen(SignalKind::hangup())?;
     let mut holders: Holders<Child> =
         Holders::new(config.workers, config.id_blocks(), config.ids_per_worker());
+    // Every configuration whose pool serves, by generation: a pool's workers, replacements
+    // included, start with the configuration that pool was started for.
+    let mut newest = 0;
+    let mut configs = BTreeMap::from([(newest, config)]);
     // Holders reaped by the tasks that stop them.
     let (reaped, mut stopped) = mpsc::unbounded_channel::<u32>();
     let mut buffer = RecvBuffer::default();
@@ -240,7 +294,7 @@ async fn supervise(
         while front_exit.is_none() {
             tokio::select! {
                 request = next_request(&control, &mut buffer) => match request? {
-                    Some(request) => carry_out(request, &config, &mut holders, &control, &reaped).await?,
+                    Some(request) => carry_out(request, &mut configs, &mut holders, &control, &reaped).await?,
                     None => break,
                 },
                 _ = terminate.recv() => {
@@ -254,20 +308,22 @@ async fn supervise(
                 _ = children.recv() => front_exit = reap_front(front, false),
                 Some(holder) = stopped.recv() => holders.stopped(holder),
                 _ = hangup.recv() => match reload() {
-                    Ok(new) => {
-                        let kept = unchangeable(&config, &new);
+                    Ok(mut new) => {
+                        let Some(current) = configs.get(&newest) else { break };
+                        let kept = unchangeable(current, &new);
                         if !kept.is_empty() {
                             tracing::warn!("SIGHUP: {} changed; that takes a restart (the sockets stay as they are)", kept.join(", "));
                         }
                         tracing::info!(workers = new.workers, jail = %new.jail.display(), "SIGHUP: configuration read again; starting a fresh pool");
-                        // The old pool's workers drain while the new pool's start.
-                        holders.max = config.workers + new.workers;
                         // The ids are split into blocks at the start, once: a block's workers
                         // may still run when the new pool starts.
-                        let mut new = new;
-                        new.cgi_ids = config.cgi_ids;
-                        config = new;
-                        let message = Reply::Reload { config: Box::new(config.clone()) };
+                        new.cgi_ids = current.cgi_ids;
+                        // The old pools' workers drain (or, if the new pool fails, serve on)
+                        // while the new pool's start.
+                        newest += 1;
+                        holders.allow(newest, new.workers);
+                        let message = Reply::Reload { config: Box::new(new.clone()) };
+                        configs.insert(newest, new);
                         control.send(&message, &[]).await.map_err(SupervisorError::Reply)?;
                     }
                     Err(error) => tracing::error!("SIGHUP: configuration not reloaded, still serving the old one: {error}"),
@@ -308,13 +364,18 @@ async fn next_request(
 /// Carries out one request of the front's, once [`Holders::decide`] allows it.
 async fn carry_out(
     request: ToSupervisor,
-    config: &Config,
+    configs: &mut BTreeMap<usize, Config>,
     holders: &mut Holders<Child>,
     control: &Arc<Channel>,
     reaped: &mpsc::UnboundedSender<u32>,
 ) -> Result<(), SupervisorError> {
     let reply = match holders.decide(request) {
-        Decision::Start { slot, block } => match spawn_worker(config, block, holders.block_size) {
+        Decision::Start { slot, block } => match holders
+            .generation_of(slot)
+            .and_then(|generation| configs.get(&generation))
+            .map_or(Err("no such worker slot".to_owned()), |config| {
+                spawn_worker(config, block, holders.block_size)
+            }) {
             Ok(started) => {
                 let fds = [started.channel.as_fd(), started.stderr.as_fd()];
                 let holder = started.holder.id().unwrap_or(0);
@@ -335,6 +396,16 @@ async fn carry_out(
                 let _ = reaped.send(holder);
                 let _ = control.send(&Reply::Stopped { slot }, &[]).await;
             });
+            return Ok(());
+        }
+        Decision::Retire { generation } => {
+            match holders.forbid(generation) {
+                Ok(()) => {
+                    configs.remove(&generation);
+                }
+                Err(why) => tracing::warn!("supervisor: refused {why}"),
+            }
+            // No answer: the front does not wait for one.
             return Ok(());
         }
         Decision::Refuse { reply, why } => {
@@ -447,17 +518,52 @@ mod tests {
 
     #[test]
     fn a_start_beyond_the_worker_count_is_refused() {
-        let decision = holders(&[10, 11], 2).decide(ToSupervisor::StartWorker { slot: 7 });
+        let decision = holders(&[10, 11], 2).decide(ToSupervisor::StartWorker { slot: 1 });
         assert_eq!(
             decision,
             Decision::Refuse {
                 reply: Reply::StartFailed {
-                    slot: 7,
+                    slot: 1,
                     reason: "no such worker slot".into()
                 },
                 why: Refusal::TooManyWorkers { max: 2 },
             }
         );
+    }
+
+    /// A start names a slot of a configuration whose pool serves (generation × MAX_WORKERS +
+    /// index, the index below its `--workers`), and gets that configuration; a retired one's
+    /// slots and share of the limit are gone, and the newest cannot be retired.
+    #[test]
+    fn a_start_is_for_a_slot_of_a_live_configuration() {
+        let start = |slot| ToSupervisor::StartWorker { slot };
+        let no_such = |slot| Decision::Refuse {
+            reply: Reply::StartFailed {
+                slot,
+                reason: "no such worker slot".into(),
+            },
+            why: Refusal::NoSuchSlot { slot },
+        };
+        let mut holders = holders(&[], 2);
+        assert_eq!(holders.decide(start(2)), no_such(2));
+        assert_eq!(holders.decide(start(MAX_WORKERS)), no_such(MAX_WORKERS));
+        holders.allow(1, 3);
+        assert_eq!(holders.max(), 5);
+        assert_eq!(holders.generation_of(MAX_WORKERS + 2), Some(1));
+        assert_eq!(
+            holders.decide(start(MAX_WORKERS + 2)),
+            Decision::Start {
+                slot: MAX_WORKERS + 2,
+                block: 0
+            }
+        );
+        assert_eq!(
+            holders.forbid(1),
+            Err(Refusal::RetireCurrent { generation: 1 })
+        );
+        assert_eq!(holders.forbid(0), Ok(()));
+        assert_eq!(holders.max(), 3);
+        assert_eq!(holders.decide(start(1)), no_such(1));
     }
 
     /// A worker being stopped counts until it is reaped: a front cannot have workers stopped
