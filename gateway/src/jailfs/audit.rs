@@ -102,6 +102,14 @@ pub enum Problem {
         uid: u32,
         mode: u32,
     },
+    /// A folder on the host that holds the jail is not root's, or is writable by group or
+    /// others without the sticky bit: whoever can write it can put another tree in the
+    /// jail's place after the audit (each worker start finds the jail by its path again).
+    UnsafeJailParent {
+        folder: PathBuf,
+        uid: u32,
+        mode: u32,
+    },
     /// `sys` at the top of the jail, `proc` that is not an empty root-owned folder, or
     /// anything in it.
     ProcOrSys,
@@ -145,6 +153,13 @@ impl fmt::Display for Problem {
                 f,
                 "jail root owned by uid {uid} with mode {mode:04o}: it must be owned by root \
                  and not writable by group or others"
+            ),
+            Problem::UnsafeJailParent { folder, uid, mode } => write!(
+                f,
+                "{} holds the jail and is owned by uid {uid} with mode {mode:04o}: it must be \
+                 owned by root and writable by group or others only with the sticky bit, or \
+                 another tree could take the jail's place",
+                folder.display()
             ),
             Problem::ProcOrSys => f.write_str(
                 "proc or sys in the jail: the kernel's process and system interfaces do not \
@@ -297,7 +312,7 @@ pub fn audit(opts: &AuditOptions) -> Result<Vec<Finding>, AuditError> {
     for path in &opts.writable {
         check_writable(path)?;
     }
-    check_is_jail(&opts.dir)?;
+    let canonical = check_is_jail(&opts.dir)?;
     let mut root = match Dir::open(
         &opts.dir,
         OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
@@ -329,6 +344,23 @@ pub fn audit(opts: &AuditOptions) -> Result<Vec<Finding>, AuditError> {
                 mode: root_mode,
             },
         );
+    }
+    for folder in canonical.ancestors().skip(1) {
+        use std::os::unix::fs::MetadataExt;
+        let st =
+            std::fs::symlink_metadata(folder).map_err(|e| io_error(folder, Path::new("/"), e))?;
+        let mode = st.mode() & 0o7777;
+        let sticky = mode & 0o1000 != 0;
+        if st.uid() != 0 || (mode & 0o022 != 0 && !sticky) {
+            walk.found(
+                Path::new("/"),
+                Problem::UnsafeJailParent {
+                    folder: folder.to_path_buf(),
+                    uid: st.uid(),
+                    mode,
+                },
+            );
+        }
     }
     walk.run(Frame {
         dir: root,

@@ -553,3 +553,42 @@ fn findings_print_as_one_line_each() {
     };
     assert!(bytes.to_string().starts_with("/café/\\xff: "));
 }
+
+/// A jail in a folder that someone other than root may write (its owner, or anyone where it is
+/// writable without the sticky bit) can be swapped for another tree after the audit; a folder
+/// like `/tmp` (root's, sticky) cannot have root's jail taken out of it.
+#[test]
+fn a_jail_in_a_folder_others_may_write_is_found() {
+    let holder = tempfile::tempdir().expect("tempdir");
+    let jail = holder.path().join("jail");
+    init(&profile_options(&jail, Profile::Minimal, &[])).expect("init");
+    chmod(holder.path(), 0o755);
+    assert_eq!(audit_jail(&jail), vec![]);
+    chown(holder.path(), Some(1000), None).expect("chown");
+    assert_eq!(
+        audit_jail(&jail),
+        vec![finding(
+            "/",
+            Problem::UnsafeJailParent {
+                folder: holder.path().to_path_buf(),
+                uid: 1000,
+                mode: 0o755,
+            },
+        )]
+    );
+    chown(holder.path(), Some(0), None).expect("chown");
+    chmod(holder.path(), 0o777);
+    assert_eq!(
+        audit_jail(&jail),
+        vec![finding(
+            "/",
+            Problem::UnsafeJailParent {
+                folder: holder.path().to_path_buf(),
+                uid: 0,
+                mode: 0o777,
+            },
+        )]
+    );
+    chmod(holder.path(), 0o1777);
+    assert_eq!(audit_jail(&jail), vec![]);
+}
