@@ -564,31 +564,18 @@ fn a_jail_in_a_folder_others_may_write_is_found() {
     init(&profile_options(&jail, Profile::Minimal, &[])).expect("init");
     chmod(holder.path(), 0o755);
     assert_eq!(audit_jail(&jail), vec![]);
-    chown(holder.path(), Some(1000), None).expect("chown");
-    assert_eq!(
-        audit_jail(&jail),
+    let unsafe_parent = |uid, mode| {
+        let folder = holder.path().to_path_buf();
         vec![finding(
             "/",
-            Problem::UnsafeJailParent {
-                folder: holder.path().to_path_buf(),
-                uid: 1000,
-                mode: 0o755,
-            },
+            Problem::UnsafeJailParent { folder, uid, mode },
         )]
-    );
+    };
+    chown(holder.path(), Some(1000), None).expect("chown");
+    assert_eq!(audit_jail(&jail), unsafe_parent(1000, 0o755));
     chown(holder.path(), Some(0), None).expect("chown");
     chmod(holder.path(), 0o777);
-    assert_eq!(
-        audit_jail(&jail),
-        vec![finding(
-            "/",
-            Problem::UnsafeJailParent {
-                folder: holder.path().to_path_buf(),
-                uid: 0,
-                mode: 0o777,
-            },
-        )]
-    );
+    assert_eq!(audit_jail(&jail), unsafe_parent(0, 0o777));
     chmod(holder.path(), 0o1777);
     assert_eq!(audit_jail(&jail), vec![]);
 }
