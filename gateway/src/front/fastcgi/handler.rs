@@ -26,7 +26,7 @@ use crate::front::linger::Stopping;
 use crate::front::listen::{accept_until, Connection, Listener, Stream, MAX_CONNECTIONS};
 use crate::front::request::body::BodySource;
 use crate::front::request::env::{auth_scheme, split_port};
-use crate::front::request::output::OutputError;
+use crate::front::request::output::{within_content_length, OutputError};
 use crate::front::request::router::route;
 use crate::front::request::{
     body_complete, render_error, Body, CgiOutput, Core, RequestError, RequestMeta, Started,
@@ -280,18 +280,8 @@ impl CgiStdout {
     /// How many of `bytes` more body bytes the CGI's Content-Length allows; counts them, and
     /// marks the output delivered once it is all there.
     fn allow(&mut self, bytes: usize) -> usize {
-        let Some(remaining) = self.remaining.as_mut() else {
-            return bytes;
-        };
-        let allowed = bytes.min(usize::try_from(*remaining).unwrap_or(usize::MAX));
-        if allowed < bytes {
-            tracing::warn!(
-                extra = bytes - allowed,
-                "CGI wrote more than its Content-Length; extra bytes dropped"
-            );
-        }
-        *remaining -= allowed as u64;
-        if *remaining == 0 {
+        let allowed = within_content_length(&mut self.remaining, bytes);
+        if self.remaining == Some(0) {
             self.output.deliver();
         }
         allowed

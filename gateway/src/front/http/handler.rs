@@ -206,22 +206,24 @@ fn request_meta<'a>(
     // adds a line of its own (HAProxy's `option forwardfor`, Apache's `RequestHeader add`)
     // leaves the client's before it, and one that sets the header (nginx's
     // `proxy_set_header`) leaves only its own.
-    let forwarded_lines = |name: &str| -> Vec<&str> {
-        if !peer_trusted {
-            return Vec::new();
-        }
+    let forwarded_lines = |name: &str| {
         let lines = parts.headers.get_all(name).iter();
-        lines.filter_map(|v| v.to_str().ok()).collect()
+        lines.filter(move |_| peer_trusted)
     };
-    let last_line = |name: &str| forwarded_lines(name).last().map(|line| line.trim());
+    // The last line as it came: one the front server wrote that is no text stands for none,
+    // not for the client's line before it.
+    let last_line = |name: &str| {
+        let line = forwarded_lines(name).next_back()?;
+        line.to_str().ok().map(str::trim)
+    };
     // The last value of the last line: what the front server appended.
     let last_item =
         |name: &str| last_line(name).map(|line| line.rsplit(',').next().unwrap_or(line).trim());
     // The right-most address that is not itself a trusted proxy is the client: everything left
     // of it was written by the client and proves nothing.
     let forwarded_for = forwarded_lines("x-forwarded-for")
-        .iter()
         .rev()
+        .filter_map(|line| line.to_str().ok())
         .flat_map(|line| line.rsplit(','))
         .filter_map(|part| part.trim().parse::<std::net::IpAddr>().ok())
         .map(|ip| ip.to_canonical())

@@ -13,7 +13,7 @@ use http_body_util::{Either, Full};
 use tokio::io::{AsyncRead, AsyncReadExt};
 use tokio::sync::oneshot;
 
-use crate::front::request::output::{CgiOutput, OutputError};
+use crate::front::request::output::{within_content_length, CgiOutput, OutputError};
 use crate::front::request::RequestError;
 
 /// Largest CGI header block; a CGI that writes more before its blank line is broken (502).
@@ -373,22 +373,10 @@ impl CgiBody {
     /// Cuts `chunk` to what the CGI's Content-Length still allows, and counts it against
     /// `--max-output`.
     fn take_allowed(&mut self, mut chunk: Bytes) -> Result<Bytes, OutputError> {
-        if let Some(remaining) = self.remaining.as_mut() {
-            let allowed = chunk
-                .len()
-                .min(usize::try_from(*remaining).unwrap_or(usize::MAX));
-            if allowed < chunk.len() {
-                tracing::warn!(
-                    extra = chunk.len() - allowed,
-                    "CGI wrote more than its Content-Length; extra bytes dropped"
-                );
-                chunk.truncate(allowed);
-            }
-            *remaining -= allowed as u64;
-            if *remaining == 0 {
-                self.finished = true;
-                self.output.deliver();
-            }
+        chunk.truncate(within_content_length(&mut self.remaining, chunk.len()));
+        if self.remaining == Some(0) {
+            self.finished = true;
+            self.output.deliver();
         }
         self.output.charge(chunk.len())?;
         Ok(chunk)

@@ -110,6 +110,24 @@ impl CgiOutput {
     }
 }
 
+/// How many of `bytes` more body bytes the CGI's Content-Length still allows (`remaining`, if
+/// it gave one), counted down; the rest is dropped (and logged here). Both fronts hold a CGI
+/// to its length so: a CGI cannot write a second response after the first's declared end.
+pub fn within_content_length(remaining: &mut Option<u64>, bytes: usize) -> usize {
+    let Some(remaining) = remaining.as_mut() else {
+        return bytes;
+    };
+    let allowed = bytes.min(usize::try_from(*remaining).unwrap_or(usize::MAX));
+    if allowed < bytes {
+        tracing::warn!(
+            extra = bytes - allowed,
+            "CGI wrote more than its Content-Length; extra bytes dropped"
+        );
+    }
+    *remaining -= allowed as u64;
+    allowed
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
