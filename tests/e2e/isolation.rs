@@ -721,6 +721,46 @@ async fn a_tmp_held_through_a_passed_descriptor_is_not_handed_on() {
     assert_eq!(value(&kept, "kept"), "ok", "{kept}");
 }
 
+/// What a CGI leaves in the data folder is its own: a setuid bit on its file there (the folder
+/// is mounted nosuid, nodev and noexec, so the bit gives nothing) must not stop the next
+/// reload or start. The start-up audit walked the folder, and one request could keep the
+/// gateway from ever reloading or starting again.
+#[tokio::test(flavor = "multi_thread")]
+async fn what_a_cgi_leaves_in_the_data_folder_stops_no_reload_or_start() {
+    require_root!();
+    const GROUP: u32 = 4244;
+    let (jail, _) = jail_with_data_folder(GROUP);
+    jail.cgi(
+        "plant",
+        r"printf 'Content-Type: text/plain\n\n'
+echo x >/data/planted 2>&1 && chmod 4770 /data/planted 2>&1 && echo planted",
+    );
+    jail.cgi("hello", HELLO);
+    let mut gw = jail.serve_with(
+        one_worker(),
+        &["--data-dir", "/data", "--data-group", &GROUP.to_string()],
+    );
+    assert_eq!(report_of(&gw, "/cgi-bin/plant").await, "planted\n");
+
+    gw.signal(Signal::SIGHUP);
+    let end = Instant::now() + Duration::from_secs(20);
+    loop {
+        let stderr = gw.stderr();
+        assert!(!stderr.contains("not reloaded"), "{stderr}");
+        if stderr.contains("reloaded: new requests go to the fresh pool") {
+            break;
+        }
+        assert!(Instant::now() < end, "no reload within 20 s:\n{stderr}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_hello(&gw).await;
+
+    gw.signal(Signal::SIGTERM);
+    assert!(gw.wait_exit(TIMEOUT).is_some(), "the gateway did not stop");
+    gw.restart();
+    assert_hello(&gw).await;
+}
+
 /// `--data-dir` with `--data-group`: the one folder CGIs may write, shared through a group of
 /// its own. A file one request writes there, another request (another uid) may append to, and
 /// a third reads back; nothing there can be executed; without the flags it is read-only.

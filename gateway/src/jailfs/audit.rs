@@ -18,7 +18,8 @@
 //!   from the ownership and writability rules, themselves and everything under them (CGIs
 //!   create files there); a writable place must still be sticky if world-writable, and the
 //!   other rules (setuid, capabilities, devices, sockets, FIFOs, hard links) apply to
-//!   their contents too.
+//!   their contents too. The data folder's contents ([`AuditOptions::data`]) are not walked:
+//!   they are the CGIs' own, and a CGI must not be able to stop the next start.
 //! - The CGI user's group is only its primary gid: the worker calls `setgroups([])`.
 //! - Ownership and writability rules look at the CGI user only: a file writable by some
 //!   other host account is that account's business, not a way out of the jail.
@@ -45,7 +46,7 @@ use super::user::CgiUser;
 
 /// How deep the walk goes before giving up (an error, so the audit fails closed). Real
 /// jails are a dozen levels deep; the limit bounds the descriptors held open, one a level.
-const MAX_AUDIT_DEPTH: usize = 128;
+pub(super) const MAX_AUDIT_DEPTH: usize = 128;
 
 /// The extended attribute that holds file capabilities (capabilities(7)).
 const CAPABILITY_XATTR: &CStr = c"security.capability";
@@ -61,6 +62,11 @@ pub struct AuditOptions {
     pub writable: Vec<PathBuf>,
     /// The ids CGIs run as (`--cgi-ids`): no file of the jail may be theirs.
     pub cgi_ids: IdRange,
+    /// The data folder (`--data-dir`), a writable place whose contents are the CGIs' own and
+    /// are not walked: every worker mounts it `nosuid`, `nodev` and `noexec`, so nothing a
+    /// CGI leaves there (a FIFO, a setuid bit, folders nested past the audit's depth) gives
+    /// anything, and none of it may stop the next start or reload.
+    pub data: Option<PathBuf>,
 }
 
 impl AuditOptions {
@@ -74,6 +80,7 @@ impl AuditOptions {
                 .map(|area| Path::new("/").join(area))
                 .collect(),
             cgi_ids: DEFAULT_CGI_IDS,
+            data: None,
         }
     }
 }
@@ -309,7 +316,7 @@ pub fn check_is_jail(dir: &Path) -> Result<PathBuf, AuditError> {
 /// is fit to serve from); `Err` if the folder is no jail ([`check_is_jail`]) or the audit
 /// itself could not be done.
 pub fn audit(opts: &AuditOptions) -> Result<Vec<Finding>, AuditError> {
-    for path in &opts.writable {
+    for path in opts.writable.iter().chain(&opts.data) {
         check_writable(path)?;
     }
     let canonical = check_is_jail(&opts.dir)?;
@@ -468,7 +475,7 @@ impl Walk<'_> {
                 top: frame.path.as_os_str() == "/",
                 in_writable,
             };
-            if !self.check(&entry)? {
+            if !self.check(&entry)? || self.opts.data.as_deref() == Some(path.as_path()) {
                 continue;
             }
             if depth >= MAX_AUDIT_DEPTH {
@@ -499,7 +506,11 @@ impl Walk<'_> {
     }
 
     fn is_writable_place(&self, path: &Path) -> bool {
-        self.opts.writable.iter().any(|place| place == path)
+        self.opts
+            .writable
+            .iter()
+            .chain(&self.opts.data)
+            .any(|place| place == path)
     }
 
     /// Record the findings for one entry; true if it is a directory to descend into.

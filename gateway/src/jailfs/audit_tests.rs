@@ -493,6 +493,31 @@ fn writable_places_are_configurable() {
     assert_eq!(audit(&opts).expect("audit"), Vec::new());
 }
 
+/// The data folder's contents are the CGIs' (mounted nosuid, nodev and noexec): what a CGI
+/// leaves there is not a finding, and a tree deeper than the walk goes is no error, so no
+/// request can stop the next start. The folder itself is still audited.
+#[test]
+fn the_data_folders_contents_are_not_walked() {
+    let jail = minimal_jail();
+    let data = mkdir(jail.path(), "/data", 0o2770);
+    plant_program(jail.path(), "/data/su", 0o4755);
+    nix::unistd::mkfifo(&data.join("fifo"), Mode::from_bits_truncate(0o600)).expect("mkfifo");
+    let mut deep = data.clone();
+    for _ in 0..=audit::MAX_AUDIT_DEPTH {
+        deep.push("d");
+        fs::create_dir(&deep).expect("mkdir");
+    }
+    let mut opts = AuditOptions::new(jail.path(), nobody());
+    opts.data = Some(PathBuf::from("/data"));
+    assert_eq!(audit(&opts).expect("audit"), Vec::new());
+
+    chmod(&data, 0o777);
+    assert_eq!(
+        audit(&opts).expect("audit"),
+        vec![finding("/data", Problem::WorldWritableWithoutSticky)]
+    );
+}
+
 #[test]
 fn audit_errors_are_not_findings() {
     let missing = AuditOptions::new("/nonexistent/jailfs-audit", nobody());

@@ -157,10 +157,8 @@ fn schedule_as_batch() {
 pub fn audit_before_serving(config: &Config) -> Result<(), String> {
     let mut options = jailfs::AuditOptions::new(config.jail.clone(), config.user.clone());
     options.cgi_ids = config.cgi_ids;
-    if let Some(data) = &config.data {
-        // CGIs write there: their files are expected, and its group may write it.
-        options.writable.push(data.path.clone());
-    }
+    // CGIs write there: its group may write it, and what they leave in it is theirs.
+    options.data = config.data.as_ref().map(|data| data.path.clone());
     let findings = jailfs::audit(&options)
         .map_err(|error| format!("cannot audit the jail {}: {error}", config.jail.display()))?;
     if findings.is_empty() {
