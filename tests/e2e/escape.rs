@@ -52,6 +52,7 @@ const ATTACKS: &[&str] = &[
     "tmp_steal",
     "tmp_pin",
     "front_server",
+    "null_lock",
 ];
 
 static BUILT: OnceLock<Result<PathBuf, String>> = OnceLock::new();

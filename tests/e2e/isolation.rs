@@ -601,6 +601,25 @@ printf '%s %s\n' "$(ls -l /proc/self/fd/0 | sed 's/.* -> //')" "$(wc -c)""#,
     );
 }
 
+/// The null device a request without a body reads is an open file of its own: a lock or a
+/// file flag one CGI puts on its stdin ends with it. On one open file the worker held for every
+/// such CGI, the locks and flags of the first outlived it, and every later CGI found its stdin
+/// non-blocking and locked.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_lock_on_the_null_stdin_ends_with_its_request() {
+    require_root!();
+    let jail = Jail::new();
+    jail.install("null_lock", &attack("null_lock"), 0o755);
+    let gw = jail.serve(one_worker());
+    let locked = report_of(&gw, "/cgi-bin/null_lock?lock=1").await;
+    for taken in ["flock_stdin", "set_flags"] {
+        assert_eq!(value(&locked, taken), "ok", "{locked}");
+    }
+    let after = report_of(&gw, "/cgi-bin/null_lock").await;
+    assert_eq!(value(&after, "stdin_flags"), "0x0", "{after}");
+    assert_eq!(value(&after, "flock_dev_null"), "ok", "{after}");
+}
+
 /// What a CGI inherits from its worker instead of setting it in its own process (a system
 /// call fewer per request each). No core files: a CGI's would land in its folder or `/tmp`
 /// with whatever it held, its worker's with other requests' environments; the limit is the

@@ -56,10 +56,6 @@ pub struct Spawner {
     /// or `None` when they are the worker's own already (none, without a data folder): then
     /// CGIs inherit them and skip `setgroups`.
     set_groups: Option<Vec<libc::gid_t>>,
-    /// The stdin of every CGI whose request has no body. They share this one open file, and
-    /// nothing one can set on it changes what another reads (end-of-file, whatever its flags
-    /// or offset); any CGI can open the device itself anyway.
-    null: OwnedFd,
 }
 
 impl Spawner {
@@ -85,6 +81,7 @@ impl Spawner {
                 .map(|gid| gid.as_raw())
                 .eq(groups.iter().copied())
         });
+        check_null().map_err(SetupError::Null)?;
         Ok(Spawner {
             launcher: Launcher::new(CgiScope::new()?).map_err(SetupError::Stack)?,
             env: EnvBlock::default(),
@@ -96,7 +93,6 @@ impl Spawner {
             tmp_dirs,
             tmp_pool,
             set_groups: (!own_already).then_some(groups),
-            null: open_null().map_err(SetupError::Null)?,
         })
     }
 
@@ -124,7 +120,12 @@ impl Spawner {
         let (Some(stdout), Some(stderr), None) = (fds.next(), fds.next(), fds.next()) else {
             return Err(miscounted());
         };
-        let stdin = stdin.map(above_stderr).transpose()?;
+        // A request without a body reads an open file of `/dev/null` of its own: a lock or a
+        // file flag one CGI puts on its stdin would outlive its request on a shared one.
+        let stdin = above_stderr(match stdin {
+            Some(stdin) => stdin,
+            None => open_null().map_err(classify_exec_error)?,
+        })?;
         let (stdout, stderr) = (above_stderr(stdout)?, above_stderr(stderr)?);
         let Found {
             script,
@@ -183,11 +184,7 @@ impl Spawner {
             argv: &argv,
             envp,
             cwd,
-            stdio: [
-                stdin.as_ref().unwrap_or(&self.null).as_fd(),
-                stdout.as_fd(),
-                stderr.as_fd(),
-            ],
+            stdio: [stdin.as_fd(), stdout.as_fd(), stderr.as_fd()],
             limits: &limits[..count],
             identity: Some(Identity {
                 id,
@@ -234,19 +231,28 @@ pub struct Started {
     pub stderr: OwnedFd,
 }
 
-/// The worker's `/dev/null`, which it made itself (see `mounts.rs`), checked to be the null
-/// device: a CGI reading it gets end-of-file, and its writes go nowhere.
-fn open_null() -> std::io::Result<OwnedFd> {
+/// Checks, once, that the worker's `/dev/null` (which it made itself on a read-only tmpfs, see
+/// `mounts.rs`) is the null device: a CGI reading it gets end-of-file, and its writes go
+/// nowhere. Each CGI without a body then gets an open file of its own of it ([`open_null`]).
+fn check_null() -> std::io::Result<()> {
     use std::os::unix::fs::{FileTypeExt, MetadataExt};
-    let null = std::fs::File::open("/dev/null")?;
-    let metadata = null.metadata()?;
+    let metadata = std::fs::metadata("/dev/null")?;
     let (major, minor) = (libc::major(metadata.rdev()), libc::minor(metadata.rdev()));
     if !metadata.file_type().is_char_device() || (major, minor) != (1, 3) {
         return Err(std::io::Error::other(format!(
             "it is not the null device (1,3) but {major},{minor}"
         )));
     }
-    Ok(null.into())
+    Ok(())
+}
+
+/// `/dev/null` opened for reading, close-on-exec (the CGI gets it through `dup2`).
+fn open_null() -> Result<OwnedFd, Errno> {
+    nix::fcntl::open(
+        c"/dev/null",
+        nix::fcntl::OFlag::O_RDONLY | nix::fcntl::OFlag::O_CLOEXEC,
+        nix::sys::stat::Mode::empty(),
+    )
 }
 
 /// `fd` numbered 3 or above, as [`Program::stdio`] wants: a descriptor the worker received in
