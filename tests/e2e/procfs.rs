@@ -98,6 +98,16 @@ pub fn descriptors(pid: i32) -> usize {
     fs::read_dir(format!("/proc/{pid}/fd")).map_or(0, Iterator::count)
 }
 
+/// How many of `pid`'s descriptors are mount namespaces (`mnt:[...]`).
+pub fn mount_namespaces_held(pid: i32) -> usize {
+    fs::read_dir(format!("/proc/{pid}/fd")).map_or(0, |entries| {
+        entries
+            .filter_map(|entry| fs::read_link(entry.ok()?.path()).ok())
+            .filter(|target| target.to_string_lossy().starts_with("mnt:["))
+            .count()
+    })
+}
+
 /// Every process visible in `/proc` right now.
 pub fn snapshot() -> Vec<ProcStat> {
     let Ok(entries) = fs::read_dir("/proc") else {

@@ -8,9 +8,11 @@
 //! Entering a ready namespace is one `setns`.
 //!
 //! What keeps one request's `/tmp` from reaching the next (SECURITY.md):
-//! - A namespace goes back to the pool only when its CGI has ended: its main process reaped
-//!   and its process group killed. The pool is first in, first out, so a namespace is used
-//!   again only after every other idle one.
+//! - A namespace goes back to the pool only when its CGI has ended (its main process reaped
+//!   and every process of its id killed) and left nothing in its tmpfs; one it filled is
+//!   dropped then, so what was written there is freed at once, not when a later CGI would
+//!   have found it dirty. The pool is first in, first out, so a namespace is used again only
+//!   after every other idle one.
 //! - When it is taken, its owner and mode are set anew for the new CGI's id (the tmpfs root is
 //!   the one thing a CGI owns there and could have changed), and then its `/tmp` must be
 //!   empty, checked on the tmpfs root the worker holds open: no entry (a tmpfs directory's
@@ -133,18 +135,30 @@ impl TmpPool {
         );
     }
 
-    /// The CGI that ran as `id` has ended: its namespace waits in line for a later CGI. After
-    /// a burst the pool shrinks back, one namespace per CGI that ends, to what runs now and
-    /// [`IDLE_BEYOND_RUNNING`] more.
+    /// The CGI that ran as `id` has ended: its namespace waits in line for a later CGI, unless
+    /// its CGI left something in it. Kept, what the CGI left would stay in memory until a
+    /// later CGI took the namespace and found it dirty (up to the tmpfs's size, for each idle
+    /// namespace); dropped, the kernel frees it now. After a burst the pool shrinks back to
+    /// what runs now and [`IDLE_BEYOND_RUNNING`] more.
     pub fn release(&mut self, id: u32) {
         if let Some(used) = self.in_use.remove(&id) {
-            self.idle.push_back(used);
+            if holds_nothing(&used.tmp_root) {
+                self.idle.push_back(used);
+            }
         }
-        if self.idle.len() > self.in_use.len() + IDLE_BEYOND_RUNNING {
+        while self.idle.len() > self.in_use.len() + IDLE_BEYOND_RUNNING {
             // The oldest goes; the kernel tears it down.
             self.idle.pop_front();
         }
     }
+}
+
+/// No block and no inode but the root's in use in the whole tmpfs: one `fstatvfs`, which tells
+/// a namespace worth keeping as its CGI ends. [`is_empty`] is the full check, when it is taken.
+fn holds_nothing(tmp_root: &OwnedFd) -> bool {
+    fstatvfs(tmp_root).is_ok_and(|fs| {
+        fs.blocks() == fs.blocks_free() && fs.files().saturating_sub(fs.files_free()) <= 1
+    })
 }
 
 /// No entry, no subfolder, no extended attribute, and nothing in the whole tmpfs but its root:
