@@ -53,6 +53,7 @@ const ATTACKS: &[&str] = &[
     "tmp_pin",
     "front_server",
     "null_lock",
+    "sigpending",
 ];
 
 static BUILT: OnceLock<Result<PathBuf, String>> = OnceLock::new();

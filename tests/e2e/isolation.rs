@@ -336,6 +336,8 @@ async fn the_cgi_filter_refuses_what_no_cgi_needs() {
         "socket_key",
         "socket_bluetooth",
         "userfaultfd",
+        "inotify_init1",
+        "fanotify_init",
         "modify_ldt",
         "move_pages_worker",
         "migrate_pages_worker",
@@ -618,6 +620,40 @@ async fn a_lock_on_the_null_stdin_ends_with_its_request() {
     let after = report_of(&gw, "/cgi-bin/null_lock").await;
     assert_eq!(value(&after, "stdin_flags"), "0x0", "{after}");
     assert_eq!(value(&after, "flock_dev_null"), "ok", "{after}");
+}
+
+/// The signals a CGI may keep queued are its own to run out of (128). The kernel also counts
+/// them for the owner of the worker's user namespace, the workers' account, one count for
+/// every CGI of every worker: one CGI that queued signals until refused (96,000 on this host)
+/// left `sigqueue` and `timer_create` failing with EAGAIN in every other request while it
+/// held them.
+#[tokio::test(flavor = "multi_thread")]
+async fn one_cgi_cannot_queue_the_signals_of_all() {
+    require_root!();
+    let jail = Jail::new();
+    jail.install("sigpending", &attack("sigpending"), 0o755);
+    let gw = jail.serve(Opts::default());
+    let Running { armed, task } = start_attack(
+        &gw,
+        "/cgi-bin/sigpending?hold=4",
+        Arm::Line("armed"),
+        None,
+        MIB,
+    );
+    tokio::time::timeout(Duration::from_secs(20), armed)
+        .await
+        .expect("the attack queues its signals within 20 s")
+        .expect("the attack answers");
+    // Beside it, on either worker.
+    for _ in 0..4 {
+        let body = report_of(&gw, "/cgi-bin/sigpending").await;
+        assert_eq!(value(&body, "sigqueue"), "ok", "{body}");
+        assert_eq!(value(&body, "timer_create"), "ok", "{body}");
+    }
+    let attack = task.await.expect("the attack's request");
+    assert_eq!(value(&attack.head, "stop"), "EAGAIN", "{}", attack.head);
+    let queued: u64 = value(&attack.head, "queued").parse().expect("a count");
+    assert!((100..=128).contains(&queued), "{}", attack.head);
 }
 
 /// What a CGI inherits from its worker instead of setting it in its own process (a system

@@ -12,6 +12,7 @@ use nix::fcntl::{fcntl, FcntlArg, FdFlag};
 use nix::mount::{mount, MsFlags};
 use nix::sched::{unshare, CloneFlags};
 use nix::sys::prctl;
+use nix::sys::resource::{setrlimit, Resource, RLIM_INFINITY};
 use nix::sys::signal::{sigaction, SaFlags, SigAction, SigHandler, SigSet, Signal};
 use nix::sys::wait::{waitpid, WaitStatus};
 use nix::unistd::{chdir, chroot, fork, getppid, setgroups, setresgid, setresuid, ForkResult};
@@ -116,6 +117,14 @@ pub fn enter(config: &Config) -> Result<Role, JailError> {
             unshare(CloneFlags::CLONE_NEWNS).map_err(JailError::Unshare)?;
             crate::mounts::mount_proc(&config.jail, config.gid)?;
             pivot_into(config)?;
+            // The kernel counts the signals queued by a CGI's id once for that id and once
+            // more for the namespace's owner, the workers' account, up to the limit the owner
+            // had when it made the namespace: one pool for every CGI of every worker. Each
+            // CGI has a limit of its own (`spawn.rs`, `CGI_PENDING_SIGNALS`), so that one CGI
+            // cannot empty it; unlimited here, the second count limits nothing at all. That
+            // takes CAP_SYS_RESOURCE, which a container may have taken away: then the pool
+            // stays the host's per-user default (SECURITY.md).
+            let _ = setrlimit(Resource::RLIMIT_SIGPENDING, RLIM_INFINITY, RLIM_INFINITY);
             drop_privileges(config)?;
             // Made by the worker's own (unprivileged) account, which owns it.
             unshare(CloneFlags::CLONE_NEWUSER).map_err(JailError::UserNamespace)?;

@@ -90,6 +90,15 @@ const DENIED: &[i64] = &[
     libc::SYS_mq_timedreceive,
     libc::SYS_mq_notify,
     libc::SYS_mq_getsetattr,
+    // Watches on files, whose instances and marks the kernel counts once more for the owner
+    // of the worker's user namespace (the workers' account), up to the host's per-user limit
+    // (`fs.inotify.max_user_instances`, 128 by default): one pool for every CGI of every
+    // worker, which one CGI could empty. A CGI lives for one request; `tail -f` falls back to
+    // polling.
+    libc::SYS_inotify_init1,
+    libc::SYS_fanotify_init,
+    #[cfg(target_arch = "x86_64")]
+    libc::SYS_inotify_init,
     // The x86 local descriptor table: old exploits' favourite, no CGI's need.
     #[cfg(target_arch = "x86_64")]
     libc::SYS_modify_ldt,

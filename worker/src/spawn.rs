@@ -450,10 +450,22 @@ fn split_variable(variable: &[u8]) -> Result<(&OsStr, &OsStr), SpawnError> {
 }
 
 /// The rlimits of a CGI, as (resource, soft, hard), in the first `count` places.
-fn rlimits(limits: &Limits) -> ([(Resource, u64, u64); 5], usize) {
+/// The signals a CGI's processes may have queued at once (RLIMIT_SIGPENDING, counted for its
+/// id; only `sigqueue`, timers and the like are held to it, not `kill` or the kernel's own):
+/// plenty for a CGI, and about 10 KiB of the kernel's memory. Without it a CGI inherited the
+/// worker's limit, the whole of the pool the kernel also counts every CGI's signals in
+/// (`jail.rs`), and one CGI could take it all from the others.
+const CGI_PENDING_SIGNALS: u64 = 128;
+
+fn rlimits(limits: &Limits) -> ([(Resource, u64, u64); 6], usize) {
     // (No core files: the worker's own limit, which CGIs inherit; see `Spawner::new`.)
-    let mut list = [(Resource::RLIMIT_CORE, 0, 0); 5];
-    let mut count = 0;
+    let mut list = [(Resource::RLIMIT_CORE, 0, 0); 6];
+    list[0] = (
+        Resource::RLIMIT_SIGPENDING,
+        CGI_PENDING_SIGNALS,
+        CGI_PENDING_SIGNALS,
+    );
+    let mut count = 1;
     if let Some(seconds) = limits.cpu_seconds {
         // SIGXCPU at the soft limit, SIGKILL one second later at the hard one.
         list[count] = (Resource::RLIMIT_CPU, seconds, seconds.saturating_add(1));
@@ -583,8 +595,13 @@ mod tests {
             processes: None,
         };
         // (Core files are off through the worker's own limit: `isolation.rs` in the e2e tests.)
-        let (_, count) = rlimits(&none);
-        assert_eq!(count, 0);
+        let pending = (
+            Resource::RLIMIT_SIGPENDING,
+            CGI_PENDING_SIGNALS,
+            CGI_PENDING_SIGNALS,
+        );
+        let (list, count) = rlimits(&none);
+        assert_eq!(list[..count], [pending]);
         let all = Limits {
             cpu_seconds: Some(30),
             address_space_bytes: Some(u64::MAX),
@@ -596,6 +613,7 @@ mod tests {
         assert_eq!(
             list[..count],
             [
+                pending,
                 (Resource::RLIMIT_CPU, 30, 31),
                 (Resource::RLIMIT_AS, RLIM_INFINITY, RLIM_INFINITY),
                 (Resource::RLIMIT_FSIZE, 1 << 20, 1 << 20),

@@ -1,6 +1,7 @@
 /* Kernel interfaces no CGI needs, each a known road to kernel bugs or to other processes:
  * socket families other than local, IPv4 and IPv6 (netlink, packet, the crypto API, vsock,
- * PF_KEY, Bluetooth), userfaultfd, the x86 LDT, another process's page placement
+ * PF_KEY, Bluetooth), userfaultfd, inotify and fanotify (one pool of instances for every
+ * CGI), the x86 LDT, another process's page placement
  * (move_pages, migrate_pages on the worker), process_madvise, the keyring, the new mount
  * API, setns, new namespaces (unshare, clone with namespace flags, clone3, whose flags a
  * filter cannot read), mount, and personality(READ_IMPLIES_EXEC) (readable memory becomes
@@ -31,6 +32,8 @@
 #define AF_BLUETOOTH 31
 #endif
 #define PF_KEY_V2 2
+/* FAN_CLASS_NOTIF | FAN_REPORT_FID: what an unprivileged process may ask for (Linux 5.13). */
+#define FAN_CLASS_NOTIF_REPORT_FID 0x200
 #define BTPROTO_L2CAP 0
 #define NETLINK_ROUTE 0
 #define MPOL_MF_MOVE (1 << 1)
@@ -71,6 +74,9 @@ int main(void) {
     try_socket("socket_inet6", AF_INET6, SOCK_STREAM, 0);
 
     try_fd("userfaultfd", syscall(SYS_userfaultfd, O_CLOEXEC));
+    /* One pool of instances for every CGI (counted for the workers' account). */
+    try_fd("inotify_init1", syscall(SYS_inotify_init1, O_CLOEXEC));
+    try_fd("fanotify_init", syscall(SYS_fanotify_init, FAN_CLASS_NOTIF_REPORT_FID, O_RDONLY));
 #ifdef SYS_modify_ldt
     char ldt[16];
     report("modify_ldt", syscall(SYS_modify_ldt, 0, ldt, sizeof ldt));
