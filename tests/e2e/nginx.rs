@@ -379,11 +379,18 @@ async fn a_login_at_nginx_reaches_the_cgi_as_remote_user_and_auth_type() {
         move |config: String| {
             std::fs::create_dir_all(&prefix).expect("nginx prefix");
             std::fs::write(prefix.join("htpasswd"), "alice:{PLAIN}secret\n").expect("htpasswd");
-            config.replace(
-                "    location /cgi-bin/ {\n",
-                "    location /cgi-bin/ {\n        auth_basic \"jailgate\";\n            \
-                 auth_basic_user_file @PREFIX@/htpasswd;\n",
-            )
+            config
+                .replace(
+                    "    location /cgi-bin/ {\n",
+                    "    location /cgi-bin/ {\n        auth_basic \"jailgate\";\n            \
+                     auth_basic_user_file @PREFIX@/htpasswd;\n",
+                )
+                // As the examples say: behind auth_basic, the login checked.
+                .replace(
+                    "        proxy_set_header X-Forwarded-User \"\";\n",
+                    "        proxy_set_header X-Forwarded-User $remote_user;\n",
+                )
+                .replace("        fastcgi_param REMOTE_USER \"\";\n", "")
         }
     };
     let (proxy, fastcgi) = Nginx::start_both(&dir, &http_address, &fastcgi_address, with_login);
@@ -414,6 +421,40 @@ async fn a_login_at_nginx_reaches_the_cgi_as_remote_user_and_auth_type() {
         .await
         .expect("response");
     assert_eq!(direct.text().await.expect("body"), "unset|unset|withheld\n");
+}
+
+/// Through the example configs as shipped (no login checked), a client that sends Basic
+/// credentials names no user: nginx fills `$remote_user` from any such header, checked or
+/// not, and the examples passed it on as REMOTE_USER, so any client could be `admin`.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_client_names_no_user_through_the_examples() {
+    require_root!();
+    let jail = Jail::new();
+    jail.cgi(
+        "who",
+        r#"printf 'Content-Type: text/plain\n\n%s|%s\n' "${REMOTE_USER-unset}" "${AUTH_TYPE-unset}""#,
+    );
+    let dir = jail.folder().to_owned();
+    let (http_address, fastcgi_address) = socket_addresses(&dir);
+    let _gw = jail.serve_with(
+        Opts::default(),
+        &["--listen", &http_address, "--fastcgi", &fastcgi_address],
+    );
+    let (proxy, fastcgi) =
+        Nginx::start_both(&dir, &http_address, &fastcgi_address, |_| |config| config);
+    let http = client(TIMEOUT);
+    for nginx in [&proxy, &fastcgi] {
+        let claimed = http
+            .get(nginx.url("/cgi-bin/who"))
+            .basic_auth("admin", Some("anything"))
+            .header("x-forwarded-user", "mallory")
+            .send()
+            .await
+            .expect("response");
+        assert_eq!(claimed.status().as_u16(), 200, "via {}", nginx.addr);
+        let body = claimed.text().await.expect("body");
+        assert_eq!(body, "unset|unset\n", "via {}", nginx.addr);
+    }
 }
 
 /// What every CGI of [`front_server_headers_reach_no_front_server_unless_allowed`] answers:
