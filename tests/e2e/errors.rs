@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 
-use crate::harness::{require_root, Gateway, Jail, Opts};
+use crate::harness::{one_worker, require_root, wait_dead, Gateway, Jail, Opts};
 use crate::http::{client, raw_get};
 use crate::procfs::{self, ProcStat};
 
@@ -248,6 +248,38 @@ printf 'Content-Type: text/plain\n\nlate\n'",
         .expect("GET /cgi-bin/hello after the worker's death");
     assert_eq!(response.status().as_u16(), 200);
     assert_eq!(&response.bytes().await.expect("body")[..], b"hello\n");
+}
+
+/// A worker dies with its holder (the parent-death signal it sets). A worker whose holder was
+/// killed served on, reparented to the host's init, while the supervisor, seeing the holder
+/// gone, was free to start another worker on the same ids: a switch of uid (at the worker's
+/// start, to check its kills by id) cleared the signal, and the kernel refused it anyway, the
+/// holder's Landlock domain not being an ancestor of the worker's.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_worker_dies_with_its_holder() {
+    require_root!();
+    let jail = Jail::new();
+    jail.cgi("hello", HELLO);
+    let gw = jail.serve(one_worker());
+    let pair = gw.wait_for_workers(Duration::from_secs(5), &[])[0].clone();
+    // Serving, so past its checks at start.
+    let response = client(REQUEST_TIMEOUT)
+        .get(gw.url("/cgi-bin/hello"))
+        .send()
+        .await
+        .expect("GET /cgi-bin/hello");
+    assert_eq!(response.status().as_u16(), 200);
+    kill(Pid::from_raw(pair.holder.pid), Signal::SIGKILL).expect("kill -9 the holder");
+    let left = tokio::task::block_in_place(|| {
+        wait_dead(std::slice::from_ref(&pair.worker), Duration::from_secs(5))
+    });
+    assert!(left.is_empty(), "the worker outlived its holder: {left:?}");
+    let response = client(REQUEST_TIMEOUT)
+        .get(gw.url("/cgi-bin/hello"))
+        .send()
+        .await
+        .expect("GET /cgi-bin/hello after the holder's death");
+    assert_eq!(response.status().as_u16(), 200);
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -97,6 +97,17 @@ pub fn enter(config: &Config) -> Result<Role, JailError> {
     // namespace, whose setting it is.
     let memfd_noexec = open_memfd_noexec()?;
     let (handshake, worker_end) = Handshake::pair()?;
+    // Scoped before the fork, so that the worker's domain (its own, made below) is nested in
+    // the holder's: a scoped process may signal only its own domain and those nested in it,
+    // and the holder must be able to signal its worker. Made apart, the holder's SIGKILL on a
+    // SIGTERM and the parent-death signal of a killed holder were both refused, and a worker
+    // whose holder was gone served on, unseen by the supervisor.
+    if !scope_ipc()? {
+        eprintln!(
+            "jailgate-worker: this kernel does not scope abstract Unix sockets (Landlock ABI < 6): \
+             without --cgi-network CGIs cannot reach the host's anyway"
+        );
+    }
     let role = fork_namespace_init()?;
     match role {
         Role::Holder { worker } => {
@@ -134,7 +145,9 @@ pub fn enter(config: &Config) -> Result<Role, JailError> {
     }
     forbid_privilege_regain()?;
     crate::seccomp::install()?;
-    scope_ipc()?;
+    if let Role::Worker = role {
+        scope_ipc()?;
+    }
     match role {
         Role::Holder { .. } => die_with_parent(Some(gateway))?,
         // The holder is outside our PID namespace, so getppid() reads 0 here and cannot tell
@@ -321,20 +334,14 @@ fn forbid_privilege_regain() -> Result<(), JailError> {
 /// Landlock scopes (Linux 6.12+): CGIs cannot connect to abstract Unix sockets or signal
 /// processes outside this worker's domain. Abstract sockets belong to the network namespace,
 /// not the file system, so neither the chroot nor the mount layout hides the host's (those of
-/// a desktop session or a database, say). Best effort: older kernels get a warning.
-fn scope_ipc() -> Result<(), JailError> {
+/// a desktop session or a database, say). Best effort: whether this kernel enforces them.
+fn scope_ipc() -> Result<bool, JailError> {
     use landlock::{Ruleset, RulesetAttr, RulesetStatus, Scope};
     let status = Ruleset::default()
         .scope(Scope::AbstractUnixSocket | Scope::Signal)?
         .create()?
         .restrict_self()?;
-    if status.ruleset != RulesetStatus::FullyEnforced {
-        eprintln!(
-            "jailgate-worker: this kernel does not scope abstract Unix sockets (Landlock ABI < 6): \
-             without --cgi-network CGIs cannot reach the host's anyway"
-        );
-    }
-    Ok(())
+    Ok(status.ruleset == RulesetStatus::FullyEnforced)
 }
 
 /// `PR_SET_PDEATHSIG` is cleared by `setresuid`, so it is set after dropping privileges, and

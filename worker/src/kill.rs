@@ -299,6 +299,15 @@ pub fn kill_id(id: u32, signal: Signal) {
     unsafe { libc::kill(-1, signal as libc::c_int) };
     // Back to the saved uid, 0: always allowed.
     let _ = take_uid(0);
+    rearm_parent_death_signal();
+}
+
+/// A change of effective uid clears the parent-death signal (credentials(7)), which the worker
+/// set so that it dies with its holder: set it again after each switch. Without it a worker
+/// whose holder was killed served on, unseen by the supervisor, which could start another
+/// worker on the same ids.
+fn rearm_parent_death_signal() {
+    let _ = nix::sys::prctl::set_pdeathsig(Signal::SIGKILL);
 }
 
 /// Whether [`kill_id`] is confined to the id it is given: whether taking `probe` (a CGI id)
@@ -310,6 +319,7 @@ pub fn id_kill_is_confined(probe: u32) -> Result<(), String> {
     take_uid(probe).map_err(|errno| format!("cannot take id {probe}: {errno}"))?;
     let during = effective_capabilities();
     take_uid(0).map_err(|errno| format!("cannot take uid 0 back: {errno}"))?;
+    rearm_parent_death_signal();
     let after = effective_capabilities()?;
     match during? {
         0 if after == before => Ok(()),
