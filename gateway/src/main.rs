@@ -84,13 +84,16 @@ fn serve(args: ServeArgs) -> ExitCode {
         Ok(user) => user,
         Err(message) => return usage_error(&message),
     };
+    let running_front = front_user.clone();
     gateway::serve(Startup {
         config,
         front_user,
         listen_given,
-        // SIGHUP: the same command line and --config file read again, checked as at the start.
-        reload: Box::new(|| {
+        // SIGHUP: the same command line and --config file read again, checked as at the start,
+        // against the account the front runs as (which a reload does not change).
+        reload: Box::new(move || {
             let config = load_from_command_line()?;
+            running_front.check_apart(gateway_user.as_deref(), &config)?;
             gateway::root::startup::audit_before_serving(&config)?;
             Ok(config)
         }),

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use nix::sys::signal::Signal;
 use tempfile::TempDir;
 
-use crate::harness::{require_root, Gateway, Jail, Opts};
+use crate::harness::{require_root, Gateway, Jail, Opts, FRONT_ID};
 use crate::http::client;
 
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(15);
@@ -222,6 +222,55 @@ fn a_bad_value_is_refused_with_the_key_line_and_reason() {
         "stderr:\n{}",
         done.stderr
     );
+}
+
+/// A reload is held to the start's rules for the front's account: a configuration whose
+/// workers would run as the front's uid (which could then signal them) is refused, and the old
+/// one serves on. The reload skipped that check, and its new workers ran as the front.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_reload_cannot_make_the_workers_the_fronts_account() {
+    require_root!();
+    let jail = Jail::new();
+    jail.cgi(
+        "greet",
+        r#"printf 'Content-Type: text/plain\n\n%s\n' "$GREETING""#,
+    );
+    let (_dir, path) = config_file("env = [\"GREETING=before\"]\n");
+    let mut gw = jail.serve_with(
+        Opts::default(),
+        &["--config", path.to_str().expect("UTF-8 path")],
+    );
+    std::fs::write(
+        &path,
+        format!("env = [\"GREETING=after\"]\nuser = \"{FRONT_ID}\"\n"),
+    )
+    .expect("rewrite the config file");
+    gw.signal(Signal::SIGHUP);
+    let end = Instant::now() + Duration::from_secs(10);
+    while !gw.stderr().contains("configuration not reloaded") {
+        assert!(
+            !gw.stderr().contains("starting a fresh pool"),
+            "the reload was taken:\n{}",
+            gw.stderr()
+        );
+        assert!(
+            Instant::now() < end,
+            "no refusal within 10 s:\n{}",
+            gw.stderr()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(
+        gw.stderr().contains("must not be the workers' account"),
+        "{}",
+        gw.stderr()
+    );
+    let response = client(REQUEST_TIMEOUT)
+        .get(gw.url("/cgi-bin/greet"))
+        .send()
+        .await
+        .expect("GET /cgi-bin/greet");
+    assert_eq!(response.text().await.expect("body"), "before\n");
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -571,6 +571,20 @@ impl FrontUser {
     /// and checks it against the workers' account and the CGIs' ids of `config`.
     pub fn parse(spec: Option<&str>, config: &Config) -> Result<FrontUser, String> {
         let account = account_or_default(spec, DEFAULT_FRONT_ID, "--gateway-user", "front's")?;
+        let front = FrontUser {
+            name: account.name,
+            uid: account.uid,
+            gid: account.gid,
+        };
+        front.check_apart(spec, config)?;
+        Ok(front)
+    }
+
+    /// The account kept apart from the workers' account, the CGIs' ids and the data group of
+    /// `config`: at the start, and for every configuration a SIGHUP reads again (the front's
+    /// account stays the one it started with).
+    pub fn check_apart(&self, spec: Option<&str>, config: &Config) -> Result<(), String> {
+        let account = self;
         let shown = spec.map_or_else(|| account.uid.to_string(), str::to_owned);
         if account.uid == config.user.uid {
             return Err(format!(
@@ -594,11 +608,7 @@ impl FrontUser {
                 account.gid
             ));
         }
-        Ok(FrontUser {
-            name: account.name,
-            uid: account.uid,
-            gid: account.gid,
-        })
+        Ok(())
     }
 }
 

@@ -318,6 +318,9 @@ async fn supervise(
                         // The ids are split into blocks at the start, once: a block's workers
                         // may still run when the new pool starts.
                         new.cgi_ids = current.cgi_ids;
+                        // The workers' account was checked against the host's accounts and
+                        // processes at the start, as the ids were.
+                        new.user = current.user.clone();
                         // The old pools' workers drain (or, if the new pool fails, serve on)
                         // while the new pool's start.
                         newest += 1;
@@ -442,6 +445,9 @@ fn unchangeable(old: &Config, new: &Config) -> Vec<&'static str> {
     }
     if old.cgi_ids != new.cgi_ids {
         changed.push("--cgi-ids");
+    }
+    if old.user != new.user {
+        changed.push("--user");
     }
     if new.ids_per_worker() > old.ids_per_worker() {
         // Each worker still gets the ids of one block of the start's size: at most that many
