@@ -1323,6 +1323,16 @@ fn plant_all(root: &Path) -> Vec<Plant> {
         what: "FIFO",
         path: fifo,
     });
+
+    // Another local user's: it could change the CGI under every request.
+    let theirs = root.join("cgi-bin/planted-another-users");
+    fs::write(&theirs, "#!/bin/sh\n").expect("write planted-another-users");
+    fs::set_permissions(&theirs, fs::Permissions::from_mode(0o755)).expect("chmod 0755");
+    std::os::unix::fs::chown(&theirs, Some(4321), Some(0)).expect("chown to uid 4321");
+    plants.push(Plant {
+        what: "CGI owned by another local user",
+        path: theirs,
+    });
     plants
 }
 

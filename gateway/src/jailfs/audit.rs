@@ -21,8 +21,9 @@
 //!   their contents too. The data folder's contents ([`AuditOptions::data`]) are not walked:
 //!   they are the CGIs' own, and a CGI must not be able to stop the next start.
 //! - The CGI user's group is only its primary gid: the worker calls `setgroups([])`.
-//! - Ownership and writability rules look at the CGI user only: a file writable by some
-//!   other host account is that account's business, not a way out of the jail.
+//! - Outside the writable places everything is root's, and writable only by root (or root's
+//!   group): a file another host account owns or may write is one that account can change
+//!   under every CGI, and so reach every request.
 //! - Permissions of symlinks mean nothing (always 0777), so only their owner is checked.
 
 use std::collections::HashMap;
@@ -151,6 +152,17 @@ pub enum Problem {
     WritableByCgiUser,
     /// Owned by the CGI user, outside the writable places.
     OwnedByCgiUser,
+    /// Owned by another account than root (nor the CGI user's, nor an id of `--cgi-ids`),
+    /// outside the writable places: whoever holds it can change what every CGI runs or
+    /// reads, and with that every request.
+    NotRootOwned {
+        uid: u32,
+    },
+    /// Group-writable with a group other than root's (nor the CGI user's), outside the
+    /// writable places: its members can change it.
+    WritableByGroup {
+        gid: u32,
+    },
 }
 
 impl fmt::Display for Problem {
@@ -219,6 +231,16 @@ impl fmt::Display for Problem {
             Problem::OwnedByCgiUser => f.write_str(
                 "owned by the CGI user outside the writable places (it can change or \
                  replace it)",
+            ),
+            Problem::NotRootOwned { uid } => write!(
+                f,
+                "owned by uid {uid}, not root, outside the writable places (that account \
+                 can change what CGIs run or read)"
+            ),
+            Problem::WritableByGroup { gid } => write!(
+                f,
+                "writable by group {gid} outside the writable places (its members can change \
+                 what CGIs run or read)"
             ),
         }
     }
@@ -597,11 +619,23 @@ impl Walk<'_> {
         }
         if !exempt {
             let user = &self.opts.user;
+            let cgi_id = |id| self.opts.cgi_ids.contains(id);
             if st.stx_uid == user.uid {
                 // The owner can chmod it anyway: its write bits add nothing.
                 self.found(path, Problem::OwnedByCgiUser);
+            } else if st.stx_uid != 0 && !cgi_id(st.stx_uid) {
+                // Whoever owns it (another local user, say) can change it at any time.
+                let uid = st.stx_uid;
+                self.found(path, Problem::NotRootOwned { uid });
             } else if kind != libc::S_IFLNK && st.stx_gid == user.gid && mode & 0o020 != 0 {
                 self.found(path, Problem::WritableByCgiUser);
+            } else if kind != libc::S_IFLNK
+                && mode & 0o020 != 0
+                && st.stx_gid != 0
+                && !cgi_id(st.stx_gid)
+            {
+                let gid = st.stx_gid;
+                self.found(path, Problem::WritableByGroup { gid });
             }
             let file_or_dir = kind == libc::S_IFREG || kind == libc::S_IFDIR;
             let reported_unsticky = kind == libc::S_IFDIR && !sticky;

@@ -250,6 +250,26 @@ fn each_planted_problem_is_found_and_nothing_else() {
             vec![finding("/etc/group", Problem::WritableByCgiUser)],
         ),
         (
+            "a program another local user owns",
+            |jail| {
+                let planted = plant_program(jail, "/cgi-bin/theirs", 0o755);
+                chown(&planted, Some(4321), Some(0)).expect("chown");
+            },
+            vec![finding(
+                "/cgi-bin/theirs",
+                Problem::NotRootOwned { uid: 4321 },
+            )],
+        ),
+        (
+            "/etc writable by another group",
+            |jail| {
+                let planted = host(jail, "/etc");
+                chown(&planted, Some(0), Some(4321)).expect("chown");
+                chmod(&planted, 0o775);
+            },
+            vec![finding("/etc", Problem::WritableByGroup { gid: 4321 })],
+        ),
+        (
             "/cgi-bin writable by the CGI user's group",
             |jail| {
                 let planted = host(jail, "/cgi-bin");
