@@ -17,7 +17,7 @@ use std::ffi::{OsStr, OsString};
 use std::fs::{self, File};
 use std::io::{self, Write};
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
-use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt};
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::{Component, Path, PathBuf};
 
 use nix::errno::Errno;
@@ -61,21 +61,10 @@ pub(super) struct Jail {
 }
 
 impl Jail {
-    /// Create `dir` if missing and make it 0755 root:root: the CGI user must be able to
-    /// search `/` after the chroot (a fresh `mkdtemp` directory is 0700) and must not be
-    /// able to write there.
-    pub(super) fn open(dir: &Path) -> Result<Jail, JailInitError> {
-        fs::DirBuilder::new()
-            .recursive(true)
-            .mode(DIR_MODE)
-            .create(dir)
-            .map_err(|e| JailInitError::io(dir, e))?;
-        let root: OwnedFd = File::options()
-            .read(true)
-            .custom_flags(libc::O_DIRECTORY)
-            .open(dir)
-            .map_err(|e| JailInitError::io(dir, e))?
-            .into();
+    /// The jail folder `dir`, open as `root` ([`super::init`] opened it), made 0755
+    /// root:root: the CGI user must be able to search `/` after the chroot (a fresh `mkdtemp`
+    /// directory is 0700) and must not be able to write there.
+    pub(super) fn new(dir: &Path, root: OwnedFd) -> Result<Jail, JailInitError> {
         own_and_chmod(&root, DIR_MODE).map_err(|e| JailInitError::io(dir, e))?;
         Ok(Jail {
             dir: dir.to_path_buf(),

@@ -141,7 +141,20 @@ pub fn init(opts: &InitOptions) -> Result<InitReport, JailInitError> {
     if !nix::unistd::geteuid().is_root() {
         return Err(JailInitError::NotRoot);
     }
-    check_target(&opts.dir)?;
+    let target = Target::open(&opts.dir)?;
+    let built = build(opts, &target);
+    if built.is_err() && target.created {
+        // Nothing of a failed init is left: the folder it made goes if still empty.
+        let _ = nix::unistd::unlinkat(
+            &target.parent,
+            target.name.as_os_str(),
+            nix::unistd::UnlinkatFlags::RemoveDir,
+        );
+    }
+    built
+}
+
+fn build(opts: &InitOptions, target: &Target) -> Result<InitReport, JailInitError> {
     let (passwd, group) = account_files(&opts.user)?;
 
     // Phase 1: resolve everything on the host.
@@ -183,7 +196,7 @@ pub fn init(opts: &InitOptions) -> Result<InitReport, JailInitError> {
     }
 
     // Phase 2: write the jail.
-    let mut jail = Jail::open(&opts.dir)?;
+    let mut jail = Jail::new(&target.path, target.root()?)?;
     if let Some(busybox) = &busybox {
         busybox.install(&mut jail)?;
         for path in &needed {
@@ -207,7 +220,7 @@ pub fn init(opts: &InitOptions) -> Result<InitReport, JailInitError> {
     }
     install_devices(&jail)?;
     let localtime_copied = install_etc(&jail, &passwd, &group)?;
-    write_library_cache(&jail, &opts.dir, &needed)?;
+    write_library_cache(&jail, &target.path, &needed)?;
     // After the mirroring, which sets every directory it passes through to 0755.
     jail.dir("tmp", 0o1777)?;
     jail.dir(CGI_DIR.trim_start_matches('/'), 0o755)?;
@@ -228,31 +241,134 @@ pub fn init(opts: &InitOptions) -> Result<InitReport, JailInitError> {
     Ok(report)
 }
 
-/// Where [`init`] may write: a folder that does not exist yet, an empty one, or a jail to
-/// refresh ([`audit::check_is_jail`]: not the host's root, and with a real `/cgi-bin`). Anything
+/// Where [`init`] writes, opened once so that what is checked is what is written: a folder
+/// that does not exist yet (made here), an empty one, or a jail to refresh
+/// ([`audit::check_is_jail`]: not the host's root, and with a real `/cgi-bin`), root's. Anything
 /// else is refused before anything is read or written: `jail init /` would overwrite the
 /// host's own `/etc/passwd`, `/etc/group`, `/etc/ld.so.conf` and `/etc/localtime`, and a
 /// mistyped `/etc` or `/tmp` would be filled with a jail's folders and get its modes.
-fn check_target(dir: &Path) -> Result<(), JailInitError> {
-    let mut entries = match fs::read_dir(dir) {
-        Ok(entries) => entries,
-        Err(error) if error.kind() == io::ErrorKind::NotFound => return Ok(()),
-        Err(error) => return Err(JailInitError::io(dir, error)),
-    };
-    // (The host's root is never empty: the audit's check refuses it.)
-    if entries.next().is_none() {
-        return Ok(());
-    }
-    let refuse = |why: String| JailInitError::NotAJail {
-        path: dir.to_path_buf(),
-        why,
-    };
-    match audit::check_is_jail(dir) {
-        Ok(_) => Ok(()),
-        Err(audit::AuditError::NotAJail { why, .. }) => {
-            Err(refuse(format!("it is neither empty nor a jail: {why}")))
+///
+/// Every folder above it must be root's and writable by others only with the sticky bit (as
+/// the start's audit asks too): otherwise another user could put a link to the host's root in
+/// the jail's place between the check and the writing, and root would write the jail over
+/// the host. Above such folders nothing of the path can change; the folder itself is opened
+/// without following a link, and one that someone else made is refused.
+struct Target {
+    /// The folder above, by its canonical path, which holds no link.
+    parent: std::os::fd::OwnedFd,
+    name: std::ffi::OsString,
+    /// Its canonical path, for messages and for `ldconfig -r`.
+    path: PathBuf,
+    root: std::os::fd::OwnedFd,
+    /// Made by this init.
+    created: bool,
+}
+
+impl Target {
+    fn open(dir: &Path) -> Result<Target, JailInitError> {
+        use nix::fcntl::{open, openat, OFlag};
+        use nix::sys::stat::{fstat, mkdirat, Mode};
+        use std::os::unix::fs::{DirBuilderExt, MetadataExt};
+        let refuse = |why: String| JailInitError::NotAJail {
+            path: dir.to_path_buf(),
+            why,
+        };
+        let name = match dir.file_name() {
+            Some(name)
+                if dir
+                    .components()
+                    .next_back()
+                    .is_some_and(|c| c.as_os_str() == name) =>
+            {
+                name.to_owned()
+            }
+            _ => return Err(refuse("it names no folder of its own".into())),
+        };
+        let parent = match dir.parent() {
+            Some(parent) if !parent.as_os_str().is_empty() => parent,
+            _ => Path::new("."),
+        };
+        fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o755)
+            .create(parent)
+            .map_err(|e| JailInitError::io(parent, e))?;
+        let parent = fs::canonicalize(parent).map_err(|e| JailInitError::io(parent, e))?;
+        for folder in parent.ancestors() {
+            let meta = fs::symlink_metadata(folder).map_err(|e| JailInitError::io(folder, e))?;
+            let mode = meta.mode() & 0o7777;
+            if meta.uid() != 0 || (mode & 0o022 != 0 && mode & 0o1000 == 0) {
+                return Err(refuse(format!(
+                    "{} (uid {}, mode {mode:04o}) is not root's, or others may write it: they \
+                     could put a link to the host's root in the jail's place while it is built",
+                    folder.display(),
+                    meta.uid()
+                )));
+            }
         }
-        Err(error) => Err(refuse(error.to_string())),
+        let directory = OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC;
+        let parent_fd =
+            open(&parent, directory, Mode::empty()).map_err(|e| JailInitError::io(&parent, e))?;
+        let path = parent.join(&name);
+        let created = match mkdirat(
+            &parent_fd,
+            name.as_os_str(),
+            Mode::from_bits_truncate(0o755),
+        ) {
+            Ok(()) => true,
+            Err(nix::errno::Errno::EEXIST) => false,
+            Err(e) => return Err(JailInitError::io(&path, e)),
+        };
+        let root = match openat(&parent_fd, name.as_os_str(), directory, Mode::empty()) {
+            Ok(root) => root,
+            Err(nix::errno::Errno::ELOOP | nix::errno::Errno::ENOTDIR) => {
+                return Err(refuse("it is a symbolic link, or not a folder".into()))
+            }
+            Err(e) => return Err(JailInitError::io(&path, e)),
+        };
+        let owner = fstat(&root)
+            .map_err(|e| JailInitError::io(&path, e))?
+            .st_uid;
+        if owner != 0 {
+            return Err(refuse(format!(
+                "it is not root's but uid {owner}'s, who could change the jail under every CGI"
+            )));
+        }
+        let target = Target {
+            parent: parent_fd,
+            name,
+            path,
+            root,
+            created,
+        };
+        if !created {
+            target.check_empty_or_jail().map_err(refuse)?;
+        }
+        Ok(target)
+    }
+
+    /// The folder, read through its descriptor.
+    fn check_empty_or_jail(&self) -> Result<(), String> {
+        use std::os::fd::AsRawFd;
+        let by_descriptor = PathBuf::from(format!("/proc/self/fd/{}", self.root.as_raw_fd()));
+        let mut entries = fs::read_dir(&by_descriptor).map_err(|e| e.to_string())?;
+        if entries.next().is_none() {
+            return Ok(());
+        }
+        match audit::check_is_jail(&by_descriptor) {
+            Ok(_) => Ok(()),
+            Err(audit::AuditError::NotAJail { why, .. }) => {
+                Err(format!("it is neither empty nor a jail: {why}"))
+            }
+            Err(error) => Err(error.to_string()),
+        }
+    }
+
+    /// Its descriptor, for the writing.
+    fn root(&self) -> Result<std::os::fd::OwnedFd, JailInitError> {
+        self.root
+            .try_clone()
+            .map_err(|e| JailInitError::io(&self.path, e))
     }
 }
 

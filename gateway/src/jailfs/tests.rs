@@ -496,13 +496,9 @@ fn the_hosts_root_is_refused() {
     let link = links.path().join("root");
     std::os::unix::fs::symlink("/", &link).expect("symlink");
     for root in [Path::new("/"), Path::new("/."), Path::new("/usr/.."), &link] {
-        let err = check_target(root).expect_err("refused");
+        let err = Target::open(root).err().expect("refused");
         assert!(
             matches!(err, JailInitError::NotAJail { .. }),
-            "{root:?}: {err}"
-        );
-        assert!(
-            err.to_string().contains("the host's root"),
             "{root:?}: {err}"
         );
     }
@@ -512,11 +508,40 @@ fn the_hosts_root_is_refused() {
 #[test]
 fn new_empty_and_jail_folders_are_accepted() {
     let parent = tempfile::tempdir().expect("tempdir");
-    check_target(&parent.path().join("new")).expect("a new folder");
-    check_target(parent.path()).expect("an empty folder");
+    let new = Target::open(&parent.path().join("new")).expect("a new folder");
+    assert!(new.created && parent.path().join("new").is_dir());
+    fs::remove_dir(parent.path().join("new")).expect("rmdir new");
+    Target::open(parent.path()).expect("an empty folder");
     fs::create_dir(parent.path().join("cgi-bin")).expect("cgi-bin");
     fs::write(parent.path().join("cgi-bin/hello"), b"#!/bin/sh\n").expect("script");
-    check_target(parent.path()).expect("a jail");
+    Target::open(parent.path()).expect("a jail");
+}
+
+/// What another local user could swap for a link to the host's root while the jail is built
+/// (root would then write the jail over the host): a folder above that is not root's, a link
+/// in the jail's place, a folder someone else made there. Each is refused, and nothing is
+/// made or changed.
+#[test]
+fn a_place_another_user_controls_is_refused() {
+    let parent = tempfile::tempdir().expect("tempdir");
+    let theirs = parent.path().join("theirs");
+    fs::create_dir(&theirs).expect("mkdir");
+    std::os::unix::fs::chown(&theirs, Some(4321), Some(4321)).expect("chown");
+    let err = Target::open(&theirs.join("jail")).err().expect("refused");
+    assert!(err.to_string().contains("is not root's"), "{err}");
+    assert!(!theirs.join("jail").exists());
+
+    let link = parent.path().join("link");
+    let elsewhere = parent.path().join("elsewhere");
+    fs::create_dir(&elsewhere).expect("mkdir");
+    std::os::unix::fs::symlink(&elsewhere, &link).expect("symlink");
+    let err = Target::open(&link).err().expect("refused");
+    assert!(err.to_string().contains("symbolic link"), "{err}");
+    assert_eq!(fs::read_dir(&elsewhere).expect("read_dir").count(), 0);
+
+    std::os::unix::fs::chown(&elsewhere, Some(4321), Some(4321)).expect("chown");
+    let err = Target::open(&elsewhere).err().expect("refused");
+    assert!(err.to_string().contains("uid 4321"), "{err}");
 }
 
 #[test]
