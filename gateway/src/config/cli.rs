@@ -254,6 +254,16 @@ mod tests {
             parse_error(&["jail", "frob"]),
             "unrecognized subcommand 'frob'"
         );
+        // As in the file: a time past a day is a slip (and an instant that far out overflows).
+        assert_eq!(
+            parse_error(&["--body-timeout", "18446744073709551615"]),
+            "invalid value '18446744073709551615' for '--body-timeout <SECS>': \
+             18446744073709551615 is not in 1..=86400"
+        );
+        assert_eq!(
+            parse_error(&["--timeout", "0"]),
+            "invalid value '0' for '--timeout <SECS>': 0 is not in 1..=86400"
+        );
     }
 
     fn config_file(text: &str) -> (tempfile::TempDir, String) {

@@ -49,11 +49,21 @@ impl std::fmt::Display for LineError {
 
 /// The text of the file at `path`, refused past [`MAX_FILE_BYTES`].
 pub fn read_text(path: &Path) -> Result<String, FileError> {
+    use std::os::unix::fs::OpenOptionsExt;
     let read_error = |source| FileError::Read {
         path: path.to_owned(),
         source,
     };
-    let file = std::fs::File::open(path).map_err(read_error)?;
+    // Without blocking on a FIFO (whose open waits for a writer, and would freeze the root
+    // supervisor on a SIGHUP), and only a regular file.
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK)
+        .open(path)
+        .map_err(read_error)?;
+    if !file.metadata().map_err(read_error)?.is_file() {
+        return Err(read_error(std::io::Error::other("not a regular file")));
+    }
     let mut text = String::new();
     std::io::Read::read_to_string(
         &mut std::io::Read::take(file, MAX_FILE_BYTES + 1),
@@ -267,6 +277,20 @@ mod tests {
     use super::*;
     use crate::config::settings::{parse, read, FileSettings};
     use crate::config::{AccessLog, LogFormat, Scheduling};
+
+    /// A configuration path that is a FIFO or a folder is refused at once: opening a FIFO
+    /// waited for a writer, and froze the root supervisor on a SIGHUP.
+    #[test]
+    fn only_a_regular_file_is_read() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let fifo = dir.path().join("jailgate.toml");
+        nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o600))
+            .expect("mkfifo");
+        for path in [fifo.as_path(), dir.path()] {
+            let error = read_text(path).expect_err("refused");
+            assert!(error.to_string().ends_with("not a regular file"), "{error}");
+        }
+    }
 
     /// The example shipped in the repository, with every commented-out setting (`#key = ...`,
     /// no space after `#`; prose comments have one) turned on.

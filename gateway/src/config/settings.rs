@@ -133,7 +133,8 @@ settings! {
     #[arg(long, value_name = "GROUP|GID", value_parser = parse_group, requires = "data_dir")]
     data_group: Option<u32>, file u32 = group;
     /// Wall-clock limit per request in seconds; the CGI's process group is killed after it (504)
-    #[arg(long, value_name = "SECS", default_value_t = 30)]
+    #[arg(long, value_name = "SECS", default_value_t = 30,
+          value_parser = clap::value_parser!(u64).range(1..=MAX_TIMEOUT_SECS))]
     timeout: u64, file u64 = |v| seconds(v, 1, MAX_TIMEOUT_SECS);
     /// CPU seconds per CGI process (RLIMIT_CPU) [default: the --timeout]
     #[arg(long, value_name = "SECS")]
@@ -187,7 +188,8 @@ settings! {
     answer_while_uploading: bool, file bool = boolean;
     /// How long a request body may take to arrive, plus a second for every 4 KiB received (a
     /// client slower than that is cut off with 408 and its connection closed)
-    #[arg(long, value_name = "SECS", default_value_t = DEFAULT_BODY_TIMEOUT.as_secs())]
+    #[arg(long, value_name = "SECS", default_value_t = DEFAULT_BODY_TIMEOUT.as_secs(),
+          value_parser = clap::value_parser!(u64).range(1..=MAX_TIMEOUT_SECS))]
     body_timeout: u64, file u64 = |v| seconds(v, 1, MAX_TIMEOUT_SECS);
     /// Request body bytes the front holds in memory for all requests together (chunked bodies
     /// until they end, what a slow CGI has not read yet); beyond it, 503
