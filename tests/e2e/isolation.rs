@@ -857,7 +857,7 @@ if /data/program 2>/dev/null; then echo ran; else echo refused; fi",
     drop(gw);
 
     // The same jail without the flags: the folder is read-only like the rest.
-    let gw = jail_again(GROUP);
+    let gw = jail_again();
     let body = report_of(&gw, "/cgi-bin/append").await;
     assert!(body.starts_with("failed\n"), "{body}");
 }
@@ -914,18 +914,21 @@ fn as_data_folder(folder: &std::path::Path, group: u32) {
     fs::set_permissions(folder, fs::Permissions::from_mode(0o2770)).expect("chmod the data folder");
 }
 
-/// A gateway on a fresh jail with a `/data` folder of `group`'s, no data flags.
-fn jail_again(group: u32) -> Gateway {
+/// A gateway on a fresh jail with a `/data` folder every CGI could write by its mode (0777,
+/// which the audit flags: hence --allow-insecure-jail), and no data flags: only the mount
+/// keeps it read-only.
+fn jail_again() -> Gateway {
+    use std::os::unix::fs::PermissionsExt;
     let jail = Jail::new();
     let copy = jail.root().join("data");
     fs::create_dir(&copy).expect("mkdir data");
-    as_data_folder(&copy, group);
+    fs::set_permissions(&copy, fs::Permissions::from_mode(0o777)).expect("chmod 0777");
     jail.cgi(
         "append",
         r"printf 'Content-Type: text/plain\n\n'
 if echo line >>/data/log 2>/dev/null; then echo wrote; else echo failed; fi",
     );
-    jail.serve(one_worker())
+    jail.serve_with(one_worker(), &["--allow-insecure-jail"])
 }
 
 /// A CGI that leaves files in its `/tmp` has its namespace dropped as it ends, so what it
