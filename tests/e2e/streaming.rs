@@ -339,3 +339,59 @@ head -c 1048576 /dev/zero; sleep 4",
         assert!(body == after, "{script}: not what it wrote after its sleep");
     }
 }
+
+/// A client that asks for a large answer and never reads it has its connection closed once it
+/// has taken nothing for `--send-timeout`. hyper has no write timeout, so such a connection
+/// (its CGI ended, its answer in the buffers) stayed open for good, one of the front's
+/// connection places with it: a few thousand of them and no new client got in.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_client_that_never_reads_is_let_go_after_the_send_timeout() {
+    use std::io::Write;
+    require_root!();
+    let jail = Jail::new();
+    jail.cgi(
+        "big",
+        "printf 'Content-Type: application/octet-stream\\n\\n'\nhead -c 67108864 /dev/zero",
+    );
+    let gw = jail.serve_with(Opts::default(), &["--send-timeout", "2"]);
+    let mut socket = std::net::TcpStream::connect(gw.addr).expect("connect");
+    socket
+        .write_all(b"GET /cgi-bin/big HTTP/1.1\r\nHost: localhost\r\n\r\n")
+        .expect("request");
+    let client_port = socket.local_addr().expect("local address").port();
+    // Takes nothing; the gateway's end of the connection, as /proc/net/tcp lists it.
+    let owned = || server_socket_inode(gw.addr.port(), client_port);
+    let end = Instant::now() + Duration::from_secs(10);
+    while owned().is_none_or(|inode| inode == 0) {
+        assert!(
+            Instant::now() < end,
+            "the gateway did not take the connection: {:?}\n{}",
+            owned(),
+            std::fs::read_to_string("/proc/net/tcp").unwrap_or_default()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let end = Instant::now() + Duration::from_secs(15);
+    while owned().is_some_and(|inode| inode != 0) {
+        assert!(
+            Instant::now() < end,
+            "15 s on, the gateway still holds the connection of a client that takes nothing"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    drop(socket);
+}
+
+/// The inode of the socket at 127.0.0.1:`port` connected to 127.0.0.1:`peer` (0 once no
+/// process holds it, the kernel only finishing it), if listed.
+fn server_socket_inode(port: u16, peer: u16) -> Option<u64> {
+    let table = std::fs::read_to_string("/proc/net/tcp").expect("/proc/net/tcp");
+    let local = format!("0100007F:{port:04X}");
+    let remote = format!("0100007F:{peer:04X}");
+    table.lines().skip(1).find_map(|line| {
+        let fields: Vec<&str> = line.split_whitespace().collect();
+        (fields.get(1) == Some(&local.as_str()) && fields.get(2) == Some(&remote.as_str()))
+            .then(|| fields.get(9)?.parse().ok())
+            .flatten()
+    })
+}

@@ -179,6 +179,7 @@ pub fn load_config(args: ServeArgs) -> Result<Config, String> {
     config.max_body_bytes = args.max_body;
     config.answer_while_uploading = args.answer_while_uploading;
     config.body_timeout = Duration::from_secs(args.body_timeout);
+    config.send_timeout = Duration::from_secs(args.send_timeout);
     config.spool_budget = args.spool_budget;
     config.drain_timeout = Duration::from_secs(args.drain_timeout);
     config.admin = args.admin;

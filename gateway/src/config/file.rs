@@ -351,6 +351,7 @@ mod tests {
             gateway-user = "daemon"
             max-body = "2K"
             body-timeout = 9
+            send-timeout = 7
             answer-while-uploading = true
             spool-budget = "64M"
             pass-authorization = true
@@ -381,6 +382,7 @@ mod tests {
         assert_eq!(settings.tmp_size, Some(16 << 20));
         assert_eq!(settings.max_body, Some(2048));
         assert_eq!(settings.body_timeout, Some(9));
+        assert_eq!(settings.send_timeout, Some(7));
         assert_eq!(settings.spool_budget, Some(64 << 20));
         assert_eq!(settings.cgi_network, Some(true));
         assert_eq!(settings.allow_insecure_jail, Some(false));

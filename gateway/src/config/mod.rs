@@ -53,6 +53,8 @@ pub const MIN_BODY_RATE: u64 = 4096;
 /// Request body bytes held for CGIs, all requests together.
 pub const DEFAULT_SPOOL_BUDGET: u64 = 1 << 30;
 
+/// How long a client may take none of its answer (nginx's `send_timeout` default).
+pub const DEFAULT_SEND_TIMEOUT: Duration = Duration::from_secs(60);
 /// How long a stop waits for requests in flight.
 pub const DEFAULT_DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
 /// How long a request waits for a CGI slot before it gets 503.
@@ -105,6 +107,8 @@ pub struct Config {
     pub answer_while_uploading: bool,
     /// How long a body may take, before the allowance per byte received (`--body-timeout`).
     pub body_timeout: Duration,
+    /// How long a client may take none of its answer (`--send-timeout`).
+    pub send_timeout: Duration,
     /// Request body bytes held for CGIs, all requests together (`--spool-budget`).
     pub spool_budget: u64,
     /// Cap on one CGI's response body; `None`: unlimited.
@@ -240,6 +244,7 @@ impl Config {
             max_body_bytes: DEFAULT_MAX_BODY_BYTES,
             answer_while_uploading: false,
             body_timeout: DEFAULT_BODY_TIMEOUT,
+            send_timeout: DEFAULT_SEND_TIMEOUT,
             spool_budget: DEFAULT_SPOOL_BUDGET,
             max_output_bytes: None,
             allow_front_server_headers: Vec::new(),

@@ -20,7 +20,7 @@ use super::values::{
 use super::{
     AccessLog, LogFormat, Scheduling, DEFAULT_BODY_TIMEOUT, DEFAULT_CGIS_PER_WORKER,
     DEFAULT_DRAIN_TIMEOUT, DEFAULT_LIMIT_OPEN_FILES, DEFAULT_LIMIT_PROCESSES,
-    DEFAULT_QUEUE_TIMEOUT, MAX_TIMEOUT_SECS, MAX_WORKERS,
+    DEFAULT_QUEUE_TIMEOUT, DEFAULT_SEND_TIMEOUT, MAX_TIMEOUT_SECS, MAX_WORKERS,
 };
 use protocol::IdRange;
 
@@ -191,6 +191,11 @@ settings! {
     #[arg(long, value_name = "SECS", default_value_t = DEFAULT_BODY_TIMEOUT.as_secs(),
           value_parser = clap::value_parser!(u64).range(1..=MAX_TIMEOUT_SECS))]
     body_timeout: u64, file u64 = |v| seconds(v, 1, MAX_TIMEOUT_SECS);
+    /// How long a client may take none of its answer (its connection's send buffer full)
+    /// before its connection is closed, as nginx's send_timeout
+    #[arg(long, value_name = "SECS", default_value_t = DEFAULT_SEND_TIMEOUT.as_secs(),
+          value_parser = clap::value_parser!(u64).range(1..=MAX_TIMEOUT_SECS))]
+    send_timeout: u64, file u64 = |v| seconds(v, 1, MAX_TIMEOUT_SECS);
     /// Request body bytes the front holds in memory for all requests together (chunked bodies
     /// until they end, what a slow CGI has not read yet); beyond it, 503
     #[arg(long, value_name = "BYTES", default_value = "1G", value_parser = parse_size)]

@@ -57,12 +57,21 @@ pub async fn linger(stopping: &Stopping, drain: impl Future<Output = ()>) {
     }
 }
 
-/// A client connection that lingers on close when its [`LingerFlag`] says so.
+/// A client connection that lingers on close when its [`LingerFlag`] says so, and fails its
+/// writes once the client has taken nothing of them for its send timeout (`--send-timeout`,
+/// as nginx's `send_timeout`): hyper has no write timeout of its own, and a client that never
+/// reads would otherwise hold its connection, and one of the front's connection places, for
+/// good once its answer fits the buffers and its CGI has ended.
 pub struct Lingering {
     stream: Stream,
     flag: LingerFlag,
     stopping: Stopping,
     state: State,
+    send_timeout: Duration,
+    /// Runs while a write waits for room: armed at the first write that cannot go on,
+    /// disarmed at the next that does.
+    stall: Pin<Box<Sleep>>,
+    stalled: bool,
 }
 
 enum State {
@@ -77,13 +86,45 @@ enum State {
 }
 
 impl Lingering {
-    pub fn new(stream: Stream, flag: LingerFlag, stopping: Stopping) -> Lingering {
+    pub fn new(
+        stream: Stream,
+        flag: LingerFlag,
+        stopping: Stopping,
+        send_timeout: Duration,
+    ) -> Lingering {
         Lingering {
             stream,
             flag,
             stopping,
             state: State::Open,
+            send_timeout,
+            stall: Box::pin(sleep(send_timeout)),
+            stalled: false,
         }
+    }
+
+    /// What a write (or flush) that `polled` gave means, as to the client's progress.
+    fn progress<T>(
+        &mut self,
+        cx: &mut Context<'_>,
+        polled: Poll<io::Result<T>>,
+    ) -> Poll<io::Result<T>> {
+        if polled.is_ready() {
+            self.stalled = false;
+            return polled;
+        }
+        if !self.stalled {
+            self.stalled = true;
+            let deadline = tokio::time::Instant::now() + self.send_timeout;
+            self.stall.as_mut().reset(deadline);
+        }
+        if self.stall.as_mut().poll(cx).is_ready() {
+            return Poll::Ready(Err(io::Error::new(
+                io::ErrorKind::TimedOut,
+                "the client took none of its answer for the send timeout",
+            )));
+        }
+        Poll::Pending
     }
 }
 
@@ -103,7 +144,8 @@ impl AsyncWrite for Lingering {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.stream).poll_write(cx, buf)
+        let polled = Pin::new(&mut self.stream).poll_write(cx, buf);
+        self.progress(cx, polled)
     }
 
     fn poll_write_vectored(
@@ -111,7 +153,8 @@ impl AsyncWrite for Lingering {
         cx: &mut Context<'_>,
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.stream).poll_write_vectored(cx, bufs)
+        let polled = Pin::new(&mut self.stream).poll_write_vectored(cx, bufs);
+        self.progress(cx, polled)
     }
 
     fn is_write_vectored(&self) -> bool {
@@ -119,7 +162,8 @@ impl AsyncWrite for Lingering {
     }
 
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.stream).poll_flush(cx)
+        let polled = Pin::new(&mut self.stream).poll_flush(cx);
+        self.progress(cx, polled)
     }
 
     /// Shuts our side (the client sees the answer end), then, if the flag is set, drains.
@@ -176,7 +220,68 @@ mod tests {
         let (ours, client) = UnixStream::pair().expect("socket pair");
         let flag = LingerFlag::default();
         flag.set(linger);
-        (Lingering::new(Either::Right(ours), flag, stopping), client)
+        let send_timeout = Duration::from_secs(60);
+        (
+            Lingering::new(Either::Right(ours), flag, stopping, send_timeout),
+            client,
+        )
+    }
+
+    /// A client that takes nothing fails our writes once the send timeout has passed with no
+    /// progress; one that reads, however slowly, never does.
+    #[tokio::test]
+    async fn a_client_that_never_reads_fails_the_writes_after_the_send_timeout() {
+        let (ours, client) = UnixStream::pair().expect("socket pair");
+        let send_timeout = Duration::from_millis(300);
+        let mut ours = Lingering::new(
+            Either::Right(ours),
+            LingerFlag::default(),
+            Stopping::new(),
+            send_timeout,
+        );
+        let started = Instant::now();
+        let chunk = vec![b'x'; 64 * 1024];
+        let error = loop {
+            match tokio::time::timeout(Duration::from_secs(10), ours.write(&chunk)).await {
+                Ok(Ok(_)) => continue,
+                Ok(Err(error)) => break error,
+                Err(_) => panic!("a write waited 10 s for a client that never reads"),
+            }
+        };
+        assert_eq!(error.kind(), io::ErrorKind::TimedOut);
+        assert!(started.elapsed() >= send_timeout, "{:?}", started.elapsed());
+        drop(client);
+
+        // Reading a piece every 100 ms: progress (room for a write once most of the queue is
+        // read) well within the timeout, so none.
+        let (ours, mut client) = UnixStream::pair().expect("socket pair");
+        let mut ours = Lingering::new(
+            Either::Right(ours),
+            LingerFlag::default(),
+            Stopping::new(),
+            Duration::from_secs(2),
+        );
+        let reader = tokio::spawn(async move {
+            let mut piece = vec![0u8; 64 * 1024];
+            let mut total = 0;
+            while total < 4 << 20 {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                match client.read(&mut piece).await {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => total += n,
+                }
+            }
+            total
+        });
+        let mut written = 0;
+        while written < 2 << 20 {
+            written += ours
+                .write(&chunk)
+                .await
+                .expect("a slow reader is no stalled one");
+        }
+        drop(ours);
+        assert!(reader.await.expect("reader") >= 2 << 20);
     }
 
     #[tokio::test]

@@ -39,7 +39,10 @@ pub async fn run(
     let serve = |stream: Stream, connection_info: Connection, permit: OwnedSemaphorePermit| {
         let core = core.clone();
         let linger = LingerFlag::default();
-        let stream = Lingering::new(stream, linger.clone(), stopping.clone());
+        // The current configuration's, at the connection's start (a reload changes it for the
+        // connections after).
+        let send_timeout = core.current().config.send_timeout;
+        let stream = Lingering::new(stream, linger.clone(), stopping.clone(), send_timeout);
         let service = service_fn(move |request| {
             handler::handle(core.clone(), request, connection_info, linger.clone())
         });
