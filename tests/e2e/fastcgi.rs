@@ -371,6 +371,45 @@ fn a_fastcgi_body_is_its_declared_length_or_none() {
     assert_eq!(counted, ["counted 10"], "what the CGIs read: {counted:?}");
 }
 
+/// A response the gateway cuts off (its deadline here) ends the connection without
+/// END_REQUEST, so that the front server sees it break off: nginx then ends its client's
+/// answer as broken too. It ended STDOUT and sent END_REQUEST as for a whole response, and
+/// through nginx the client got a clean 200 with half the body.
+#[test]
+fn a_response_cut_off_ends_without_end_request() {
+    require_root!();
+    let jail = Jail::new();
+    jail.cgi(
+        "half",
+        "printf 'Content-Type: text/plain\\n\\npart1\\n'\nsleep 10\necho part2",
+    );
+    let (_gw, socket) = serve_fastcgi(jail, &["--timeout", "2"]);
+    let params: Vec<(&str, &str)> = NGINX_PARAMS
+        .iter()
+        .copied()
+        .map(|(name, value)| match name {
+            "SCRIPT_NAME" | "DOCUMENT_URI" | "REQUEST_URI" => (name, "/cgi-bin/half"),
+            _ => (name, value),
+        })
+        .collect();
+    let started = Instant::now();
+    let answer = fcgi::exchange(&socket, &params, b"");
+    match answer {
+        Err(error) => assert_eq!(error.kind(), io::ErrorKind::UnexpectedEof, "{error}"),
+        Ok(answer) => panic!(
+            "a whole FastCGI response (status {}) for one cut off after {:?}: {:?}",
+            answer.protocol_status,
+            started.elapsed(),
+            String::from_utf8_lossy(&answer.stdout)
+        ),
+    }
+    assert!(
+        started.elapsed() < Duration::from_secs(8),
+        "{:?}",
+        started.elapsed()
+    );
+}
+
 pub(crate) mod fcgi {
     use super::*;
 

@@ -26,4 +26,9 @@ pub enum FcgiError {
     Protocol { request_id: u16, what: &'static str },
     #[error("FastCGI connection output closed")]
     OutputClosed,
+    /// The response was cut off (its deadline, `--max-output`, or its CGI's output short of
+    /// its Content-Length): the connection is closed without END_REQUEST, so that the front
+    /// server sees a response that broke off, not a whole one.
+    #[error("response of request {request_id} cut off: {why}")]
+    ResponseCutOff { request_id: u16, why: String },
 }

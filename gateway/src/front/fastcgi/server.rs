@@ -201,6 +201,12 @@ where
                     outbound.await?;
                     return Err(FcgiError::OutputClosed);
                 }
+                // What was sent of the response goes out, then the connection closes with
+                // no END_REQUEST.
+                Err(error @ FcgiError::ResponseCutOff { .. }) => {
+                    let _ = outbound.await;
+                    return Err(error);
+                }
                 // A bad peer: no point in sending it anything more.
                 Err(error) => return Err(error),
             },
@@ -818,10 +824,17 @@ async fn pump_stream<R: AsyncRead + Unpin>(
                         .await?;
                     used = true;
                 }
+                Err(error) if stream == RecordType::Stdout => {
+                    // Cut off: ended normally, the front server would take the part for the
+                    // whole (nginx ends its client's chunked answer as if it were done).
+                    return Err(FcgiError::ResponseCutOff {
+                        request_id: id,
+                        why: error.to_string(),
+                    });
+                }
                 Err(error) => {
-                    // The handler's side failed, not the connection: end the stream so the
-                    // front server sees a short response, and keep the connection.
-                    tracing::warn!(request_id = id, ?stream, %error, "reading the response failed");
+                    // Only the CGI's stderr: end that stream, the answer goes on.
+                    tracing::warn!(request_id = id, ?stream, %error, "reading the CGI's stderr failed");
                     break;
                 }
             }
