@@ -10,7 +10,7 @@ use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
 
 use crate::harness::{
-    foreign_network, gateway_bin, one_worker, require_root, run_bounded, Gateway, Jail,
+    foreign_network, gateway_bin, one_worker, require_root, run_bounded, Gateway, Jail, Opts,
 };
 use crate::http::{client, raw_get, read_response, RawResponse};
 
@@ -503,4 +503,73 @@ async fn script_is_the_first_path_segment_that_is_a_file() {
     assert_eq!(text("/cgi-bin/nope/run").await.0, 404);
     // Hidden segments are never part of a script's path.
     assert_eq!(text("/cgi-bin/app/.hidden/run").await.0, 404);
+}
+
+/// A CGI that answers without a body (a 204, a Content-Length of 0, or any answer to a HEAD)
+/// and then goes on with its work (writing its data, sending its mail) is not stopped: its
+/// output is read to its end as for any answer. hyper sends no body for these and dropped
+/// the CGI's unread, which killed the CGI 2 ms after its head (HEAD from a crawler killed the
+/// script it asked for).
+#[tokio::test(flavor = "multi_thread")]
+async fn a_cgi_that_answers_without_a_body_finishes_its_work() {
+    require_root!();
+    let jail = Jail::new();
+    jail.cgi(
+        "work",
+        r#"case "$QUERY_STRING" in
+204) printf 'Status: 204 No Content\n\n' ;;
+len0) printf 'Content-Type: text/plain\nContent-Length: 0\n\n' ;;
+*) printf 'Content-Type: text/plain\nContent-Length: 5\n\nbody\n' ;;
+esac
+sleep 1
+echo "work finished for $REQUEST_METHOD $QUERY_STRING" >&2"#,
+    );
+    let gw = jail.serve(Opts::default());
+    let http = client(TIMEOUT);
+    let no_content = http
+        .get(gw.url("/cgi-bin/work?204"))
+        .send()
+        .await
+        .expect("204");
+    assert_eq!(no_content.status().as_u16(), 204);
+    let empty = http
+        .get(gw.url("/cgi-bin/work?len0"))
+        .send()
+        .await
+        .expect("len0");
+    assert_eq!(empty.status().as_u16(), 200);
+    let head = http
+        .head(gw.url("/cgi-bin/work?body"))
+        .send()
+        .await
+        .expect("HEAD");
+    assert_eq!(head.status().as_u16(), 200);
+    assert_eq!(
+        head.headers()
+            .get("content-length")
+            .and_then(|v| v.to_str().ok()),
+        Some("5"),
+        "a HEAD says what the GET's answer would"
+    );
+    let end = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let mut finished = gw.cgi_stderr_lines("work finished");
+        finished.sort();
+        if finished.len() == 3 {
+            assert_eq!(
+                finished,
+                [
+                    "work finished for GET 204",
+                    "work finished for GET len0",
+                    "work finished for HEAD body"
+                ]
+            );
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < end,
+            "10 s on, the CGIs finished only {finished:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }

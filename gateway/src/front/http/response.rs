@@ -330,6 +330,18 @@ impl CgiBody {
         Either::Right(self)
     }
 
+    /// Reads the rest of the CGI's output and drops it, for an answer that carries no body:
+    /// the output is delivered at its end (the CGI then has its deadline to exit), or cut off
+    /// at the deadline or `--max-output`, as when it is sent.
+    pub async fn read_to_end(mut self) {
+        loop {
+            match std::future::poll_fn(|cx| Pin::new(&mut self).poll_frame(cx)).await {
+                Some(Ok(_)) => {}
+                Some(Err(_)) | None => return,
+            }
+        }
+    }
+
     /// `Some(error)` once the request body has failed (too slow, no room, cut short);
     /// forgets it once it is all in.
     fn request_body_failed(&mut self, cx: &mut Context<'_>) -> Option<BodyError> {
