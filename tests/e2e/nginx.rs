@@ -310,6 +310,56 @@ async fn the_example_upload_locations_stream_the_body_to_the_cgi() {
     }
 }
 
+/// A chunked upload through each example's upload location reaches its CGI whole, with a
+/// CONTENT_LENGTH. Over FastCGI nginx then sends no CONTENT_LENGTH at all, and the gateway
+/// took that for no body: the CGI read nothing, and the client got a 200.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_chunked_upload_through_the_upload_locations_reaches_the_cgi() {
+    require_root!();
+    for (config, flag) in [
+        ("proxy_pass.conf", "--listen"),
+        ("fastcgi_pass.conf", "--fastcgi"),
+    ] {
+        let jail = Jail::new();
+        std::fs::create_dir_all(jail.root().join("cgi-bin/upload")).expect("the upload folder");
+        jail.cgi(
+            "upload/count",
+            r#"printf 'Content-Type: text/plain\n\n%s %s\n' "$CONTENT_LENGTH" "$(wc -c)""#,
+        );
+        let prefix = jail.folder().join("nginx");
+        let socket = format!("unix:{}", prefix.with_extension("sock").display());
+        let _gw = jail.serve_with(Opts::default(), &[flag, &socket]);
+        let nginx = Nginx::start_edited(config, &prefix, &socket, with_upload_location);
+        // In two parts, the second a moment later: nginx cannot know the length when it
+        // begins passing the body on.
+        let (parts, receiver) = tokio::sync::mpsc::channel::<Vec<u8>>(1);
+        let body = futures_util::stream::unfold(receiver, |mut receiver| async move {
+            let part = receiver.recv().await?;
+            Some((Ok::<_, std::io::Error>(part), receiver))
+        });
+        let request = client(TIMEOUT)
+            .post(nginx.url("/cgi-bin/upload/count"))
+            .body(reqwest::Body::wrap_stream(body))
+            .send();
+        let answer = tokio::spawn(async move {
+            let response = request.await.expect("response");
+            let status = response.status().as_u16();
+            (status, response.text().await.expect("body"))
+        });
+        parts.send(vec![b'a'; 60_000]).await.expect("first part");
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let sent = parts.send(vec![b'b'; 40_000]).await;
+        drop(parts);
+        let (status, counted) = answer.await.expect("the request's task");
+        assert!(
+            sent.is_ok(),
+            "{config}: answered ({status}, {counted:?}) before the body was all sent"
+        );
+        assert_eq!(status, 200, "{config}");
+        assert_eq!(counted.trim_end(), "100000 100000", "{config}");
+    }
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn fastcgi_pass_gives_the_same_answers_as_direct() {
     require_root!();

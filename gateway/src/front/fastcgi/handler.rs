@@ -111,6 +111,28 @@ fn param<'a>(params: &'a [(Vec<u8>, Vec<u8>)], name: &str) -> Option<&'a [u8]> {
         .map(|(_, v)| v.as_slice())
 }
 
+/// The body of a request without CONTENT_LENGTH: none when STDIN ends at once (nginx's GET),
+/// else one of unknown length (nginx with `fastcgi_request_buffering off` passes a chunked
+/// upload so), spooled as the HTTP front spools a chunked body so that the CGI gets its
+/// CONTENT_LENGTH. Taken for no body, such an upload reached its CGI as nothing, and its
+/// client got a 200.
+async fn body_of_unknown_length(
+    mut stdin: super::FcgiStdin,
+    wait: std::time::Duration,
+) -> Result<Body, RequestError> {
+    use tokio::io::AsyncReadExt;
+    let mut first = BytesMut::with_capacity(16 * 1024);
+    let read = tokio::time::timeout(wait, stdin.read_buf(&mut first))
+        .await
+        .map_err(|_| RequestError::BodyTimeout)?
+        .map_err(|_| RequestError::BadRequest("request body ended early"))?;
+    if read == 0 {
+        return Ok(Body::None);
+    }
+    let rest = std::io::Cursor::new(first.freeze()).chain(stdin);
+    Ok(Body::Unsized(BodySource::stream(rest)))
+}
+
 /// A parameter that nginx sends empty when it has no value (no body, no login, no TLS).
 fn param_with_value<'a>(params: &'a [(Vec<u8>, Vec<u8>)], name: &str) -> Option<&'a [u8]> {
     param(params, name).filter(|value| !value.is_empty())
@@ -136,17 +158,16 @@ async fn run_cgi(
     let mut path = param(params, "SCRIPT_NAME").unwrap_or_default().to_vec();
     path.extend_from_slice(param(params, "PATH_INFO").unwrap_or_default());
     let route = route(&encode_path(&path), Some(&text("QUERY_STRING")))?;
-    let length = match param_with_value(params, "CONTENT_LENGTH") {
-        Some(value) => std::str::from_utf8(value)
-            .ok()
-            .and_then(|v| v.parse::<u64>().ok())
-            .ok_or(RequestError::BadRequest("invalid CONTENT_LENGTH"))?,
-        None => 0,
-    };
-    let body = Body::Sized {
-        length,
-        source: BodySource::stream(stdin),
-        expects_continue: false,
+    let body = match param_with_value(params, "CONTENT_LENGTH") {
+        Some(value) => Body::Sized {
+            length: std::str::from_utf8(value)
+                .ok()
+                .and_then(|v| v.parse::<u64>().ok())
+                .ok_or(RequestError::BadRequest("invalid CONTENT_LENGTH"))?,
+            source: BodySource::stream(stdin),
+            expects_continue: false,
+        },
+        None => body_of_unknown_length(stdin, generation.config.body_timeout).await?,
     };
     let meta = request_meta(params, &path);
     let Started {
