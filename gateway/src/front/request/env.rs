@@ -183,20 +183,49 @@ fn push_header_variables(env: &mut Vec<Vec<u8>>, headers: &HeaderMap, policy: &E
 }
 
 /// A front server's `HTTP_*` variables (nginx has already mapped the header fields) and the
-/// `--pass-env` ones. Of a name sent twice, the last counts (as `fastcgi_param` overrides).
+/// `--pass-env` ones. An `HTTP_*` name sent more than once is a header the client repeated
+/// (nginx before 1.23 passes each line, and leaves out a header a `fastcgi_param HTTP_*`
+/// sets): its values are folded into one, as over HTTP (cookies with `; `), where the last
+/// alone lost the client's other cookies. Of another name sent twice, the last counts (as
+/// `fastcgi_param` overrides).
 fn push_front_server_variables(
     env: &mut Vec<Vec<u8>>,
     params: &[(Vec<u8>, Vec<u8>)],
     policy: &EnvPolicy,
 ) {
     let mut dropped: Vec<Cow<'_, str>> = Vec::new();
+    let mut folded = Vec::new();
     for (at, (name, value)) in params.iter().enumerate() {
-        if params[at + 1..].iter().any(|(later, _)| later == name) {
-            continue;
-        }
         let is_header = name
             .strip_prefix(b"HTTP_")
             .is_some_and(|rest| !rest.is_empty() && rest.iter().all(|&b| is_name_byte(b)));
+        let same = |(other, _): &(Vec<u8>, Vec<u8>)| other == name;
+        let value = if is_header {
+            if params[..at].iter().any(same) {
+                continue;
+            }
+            let mut repeats = params[at + 1..]
+                .iter()
+                .filter(|param| same(param))
+                .peekable();
+            if repeats.peek().is_none() {
+                value
+            } else {
+                let separator: &[u8] = if name == b"HTTP_COOKIE" { b"; " } else { b", " };
+                folded.clear();
+                folded.extend_from_slice(value);
+                for (_, more) in repeats {
+                    folded.extend_from_slice(separator);
+                    folded.extend_from_slice(more);
+                }
+                &folded
+            }
+        } else {
+            if params[at + 1..].iter().any(same) {
+                continue;
+            }
+            value
+        };
         let passed = policy
             .pass_env
             .iter()
@@ -355,17 +384,23 @@ mod tests {
             ("GIT_PROJECT_ROOT", "/srv/git"),
             ("GIT_DIR", "/x"),
             ("HTTP_X_A", "1"),
+            ("HTTP_COOKIE", "a=1"),
             ("HTTP_X_A", "2"),
+            ("HTTP_COOKIE", "b=2"),
+            ("GIT_PROJECT_ROOT", "/srv/git/again"),
         ]);
         let policy = EnvPolicy {
             pass_env: vec!["GIT_PROJECT_ROOT".into()],
             ..EnvPolicy::default()
         };
         let env = env_of(&meta(Variables::FrontServer(&sent)), &policy);
-        assert_eq!(env["GIT_PROJECT_ROOT"], "/srv/git");
+        // A parameter sent twice: the last counts (fastcgi_param overrides).
+        assert_eq!(env["GIT_PROJECT_ROOT"], "/srv/git/again");
         assert!(!env.contains_key("GIT_DIR"));
-        // Sent twice: the last counts, once.
-        assert_eq!(env["HTTP_X_A"], "2");
+        // A header the client repeated (nginx 1.22 passes each line): folded, as over HTTP,
+        // where the last alone lost the client's first cookie.
+        assert_eq!(env["HTTP_X_A"], "1, 2");
+        assert_eq!(env["HTTP_COOKIE"], "a=1; b=2");
     }
 
     #[test]
