@@ -61,6 +61,24 @@ pub fn check(config: &Config, front: &FrontUser) -> Result<(), String> {
             holder.file, holder.name, holder.id
         ));
     }
+    for (file, whose_ids) in [("/etc/subuid", "uid"), ("/etc/subgid", "gid")] {
+        let text = std::fs::read_to_string(file).unwrap_or_default();
+        let ours: [(u64, u64, &str); 3] = match whose_ids {
+            "uid" => [
+                (front.uid.into(), 1, "the front's (--gateway-user)"),
+                (config.user.uid.into(), 1, "the workers' (--user)"),
+                (ids.first.into(), ids.count.into(), "--cgi-ids"),
+            ],
+            _ => [
+                (front.gid.into(), 1, "the front's (--gateway-user)"),
+                (config.user.gid.into(), 1, "the workers' (--user)"),
+                (ids.first.into(), ids.count.into(), "--cgi-ids"),
+            ],
+        };
+        if let Some(message) = delegated_to_someone(file, &text, &ours) {
+            return Err(message);
+        }
+    }
     let processes = running_processes();
     if let Some(process) = using_cgi_ids(ids, &processes) {
         return Err(format!(
@@ -76,6 +94,31 @@ pub fn check(config: &Config, front: &FrontUser) -> Result<(), String> {
         tracing::warn!("{warning}");
     }
     Ok(())
+}
+
+/// Whether a range of `file` (`/etc/subuid` or `/etc/subgid`, text `text`: `OWNER:FIRST:COUNT`
+/// a line) holds one of `ours` (first, count, whose): its owner may then run processes as
+/// those ids in a user namespace of its own (`newuidmap`), and signal ours as if they were its
+/// own (kill(2) compares the ids). The message, if so.
+fn delegated_to_someone(file: &str, text: &str, ours: &[(u64, u64, &str)]) -> Option<String> {
+    text.lines().find_map(|line| {
+        let mut fields = line.trim().splitn(3, ':');
+        let (owner, first, count) = (fields.next()?, fields.next()?, fields.next()?);
+        let (first, count) = (first.parse::<u64>().ok()?, count.parse::<u64>().ok()?);
+        let (ours_first, ours_count, whose) = ours.iter().find(|(ours_first, ours_count, _)| {
+            first < ours_first + ours_count && *ours_first < first + count
+        })?;
+        Some(format!(
+            "{file} gives `{owner}` the ids {first}-{}, which hold {whose} {}: that user could \
+             run processes as them and signal this gateway's; choose ids outside every range \
+             there",
+            first + count.saturating_sub(1),
+            match ours_count {
+                1 => ours_first.to_string(),
+                n => format!("{ours_first}-{}", ours_first + n - 1),
+            }
+        ))
+    })
 }
 
 /// The first process with a uid or gid among `ids`.
@@ -175,6 +218,31 @@ pub fn parse_status(pid: u32, text: &str) -> Option<ProcessIds> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A range of /etc/subuid (or subgid) that holds one of the gateway's ids is found and
+    /// named; ranges beside them, comments and malformed lines are not.
+    #[test]
+    fn a_subordinate_range_holding_our_ids_is_found() {
+        let ours = [
+            (1_879_048_190, 1, "the front's (--gateway-user)"),
+            (1_879_048_191, 1, "the workers' (--user)"),
+            (1_879_048_192, 1_048_576, "--cgi-ids"),
+        ];
+        let clean = "alice:100000:65536\n# a comment\nbob:x:y\nroot:1879048189:1\n";
+        assert_eq!(delegated_to_someone("/etc/subuid", clean, &ours), None);
+        let front = format!("{clean}mallory:1879048000:200\n");
+        assert_eq!(
+            delegated_to_someone("/etc/subuid", &front, &ours).as_deref(),
+            Some(
+                "/etc/subuid gives `mallory` the ids 1879048000-1879048199, which hold the \
+                 front's (--gateway-user) 1879048190: that user could run processes as them \
+                 and signal this gateway's; choose ids outside every range there"
+            )
+        );
+        let cgi = "eve:1879999999:10\n";
+        let found = delegated_to_someone("/etc/subgid", cgi, &ours).expect("found");
+        assert!(found.contains("--cgi-ids 1879048192-1880096767"), "{found}");
+    }
 
     const STATUS: &str = "Name:\tsleep\nUmask:\t0022\nState:\tS (sleeping)\nTgid:\t4242\n\
                           Ngid:\t0\nPid:\t4242\nPPid:\t1\nTracerPid:\t0\n\
