@@ -216,9 +216,15 @@ fn parse_status_line(line: &[u8]) -> Option<StatusCode> {
     if code.len() != 3 {
         return None;
     }
+    final_status(code)
+}
+
+/// A final status a CGI may answer with: 200 to 599 (RFC 9110 §15; `http` takes 100 to 999,
+/// and a client meets codes past 599 as nothing it knows). 1xx are the server's own.
+fn final_status(code: &str) -> Option<StatusCode> {
     StatusCode::from_bytes(code.as_bytes())
         .ok()
-        .filter(|s| s.as_u16() >= 200)
+        .filter(|s| (200..600).contains(&s.as_u16()))
 }
 
 /// `Status: 404 Not Found` → 404. The reason phrase is not passed on (HTTP/1.1 makes it
@@ -229,9 +235,7 @@ fn parse_status(value: &HeaderValue) -> Option<StatusCode> {
     if code.len() != 3 {
         return None;
     }
-    StatusCode::from_bytes(code.as_bytes())
-        .ok()
-        .filter(|s| s.as_u16() >= 200)
+    final_status(code)
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -581,11 +585,15 @@ mod tests {
 
     #[test]
     fn malformed_heads_are_rejected() {
+        assert!(parse_head(b"HTTP/1.1 600 Odd\r\nX: 1", HeadStyle::Nph).is_err());
         for block in [
             &b"no colon here"[..],
             b"Status: abc",
             b"Status: 99 Too Small",
             b"Status: 2000",
+            // Past RFC 9110's 599 (`http` takes up to 999): went out as `999 <none>`.
+            b"Status: 600\nContent-Type: a/b",
+            b"Status: 999 Odd\nContent-Type: a/b",
             b"Bad Name: x",
             b"X: a\rb",
             b"X: \x00",
