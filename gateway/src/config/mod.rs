@@ -193,6 +193,15 @@ pub enum ConfigError {
     Timeout(u64),
     #[error("{0} must be at least 1")]
     Zero(&'static str),
+    #[error(
+        "{flag} {value} is above this gateway's hard limit of {hard} (`ulimit -H`; systemd's \
+         Limit*=), which its workers cannot raise for a CGI: every CGI would fail to start"
+    )]
+    AboveHardLimit {
+        flag: &'static str,
+        value: String,
+        hard: u64,
+    },
     #[error("--jail {0}")]
     Jail(crate::jailfs::AuditError),
     #[error("worker executable {0} not found (it is installed next to the gateway)")]
@@ -274,6 +283,7 @@ impl Config {
             return Err(ConfigError::Timeout(timeout));
         }
         self.check_no_zero()?;
+        self.check_within_hard_limits()?;
         // 0: unset, the natural value. Every worker full at once, and as many again waiting.
         if self.max_concurrent == 0 {
             self.max_concurrent = self.workers.saturating_mul(self.cgis_per_worker);
@@ -294,6 +304,55 @@ impl Config {
 }
 
 impl Config {
+    /// Refuses a CGI limit above the hard limit this process has, which its workers inherit and
+    /// cannot raise (they hold no CAP_SYS_RESOURCE over the host's limits): each CGI's
+    /// `setrlimit` would fail, and every request with it (a 403, with nothing logged).
+    fn check_within_hard_limits(&self) -> Result<(), ConfigError> {
+        use nix::sys::resource::{getrlimit, Resource, RLIM_INFINITY};
+        let limits = &self.limits;
+        let asked = [
+            // The hard CPU limit a CGI gets is a second past the soft one (`spawn.rs`).
+            (
+                "--limit-cpu",
+                Resource::RLIMIT_CPU,
+                limits.cpu_seconds.map(|s| s.saturating_add(1)),
+            ),
+            (
+                "--limit-memory",
+                Resource::RLIMIT_AS,
+                limits.address_space_bytes,
+            ),
+            (
+                "--limit-file-size",
+                Resource::RLIMIT_FSIZE,
+                limits.file_size_bytes,
+            ),
+            (
+                "--limit-open-files",
+                Resource::RLIMIT_NOFILE,
+                limits.open_files,
+            ),
+            (
+                "--limit-processes",
+                Resource::RLIMIT_NPROC,
+                limits.processes,
+            ),
+        ];
+        for (flag, resource, value) in asked {
+            let (Some(value), Ok((_, hard))) = (value, getrlimit(resource)) else {
+                continue;
+            };
+            if hard != RLIM_INFINITY && (value == u64::MAX || value > hard) {
+                let value = match value {
+                    u64::MAX => "unlimited".to_owned(),
+                    value => value.to_string(),
+                };
+                return Err(ConfigError::AboveHardLimit { flag, value, hard });
+            }
+        }
+        Ok(())
+    }
+
     /// Refuses a 0 where it would fail every request or every CGI (`--max-output 0` cuts off
     /// every answer, `--limit-memory 0` lets no program start, `--body-timeout 0` gives no
     /// body time to arrive): a slip, never a setting, and the configuration file refuses it
@@ -682,6 +741,25 @@ mod tests {
         config.limits.file_size_bytes = Some(0);
         config.max_body_bytes = 0;
         assert!(config.check_no_zero().is_ok());
+    }
+
+    /// A CGI limit above the hard limit the workers inherit is refused at the start, naming the
+    /// flag: every CGI's setrlimit failed, and every request got 403 with nothing logged.
+    #[test]
+    fn a_limit_above_the_hard_one_is_refused() {
+        let (_, hard) = nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE)
+            .expect("getrlimit");
+        let mut config = config(&[], None);
+        config.limits.open_files = Some(hard);
+        assert!(config.check_within_hard_limits().is_ok());
+        config.limits.open_files = Some(hard + 1);
+        let refused = config.check_within_hard_limits().expect_err("refused");
+        assert!(
+            refused
+                .to_string()
+                .starts_with(&format!("--limit-open-files {} is above", hard + 1)),
+            "{refused}"
+        );
     }
 
     /// A data folder that is, lies in or holds a folder every CGI runs, reads or gets afresh
