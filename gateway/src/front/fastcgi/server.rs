@@ -175,7 +175,7 @@ where
     let outbound = write_frames(writer, queued);
     tokio::pin!(outbound);
     let stdin_still_coming = {
-        let inbound = run_inbound(&mut records, handler, Output { frames });
+        let inbound = run_inbound(&mut records, handler, Output { frames }, &stopping);
         tokio::pin!(inbound);
         tokio::select! {
             result = &mut inbound => match result {
@@ -427,6 +427,7 @@ async fn run_inbound<R, H, Fut, O, E>(
     records: &mut RecordReader<R>,
     mut handler: H,
     output: Output,
+    stopping: &Stopping,
 ) -> Result<Ending, FcgiError>
 where
     R: AsyncRead + Unpin,
@@ -437,7 +438,19 @@ where
 {
     let mut state = State::Idle;
     loop {
-        let flow = match next_event(records, &mut state).await? {
+        let event = if let State::Idle = state {
+            // Between requests: a stop takes no new one on this connection (nginx sends it on
+            // another, to a gateway that serves), and a connection left idle past its peer's
+            // own keep-alive time is gone; both close it, which nginx expects of an idle one.
+            tokio::select! {
+                event = next_event(records, &mut state) => event?,
+                _ = stopping.cancelled() => return Ok(Ending::PeerClosed),
+                _ = tokio::time::sleep(IDLE_TIMEOUT) => return Ok(Ending::PeerClosed),
+            }
+        } else {
+            next_event(records, &mut state).await?
+        };
+        let flow = match event {
             Event::Record(None) => {
                 if let Some((request_id, _)) = state.active() {
                     tracing::debug!(request_id, "FastCGI peer closed the connection mid-request");
@@ -511,6 +524,11 @@ where
 
 /// Waits for whatever comes first: the response finishing, room for a pending STDIN chunk,
 /// or (when no chunk is pending) the next record.
+/// How long a connection may wait for its next request: longer than nginx's own keep-alive
+/// time for upstream connections (`keepalive_timeout`, 60 s), so that nginx, not we, closes an
+/// idle one it keeps (a close of ours could meet a request it just sent).
+const IDLE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(75);
+
 async fn next_event<R, F>(
     records: &mut RecordReader<R>,
     state: &mut State<F>,

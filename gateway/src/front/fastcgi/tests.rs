@@ -330,6 +330,22 @@ async fn keep_conn_serves_two_requests_on_one_connection() {
     finished(served).await.expect("clean close");
 }
 
+/// A stop closes a kept connection that waits for its next request at once, instead of
+/// holding the stop for its whole drain (nginx's idle keep-alive connections did, 30 s each);
+/// a request still on its way is answered first.
+#[tokio::test]
+async fn a_stop_closes_an_idle_kept_connection() {
+    let stopping = Stopping::new();
+    let (mut writer, mut reader, served) = start_stopping(echo, stopping.clone());
+    let sent = body(10);
+    let (_, reply) =
+        within(async { tokio::join!(writer.request(1, true, &sent, 4096), reader.reply(1)) }).await;
+    reply.assert_complete(0);
+    stopping.cancel();
+    assert!(within(reader.next()).await.is_none(), "closed at the stop");
+    within(finished(served)).await.expect("clean close");
+}
+
 #[tokio::test]
 async fn without_keep_conn_the_server_closes_after_end_request() {
     let (mut writer, mut reader, served) = start(echo);
