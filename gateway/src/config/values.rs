@@ -162,7 +162,50 @@ pub fn parse_pass_env(name: &str) -> Result<String, String> {
             "`{name}` is not a variable name (letters, digits, _)"
         ));
     }
-    parse_env(&format!("{name}=")).map(|(name, _)| name)
+    let name = parse_env(&format!("{name}=")).map(|(name, _)| name)?;
+    if runs_code(&name) {
+        return Err(format!(
+            "`{name}` makes the loader, a shell or an interpreter run code or load it from \
+             where it says: a front server (or a client, through a `fastcgi_param` taken from \
+             the request) must not set it; give a fixed value with --env instead"
+        ));
+    }
+    Ok(name)
+}
+
+/// Variables that make the dynamic loader, a shell or an interpreter run code or load it from
+/// the path they name.
+fn runs_code(name: &str) -> bool {
+    const EXACT: &[&str] = &[
+        "BASH_ENV",
+        "ENV",
+        "SHELLOPTS",
+        "BASHOPTS",
+        "PS4",
+        "IFS",
+        "CDPATH",
+        "PATH",
+        "GCONV_PATH",
+        "LOCPATH",
+        "NLSPATH",
+        "HOSTALIASES",
+        "LOCALDOMAIN",
+        "RES_OPTIONS",
+        "PERLLIB",
+        "TMPDIR",
+    ];
+    const PREFIXES: &[&str] = &[
+        "LD_",
+        "BASH_FUNC_",
+        "GLIBC_",
+        "MALLOC_",
+        "PERL5",
+        "PYTHON",
+        "RUBY",
+        "NODE_",
+        "LUA_",
+    ];
+    EXACT.contains(&name) || PREFIXES.iter().any(|prefix| name.starts_with(prefix))
 }
 
 /// A script's URL path, or a folder of scripts, for `--allow-front-server-headers`: it matches
@@ -337,5 +380,19 @@ mod tests {
         for bad in ["PATH", "HTTP_FOO", "QUERY_STRING", "A=B", "1X", ""] {
             assert!(parse_pass_env(bad).is_err(), "{bad}");
         }
+        // What would have a front server's value (or a client's, passed on) run code: the
+        // loader's, the shells', the interpreters'. A fixed value with --env stays possible.
+        for runs in [
+            "LD_PRELOAD",
+            "LD_LIBRARY_PATH",
+            "BASH_ENV",
+            "ENV",
+            "PERL5OPT",
+            "PYTHONPATH",
+        ] {
+            let refused = parse_pass_env(runs).expect_err(runs);
+            assert!(refused.contains("run code"), "{refused}");
+        }
+        assert!(parse_env("LD_LIBRARY_PATH=/opt/lib").is_ok());
     }
 }
