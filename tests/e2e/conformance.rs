@@ -573,3 +573,66 @@ echo "work finished for $REQUEST_METHOD $QUERY_STRING" >&2"#,
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
+
+/// An HTTP/1.0 answer without a length (its CGI still writing past the moment an answer is
+/// sent whole) ends with the connection, and says so: hyper answered a keep-alive request
+/// with `connection: keep-alive`, then closed, and a client's next request on it got nothing.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_http_1_0_answer_without_a_length_says_it_closes() {
+    require_root!();
+    let jail = Jail::new();
+    jail.cgi(
+        "slow",
+        "printf 'Content-Type: text/plain\\n\\none\\n'\nsleep 0.2\necho two",
+    );
+    let gw = jail.serve(one_worker());
+    let answer = raw_exchange(
+        gw.addr,
+        "GET /cgi-bin/slow HTTP/1.0\r\nHost: localhost\r\nConnection: keep-alive",
+        b"",
+    )
+    .await;
+    assert_eq!(answer.status, 200);
+    assert_eq!(answer.body, b"one\ntwo\n");
+    assert_eq!(answer.header("content-length"), None);
+    assert_eq!(
+        answer.header("connection"),
+        Some("close"),
+        "{:?}",
+        answer.headers
+    );
+}
+
+/// A body in a transfer coding besides chunked (`gzip, chunked`) is 501 and runs nothing:
+/// hyper takes the chunked coding off and leaves the rest, and the CGI got the gzip bytes as
+/// a plain body with a CONTENT_LENGTH.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_transfer_coding_besides_chunked_is_not_implemented() {
+    require_root!();
+    let jail = Jail::new();
+    jail.cgi(
+        "count",
+        r#"printf 'Content-Type: text/plain\n\n%s\n' "$(wc -c)""#,
+    );
+    let gw = jail.serve(one_worker());
+    let head = "POST /cgi-bin/count HTTP/1.1\r\nHost: localhost\r\nConnection: close";
+    let gzip = raw_exchange(
+        gw.addr,
+        &format!("{head}\r\nTransfer-Encoding: gzip, chunked"),
+        b"5\r\nhello\r\n0\r\n\r\n",
+    )
+    .await;
+    assert_eq!(
+        gzip.status,
+        501,
+        "{:?}",
+        String::from_utf8_lossy(&gzip.body)
+    );
+    let chunked = raw_exchange(
+        gw.addr,
+        &format!("{head}\r\nTransfer-Encoding: chunked"),
+        b"5\r\nhello\r\n0\r\n\r\n",
+    )
+    .await;
+    assert_eq!((chunked.status, chunked.body), (200, b"5\n".to_vec()));
+}

@@ -463,6 +463,24 @@ async fn a_login_at_nginx_reaches_the_cgi_as_remote_user_and_auth_type() {
         let body = logged_in.text().await.expect("body");
         assert_eq!(body, "alice|Basic|withheld\n", "via {}", nginx.addr);
     }
+    // Both fronts' access-log lines name the client and the user nginx gave, not the Unix
+    // socket nginx came in on ("unix - -" over HTTP before).
+    let end = Instant::now() + Duration::from_secs(5);
+    loop {
+        let stderr = gw.stderr();
+        let logged = stderr
+            .lines()
+            .filter(|line| line.contains(" access: ") && line.contains("127.0.0.1 - alice ["))
+            .count();
+        if logged == 2 {
+            break;
+        }
+        assert!(
+            Instant::now() < end,
+            "{logged} of 2 lines name alice:\n{stderr}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     // Straight to the gateway, nobody logged in: neither variable is set.
     let direct = gw
         .client(TIMEOUT)

@@ -442,6 +442,17 @@ async fn metrics_count_the_requests_and_healthz_follows_the_workers() {
         get_text(&http, format!("http://{admin}/healthz")).await.0,
         200
     );
+    // Anything but GET and HEAD: 405, saying what is allowed (RFC 9110 §15.5.6).
+    let post = http
+        .post(format!("http://{admin}/metrics"))
+        .send()
+        .await
+        .expect("POST /metrics");
+    assert_eq!(post.status().as_u16(), 405);
+    assert_eq!(
+        post.headers().get("allow").and_then(|v| v.to_str().ok()),
+        Some("GET, HEAD")
+    );
 
     // One access-log line per request, in the combined format plus id, script, duration and
     // the CGI's exit.
@@ -881,4 +892,23 @@ async fn scheduling_inherit_keeps_the_default_policy() {
         procfs::policy(front.pid, front.pid),
         Some(libc::SCHED_OTHER)
     );
+}
+
+/// A start that fails at its last listener (the admin one's port is taken) leaves no socket
+/// file of the ones it had made: the FastCGI socket stayed behind.
+#[test]
+fn a_start_that_fails_to_bind_leaves_no_socket_file() {
+    require_root!();
+    let jail = Jail::new();
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").expect("a port to take");
+    let admin = taken.local_addr().expect("its address").to_string();
+    let socket = jail.folder().join("fastcgi.sock");
+    let fastcgi = format!("unix:{}", socket.display());
+    let done = jail.start_refused(&["--fastcgi", &fastcgi, "--admin", &admin]);
+    assert!(
+        done.stderr.contains("--admin: cannot listen on"),
+        "{}",
+        done.stderr
+    );
+    assert!(!socket.exists(), "{} left behind", socket.display());
 }

@@ -112,6 +112,17 @@ impl RequestLog {
         entry.user_agent = header(header::USER_AGENT);
     }
 
+    /// The client and the user a trusted front server names (X-Forwarded-For, -User): the
+    /// line shows them, as the FastCGI front's does, not the front server's own connection.
+    pub fn set_forwarded(&self, client: &[u8], user: Option<&[u8]>) {
+        if self.format == AccessLog::Off {
+            return;
+        }
+        let mut entry = self.entry();
+        entry.client = String::from_utf8_lossy(client).into_owned();
+        entry.user = user.map(|user| String::from_utf8_lossy(user).into_owned());
+    }
+
     /// A FastCGI request: nginx's view of it, from its parameters.
     pub fn set_fastcgi_request(
         &self,

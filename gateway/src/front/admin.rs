@@ -66,11 +66,16 @@ fn answer(
         response
     };
     if request.method() != Method::GET && request.method() != Method::HEAD {
-        return reply(
+        let mut refused = reply(
             StatusCode::METHOD_NOT_ALLOWED,
             "text/plain",
             "GET only\n".into(),
         );
+        // RFC 9110 §15.5.6: a 405 says what the resource allows.
+        refused
+            .headers_mut()
+            .insert(header::ALLOW, header::HeaderValue::from_static("GET, HEAD"));
+        return refused;
     }
     match request.uri().path() {
         "/metrics" => reply(StatusCode::OK, CONTENT_TYPE, metrics.render(state)),

@@ -203,8 +203,29 @@ fn raise_descriptor_limit() {
 
 /// The HTTP, FastCGI and admin listeners: the sockets systemd passed (socket activation: the
 /// one named `fastcgi` in LISTEN_FDNAMES serves FastCGI, the other HTTP), else bound here.
-/// An explicit --listen wins over an inherited socket.
+/// An explicit --listen wins over an inherited socket. Should one fail, the socket files made
+/// for the others are removed: a start that fails leaves nothing behind.
 fn bind_listeners(config: &Config, listen_given: bool) -> Result<Listeners, String> {
+    let mut made = Vec::new();
+    let listeners = bind_each(config, listen_given, &mut made);
+    if listeners.is_err() {
+        for path in &made {
+            let _ = std::fs::remove_file(path);
+        }
+    }
+    listeners
+}
+
+fn bind_each(
+    config: &Config,
+    listen_given: bool,
+    made: &mut Vec<std::path::PathBuf>,
+) -> Result<Listeners, String> {
+    let mut bind = |address: &crate::config::ListenAddr| {
+        let bound = Bound::bind(address, config.socket_access)?;
+        made.extend(bound.created_file().map(std::path::Path::to_path_buf));
+        Ok::<Bound, String>(bound)
+    };
     let mut http = None;
     let mut fastcgi = None;
     for (name, fd) in take_inherited()? {
@@ -223,10 +244,10 @@ fn bind_listeners(config: &Config, listen_given: bool) -> Result<Listeners, Stri
     }
     let http = match http {
         Some(inherited) if !listen_given => inherited,
-        _ => Bound::bind(&config.listen, config.socket_access)?,
+        _ => bind(&config.listen)?,
     };
     let fastcgi = match (fastcgi, &config.fastcgi) {
-        (_, Some(address)) => Some(Bound::bind(address, config.socket_access)?),
+        (_, Some(address)) => Some(bind(address)?),
         (inherited, None) => inherited,
     };
     // The rule `Config::check_front_servers` applies to --fastcgi, for systemd's socket too.
@@ -242,7 +263,7 @@ fn bind_listeners(config: &Config, listen_given: bool) -> Result<Listeners, Stri
     let admin = config
         .admin
         .as_ref()
-        .map(|address| Bound::bind(address, config.socket_access))
+        .map(&mut bind)
         .transpose()
         .map_err(|error| format!("--admin: {error}"))?;
     Ok(Listeners {

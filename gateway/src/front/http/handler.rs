@@ -58,6 +58,7 @@ pub async fn handle(
     // the connection then close, it lingers (a body read whole leaves it nothing to wait for
     // but the client's own close).
     linger.set(!request.body().is_end_stream());
+    let http_1_0 = request.version() == Version::HTTP_10;
     let log = core.new_request("http");
     let span = tracing::info_span!("request", id = log.id());
     let client = match connection {
@@ -71,9 +72,19 @@ pub async fn handle(
         request.headers(),
         client,
     );
-    let response = serve(&core, request, connection, &log)
+    let mut response = serve(&core, request, connection, &log)
         .instrument(span)
         .await;
+    if http_1_0 && response.body().size_hint().exact().is_none() {
+        // An HTTP/1.0 answer without a length ends when the connection closes: say so. hyper
+        // takes a response of HTTP/1.1 (ours by default) to an HTTP/1.0 keep-alive request as
+        // one to keep alive and says `keep-alive`, and the client then waits on a connection
+        // that closes under its next request; of HTTP/1.0 without `keep-alive`, as one to end.
+        *response.version_mut() = Version::HTTP_10;
+        response
+            .headers_mut()
+            .insert(header::CONNECTION, HeaderValue::from_static("close"));
+    }
     log.set_status(response.status().as_u16());
     Ok(response.map(|body| Counted::new(body, log)))
 }
@@ -114,6 +125,9 @@ async fn run_cgi(
     let route = route(parts.uri.path(), parts.uri.query())?;
     let body = request_body(parts, body)?;
     let meta = request_meta(parts, connection, &generation.config.env);
+    if connection.is_front_server(&generation.config.env) {
+        log.set_forwarded(&meta.remote_addr, meta.remote_user);
+    }
     let Started {
         mut output,
         mut body_received,
@@ -185,6 +199,21 @@ fn one_host_at_most(parts: &Parts) -> Result<(), RequestError> {
     Ok(())
 }
 
+/// Whether the Transfer-Encoding lines name the chunked coding alone.
+fn only_chunked(parts: &Parts) -> bool {
+    let mut codings = parts
+        .headers
+        .get_all(header::TRANSFER_ENCODING)
+        .iter()
+        .flat_map(|line| line.to_str().unwrap_or("?").split(','))
+        .map(str::trim)
+        .filter(|coding| !coding.is_empty());
+    codings
+        .next()
+        .is_some_and(|coding| coding.eq_ignore_ascii_case("chunked"))
+        && codings.next().is_none()
+}
+
 /// The body's framing, as hyper read it: a Content-Length, chunked, or none.
 fn request_body(parts: &Parts, body: Option<Incoming>) -> Result<Body, RequestError> {
     let declared = match parts.headers.get(header::CONTENT_LENGTH) {
@@ -198,6 +227,12 @@ fn request_body(parts: &Parts, body: Option<Incoming>) -> Result<Body, RequestEr
         None => None,
     };
     let chunked = declared.is_none() && parts.headers.contains_key(header::TRANSFER_ENCODING);
+    // RFC 9112 §6.1: hyper takes off the chunked coding and leaves any before it (`gzip,
+    // chunked`), which would reach the CGI as a plain body of that many bytes; a coding we do
+    // not decode is 501, as nginx answers.
+    if chunked && !only_chunked(parts) {
+        return Err(RequestError::UnknownTransferCoding);
+    }
     Ok(match (body, declared) {
         (Some(body), Some(length)) => Body::Sized {
             length,
@@ -334,8 +369,22 @@ fn requested_host<'a>(
                 .and_then(|h| h.to_str().ok())
         })?;
     let (name, port) = split_port(host);
-    let valid = !name.is_empty() && name.bytes().all(|b| b.is_ascii_graphic() && b != b'@');
-    valid.then_some((name, port))
+    is_host_name(name).then_some((name, port))
+}
+
+/// RFC 3875 §4.1.14: SERVER_NAME is a host name (letters, digits, `-`, `.`; `_` too, as host
+/// names are used), an IPv4 address, or an IPv6 address in brackets. Anything else a client
+/// sends as its Host (`evil.com/x?#`, `a'b;$(id)`, `x:80:81`) names no host: SERVER_NAME is then
+/// the address the request came to, as without a Host.
+fn is_host_name(name: &str) -> bool {
+    let plain = |b: u8| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_');
+    match name
+        .strip_prefix('[')
+        .and_then(|inner| inner.strip_suffix(']'))
+    {
+        Some(ipv6) => ipv6.parse::<std::net::Ipv6Addr>().is_ok(),
+        None => !name.is_empty() && name.bytes().all(plain),
+    }
 }
 
 /// Reads the CGI's header block by `deadline`, but gives up as soon as the request body fails
@@ -635,6 +684,15 @@ mod tests {
         assert_eq!(env["REMOTE_ADDR"], "127.0.0.1");
         assert_eq!(env["SERVER_NAME"], "[::1]");
         assert_eq!(env["SERVER_PORT"], "80");
+        // A Host that names no host: the address the request came to, over TCP.
+        for odd in ["evil.com/x?#", "a'b;$(id)", "x:80:81", "[::g]", "a\"b"] {
+            let request = http::Request::get("/cgi-bin/x")
+                .header("host", odd)
+                .body(())
+                .unwrap();
+            let env = env_of(request);
+            assert_eq!(env["SERVER_NAME"], "127.0.0.1", "Host: {odd}");
+        }
     }
 
     #[test]

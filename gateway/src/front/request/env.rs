@@ -146,8 +146,23 @@ pub fn meta_variables(
 }
 
 /// HTTP_* for each header field (RFC 3875 §4.1.18), repeated fields folded into one value.
+/// A field the client's Connection header names is hop-by-hop too (RFC 9110 §7.6.1): it
+/// describes the connection to us, not the request, and is not passed on.
 fn push_header_variables(env: &mut Vec<Vec<u8>>, headers: &HeaderMap, policy: &EnvPolicy) {
+    let connection_options = headers.get_all(http::header::CONNECTION);
+    let hop_by_hop = |name: &http::HeaderName| {
+        connection_options.iter().any(|value| {
+            value.to_str().is_ok_and(|options| {
+                options
+                    .split(',')
+                    .any(|option| option.trim().eq_ignore_ascii_case(name.as_str()))
+            })
+        })
+    };
     for name in headers.keys() {
+        if hop_by_hop(name) {
+            continue;
+        }
         // A name with `_` would collide with the `-` form after mapping (X_Foo vs X-Foo).
         if !name
             .as_str()
@@ -401,6 +416,25 @@ mod tests {
         // where the last alone lost the client's first cookie.
         assert_eq!(env["HTTP_X_A"], "1, 2");
         assert_eq!(env["HTTP_COOKIE"], "a=1; b=2");
+    }
+
+    /// A field the Connection header names is the connection's, not the request's.
+    #[test]
+    fn fields_the_connection_header_names_are_not_passed_on() {
+        let mut headers = HeaderMap::new();
+        for (name, value) in [
+            ("connection", "close, X-Drop"),
+            ("x-drop", "1"),
+            ("x-keep", "2"),
+        ] {
+            headers.insert(
+                http::HeaderName::from_static(name),
+                http::HeaderValue::from_static(value),
+            );
+        }
+        let env = env_of(&meta(Variables::Headers(&headers)), &EnvPolicy::default());
+        assert!(!env.contains_key("HTTP_X_DROP"), "{env:?}");
+        assert_eq!(env["HTTP_X_KEEP"], "2");
     }
 
     #[test]
