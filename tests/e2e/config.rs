@@ -224,22 +224,29 @@ fn a_bad_value_is_refused_with_the_key_line_and_reason() {
     );
 }
 
+/// A gateway started with `--config FILE`, FILE setting `GREETING=before` for its CGI
+/// `greet`, which prints it; the file's folder, its path, and the gateway.
+fn greeting_from_a_config_file() -> (TempDir, PathBuf, Gateway) {
+    let jail = Jail::new();
+    jail.cgi(
+        "greet",
+        r#"printf 'Content-Type: text/plain\n\n%s\n' "$GREETING""#,
+    );
+    let (dir, path) = config_file("env = [\"GREETING=before\"]\n");
+    let gw = jail.serve_with(
+        Opts::default(),
+        &["--config", path.to_str().expect("UTF-8 path")],
+    );
+    (dir, path, gw)
+}
+
 /// A reload is held to the start's rules for the front's account: a configuration whose
 /// workers would run as the front's uid (which could then signal them) is refused, and the old
 /// one serves on. The reload skipped that check, and its new workers ran as the front.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_reload_cannot_make_the_workers_the_fronts_account() {
     require_root!();
-    let jail = Jail::new();
-    jail.cgi(
-        "greet",
-        r#"printf 'Content-Type: text/plain\n\n%s\n' "$GREETING""#,
-    );
-    let (_dir, path) = config_file("env = [\"GREETING=before\"]\n");
-    let mut gw = jail.serve_with(
-        Opts::default(),
-        &["--config", path.to_str().expect("UTF-8 path")],
-    );
+    let (_dir, path, mut gw) = greeting_from_a_config_file();
     std::fs::write(
         &path,
         format!("env = [\"GREETING=after\"]\nuser = \"{FRONT_ID}\"\n"),
@@ -276,16 +283,7 @@ async fn a_reload_cannot_make_the_workers_the_fronts_account() {
 #[tokio::test(flavor = "multi_thread")]
 async fn sighup_reads_the_config_file_again() {
     require_root!();
-    let jail = Jail::new();
-    jail.cgi(
-        "greet",
-        r#"printf 'Content-Type: text/plain\n\n%s\n' "$GREETING""#,
-    );
-    let (_dir, path) = config_file("env = [\"GREETING=before\"]\n");
-    let mut gw = jail.serve_with(
-        Opts::default(),
-        &["--config", path.to_str().expect("UTF-8 path")],
-    );
+    let (_dir, path, mut gw) = greeting_from_a_config_file();
     let http = client(REQUEST_TIMEOUT);
     let greeting = |http: reqwest::Client, url: String| async move {
         let response = http.get(url).send().await.expect("GET /cgi-bin/greet");

@@ -250,6 +250,24 @@ fn with_upload_location(config: String) -> String {
     lines.join("\n")
 }
 
+/// A gateway serving `script` as `/cgi-bin/upload/NAME` on a Unix socket (`flag`: `--listen`
+/// or `--fastcgi`), behind the example `config` with its upload location on.
+fn behind_the_upload_location(
+    config: &str,
+    flag: &str,
+    name: &str,
+    script: &str,
+) -> (Gateway, Nginx) {
+    let jail = Jail::new();
+    std::fs::create_dir_all(jail.root().join("cgi-bin/upload")).expect("the upload folder");
+    jail.cgi(&format!("upload/{name}"), script);
+    let prefix = jail.folder().join("nginx");
+    let socket = format!("unix:{}", prefix.with_extension("sock").display());
+    let gw = jail.serve_with(Opts::default(), &[flag, &socket]);
+    let nginx = Nginx::start_edited(config, &prefix, &socket, with_upload_location);
+    (gw, nginx)
+}
+
 /// Each example's upload location (`proxy_request_buffering off`, `fastcgi_request_buffering
 /// off`) hands the body to the CGI while the client still sends it: the CGI runs before the
 /// upload's second part has left the client, and the whole body comes back byte-identical.
@@ -262,16 +280,12 @@ async fn the_example_upload_locations_stream_the_body_to_the_cgi() {
         ("proxy_pass.conf", "--listen"),
         ("fastcgi_pass.conf", "--fastcgi"),
     ] {
-        let jail = Jail::new();
-        std::fs::create_dir_all(jail.root().join("cgi-bin/upload")).expect("the upload folder");
-        jail.cgi(
-            "upload/echo",
+        let (gw, nginx) = behind_the_upload_location(
+            config,
+            flag,
+            "echo",
             r#"printf 'Content-Type: application/octet-stream\n\n'; exec cat"#,
         );
-        let prefix = jail.folder().join("nginx");
-        let socket = format!("unix:{}", prefix.with_extension("sock").display());
-        let gw = jail.serve_with(Opts::default(), &[flag, &socket]);
-        let nginx = Nginx::start_edited(config, &prefix, &socket, with_upload_location);
 
         let first = vec![b'a'; 1 << 20];
         let rest = vec![b'b'; 3 << 20];
@@ -320,16 +334,12 @@ async fn a_chunked_upload_through_the_upload_locations_reaches_the_cgi() {
         ("proxy_pass.conf", "--listen"),
         ("fastcgi_pass.conf", "--fastcgi"),
     ] {
-        let jail = Jail::new();
-        std::fs::create_dir_all(jail.root().join("cgi-bin/upload")).expect("the upload folder");
-        jail.cgi(
-            "upload/count",
+        let (_gw, nginx) = behind_the_upload_location(
+            config,
+            flag,
+            "count",
             r#"printf 'Content-Type: text/plain\n\n%s %s\n' "$CONTENT_LENGTH" "$(wc -c)""#,
         );
-        let prefix = jail.folder().join("nginx");
-        let socket = format!("unix:{}", prefix.with_extension("sock").display());
-        let _gw = jail.serve_with(Opts::default(), &[flag, &socket]);
-        let nginx = Nginx::start_edited(config, &prefix, &socket, with_upload_location);
         // In two parts, the second a moment later: nginx cannot know the length when it
         // begins passing the body on.
         let (parts, receiver) = tokio::sync::mpsc::channel::<Vec<u8>>(1);
