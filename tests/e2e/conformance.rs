@@ -518,6 +518,7 @@ async fn a_cgi_that_answers_without_a_body_finishes_its_work() {
         "work",
         r#"case "$QUERY_STRING" in
 204) printf 'Status: 204 No Content\n\n' ;;
+304) printf 'Status: 304 Not Modified\nContent-Length: 100\n\n' ;;
 len0) printf 'Content-Type: text/plain\nContent-Length: 0\n\n' ;;
 *) printf 'Content-Type: text/plain\nContent-Length: 5\n\nbody\n' ;;
 esac
@@ -538,6 +539,12 @@ echo "work finished for $REQUEST_METHOD $QUERY_STRING" >&2"#,
         .await
         .expect("len0");
     assert_eq!(empty.status().as_u16(), 200);
+    let unchanged = http
+        .get(gw.url("/cgi-bin/work?304"))
+        .send()
+        .await
+        .expect("304");
+    assert_eq!(unchanged.status().as_u16(), 304);
     let head = http
         .head(gw.url("/cgi-bin/work?body"))
         .send()
@@ -555,14 +562,21 @@ echo "work finished for $REQUEST_METHOD $QUERY_STRING" >&2"#,
     loop {
         let mut finished = gw.cgi_stderr_lines("work finished");
         finished.sort();
-        if finished.len() == 3 {
+        if finished.len() == 4 {
             assert_eq!(
                 finished,
                 [
                     "work finished for GET 204",
+                    "work finished for GET 304",
                     "work finished for GET len0",
                     "work finished for HEAD body"
                 ]
+            );
+            // A 304's Content-Length is that of the body a GET would get: no short answer.
+            let stderr = gw.stderr();
+            assert!(
+                !stderr.contains("bytes its Content-Length declared"),
+                "{stderr}"
             );
             break;
         }

@@ -156,17 +156,21 @@ async fn run_cgi(
     }
     // A front server (nginx's proxy_pass) in front of us would act on these.
     core.withhold_front_server_headers(&generation.config, &script, &mut head.headers);
-    let body = CgiBody::new(first_bytes, output, head.content_length, body_received);
+    // Where hyper sends no body at all, the CGI's Content-Length describes the body a GET
+    // would get (RFC 9110 §8.6): it is passed on as it is, and not held against an output
+    // that has none (a 304 with one is no short answer).
+    let never_sent = no_body_is_sent(parts, &head);
+    let length = head.content_length.filter(|_| !never_sent);
+    if let (true, Some(declared)) = (parts.method == Method::HEAD, head.content_length) {
+        head.headers
+            .insert(header::CONTENT_LENGTH, HeaderValue::from(declared));
+    }
+    let body = CgiBody::new(first_bytes, output, length, body_received);
     let body = match body.settle(SETTLE_WINDOW).await {
         // hyper sends no body here and drops one unread, which would stop a CGI that answered
         // first and still works (writes its data, sends its mail): its output is read to its
         // end apart instead, as the FastCGI front reads it, and the CGI has its deadline.
-        Either::Right(body) if no_body_goes_out(parts, &head) => {
-            if let (true, Some(length)) = (parts.method == Method::HEAD, head.content_length) {
-                // What a GET's answer would say (an empty body here would make it 0).
-                head.headers
-                    .insert(header::CONTENT_LENGTH, HeaderValue::from(length));
-            }
+        Either::Right(body) if never_sent || head.content_length == Some(0) => {
             tokio::spawn(body.read_to_end());
             Either::Left(Full::new(Bytes::new()))
         }
@@ -178,14 +182,13 @@ async fn run_cgi(
     Ok(Outcome::Response(response))
 }
 
-/// Whether the answer goes out without a body (RFC 9110 §6.4.1): to a HEAD, a 1xx, 204 or 304,
-/// or one whose CGI declared a length of 0.
-fn no_body_goes_out(parts: &Parts, head: &CgiHead) -> bool {
+/// Whether hyper sends the answer without any body (RFC 9110 §6.4.1): to a HEAD, or a 1xx,
+/// 204 or 304.
+fn no_body_is_sent(parts: &Parts, head: &CgiHead) -> bool {
     parts.method == Method::HEAD
         || head.status.is_informational()
         || head.status == StatusCode::NO_CONTENT
         || head.status == StatusCode::NOT_MODIFIED
-        || head.content_length == Some(0)
 }
 
 /// RFC 9112 §3.2: a request with more than one Host field line is answered 400 (a server MUST),
