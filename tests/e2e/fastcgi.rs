@@ -410,6 +410,47 @@ fn a_response_cut_off_ends_without_end_request() {
     );
 }
 
+/// An answer that carries no body (to a HEAD, a 304) may declare the Content-Length of the
+/// body a GET would get: it ends with END_REQUEST like any whole answer, its length passed on.
+/// Held to that length, it was cut off, and nginx lost the connection on every such answer.
+#[test]
+fn a_bodiless_answer_with_a_length_ends_whole() {
+    require_root!();
+    let jail = Jail::new();
+    jail.cgi(
+        "sized",
+        r#"case "$QUERY_STRING" in
+304) printf 'Status: 304 Not Modified\nContent-Length: 100\n\n' ;;
+*) printf 'Content-Type: text/plain\nContent-Length: 100\n\n' ;;
+esac"#,
+    );
+    let (_gw, socket) = serve_fastcgi(jail, &[]);
+    for (method, query) in [("HEAD", ""), ("GET", "304")] {
+        let params: Vec<(&str, &str)> = NGINX_PARAMS
+            .iter()
+            .copied()
+            .map(|(name, value)| match name {
+                "SCRIPT_NAME" | "DOCUMENT_URI" | "REQUEST_URI" => (name, "/cgi-bin/sized"),
+                "REQUEST_METHOD" => (name, method),
+                "QUERY_STRING" => (name, query),
+                _ => (name, value),
+            })
+            .collect();
+        let answer = fcgi::exchange(&socket, &params, b"")
+            .unwrap_or_else(|error| panic!("{method} ?{query}: no whole answer: {error}"));
+        assert_eq!(
+            answer.protocol_status,
+            fcgi::REQUEST_COMPLETE,
+            "{method} ?{query}"
+        );
+        let head = String::from_utf8_lossy(&answer.stdout);
+        assert!(
+            head.contains("content-length: 100\r\n"),
+            "{method} ?{query}: {head}"
+        );
+    }
+}
+
 pub(crate) mod fcgi {
     use super::*;
 

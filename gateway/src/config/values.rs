@@ -177,6 +177,7 @@ pub fn parse_pass_env(name: &str) -> Result<String, String> {
 /// the path they name.
 fn runs_code(name: &str) -> bool {
     const EXACT: &[&str] = &[
+        // The shells and the C library.
         "BASH_ENV",
         "ENV",
         "SHELLOPTS",
@@ -191,8 +192,39 @@ fn runs_code(name: &str) -> bool {
         "HOSTALIASES",
         "LOCALDOMAIN",
         "RES_OPTIONS",
+        // Interpreters and runtimes.
         "PERLLIB",
-        "TMPDIR",
+        "PYTHONPATH",
+        "PYTHONSTARTUP",
+        "PYTHONHOME",
+        "PYTHONUSERBASE",
+        "PYTHONEXECUTABLE",
+        "PYTHONPLATLIBDIR",
+        "RUBYOPT",
+        "RUBYLIB",
+        "NODE_OPTIONS",
+        "NODE_PATH",
+        "PHPRC",
+        "PHP_INI_SCAN_DIR",
+        "JAVA_TOOL_OPTIONS",
+        "_JAVA_OPTIONS",
+        "JDK_JAVA_OPTIONS",
+        "OPENSSL_CONF",
+        "OPENSSL_MODULES",
+        // git, which git-http-backend runs: configuration and the programs it calls.
+        "GIT_CONFIG_PARAMETERS",
+        "GIT_CONFIG_COUNT",
+        "GIT_CONFIG_GLOBAL",
+        "GIT_CONFIG_SYSTEM",
+        "GIT_EXEC_PATH",
+        "GIT_SSH",
+        "GIT_SSH_COMMAND",
+        "GIT_ASKPASS",
+        "GIT_EXTERNAL_DIFF",
+        "GIT_PAGER",
+        "GIT_EDITOR",
+        "GIT_PROXY_COMMAND",
+        "GIT_TEMPLATE_DIR",
     ];
     const PREFIXES: &[&str] = &[
         "LD_",
@@ -200,10 +232,9 @@ fn runs_code(name: &str) -> bool {
         "GLIBC_",
         "MALLOC_",
         "PERL5",
-        "PYTHON",
-        "RUBY",
-        "NODE_",
         "LUA_",
+        "GIT_CONFIG_KEY_",
+        "GIT_CONFIG_VALUE_",
     ];
     EXACT.contains(&name) || PREFIXES.iter().any(|prefix| name.starts_with(prefix))
 }
@@ -389,10 +420,17 @@ mod tests {
             "ENV",
             "PERL5OPT",
             "PYTHONPATH",
+            "PHPRC",
+            "GIT_CONFIG_PARAMETERS",
+            "GIT_CONFIG_KEY_0",
         ] {
             let refused = parse_pass_env(runs).expect_err(runs);
             assert!(refused.contains("run code"), "{refused}");
         }
         assert!(parse_env("LD_LIBRARY_PATH=/opt/lib").is_ok());
+        // Names that only carry data stay possible.
+        for data in ["NODE_ENV", "PYTHONIOENCODING", "TMPDIR", "GIT_PROJECT_ROOT"] {
+            assert_eq!(parse_pass_env(data), Ok(data.to_owned()));
+        }
     }
 }

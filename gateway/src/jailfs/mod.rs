@@ -273,6 +273,23 @@ impl Target {
             path: dir.to_path_buf(),
             why,
         };
+        // A folder that is there is taken where it resolves to (`.`, `..`, and the
+        // administrator's own link to a jail elsewhere: one root made); the checks below look
+        // at that folder and those above it. A link someone else made is theirs to turn.
+        let resolved;
+        let dir = match fs::symlink_metadata(dir) {
+            Ok(meta) if meta.file_type().is_symlink() && meta.uid() != 0 => {
+                return Err(refuse(format!(
+                    "it is a symbolic link uid {} made, not root",
+                    meta.uid()
+                )))
+            }
+            Ok(_) => {
+                resolved = fs::canonicalize(dir).map_err(|e| JailInitError::io(dir, e))?;
+                resolved.as_path()
+            }
+            Err(_) => dir,
+        };
         let name = match dir.file_name() {
             Some(name)
                 if dir

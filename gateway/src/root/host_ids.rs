@@ -106,13 +106,14 @@ fn delegated_to_someone(file: &str, text: &str, ours: &[(u64, u64, &str)]) -> Op
         let (owner, first, count) = (fields.next()?, fields.next()?, fields.next()?);
         let (first, count) = (first.parse::<u64>().ok()?, count.parse::<u64>().ok()?);
         let (ours_first, ours_count, whose) = ours.iter().find(|(ours_first, ours_count, _)| {
-            first < ours_first + ours_count && *ours_first < first + count
+            first < ours_first.saturating_add(*ours_count)
+                && *ours_first < first.saturating_add(count)
         })?;
         Some(format!(
             "{file} gives `{owner}` the ids {first}-{}, which hold {whose} {}: that user could \
              run processes as them and signal this gateway's; choose ids outside every range \
              there",
-            first + count.saturating_sub(1),
+            first.saturating_add(count.saturating_sub(1)),
             match ours_count {
                 1 => ours_first.to_string(),
                 n => format!("{ours_first}-{}", ours_first + n - 1),

@@ -190,7 +190,16 @@ async fn run_cgi(
         head: head_block(&head),
         first,
         output,
-        remaining: head.content_length,
+        // Where no body is sent (HEAD, 1xx, 204, 304), the CGI's Content-Length is that of the
+        // body a GET would get, passed on as it is and not held against an output that has
+        // none: held, such an answer was cut off and its connection closed.
+        remaining: head.content_length.filter(|_| {
+            let status = head.status;
+            !(param(params, "REQUEST_METHOD") == Some(b"HEAD")
+                || status.is_informational()
+                || status == http::StatusCode::NO_CONTENT
+                || status == http::StatusCode::NOT_MODIFIED)
+        }),
         log: log.clone(),
     })
 }

@@ -443,6 +443,8 @@ where
             // another, to a gateway that serves), and a connection left idle past its peer's
             // own keep-alive time is gone; both close it, which nginx expects of an idle one.
             tokio::select! {
+                // A request already sent is taken before a stop is looked at.
+                biased;
                 event = next_event(records, &mut state) => event?,
                 _ = stopping.cancelled() => return Ok(Ending::PeerClosed),
                 _ = tokio::time::sleep(IDLE_TIMEOUT) => return Ok(Ending::PeerClosed),
