@@ -143,15 +143,47 @@ pub fn init(opts: &InitOptions) -> Result<InitReport, JailInitError> {
     }
     let target = Target::open(&opts.dir)?;
     let built = build(opts, &target);
-    if built.is_err() && target.created {
-        // Nothing of a failed init is left: the folder it made goes if still empty.
-        let _ = nix::unistd::unlinkat(
-            &target.parent,
-            target.name.as_os_str(),
-            nix::unistd::UnlinkatFlags::RemoveDir,
-        );
+    if built.is_err() {
+        // Nothing of a failed init is left: the folder it made goes with what it wrote there
+        // (root's, under folders only root may change: nobody else can have put anything in
+        // it), and so do the folders above it that it made.
+        if target.created {
+            let _ = fs::remove_dir_all(&target.path);
+        }
+        remove_if_empty(&target.made_above);
     }
     built
+}
+
+/// Makes the folders of `path` that do not exist yet (0755), outermost first; returns those
+/// made, innermost first. On an error, removes them again.
+fn make_folders(path: &Path) -> Result<Vec<PathBuf>, JailInitError> {
+    use std::os::unix::fs::DirBuilderExt;
+    let mut missing = Vec::new();
+    let mut probe = path;
+    while fs::symlink_metadata(probe).is_err() {
+        missing.push(probe.to_path_buf());
+        match probe.parent() {
+            Some(up) if !up.as_os_str().is_empty() => probe = up,
+            _ => break,
+        }
+    }
+    let mut made = Vec::new();
+    for folder in missing.into_iter().rev() {
+        if let Err(error) = fs::DirBuilder::new().mode(0o755).create(&folder) {
+            remove_if_empty(&made);
+            return Err(JailInitError::io(&folder, error));
+        }
+        made.insert(0, folder);
+    }
+    Ok(made)
+}
+
+/// Removes each of `folders` (innermost first) that is still empty.
+fn remove_if_empty(folders: &[PathBuf]) {
+    for folder in folders {
+        let _ = fs::remove_dir(folder);
+    }
 }
 
 fn build(opts: &InitOptions, target: &Target) -> Result<InitReport, JailInitError> {
@@ -254,21 +286,20 @@ fn build(opts: &InitOptions, target: &Target) -> Result<InitReport, JailInitErro
 /// the host. Above such folders nothing of the path can change; the folder itself is opened
 /// without following a link, and one that someone else made is refused.
 struct Target {
-    /// The folder above, by its canonical path, which holds no link.
-    parent: std::os::fd::OwnedFd,
-    name: std::ffi::OsString,
     /// Its canonical path, for messages and for `ldconfig -r`.
     path: PathBuf,
     root: std::os::fd::OwnedFd,
     /// Made by this init.
     created: bool,
+    /// The folders above it this init made, innermost first.
+    made_above: Vec<PathBuf>,
 }
 
 impl Target {
     fn open(dir: &Path) -> Result<Target, JailInitError> {
         use nix::fcntl::{open, openat, OFlag};
         use nix::sys::stat::{fstat, mkdirat, Mode};
-        use std::os::unix::fs::{DirBuilderExt, MetadataExt};
+        use std::os::unix::fs::MetadataExt;
         let refuse = |why: String| JailInitError::NotAJail {
             path: dir.to_path_buf(),
             why,
@@ -305,63 +336,72 @@ impl Target {
             Some(parent) if !parent.as_os_str().is_empty() => parent,
             _ => Path::new("."),
         };
-        fs::DirBuilder::new()
-            .recursive(true)
-            .mode(0o755)
-            .create(parent)
-            .map_err(|e| JailInitError::io(parent, e))?;
-        let parent = fs::canonicalize(parent).map_err(|e| JailInitError::io(parent, e))?;
-        for folder in parent.ancestors() {
-            let meta = fs::symlink_metadata(folder).map_err(|e| JailInitError::io(folder, e))?;
-            let mode = meta.mode() & 0o7777;
-            if meta.uid() != 0 || (mode & 0o022 != 0 && mode & 0o1000 == 0) {
+        let made_above = make_folders(parent)?;
+        let opened = (|| {
+            let parent = fs::canonicalize(parent).map_err(|e| JailInitError::io(parent, e))?;
+            for folder in parent.ancestors() {
+                let meta =
+                    fs::symlink_metadata(folder).map_err(|e| JailInitError::io(folder, e))?;
+                let mode = meta.mode() & 0o7777;
+                if meta.uid() != 0 || (mode & 0o022 != 0 && mode & 0o1000 == 0) {
+                    return Err(refuse(format!(
+                        "{} (uid {}, mode {mode:04o}) is not root's, or others may write it: they \
+                         could put a link to the host's root in the jail's place while it is built",
+                        folder.display(),
+                        meta.uid()
+                    )));
+                }
+            }
+            let directory =
+                OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC;
+            let parent_fd = open(&parent, directory, Mode::empty())
+                .map_err(|e| JailInitError::io(&parent, e))?;
+            let path = parent.join(&name);
+            let created = match mkdirat(
+                &parent_fd,
+                name.as_os_str(),
+                Mode::from_bits_truncate(0o755),
+            ) {
+                Ok(()) => true,
+                Err(nix::errno::Errno::EEXIST) => false,
+                Err(e) => return Err(JailInitError::io(&path, e)),
+            };
+            let root = match openat(&parent_fd, name.as_os_str(), directory, Mode::empty()) {
+                Ok(root) => root,
+                Err(nix::errno::Errno::ELOOP | nix::errno::Errno::ENOTDIR) => {
+                    return Err(refuse("it is a symbolic link, or not a folder".into()))
+                }
+                Err(e) => return Err(JailInitError::io(&path, e)),
+            };
+            let owner = fstat(&root)
+                .map_err(|e| JailInitError::io(&path, e))?
+                .st_uid;
+            if owner != 0 {
                 return Err(refuse(format!(
-                    "{} (uid {}, mode {mode:04o}) is not root's, or others may write it: they \
-                     could put a link to the host's root in the jail's place while it is built",
-                    folder.display(),
-                    meta.uid()
+                    "it is not root's but uid {owner}'s, who could change the jail under every CGI"
                 )));
             }
-        }
-        let directory = OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC;
-        let parent_fd =
-            open(&parent, directory, Mode::empty()).map_err(|e| JailInitError::io(&parent, e))?;
-        let path = parent.join(&name);
-        let created = match mkdirat(
-            &parent_fd,
-            name.as_os_str(),
-            Mode::from_bits_truncate(0o755),
-        ) {
-            Ok(()) => true,
-            Err(nix::errno::Errno::EEXIST) => false,
-            Err(e) => return Err(JailInitError::io(&path, e)),
-        };
-        let root = match openat(&parent_fd, name.as_os_str(), directory, Mode::empty()) {
-            Ok(root) => root,
-            Err(nix::errno::Errno::ELOOP | nix::errno::Errno::ENOTDIR) => {
-                return Err(refuse("it is a symbolic link, or not a folder".into()))
+            let target = Target {
+                path,
+                root,
+                created,
+                made_above: Vec::new(),
+            };
+            if !created {
+                target.check_empty_or_jail().map_err(refuse)?;
             }
-            Err(e) => return Err(JailInitError::io(&path, e)),
-        };
-        let owner = fstat(&root)
-            .map_err(|e| JailInitError::io(&path, e))?
-            .st_uid;
-        if owner != 0 {
-            return Err(refuse(format!(
-                "it is not root's but uid {owner}'s, who could change the jail under every CGI"
-            )));
+            Ok(target)
+        })();
+        match opened {
+            Ok(mut target) => {
+                target.made_above = made_above;
+                Ok(target)
+            }
+            Err(error) => {
+                remove_if_empty(&made_above);
+                Err(error)
+            }
         }
-        let target = Target {
-            parent: parent_fd,
-            name,
-            path,
-            root,
-            created,
-        };
-        if !created {
-            target.check_empty_or_jail().map_err(refuse)?;
-        }
-        Ok(target)
     }
 
     /// The folder, read through its descriptor.

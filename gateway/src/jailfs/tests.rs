@@ -517,6 +517,20 @@ fn new_empty_and_jail_folders_are_accepted() {
     Target::open(parent.path()).expect("a jail");
 }
 
+/// A failed init leaves nothing: neither the folder it made for the jail nor the folders above
+/// it that it made (a program that is nowhere fails after those are made).
+#[test]
+fn a_failed_init_leaves_nothing_behind() {
+    let parent = tempfile::tempdir().expect("tempdir");
+    let dir = parent.path().join("a/b/jail");
+    let err = init(&minimal(&dir, &["no-such-program-anywhere"])).expect_err("refused");
+    assert!(
+        err.to_string().contains("no-such-program-anywhere"),
+        "{err}"
+    );
+    assert_eq!(fs::read_dir(parent.path()).expect("read_dir").count(), 0);
+}
+
 /// What another local user could swap for a link to the host's root while the jail is built
 /// (root would then write the jail over the host): a folder above that is not root's, a link
 /// in the jail's place, a folder someone else made there. Each is refused, and nothing is
