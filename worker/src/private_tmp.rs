@@ -156,8 +156,10 @@ impl TmpPool {
 /// No block and no inode but the root's in use in the whole tmpfs: one `fstatvfs`, which tells
 /// a namespace worth keeping as its CGI ends. [`is_empty`] is the full check, when it is taken.
 fn holds_nothing(tmp_root: &OwnedFd) -> bool {
+    // A tmpfs without an inode limit counts no inodes (0 of 0): its blocks still tell.
     fstatvfs(tmp_root).is_ok_and(|fs| {
-        fs.blocks() == fs.blocks_free() && fs.files().saturating_sub(fs.files_free()) <= 1
+        fs.blocks().saturating_sub(fs.blocks_free()) == 0
+            && fs.files().saturating_sub(fs.files_free()) <= 1
     })
 }
 
@@ -171,17 +173,10 @@ fn is_empty(tmp_root: &OwnedFd) -> bool {
     };
     // SAFETY: a null buffer of size 0 only asks for the size of the attribute list.
     let xattrs = unsafe { libc::flistxattr(tmp_root.as_raw_fd(), std::ptr::null_mut(), 0) };
-    let Ok(fs) = fstatvfs(tmp_root) else {
-        return false;
-    };
-    // A tmpfs without an inode limit counts no inodes (0 of 0): its blocks still tell.
-    let blocks_used = fs.blocks().saturating_sub(fs.blocks_free());
-    let inodes_used = fs.files().saturating_sub(fs.files_free());
     stat.st_size == EMPTY_TMPFS_DIR_SIZE
         && stat.st_nlink == 2
         && xattrs == 0
-        && blocks_used == 0
-        && inodes_used <= 1
+        && holds_nothing(tmp_root)
 }
 
 /// Owned by `id` (uid and gid), mode 0700, as a fresh tmpfs for it would be.

@@ -321,16 +321,9 @@ impl Target {
             }
             Err(_) => dir,
         };
-        let name = match dir.file_name() {
-            Some(name)
-                if dir
-                    .components()
-                    .next_back()
-                    .is_some_and(|c| c.as_os_str() == name) =>
-            {
-                name.to_owned()
-            }
-            _ => return Err(refuse("it names no folder of its own".into())),
+        // None for `/` and for a path ending in `..` that is not there to resolve.
+        let Some(name) = dir.file_name().map(std::ffi::OsStr::to_owned) else {
+            return Err(refuse("it names no folder of its own".into()));
         };
         let parent = match dir.parent() {
             Some(parent) if !parent.as_os_str().is_empty() => parent,

@@ -21,7 +21,7 @@ use tracing::Instrument;
 
 use super::server::{serve_connection, FcgiRequest, FcgiResponse};
 use crate::front::access::RequestLog;
-use crate::front::http::response::{read_head, CgiHead, HeadStyle};
+use crate::front::http::response::{carries_no_body, read_head, CgiHead, HeadStyle};
 use crate::front::linger::Stopping;
 use crate::front::listen::{accept_until, Connection, Listener, Stream, MAX_CONNECTIONS};
 use crate::front::request::body::BodySource;
@@ -194,11 +194,8 @@ async fn run_cgi(
         // body a GET would get, passed on as it is and not held against an output that has
         // none: held, such an answer was cut off and its connection closed.
         remaining: head.content_length.filter(|_| {
-            let status = head.status;
-            !(param(params, "REQUEST_METHOD") == Some(b"HEAD")
-                || status.is_informational()
-                || status == http::StatusCode::NO_CONTENT
-                || status == http::StatusCode::NOT_MODIFIED)
+            let to_head = param(params, "REQUEST_METHOD") == Some(b"HEAD");
+            !carries_no_body(to_head, head.status)
         }),
         log: log.clone(),
     })

@@ -8,14 +8,14 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use http::request::Parts;
-use http::{header, HeaderValue, Method, Request, Response, StatusCode, Version};
+use http::{header, HeaderValue, Method, Request, Response, Version};
 use http_body_util::{Either, Full};
 use hyper::body::{Body as _, Incoming};
 use tokio::sync::oneshot;
 use tokio::time::{timeout_at, Instant};
 use tracing::Instrument;
 
-use super::response::{read_head, CgiBody, CgiHead, HeadStyle, SETTLE_WINDOW};
+use super::response::{carries_no_body, read_head, CgiBody, CgiHead, HeadStyle, SETTLE_WINDOW};
 use crate::config::EnvPolicy;
 use crate::front::access::{Counted, RequestLog};
 use crate::front::linger::LingerFlag;
@@ -159,7 +159,7 @@ async fn run_cgi(
     // Where hyper sends no body at all, the CGI's Content-Length describes the body a GET
     // would get (RFC 9110 §8.6): it is passed on as it is, and not held against an output
     // that has none (a 304 with one is no short answer).
-    let never_sent = no_body_is_sent(parts, &head);
+    let never_sent = carries_no_body(parts.method == Method::HEAD, head.status);
     let length = head.content_length.filter(|_| !never_sent);
     if let (true, Some(declared)) = (parts.method == Method::HEAD, head.content_length) {
         head.headers
@@ -180,15 +180,6 @@ async fn run_cgi(
     *response.status_mut() = head.status;
     *response.headers_mut() = head.headers;
     Ok(Outcome::Response(response))
-}
-
-/// Whether hyper sends the answer without any body (RFC 9110 §6.4.1): to a HEAD, or a 1xx,
-/// 204 or 304.
-fn no_body_is_sent(parts: &Parts, head: &CgiHead) -> bool {
-    parts.method == Method::HEAD
-        || head.status.is_informational()
-        || head.status == StatusCode::NO_CONTENT
-        || head.status == StatusCode::NOT_MODIFIED
 }
 
 /// RFC 9112 §3.2: a request with more than one Host field line is answered 400 (a server MUST),

@@ -180,12 +180,9 @@ pub fn parse_head(block: &[u8], style: HeadStyle) -> Result<CgiHead, RequestErro
         None => StatusCode::OK,
     };
     // §6.3.1: a document response must say what it is; redirects and body-less statuses need not.
-    let bodiless = status.is_informational()
-        || status == StatusCode::NO_CONTENT
-        || status == StatusCode::NOT_MODIFIED;
     if style == HeadStyle::Cgi
         && location.is_none()
-        && !bodiless
+        && !carries_no_body(false, status)
         && !headers.contains_key(header::CONTENT_TYPE)
     {
         return Err(bad("document response without Content-Type".into()));
@@ -202,6 +199,16 @@ pub fn parse_head(block: &[u8], style: HeadStyle) -> Result<CgiHead, RequestErro
         content_length,
         local_redirect,
     })
+}
+
+/// Whether an answer of `status` (to a HEAD request, if `to_head`) goes out without any body
+/// (RFC 9110 §6.4.1): a HEAD's, a 1xx, a 204 or a 304. Its Content-Length, if the CGI gave one,
+/// is then that of the body a GET would get, not of the CGI's output. Both fronts ask it.
+pub fn carries_no_body(to_head: bool, status: StatusCode) -> bool {
+    to_head
+        || status.is_informational()
+        || status == StatusCode::NO_CONTENT
+        || status == StatusCode::NOT_MODIFIED
 }
 
 /// `HTTP/1.1 200 OK` (or `HTTP/1.0`, reason optional) → 200.
