@@ -47,6 +47,20 @@ async fn exchange(addr: SocketAddr, head: &str, body: &[u8], head_request: bool)
         .expect("a complete response")
 }
 
+/// CONNECT asks for a tunnel, which a CGI cannot give: 501, and the CGI is not run (hyper
+/// would take its 2xx for a tunnel, drop its body and hand the connection over).
+#[tokio::test(flavor = "multi_thread")]
+async fn connect_is_not_implemented() {
+    require_root!();
+    let jail = Jail::new();
+    jail.cgi("env", ENV_CGI);
+    let gw = jail.serve(one_worker());
+    let response = raw_exchange(gw.addr, "CONNECT /cgi-bin/env HTTP/1.1\r\nHost: x", b"").await;
+    assert_eq!(response.status, 501, "{response:?}");
+    let text = String::from_utf8_lossy(&response.body).into_owned();
+    assert!(!text.contains("GATEWAY_INTERFACE"), "the CGI ran: {text}");
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn local_redirect_is_served_by_the_gateway() {
     require_root!();

@@ -535,6 +535,95 @@ async fn a_client_names_no_user_through_the_examples() {
     }
 }
 
+/// Through either example, a client cannot choose the CGI's SERVER_NAME with its own
+/// X-Forwarded-Host, nor hand it a Host that names no host; and a CGI's local redirect to a
+/// location nginx refuses is passed to nginx as a client redirect, so that the client meets
+/// nginx's rule for that path instead of the gateway running it (directly, the gateway follows
+/// local redirects itself: `conformance::local_redirect_is_served_by_the_gateway`).
+#[tokio::test(flavor = "multi_thread")]
+async fn a_client_cannot_steer_the_gateway_past_nginx() {
+    require_root!();
+    let jail = Jail::new();
+    jail.cgi(
+        "name",
+        r#"printf 'Content-Type: text/plain\n\n%s|%s\n' "$SERVER_NAME" "$SERVER_PORT""#,
+    );
+    jail.cgi("redir", r"printf 'Location: /cgi-bin/secret\n\n'");
+    jail.cgi(
+        "secret",
+        r"printf 'Content-Type: text/plain\n\nthe secret\n'",
+    );
+    let dir = jail.folder().to_owned();
+    let (http_address, fastcgi_address) = socket_addresses(&dir);
+    let _gw = jail.serve_with(
+        Opts::default(),
+        &["--listen", &http_address, "--fastcgi", &fastcgi_address],
+    );
+    let deny_secret = |_| {
+        |config: String| {
+            config.replace(
+                "    location /cgi-bin/ {\n",
+                "    location = /cgi-bin/secret {\n        deny all;\n    }\n    location /cgi-bin/ {\n",
+            )
+        }
+    };
+    let (proxy, fastcgi) = Nginx::start_both(&dir, &http_address, &fastcgi_address, deny_secret);
+    let http = reqwest::Client::builder()
+        .no_proxy()
+        .timeout(TIMEOUT)
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .expect("reqwest client");
+    for nginx in [&proxy, &fastcgi] {
+        let forwarded = http
+            .get(nginx.url("/cgi-bin/name"))
+            .header("host", "good.example")
+            .header("x-forwarded-host", "evil.example:4443")
+            .send()
+            .await
+            .expect("response");
+        assert_eq!(forwarded.status().as_u16(), 200, "via {}", nginx.addr);
+        let body = forwarded.text().await.expect("body");
+        let (name, port) = body.trim_end().split_once('|').expect("NAME|PORT");
+        assert_eq!(name, "good.example", "via {}", nginx.addr);
+        assert_ne!(port, "4443", "via {}", nginx.addr);
+
+        let odd = http
+            .get(nginx.url("/cgi-bin/name"))
+            .header("host", "a'b;$(id)")
+            .send()
+            .await
+            .expect("response");
+        assert_eq!(odd.status().as_u16(), 200, "via {}", nginx.addr);
+        let body = odd.text().await.expect("body");
+        let name = body.split('|').next().unwrap_or_default();
+        assert!(
+            name == "localhost" || name == "127.0.0.1",
+            "via {}: SERVER_NAME {name:?} from a Host that names no host",
+            nginx.addr
+        );
+
+        let redirect = http
+            .get(nginx.url("/cgi-bin/redir"))
+            .send()
+            .await
+            .expect("response");
+        assert_eq!(redirect.status().as_u16(), 302, "via {}", nginx.addr);
+        assert_eq!(
+            header(&redirect, "location"),
+            Some("/cgi-bin/secret"),
+            "via {}",
+            nginx.addr
+        );
+        let followed = http
+            .get(nginx.url("/cgi-bin/secret"))
+            .send()
+            .await
+            .expect("response");
+        assert_eq!(followed.status().as_u16(), 403, "via {}", nginx.addr);
+    }
+}
+
 /// What every CGI of [`front_server_headers_reach_no_front_server_unless_allowed`] answers:
 /// fields nginx (X-Accel-Redirect) and others (X-Sendfile) would act on, and one of its own.
 const FRONT_SERVER_ANSWER: &str = r"printf 'Content-Type: text/plain\nX-Accel-Redirect: /internal/secret\nX-Sendfile: /etc/passwd\nX-Custom: 1\n\nthe CGI answer\n'";

@@ -25,7 +25,7 @@ use crate::front::http::response::{carries_no_body, read_head, CgiHead, HeadStyl
 use crate::front::linger::Stopping;
 use crate::front::listen::{accept_until, Connection, Listener, Stream, MAX_CONNECTIONS};
 use crate::front::request::body::BodySource;
-use crate::front::request::env::{auth_scheme, split_port};
+use crate::front::request::env::{auth_scheme, is_host_name, split_port};
 use crate::front::request::output::{within_content_length, OutputError};
 use crate::front::request::router::route;
 use crate::front::request::{
@@ -233,12 +233,15 @@ fn request_meta<'a>(params: &'a [(Vec<u8>, Vec<u8>)], path: &'a [u8]) -> Request
     let auth_type =
         remote_user.and(get("AUTH_TYPE").or_else(|| auth_scheme(get("HTTP_AUTHORIZATION"))));
     // §4.1.14: SERVER_NAME is never empty. nginx's is `$server_name`, empty in a server block
-    // without one: then the host the client asked for, else the address.
+    // without one: then the host the client asked for if it names one (nginx lets a Host of
+    // `a'b;$(id)` through), else the address.
     let server_name = get("SERVER_NAME")
         .or_else(|| {
             get("HTTP_HOST")
                 .and_then(|host| std::str::from_utf8(host).ok())
-                .map(|host| split_port(host).0.as_bytes())
+                .map(|host| split_port(host).0)
+                .filter(|name| is_host_name(name))
+                .map(str::as_bytes)
         })
         .or_else(|| get("SERVER_ADDR"))
         .unwrap_or(b"localhost");

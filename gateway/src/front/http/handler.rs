@@ -21,7 +21,7 @@ use crate::front::access::{Counted, RequestLog};
 use crate::front::linger::LingerFlag;
 use crate::front::listen::Connection;
 use crate::front::request::body::BodySource;
-use crate::front::request::env::{auth_scheme, split_port};
+use crate::front::request::env::{auth_scheme, is_host_name, split_port};
 use crate::front::request::router::route;
 use crate::front::request::{
     body_complete, render_error, Body, CgiOutput, Core, RequestError, RequestMeta, Started,
@@ -121,6 +121,11 @@ async fn run_cgi(
     log: &Arc<RequestLog>,
 ) -> Result<Outcome, RequestError> {
     let generation = core.current();
+    // hyper takes a 2xx answer to CONNECT for a tunnel: the CGI's body would be dropped and
+    // the connection handed over. nginx refuses CONNECT too.
+    if parts.method == Method::CONNECT {
+        return Err(RequestError::Connect);
+    }
     one_host_at_most(parts)?;
     let route = route(parts.uri.path(), parts.uri.query())?;
     let body = request_body(parts, body)?;
@@ -152,6 +157,13 @@ async fn run_cgi(
     };
     if let Some(location) = head.local_redirect {
         // This CGI's part is done; dropping its output undelivered stops whatever it still runs.
+        if connection.is_front_server(&config.env) {
+            // Followed here, the new path would skip the front server's own rules for it
+            // (nginx's allow/deny, auth_basic on another location): the front server gets a
+            // client redirect instead, as it does through the FastCGI front, and the client
+            // asks it for the path.
+            return Ok(Outcome::Response(client_redirect(&location)?));
+        }
         return Ok(Outcome::LocalRedirect(location));
     }
     // A front server (nginx's proxy_pass) in front of us would act on these.
@@ -349,36 +361,28 @@ fn protocol_name(version: Version) -> &'static str {
 }
 
 /// The host name the client asked for (RFC 3875 §4.1.14) and the port if it named one: from a
-/// trusted proxy's X-Forwarded-Host, an absolute-form target, or Host.
+/// trusted proxy's X-Forwarded-Host, an absolute-form target, or Host, the first of them that
+/// names a host ([`is_host_name`]). An absolute-form target's user information
+/// (`http://user:pw@host/`) is no part of its host.
 fn requested_host<'a>(
     request: &'a Parts,
     forwarded_host: Option<&'a str>,
 ) -> Option<(&'a str, Option<u16>)> {
-    let host = forwarded_host
-        .or_else(|| request.uri.authority().map(|authority| authority.as_str()))
-        .or_else(|| {
-            request
-                .headers
-                .get(header::HOST)
-                .and_then(|h| h.to_str().ok())
-        })?;
-    let (name, port) = split_port(host);
-    is_host_name(name).then_some((name, port))
-}
-
-/// RFC 3875 §4.1.14: SERVER_NAME is a host name (letters, digits, `-`, `.`; `_` too, as host
-/// names are used), an IPv4 address, or an IPv6 address in brackets. Anything else a client
-/// sends as its Host (`evil.com/x?#`, `a'b;$(id)`, `x:80:81`) names no host: SERVER_NAME is then
-/// the address the request came to, as without a Host.
-fn is_host_name(name: &str) -> bool {
-    let plain = |b: u8| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_');
-    match name
-        .strip_prefix('[')
-        .and_then(|inner| inner.strip_suffix(']'))
-    {
-        Some(ipv6) => ipv6.parse::<std::net::Ipv6Addr>().is_ok(),
-        None => !name.is_empty() && name.bytes().all(plain),
-    }
+    let target = request.uri.authority().map(|authority| {
+        let authority = authority.as_str();
+        authority
+            .rsplit_once('@')
+            .map_or(authority, |(_, host)| host)
+    });
+    let host = request
+        .headers
+        .get(header::HOST)
+        .and_then(|h| h.to_str().ok());
+    [forwarded_host, target, host]
+        .into_iter()
+        .flatten()
+        .map(split_port)
+        .find(|(name, _)| is_host_name(name))
 }
 
 /// Reads the CGI's header block by `deadline`, but gives up as soon as the request body fails
@@ -436,6 +440,16 @@ fn redirected(parts: &Parts, location: &str) -> Result<Parts, RequestError> {
         next.headers_mut().remove(framing);
     }
     Ok(next.into_parts().0)
+}
+
+/// A local redirect passed on to a front server: 302 to the same path.
+fn client_redirect(location: &str) -> Result<Response<ResponseBody>, RequestError> {
+    let location = HeaderValue::from_str(location)
+        .map_err(|_| RequestError::BadCgiOutput("a Location that is no header value".into()))?;
+    let mut response = Response::new(Either::Left(Full::new(Bytes::new())));
+    *response.status_mut() = http::StatusCode::FOUND;
+    response.headers_mut().insert(header::LOCATION, location);
+    Ok(response)
 }
 
 /// A short plain-text answer for an error, logged with the reason.
@@ -687,6 +701,20 @@ mod tests {
             let env = env_of(request);
             assert_eq!(env["SERVER_NAME"], "127.0.0.1", "Host: {odd}");
         }
+        // An absolute-form target's user information is not its host.
+        let userinfo = http::Request::get("http://user:pw@www.example.org:8080/cgi-bin/x")
+            .body(())
+            .unwrap();
+        let env = env_of(userinfo);
+        assert_eq!(env["SERVER_NAME"], "www.example.org");
+        // A front server's X-Forwarded-Host that names no host stands for none: Host then.
+        let forwarded_odd = http::Request::get("/cgi-bin/x")
+            .header("host", "www.example.org")
+            .header("x-forwarded-host", "a'b")
+            .body(())
+            .unwrap();
+        let env = env_with(forwarded_odd, &EnvPolicy::default(), "unix:0:0");
+        assert_eq!(env["SERVER_NAME"], "www.example.org");
     }
 
     #[test]

@@ -295,6 +295,21 @@ pub fn split_port(host: &str) -> (&str, Option<u16>) {
     (name, port)
 }
 
+/// RFC 3875 §4.1.14: SERVER_NAME is a host name (letters, digits, `-`, `.`; `_` too, as host
+/// names are used), an IPv4 address, or an IPv6 address in brackets. Anything else a client
+/// sends as its Host (`evil.com/x?#`, `a'b;$(id)`, `x:80:81`) names no host: SERVER_NAME is then
+/// the address the request came to, as without a Host.
+pub fn is_host_name(name: &str) -> bool {
+    let plain = |b: u8| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_');
+    match name
+        .strip_prefix('[')
+        .and_then(|inner| inner.strip_suffix(']'))
+    {
+        Some(ipv6) => ipv6.parse::<std::net::Ipv6Addr>().is_ok(),
+        None => !name.is_empty() && name.bytes().all(plain),
+    }
+}
+
 /// The variables as a map, for tests that look them up by name.
 #[cfg(test)]
 pub fn by_name(variables: Vec<Vec<u8>>) -> std::collections::HashMap<String, String> {

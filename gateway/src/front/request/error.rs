@@ -16,6 +16,8 @@ pub enum RequestError {
     LengthRequired,
     #[error("a transfer coding other than chunked")]
     UnknownTransferCoding,
+    #[error("CONNECT: a tunnel is no CGI request")]
+    Connect,
     #[error("request body too slow: not all in by its deadline")]
     BodyTimeout,
     #[error("no room to hold the request body (--spool-budget)")]
@@ -43,7 +45,9 @@ impl RequestError {
             RequestError::NotFound => StatusCode::NOT_FOUND,
             RequestError::BodyTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             RequestError::LengthRequired => StatusCode::LENGTH_REQUIRED,
-            RequestError::UnknownTransferCoding => StatusCode::NOT_IMPLEMENTED,
+            RequestError::UnknownTransferCoding | RequestError::Connect => {
+                StatusCode::NOT_IMPLEMENTED
+            }
             RequestError::BodyTimeout => StatusCode::REQUEST_TIMEOUT,
             RequestError::SpoolFull => StatusCode::SERVICE_UNAVAILABLE,
             RequestError::Spawn(error) => match error {
