@@ -811,6 +811,78 @@ async fn post_while_reading(
 // ---------------------------------------------------------------------------------------------
 // Clients that misbehave.
 
+/// An answer without a body (HEAD here) goes out once its CGI's output ends, as a GET's
+/// would: a client that leaves has its CGI killed at once, and pipelined HEADs run one CGI at
+/// a time. (Answered at the head, each HEAD let the next one start a CGI that ran on apart
+/// from the connection: one connection could hold every place of --max-concurrent, and its
+/// CGIs outlived it.)
+#[tokio::test(flavor = "multi_thread")]
+async fn heads_run_one_cgi_at_a_time_and_go_with_their_client() {
+    require_root!();
+    let jail = Jail::new();
+    jail.cgi(
+        "slowhead",
+        r#"printf 'Content-Type: text/plain\n\n'
+exec sleep "${QUERY_STRING:-30}""#,
+    );
+    let gw = jail.serve(Opts {
+        workers: 2,
+        timeout_secs: Some(60),
+    });
+    let head = |query: &str| {
+        format!(
+            "HEAD /cgi-bin/slowhead?{query} HTTP/1.1\r\nHost: {}\r\n\r\n",
+            gw.addr
+        )
+    };
+
+    // One HEAD, its CGI still working after its head: the client leaves, the CGI goes.
+    let mut stream = TcpStream::connect(gw.addr).await.expect("connect");
+    stream.write_all(head("30").as_bytes()).await.expect("HEAD");
+    wait_running(&gw, "sleep", 1).await;
+    let mut answer = [0u8; 256];
+    let early = tokio::time::timeout(Duration::from_millis(300), stream.read(&mut answer)).await;
+    assert!(
+        early.is_err(),
+        "answered while its CGI still wrote: {early:?}"
+    );
+    drop(stream);
+    assert_none_left(
+        &gw,
+        &["sleep"],
+        Duration::from_secs(2),
+        "the HEAD's client left",
+    )
+    .await;
+
+    // Three pipelined HEADs whose CGIs take 1.5 s each: one runs at a time, and the three
+    // answers come one after the other.
+    let started = std::time::Instant::now();
+    let stream = TcpStream::connect(gw.addr).await.expect("connect");
+    let (read, mut write) = stream.into_split();
+    write
+        .write_all(head("1.5").repeat(3).as_bytes())
+        .await
+        .expect("3 pipelined HEADs");
+    wait_running(&gw, "sleep", 1).await;
+    tokio::time::sleep(Duration::from_millis(750)).await;
+    wait_running(&gw, "sleep", 1).await;
+    let mut reader = BufReader::new(read);
+    for n in 1..=3 {
+        let response =
+            tokio::time::timeout(Duration::from_secs(10), read_response(&mut reader, true))
+                .await
+                .expect("an answer within 10 s")
+                .expect("a response");
+        assert_eq!(response.status, 200, "HEAD {n}");
+    }
+    let took = started.elapsed();
+    assert!(
+        took >= Duration::from_millis(4400),
+        "three 1.5-s CGIs in {took:?}: not one at a time"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn clients_that_vanish_dawdle_or_pipeline() {
     require_root!();
@@ -1141,7 +1213,7 @@ printf 'Content-Type: text/plain\n\nran\n'"#,
         (
             "CONNECT to an authority",
             "CONNECT example.test:443 HTTP/1.1\r\nHost: example.test:443\r\n\r\n".to_owned(),
-            404,
+            501,
         ),
         (
             "GET of an authority",

@@ -181,9 +181,11 @@ async fn run_cgi(
     let body = match body.settle(SETTLE_WINDOW).await {
         // hyper sends no body here and drops one unread, which would stop a CGI that answered
         // first and still works (writes its data, sends its mail): its output is read to its
-        // end apart instead, as the FastCGI front reads it, and the CGI has its deadline.
+        // end first, as a GET's would be sent, and the answer goes out then. Not apart from
+        // the connection: a client could then pipeline HEADs and run a CGI for each at once,
+        // and one that leaves would not have them killed. The CGI has its deadline.
         Either::Right(body) if never_sent || head.content_length == Some(0) => {
-            tokio::spawn(body.read_to_end());
+            body.read_to_end().await;
             Either::Left(Full::new(Bytes::new()))
         }
         settled => settled,
