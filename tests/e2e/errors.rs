@@ -250,6 +250,46 @@ printf 'Content-Type: text/plain\n\nlate\n'",
     assert_eq!(&response.bytes().await.expect("body")[..], b"hello\n");
 }
 
+/// A CGI killed with its worker in the middle of its answer: the client sees the answer cut
+/// off (the connection ends before the last chunk), not a whole answer of half the body.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_worker_killed_mid_answer_cuts_the_answer_off() {
+    require_root!();
+    let jail = Jail::new();
+    jail.cgi(
+        "halfway",
+        r"printf 'Content-Type: text/plain\n\nfirst\n'
+sleep 5
+printf 'second\n'",
+    );
+    let gw = jail.serve(Opts::default());
+    let original = gw.wait_for_workers(Duration::from_secs(5), &[]);
+    let response = client(Duration::from_secs(10))
+        .get(gw.url("/cgi-bin/halfway"))
+        .send()
+        .await
+        .expect("the head");
+    assert_eq!(response.status().as_u16(), 200);
+    let pid = gw.pid();
+    let cgi = tokio::task::spawn_blocking(move || {
+        poll_named(pid, "halfway", Duration::from_secs(5), |f| f.len() == 1)
+    })
+    .await
+    .expect("poll task")
+    .unwrap_or_else(|f| panic!("expected the halfway CGI under the gateway, saw {f:?}"));
+    // The CGI is the shell running the script; its parent is the worker proper.
+    let worker = original
+        .iter()
+        .find(|p| p.worker.pid == cgi[0].ppid)
+        .unwrap_or_else(|| panic!("no worker is the parent of the CGI {cgi:?}: {original:?}"));
+    kill(Pid::from_raw(worker.worker.pid), Signal::SIGKILL).expect("kill -9 the worker");
+    let body = response.bytes().await;
+    assert!(
+        body.is_err(),
+        "the answer of a CGI killed with its worker ended as a whole one: {body:?}"
+    );
+}
+
 /// A worker dies with its holder (the parent-death signal it sets). A worker whose holder was
 /// killed served on, reparented to the host's init, while the supervisor, seeing the holder
 /// gone, was free to start another worker on the same ids: a switch of uid (at the worker's

@@ -131,6 +131,45 @@ printf 'Content-Type: text/plain\n\nlate\n'",
     );
 }
 
+/// A stop whose drain ends before a CGI does: the client sees that CGI's answer cut off (the
+/// connection ends before the last chunk), not a whole answer of what it had written so far.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_stop_cuts_off_an_answer_it_ends() {
+    require_root!();
+    let jail = Jail::new();
+    jail.cgi(
+        "halfway",
+        r"printf 'Content-Type: text/plain\n\nfirst\n'
+sleep 30
+printf 'second\n'",
+    );
+    let mut gw = jail.serve_with(
+        Opts {
+            timeout_secs: Some(60),
+            ..Opts::default()
+        },
+        &["--drain-timeout", "1"],
+    );
+    gw.wait_for_workers(Duration::from_secs(5), &[]);
+    let response = client(Duration::from_secs(20))
+        .get(gw.url("/cgi-bin/halfway"))
+        .send()
+        .await
+        .expect("the head");
+    assert_eq!(response.status().as_u16(), 200);
+    gw.signal(Signal::SIGTERM);
+    let body = tokio::time::timeout(Duration::from_secs(15), response.bytes())
+        .await
+        .expect("the answer ends once the drain is over");
+    assert!(
+        body.is_err(),
+        "the answer of a CGI killed by the stop ended as a whole one: {body:?}"
+    );
+    let status = tokio::task::block_in_place(|| gw.wait_exit(Duration::from_secs(15)))
+        .expect("the gateway exits");
+    assert_eq!(status.code(), Some(0), "{status}");
+}
+
 /// A stop does not wait out a lingering close: an upload refused with 413 whose client keeps
 /// sending would hold the gateway for the linger's 10 s, a stop's whole drain for nothing (the
 /// answer is out). Once the stop begins, the lingering connection is closed, as nginx does.

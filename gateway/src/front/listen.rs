@@ -9,6 +9,8 @@ use std::time::Duration;
 use tokio::net::{TcpStream, UnixStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_util::either::Either;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
 use crate::config::EnvPolicy;
 use crate::root::handover::Bound;
@@ -137,6 +139,37 @@ fn unix_connection(stream: UnixStream) -> (Stream, Connection) {
         gid: credentials.gid(),
     });
     (Either::Right(stream), Connection::Unix { peer })
+}
+
+/// The fronts' open connections, to be ended at once when a stop's drain is over (or a second
+/// signal comes). A connection dropped so closes before its answer's end, so that the client
+/// sees the answer the stop cut off as cut off, and its CGI's output is dropped undelivered,
+/// which kills the CGI, before the workers stop: left to run, the answer ended as the workers'
+/// end closed the CGI's output, and read as whole.
+#[derive(Clone, Default)]
+pub struct OpenConnections {
+    tracker: TaskTracker,
+    cut: CancellationToken,
+}
+
+impl OpenConnections {
+    /// Serves `connection` in a task of its own, until it ends or [`OpenConnections::cut`].
+    pub fn spawn(&self, connection: impl Future<Output = ()> + Send + 'static) {
+        let cut = self.cut.clone();
+        self.tracker.spawn(async move {
+            tokio::select! {
+                () = connection => {}
+                () = cut.cancelled() => {}
+            }
+        });
+    }
+
+    /// Ends every connection still open, and returns once all are gone.
+    pub async fn cut(&self) {
+        self.cut.cancel();
+        self.tracker.close();
+        self.tracker.wait().await;
+    }
 }
 
 /// Accepts connections until `shutdown` resolves, at most `limit` ([`MAX_CONNECTIONS`] for the

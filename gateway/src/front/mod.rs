@@ -32,7 +32,7 @@ use tokio::sync::{mpsc, watch};
 
 use crate::config::Config;
 use crate::root::handover::{stop_signals, Bound, Handover, Listeners};
-use listen::Listener;
+use listen::{Listener, OpenConnections};
 use metrics::Metrics;
 use pool::{Pool, WorkerSource};
 use request::{Core, Generation};
@@ -112,11 +112,19 @@ pub async fn serve(
         let _ = stopped.wait_for(|stop| *stop).await;
     };
     let drain = config.drain_timeout;
+    let connections = OpenConnections::default();
     let fronts = async {
-        let http = http::run(http, core.clone(), stopping(stopped.clone()), drain);
+        let http = http::run(
+            http,
+            core.clone(),
+            stopping(stopped.clone()),
+            drain,
+            connections.clone(),
+        );
         let fastcgi = async {
             if let Some(listener) = fastcgi {
-                fastcgi::handler::run(listener, core.clone(), stopping(stopped.clone()), drain)
+                let stop = stopping(stopped.clone());
+                fastcgi::handler::run(listener, core.clone(), stop, drain, connections.clone())
                     .await;
             }
         };
@@ -172,6 +180,8 @@ pub async fn serve(
             retiring.abort_all();
         }
     }
+    // Whatever the drain left (none after a clean one), cut off before the workers stop.
+    connections.cut().await;
     while retiring.join_next().await.is_some() {}
     giving_back.abort();
     core.current().pool.shutdown().await;

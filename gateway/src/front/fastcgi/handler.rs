@@ -23,7 +23,9 @@ use super::server::{serve_connection, FcgiRequest, FcgiResponse};
 use crate::front::access::RequestLog;
 use crate::front::http::response::{carries_no_body, read_head, CgiHead, HeadStyle};
 use crate::front::linger::Stopping;
-use crate::front::listen::{accept_until, Connection, Listener, Stream, MAX_CONNECTIONS};
+use crate::front::listen::{
+    accept_until, Connection, Listener, OpenConnections, Stream, MAX_CONNECTIONS,
+};
 use crate::front::request::body::BodySource;
 use crate::front::request::env::{auth_scheme, is_host_name, split_port};
 use crate::front::request::output::{within_content_length, OutputError};
@@ -47,6 +49,7 @@ pub async fn run(
     core: Arc<Core>,
     shutdown: impl Future<Output = ()>,
     drain: std::time::Duration,
+    connections: OpenConnections,
 ) {
     // nginx sends the client's address as a FastCGI parameter; the peer itself tells nothing
     // about the client. But every FastCGI peer speaks as the front server (REMOTE_USER, the
@@ -64,7 +67,7 @@ pub async fn run(
             core.metrics.fastcgi_peer_refused();
             return;
         }
-        tokio::spawn(async move {
+        connections.spawn(async move {
             let handler = move |request| handle(core.clone(), request);
             if let Err(error) = serve_connection(stream, handler, stopping).await {
                 tracing::warn!(?peer, "fastcgi connection ended: {error}");
@@ -72,14 +75,15 @@ pub async fn run(
             drop(permit);
         });
     };
-    let connections = accept_until(listener, MAX_CONNECTIONS, shutdown, serve).await;
+    let permits = accept_until(listener, MAX_CONNECTIONS, shutdown, serve).await;
     stopping.cancel();
     let all = u32::try_from(MAX_CONNECTIONS).unwrap_or(u32::MAX);
-    if tokio::time::timeout(drain, connections.acquire_many(all))
+    if tokio::time::timeout(drain, permits.acquire_many(all))
         .await
         .is_err()
     {
-        tracing::warn!("fastcgi connections still open after {drain:?}; closing them");
+        tracing::warn!("fastcgi connections still open after {drain:?}; cutting them off");
+        connections.cut().await;
     }
 }
 
@@ -375,7 +379,11 @@ impl AsyncRead for CgiStdout {
                 tracing::warn!("CGI output ended before its Content-Length");
                 return Poll::Ready(Err(std::io::ErrorKind::UnexpectedEof.into()));
             }
-            Ok(0) => this.output.deliver(),
+            Ok(0) => match ready!(this.output.poll_whole(cx, true)) {
+                Ok(()) => this.output.deliver(),
+                // Killed with its worker, or by a stop: nginx must not take it as whole.
+                Err(error) => return Poll::Ready(Err(cut_off(error))),
+            },
             Ok(read) => this.log.add_bytes_out(read as u64),
             Err(error) => {
                 // A read that fails hands over nothing (AsyncRead's contract), not the bytes
@@ -477,7 +485,13 @@ mod tests {
         let stdout = CgiStdout {
             head: Bytes::from_static(head),
             first: Bytes::from_static(first),
-            output: CgiOutput::new(pipe, deadline, max_output, delivered),
+            output: CgiOutput::new(
+                pipe,
+                deadline,
+                max_output,
+                delivered,
+                crate::front::request::output::tests::exited(),
+            ),
             remaining: content_length,
             log: RequestLog::new(1, "fastcgi", crate::config::AccessLog::Off, metrics),
         };

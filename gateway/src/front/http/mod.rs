@@ -16,7 +16,7 @@ use hyper_util::server::graceful::GracefulShutdown;
 use tokio::sync::OwnedSemaphorePermit;
 
 use super::linger::{LingerFlag, Lingering, Stopping};
-use super::listen::{accept_until, Connection, Listener, Stream, MAX_CONNECTIONS};
+use super::listen::{accept_until, Connection, Listener, OpenConnections, Stream, MAX_CONNECTIONS};
 use super::request::Core;
 
 /// Time a client gets to send a request's header block (slowloris).
@@ -27,12 +27,13 @@ pub const MAX_HEADER_BUFFER: usize = 64 * 1024;
 /// the request their client sent (see [`run`]).
 const FIRST_REQUEST_GRACE: Duration = Duration::from_millis(200);
 /// Serves `listener` until `shutdown` resolves, then lets open connections finish their
-/// requests for up to `drain` and closes them.
+/// requests for up to `drain` and cuts the rest.
 pub async fn run(
     listener: Listener,
     core: Arc<Core>,
     shutdown: impl Future<Output = ()>,
     drain: Duration,
+    connections: OpenConnections,
 ) {
     let graceful = GracefulShutdown::new();
     let stopping = Stopping::new();
@@ -60,7 +61,7 @@ pub async fn run(
             .half_close(false)
             .serve_connection(TokioIo::new(stream), service);
         let connection = graceful.watch(connection);
-        tokio::spawn(async move {
+        connections.spawn(async move {
             if let Err(error) = connection.await {
                 tracing::debug!(?connection_info, "connection ended: {error}");
             }
@@ -79,6 +80,7 @@ pub async fn run(
         .await
         .is_err()
     {
-        tracing::warn!("connections still open after {drain:?}; closing them");
+        tracing::warn!("connections still open after {drain:?}; cutting them off");
+        connections.cut().await;
     }
 }

@@ -284,6 +284,9 @@ pub struct CgiBody {
     /// How the request body ends, while it still arrives beside the response (a client that
     /// is not a front server): a failure cuts the response off.
     request_body: Option<oneshot::Receiver<Result<(), RequestError>>>,
+    /// While [`CgiBody::settle`] reads: the end of the output does not wait for the news of
+    /// the CGI's exit (an answer that is whole in the window goes out whole at once).
+    settling: bool,
 }
 
 impl CgiBody {
@@ -306,6 +309,7 @@ impl CgiBody {
             failed: None,
             buffer: BytesMut::new(),
             request_body,
+            settling: false,
         }
     }
 
@@ -317,10 +321,14 @@ impl CgiBody {
     pub async fn settle(mut self, window: Duration) -> Either<Full<Bytes>, CgiBody> {
         let until = tokio::time::Instant::now() + window;
         let mut read = BytesMut::new();
+        self.settling = true;
         loop {
             let frame = std::future::poll_fn(|cx| Pin::new(&mut self).poll_frame(cx));
             match tokio::time::timeout_at(until, frame).await {
-                Ok(None) => return Either::Left(Full::new(read.freeze())),
+                Ok(None) => {
+                    self.settling = false;
+                    return Either::Left(Full::new(read.freeze()));
+                }
                 Ok(Some(Ok(frame))) => {
                     if let Ok(data) = frame.into_data() {
                         read.extend_from_slice(&data);
@@ -337,6 +345,7 @@ impl CgiBody {
                 Err(_) => break,
             }
         }
+        self.settling = false;
         self.ready = (!read.is_empty()).then(|| read.freeze());
         Either::Right(self)
     }
@@ -441,11 +450,17 @@ impl Body for CgiBody {
             Err(error) => return this.fail(error.into(), cx),
         };
         if filled == 0 {
-            this.finished = true;
             if let (Some(remaining @ 1..), Some(declared)) = (this.remaining, this.declared) {
                 // Ending here would let the client take a short body for a whole one.
+                this.finished = true;
                 let sent = declared - remaining;
                 return this.fail(BodyError::Short { sent, declared }, cx);
+            }
+            // Nor a body its CGI was killed in the middle of (its worker lost, a stop).
+            let whole = ready!(this.output.poll_whole(cx, !this.settling));
+            this.finished = true;
+            if let Err(error) = whole {
+                return this.fail(error.into(), cx);
             }
             this.output.deliver();
             return Poll::Ready(None);
@@ -477,6 +492,7 @@ impl Body for CgiBody {
 mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
+    use crate::front::request::output::tests::exited;
     use http_body_util::BodyExt;
 
     #[test]
@@ -632,7 +648,7 @@ mod tests {
         let (delivered, delivery) = tokio::sync::oneshot::channel();
         let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(5);
         (
-            CgiOutput::new(stdout, deadline, max_output, delivered),
+            CgiOutput::new(stdout, deadline, max_output, delivered, exited()),
             delivery,
         )
     }
@@ -690,7 +706,7 @@ mod tests {
         let (_cgi, stdout) = tokio::net::unix::pipe::pipe().unwrap();
         let (delivered, _delivery) = tokio::sync::oneshot::channel();
         let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(5);
-        let output = CgiOutput::new(stdout, deadline, None, delivered);
+        let output = CgiOutput::new(stdout, deadline, None, delivered, exited());
         let (failed, received) = tokio::sync::oneshot::channel();
         let body = CgiBody::new(Bytes::from_static(b"abc"), output, None, Some(received));
         tokio::spawn(async move {
@@ -722,7 +738,7 @@ mod tests {
         cgi.write_all(b"de").await.unwrap();
         let (delivered, delivery) = tokio::sync::oneshot::channel();
         let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(5);
-        let output = CgiOutput::new(stdout, deadline, None, delivered);
+        let output = CgiOutput::new(stdout, deadline, None, delivered, exited());
         let body = CgiBody::new(Bytes::from_static(b"abc"), output, Some(7), None);
         let Either::Right(streaming) = body.settle(SETTLE_WINDOW).await else {
             panic!("a body still being written streams");

@@ -34,7 +34,7 @@ use tracing::Instrument;
 pub use body::Body;
 pub use env::{RequestMeta, Variables};
 pub use error::{internal, RequestError};
-pub use output::CgiOutput;
+pub use output::{CgiOutput, RunExited};
 pub use router::Route;
 
 use super::access::RequestLog;
@@ -262,6 +262,7 @@ impl Core {
         // this future dropped with its request) has it killed, reported or not.
         let (reported, report) = oneshot::channel();
         let (delivered, delivery) = oneshot::channel::<()>();
+        let (exited, ended) = oneshot::channel::<RunExited>();
         let run = Run {
             started: spawned_at,
             log: log.clone(),
@@ -269,7 +270,8 @@ impl Core {
             _permit: permit,
             _spooled: spooled,
         };
-        tokio::spawn(watch(cgi, deadline, reported, delivery, run).in_current_span());
+        let watcher = watch(cgi, deadline, reported, delivery, exited, run);
+        tokio::spawn(watcher.in_current_span());
         let Spawned {
             pid,
             script_segments,
@@ -293,7 +295,7 @@ impl Core {
         });
         tokio::spawn(log_stderr(stderr).in_current_span());
         Ok(Started {
-            output: CgiOutput::new(stdout, deadline, config.max_output_bytes, delivered),
+            output: CgiOutput::new(stdout, deadline, config.max_output_bytes, delivered, ended),
             body_received,
             deadline,
             script,
@@ -354,6 +356,7 @@ async fn watch(
     deadline: Instant,
     reported: oneshot::Sender<Result<Spawned, RequestError>>,
     delivery: oneshot::Receiver<()>,
+    exited: oneshot::Sender<RunExited>,
     run: Run,
 ) {
     let mut reported = Some(reported);
@@ -363,8 +366,16 @@ async fn watch(
             std::future::pending::<()>().await;
         }
     };
+    // Sent only for a CGI that exited by itself: dropped unsent, it tells the output that
+    // the CGI was lost or killed (`CgiOutput::poll_whole`).
+    let mut exited = Some(exited);
     let ended = tokio::select! {
-        ended = follow(&mut cgi, &mut reported) => ended,
+        ended = follow(&mut cgi, &mut reported) => {
+            if let (Ended::Exited(_), Some(exited)) = (&ended, exited.take()) {
+                let _ = exited.send(RunExited);
+            }
+            ended
+        }
         _ = sleep_until(deadline) => {
             tell(&mut reported, Err(RequestError::Timeout));
             tracing::warn!("CGI exceeded the timeout; killing its process group");

@@ -8,9 +8,11 @@ use std::pin::Pin;
 use std::task::{ready, Context, Poll};
 
 use bytes::BytesMut;
+use std::time::Duration;
 use tokio::io::{AsyncRead, ReadBuf};
 use tokio::net::unix::pipe;
 use tokio::sync::oneshot;
+
 use tokio::time::{Instant, Sleep};
 use tokio_util::io::poll_read_buf;
 
@@ -18,9 +20,21 @@ use tokio_util::io::poll_read_buf;
 /// small enough that a slow client holds little memory per request.
 pub const READ_CHUNK: usize = 64 * 1024;
 
+/// How long the end of a CGI's output waits for the news of how its run ended: its exit
+/// comes with the output's end (the worker reports it as it reaps), and a CGI that closes its
+/// output and works on has said all it will.
+const END_REPORT_WAIT: Duration = Duration::from_millis(50);
+
+/// How a CGI's run ended, as its watcher tells the output. A run whose watcher drops the
+/// sender unsent was lost: its worker died, or the gateway killed the CGI (a stop, its
+/// deadline, its request abandoned).
+pub struct RunExited;
+
 /// Why a CGI's output was cut off.
 #[derive(Debug, thiserror::Error)]
 pub enum OutputError {
+    #[error("CGI lost with its worker, or killed by a stop, before its end; cut off")]
+    Lost,
     #[error("CGI exceeded the timeout while sending its output; cut off")]
     Timeout,
     #[error("CGI output exceeded --max-output ({0} bytes); cut off")]
@@ -38,6 +52,9 @@ pub struct CgiOutput {
     max_output: Option<u64>,
     /// Sent once the output is delivered in full; dropped unsent, it has the CGI killed.
     delivered: Option<oneshot::Sender<()>>,
+    /// How the run ended, awaited at the output's end ([`CgiOutput::poll_whole`]).
+    ended: Option<oneshot::Receiver<RunExited>>,
+    end_wait: Option<Pin<Box<Sleep>>>,
 }
 
 impl CgiOutput {
@@ -46,6 +63,7 @@ impl CgiOutput {
         deadline: Instant,
         max_output: Option<u64>,
         delivered: oneshot::Sender<()>,
+        ended: oneshot::Receiver<RunExited>,
     ) -> CgiOutput {
         CgiOutput {
             stdout,
@@ -53,7 +71,37 @@ impl CgiOutput {
             budget: max_output,
             max_output,
             delivered: Some(delivered),
+            ended: Some(ended),
+            end_wait: None,
         }
+    }
+
+    /// At the end of the output: whether it is whole. An output that ended because its CGI
+    /// was killed with its worker, or by a stop, is not: sent as whole, a client would take
+    /// half an answer for all of it. Waits for the news up to [`END_REPORT_WAIT`] if `wait`;
+    /// without news by then (or at once if not `wait`), the output is taken as whole.
+    pub fn poll_whole(
+        &mut self,
+        cx: &mut Context<'_>,
+        wait: bool,
+    ) -> Poll<Result<(), OutputError>> {
+        let Some(ended) = self.ended.as_mut() else {
+            return Poll::Ready(Ok(()));
+        };
+        let outcome = match Pin::new(ended).poll(cx) {
+            Poll::Ready(Ok(RunExited)) => Ok(()),
+            Poll::Ready(Err(_)) => Err(OutputError::Lost),
+            Poll::Pending if !wait => Ok(()),
+            Poll::Pending => {
+                let grace = self
+                    .end_wait
+                    .get_or_insert_with(|| Box::pin(tokio::time::sleep(END_REPORT_WAIT)));
+                ready!(grace.as_mut().poll(cx));
+                Ok(())
+            }
+        };
+        self.ended = None;
+        Poll::Ready(outcome)
     }
 
     /// The pipe itself, for reading the CGI's header block before the body.
@@ -129,11 +177,18 @@ pub fn within_content_length(remaining: &mut Option<u64>, bytes: usize) -> usize
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use std::future::poll_fn;
     use std::time::Duration;
     use tokio::io::AsyncWriteExt;
+
+    /// The news of a CGI that exited by itself, as its watcher sends it.
+    pub fn exited() -> oneshot::Receiver<RunExited> {
+        let (exited, ended) = oneshot::channel();
+        let _ = exited.send(RunExited);
+        ended
+    }
 
     async fn read(output: &mut CgiOutput, buffer: &mut BytesMut) -> Result<usize, OutputError> {
         poll_fn(|cx| output.poll_read(cx, buffer)).await
@@ -145,7 +200,13 @@ mod tests {
     ) -> (CgiOutput, pipe::Sender, oneshot::Receiver<()>) {
         let (cgi, stdout) = pipe::pipe().expect("pipe");
         let (delivered, delivery) = oneshot::channel();
-        let output = CgiOutput::new(stdout, Instant::now() + deadline, max_output, delivered);
+        let output = CgiOutput::new(
+            stdout,
+            Instant::now() + deadline,
+            max_output,
+            delivered,
+            exited(),
+        );
         (output, cgi, delivery)
     }
 
@@ -159,6 +220,38 @@ mod tests {
         assert_eq!(read(&mut output, &mut buffer).await.expect("end"), 0);
         output.deliver();
         assert!(delivery.await.is_ok(), "delivered");
+    }
+
+    /// The end of an output is whole when its CGI exited by itself, or when it works on
+    /// without news past the wait; not when its run was lost (the watcher dropped the news).
+    #[tokio::test(start_paused = true)]
+    async fn the_end_of_an_output_is_whole_unless_its_run_was_lost() {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let output_with = |ended| {
+            let (_cgi, stdout) = pipe::pipe().expect("pipe");
+            let (delivered, _delivery) = oneshot::channel();
+            CgiOutput::new(stdout, deadline, None, delivered, ended)
+        };
+        let mut whole = output_with(exited());
+        assert!(poll_fn(|cx| whole.poll_whole(cx, true)).await.is_ok());
+
+        let (lost, ended) = oneshot::channel::<RunExited>();
+        drop(lost);
+        let mut cut = output_with(ended);
+        let error = poll_fn(|cx| cut.poll_whole(cx, true))
+            .await
+            .expect_err("lost");
+        assert!(matches!(error, OutputError::Lost), "{error}");
+
+        let (_running, ended) = oneshot::channel::<RunExited>();
+        let mut lingering = output_with(ended);
+        let started = Instant::now();
+        assert!(poll_fn(|cx| lingering.poll_whole(cx, true)).await.is_ok());
+        assert_eq!(started.elapsed(), END_REPORT_WAIT);
+        let (_running, ended) = oneshot::channel::<RunExited>();
+        let mut settling = output_with(ended);
+        assert!(poll_fn(|cx| settling.poll_whole(cx, false)).await.is_ok());
+        assert_eq!(started.elapsed(), END_REPORT_WAIT, "no wait while settling");
     }
 
     #[tokio::test(start_paused = true)]
