@@ -120,12 +120,27 @@ pub enum SpawnError {
     #[error("exec failed: {} (is its #! interpreter in the jail?)", describe(*errno))]
     ExecFailed { errno: i32 },
     /// The spawn request itself was unusable (wrong descriptor count, bad environment).
-    #[error("malformed spawn request: {0}")]
+    #[error("malformed spawn request: {}", printable(.0))]
     BadRequest(String),
 }
 
 fn describe(errno: i32) -> &'static str {
     nix::errno::Errno::from_raw(errno).desc()
+}
+
+/// A worker's own words, as the gateway logs them: the worker is untrusted, so its text is
+/// escaped (no line breaks or terminal controls to forge log lines with) and cut short.
+fn printable(text: &str) -> String {
+    const MAX_CHARS: usize = 200;
+    let mut shown: String = text
+        .chars()
+        .take(MAX_CHARS)
+        .flat_map(char::escape_debug)
+        .collect();
+    if text.chars().nth(MAX_CHARS).is_some() {
+        shown.push_str("...");
+    }
+    shown
 }
 
 /// How a CGI's main process ended, as `waitpid(2)` reported it.
@@ -141,5 +156,21 @@ impl std::fmt::Display for ExitStatus {
             ExitStatus::Code(code) => write!(f, "exit code {code}"),
             ExitStatus::Signal(signal) => write!(f, "killed by signal {signal}"),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A worker's text cannot start a log line of its own or send terminal controls.
+    #[test]
+    fn a_workers_error_text_is_logged_escaped_and_short() {
+        let forged = SpawnError::BadRequest("x\n2026-12-06T00:00:00Z INFO FORGED\x1b[31m".into());
+        let shown = forged.to_string();
+        assert!(!shown.contains('\n') && !shown.contains('\x1b'), "{shown}");
+        assert!(shown.contains("x\\n2026"), "{shown}");
+        let long = SpawnError::BadRequest("a".repeat(10_000)).to_string();
+        assert!(long.len() < 300 && long.ends_with("..."), "{}", long.len());
     }
 }

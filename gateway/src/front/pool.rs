@@ -74,6 +74,8 @@ const HEALTHY_LIFETIME: Duration = Duration::from_secs(10);
 const WORKER_WAIT: Duration = Duration::from_secs(5);
 /// Longest line of a worker's own stderr that is logged.
 const MAX_LOG_LINE: usize = 4096;
+/// All a worker process may have logged: its messages are a few lines at start and on errors.
+const MAX_WORKER_LOG: usize = 256 * 1024;
 /// How often a live worker is asked whether it still answers, and how long it has to: a
 /// worker that is stopped (SIGSTOP), starved of CPU or stuck is replaced within their sum.
 const PING_INTERVAL: Duration = Duration::from_secs(1);
@@ -81,6 +83,9 @@ const PONG_TIMEOUT: Duration = Duration::from_secs(3);
 /// Spawns in a row that a worker fails for want of resources (a process limit, memory)
 /// before it is taken for broken and replaced: a fresh worker starts with fresh limits.
 const MAX_SPAWN_FAILURES: usize = 16;
+/// The longest a message to a worker may wait for room in its socket. A live worker reads
+/// its messages as they come; one that lets them pile up this long is stopped and replaced.
+const SEND_LIMIT: Duration = Duration::from_secs(5);
 
 /// What a worker reports about one CGI.
 #[derive(Debug)]
@@ -105,16 +110,29 @@ struct WorkerLink {
     index: usize,
     channel: Channel,
     /// The CGIs running on this worker; its length is the worker's load.
-    pending: Mutex<HashMap<SpawnId, mpsc::UnboundedSender<CgiEvent>>>,
+    pending: Mutex<HashMap<SpawnId, PendingCgi>>,
     next_id: AtomicU64,
-    /// The last `Ping` the worker answered.
+    /// The last `Ping` sent, and the last the worker answered.
+    pinged: AtomicU64,
     answered: watch::Sender<u64>,
     /// Spawns it failed in a row for want of resources.
     spawn_failures: AtomicUsize,
+    /// Told when a message to the worker could not be sent within [`SEND_LIMIT`]: a worker
+    /// that does not read its socket is stopped, not waited for.
+    stuck: Notify,
+}
+
+/// One CGI of a worker, as the gateway follows its reports: at most a start (or why there is
+/// none) and an exit, in that order. Any other report breaks the protocol, so a worker cannot
+/// queue reports without end.
+struct PendingCgi {
+    events: mpsc::UnboundedSender<CgiEvent>,
+    started: bool,
+    ended: bool,
 }
 
 impl WorkerLink {
-    fn pending(&self) -> MutexGuard<'_, HashMap<SpawnId, mpsc::UnboundedSender<CgiEvent>>> {
+    fn pending(&self) -> MutexGuard<'_, HashMap<SpawnId, PendingCgi>> {
         // A panic elsewhere cannot leave the map half-updated (each use is one call), so a
         // poisoned lock is still consistent.
         self.pending
@@ -130,53 +148,82 @@ impl WorkerLink {
 
     /// Routes one message from the worker to the request it belongs to.
     fn dispatch(&self, message: FromWorker) -> Result<(), String> {
-        let (id, event) = match message {
+        let (id, events) = match message {
             FromWorker::Spawned {
                 id,
                 pid,
                 script_segments,
-            } => (
-                id,
-                CgiEvent::Spawned(Spawned {
-                    pid,
-                    script_segments,
-                }),
-            ),
+            } => (id, [Some(spawned(pid, script_segments)), None]),
             FromWorker::SpawnedAndExited {
                 id,
                 pid,
                 script_segments,
                 status,
-            } => {
-                self.dispatch(FromWorker::Spawned {
-                    id,
-                    pid,
-                    script_segments,
-                })?;
-                (id, CgiEvent::Exited(status))
-            }
+            } => (
+                id,
+                [
+                    Some(spawned(pid, script_segments)),
+                    Some(CgiEvent::Exited(status)),
+                ],
+            ),
             FromWorker::SpawnFailed { id, error } => {
                 if matches!(error, SpawnError::NoResources { .. }) {
                     self.spawn_failures.fetch_add(1, Ordering::Relaxed);
                 }
-                (id, CgiEvent::SpawnFailed(error))
+                (id, [Some(CgiEvent::SpawnFailed(error)), None])
             }
-            FromWorker::Exited { id, status } => (id, CgiEvent::Exited(status)),
+            FromWorker::Exited { id, status } => (id, [Some(CgiEvent::Exited(status)), None]),
             FromWorker::Pong { seq } => {
+                if seq > self.pinged.load(Ordering::Relaxed) {
+                    return Err(format!("answered ping {seq}, which was never sent"));
+                }
                 self.answered.send_replace(seq);
                 return Ok(());
             }
             FromWorker::Ready { .. } => return Err("second Ready message".into()),
         };
-        if let CgiEvent::Spawned(_) = event {
-            self.spawn_failures.store(0, Ordering::Relaxed);
+        if id >= self.next_id.load(Ordering::Relaxed) {
+            return Err(format!("report on CGI {id}, which it was never asked for"));
         }
-        if let Some(sender) = self.pending().get(&id) {
-            // The request may have ended already; then nobody listens, which is fine.
-            let _ = sender.send(event);
+        let mut pending = self.pending();
+        // The request may have ended already (its handle dropped): nobody listens, fine.
+        let Some(cgi) = pending.get_mut(&id) else {
+            return Ok(());
+        };
+        for event in events.into_iter().flatten() {
+            match (&event, cgi.started, cgi.ended) {
+                (CgiEvent::Spawned(_), false, false) => {
+                    cgi.started = true;
+                    self.spawn_failures.store(0, Ordering::Relaxed);
+                }
+                (CgiEvent::SpawnFailed(_), false, false) | (CgiEvent::Exited(_), true, false) => {
+                    cgi.ended = true;
+                }
+                _ => return Err(format!("report on CGI {id} out of order: {event:?}")),
+            }
+            let _ = cgi.events.send(event);
         }
         Ok(())
     }
+
+    /// Sends `message` to the worker, or gives up after [`SEND_LIMIT`] and has the worker
+    /// stopped: only a worker that does not read its socket lets the queue fill so long.
+    async fn send(&self, message: &ToWorker, fds: &[BorrowedFd<'_>]) -> Result<(), ChannelError> {
+        match timeout(SEND_LIMIT, self.channel.send(message, fds)).await {
+            Ok(sent) => sent,
+            Err(_) => {
+                self.stuck.notify_one();
+                Err(ChannelError::Io(std::io::ErrorKind::TimedOut.into()))
+            }
+        }
+    }
+}
+
+fn spawned(pid: u32, script_segments: u32) -> CgiEvent {
+    CgiEvent::Spawned(Spawned {
+        pid,
+        script_segments,
+    })
 }
 
 /// One running CGI as the request sees it. Dropping it forgets the CGI on the gateway side;
@@ -195,11 +242,7 @@ impl CgiHandle {
 
     /// Asks the worker to kill the CGI's process group (SIGTERM, then SIGKILL).
     pub async fn kill(&self) {
-        let _ = self
-            .link
-            .channel
-            .send(&ToWorker::Kill { id: self.id }, &[])
-            .await;
+        let _ = self.link.send(&ToWorker::Kill { id: self.id }, &[]).await;
     }
 
     pub fn worker(&self) -> usize {
@@ -248,6 +291,8 @@ pub struct Pool {
     shutdown: watch::Sender<bool>,
     /// One task per slot, keeping it filled.
     slot_tasks: Mutex<Vec<tokio::task::JoinHandle<()>>>,
+    /// Where the next look for the least busy worker starts, so that ties go round.
+    next_look: AtomicUsize,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -283,6 +328,7 @@ impl Pool {
             generation,
             shutdown,
             slot_tasks: Mutex::new(Vec::new()),
+            next_look: AtomicUsize::new(0),
         });
         let mut first_starts = Vec::new();
         for index in 0..pool.slots.len() {
@@ -374,18 +420,20 @@ impl Pool {
         }
         request.id = link.next_id.fetch_add(1, Ordering::Relaxed);
         let (events_in, events) = mpsc::unbounded_channel();
-        link.pending().insert(request.id, events_in);
+        link.pending().insert(
+            request.id,
+            PendingCgi {
+                events: events_in,
+                started: false,
+                ended: false,
+            },
+        );
         let handle = CgiHandle {
             link,
             id: request.id,
             events,
         };
-        match handle
-            .link
-            .channel
-            .send(&ToWorker::Spawn(request), cgi_fds)
-            .await
-        {
+        match handle.link.send(&ToWorker::Spawn(request), cgi_fds).await {
             Ok(()) => Ok(handle),
             Err(ChannelError::Codec(_)) => {
                 Err(RequestError::BadRequest("request headers too large"))
@@ -409,9 +457,16 @@ impl Pool {
     /// The live worker with the fewest CGIs, and that number. When no worker is live (all of
     /// them died at once and are being replaced), waits up to [`WORKER_WAIT`] for one.
     async fn least_busy_worker(&self) -> Result<(usize, Arc<WorkerLink>), RequestError> {
+        // Ties go round the workers rather than to the first: a worker (compromised, say)
+        // that reports each CGI ended at once would otherwise always look the least busy and
+        // draw nearly every request, and the requests' cookies and bodies with them.
         let least_busy = || {
+            let start = self.next_look.fetch_add(1, Ordering::Relaxed) % self.slots.len().max(1);
             self.slots
                 .iter()
+                .cycle()
+                .skip(start)
+                .take(self.slots.len())
                 .filter_map(Slot::get)
                 .map(|link| (link.load(), link))
                 .min_by_key(|(load, _)| *load)
@@ -507,6 +562,9 @@ async fn keep_slot_filled(
                 let lost = tokio::select! {
                     reason = read_messages(&link, &mut buffer) => Some(reason),
                     reason = watch_health(&link) => Some(reason),
+                    () = link.stuck.notified() => Some(WorkerGone::Unhealthy(format!(
+                        "does not read its messages (one waited {SEND_LIMIT:?})"
+                    ))),
                     _ = shutdown.wait_for(|stop| *stop) => None,
                 };
                 pool.slots[index].set(None);
@@ -514,7 +572,8 @@ async fn keep_slot_filled(
                 link.pending().clear();
                 match lost {
                     None => {
-                        let _ = link.channel.send(&ToWorker::Shutdown, &[]).await;
+                        // Bounded: the holder is stopped below whether or not it went out.
+                        let _ = link.send(&ToWorker::Shutdown, &[]).await;
                         pool.workers.stop(slot, holder, wait(SHUTDOWN_GRACE)).await;
                         return;
                     }
@@ -598,8 +657,10 @@ async fn start_worker(
                 channel: ours,
                 pending: Mutex::default(),
                 next_id: AtomicU64::new(1),
+                pinged: AtomicU64::new(0),
                 answered: watch::Sender::new(0),
                 spawn_failures: AtomicUsize::new(0),
+                stuck: Notify::new(),
             });
             return Ok((link, holder));
         }
@@ -641,13 +702,15 @@ async fn watch_health(link: &WorkerLink) -> WorkerGone {
             ));
         }
         seq += 1;
-        if link
-            .channel
-            .send(&ToWorker::Ping { seq }, &[])
-            .await
-            .is_err()
-        {
-            return WorkerGone::Exited;
+        link.pinged.store(seq, Ordering::Relaxed);
+        match link.send(&ToWorker::Ping { seq }, &[]).await {
+            Ok(()) => {}
+            Err(ChannelError::Io(error)) if error.kind() == std::io::ErrorKind::TimedOut => {
+                return WorkerGone::Unhealthy(format!(
+                    "does not read its messages (a ping waited {SEND_LIMIT:?})"
+                ))
+            }
+            Err(_) => return WorkerGone::Exited,
         }
         let pong = timeout(PONG_TIMEOUT, answered.wait_for(|&last| last >= seq)).await;
         if !matches!(pong, Ok(Ok(_))) {
@@ -679,10 +742,13 @@ async fn read_messages(link: &WorkerLink, buffer: &mut RecvBuffer) -> WorkerGone
     }
 }
 
-/// A worker's own messages (jail set-up failures, mostly), logged line by line, bounded.
+/// A worker's own messages (jail set-up failures, mostly), logged line by line, bounded: a
+/// line by [`MAX_LOG_LINE`], all of one worker by [`MAX_WORKER_LOG`] (a compromised worker
+/// could otherwise fill the disk through the log); the rest is read and dropped.
 async fn log_worker_stderr(index: usize, stderr: pipe::Receiver) {
     let mut lines = BufReader::new(stderr);
     let mut line = Vec::new();
+    let mut logged = 0;
     loop {
         line.clear();
         match (&mut lines)
@@ -691,7 +757,16 @@ async fn log_worker_stderr(index: usize, stderr: pipe::Receiver) {
             .await
         {
             Ok(0) | Err(_) => return,
-            Ok(_) => {
+            Ok(_) if logged > MAX_WORKER_LOG => {}
+            Ok(read) if logged + read > MAX_WORKER_LOG => {
+                logged += read;
+                tracing::warn!(
+                    worker = index,
+                    "worker wrote more than {MAX_WORKER_LOG} bytes of messages; the rest is dropped"
+                );
+            }
+            Ok(read) => {
+                logged += read;
                 let text = String::from_utf8_lossy(&line);
                 tracing::warn!(
                     worker = index,
@@ -736,6 +811,92 @@ mod tests {
         pool.spawn(request, &fds.each_ref().map(AsFd::as_fd)).await
     }
 
+    /// A link to a worker whose socket end is `worker` (the test plays the worker).
+    fn link_with_worker() -> (Arc<WorkerLink>, Channel) {
+        let (ours, worker) = Channel::pair().expect("socket pair");
+        let link = Arc::new(WorkerLink {
+            index: 0,
+            channel: ours,
+            pending: Mutex::default(),
+            next_id: AtomicU64::new(1),
+            pinged: AtomicU64::new(0),
+            answered: watch::Sender::new(0),
+            spawn_failures: AtomicUsize::new(0),
+            stuck: Notify::new(),
+        });
+        (link, worker)
+    }
+
+    /// A worker's reports on a CGI come at most as a start (or its failure) and an exit, in
+    /// that order, for a CGI it was asked to start; a pong answers a ping sent. Anything else
+    /// is a protocol violation (the worker is stopped), so a worker cannot queue reports
+    /// without end or pass a health check it was not given.
+    #[tokio::test]
+    async fn a_worker_reports_only_what_it_was_asked_in_order() {
+        let (link, _worker) = link_with_worker();
+        let spawned = |id| FromWorker::Spawned {
+            id,
+            pid: 9,
+            script_segments: 1,
+        };
+        let exited = |id| FromWorker::Exited {
+            id,
+            status: protocol::ExitStatus::Code(0),
+        };
+        assert!(link.dispatch(spawned(1)).is_err(), "never asked for");
+        let (events_in, mut events) = mpsc::unbounded_channel();
+        link.next_id.store(2, Ordering::Relaxed);
+        link.pending().insert(
+            1,
+            PendingCgi {
+                events: events_in,
+                started: false,
+                ended: false,
+            },
+        );
+        assert!(link.dispatch(exited(1)).is_err(), "an exit before a start");
+        assert!(link.dispatch(spawned(1)).is_ok());
+        assert!(link.dispatch(spawned(1)).is_err(), "a second start");
+        assert!(link.dispatch(exited(1)).is_ok());
+        assert!(link.dispatch(exited(1)).is_err(), "a second exit");
+        assert!(matches!(events.recv().await, Some(CgiEvent::Spawned(_))));
+        assert!(matches!(events.recv().await, Some(CgiEvent::Exited(_))));
+        assert!(events.try_recv().is_err(), "nothing more was queued");
+        // A CGI whose request is over: its late reports are dropped, not an error.
+        link.pending().remove(&1);
+        assert!(link.dispatch(exited(1)).is_ok());
+
+        assert!(
+            link.dispatch(FromWorker::Pong { seq: 1 }).is_err(),
+            "no ping sent"
+        );
+        link.pinged.store(3, Ordering::Relaxed);
+        assert!(link.dispatch(FromWorker::Pong { seq: 3 }).is_ok());
+        assert!(link.dispatch(FromWorker::Pong { seq: u64::MAX }).is_err());
+    }
+
+    /// A send to a worker that does not read its socket gives up after [`SEND_LIMIT`] and
+    /// tells the slot to stop the worker, instead of waiting for ever.
+    #[tokio::test(start_paused = true)]
+    async fn a_worker_that_does_not_read_is_not_waited_for() {
+        let (link, _worker) = link_with_worker();
+        let started = Instant::now();
+        let sent = loop {
+            let sent = link.send(&ToWorker::Ping { seq: 1 }, &[]).await;
+            if sent.is_err() {
+                break sent;
+            }
+        };
+        assert!(
+            matches!(&sent, Err(ChannelError::Io(error)) if error.kind() == std::io::ErrorKind::TimedOut),
+            "{sent:?}"
+        );
+        assert!(started.elapsed() >= SEND_LIMIT);
+        tokio::time::timeout(Duration::from_secs(1), link.stuck.notified())
+            .await
+            .expect("the slot is told");
+    }
+
     #[tokio::test(start_paused = true)]
     async fn the_least_busy_worker_gets_the_next_cgi() {
         let workers = FakeWorkers::new(Behaviour::Serve);
@@ -760,6 +921,23 @@ mod tests {
         handles.retain(|handle| handle.worker() != 0);
         let next = spawn(&pool).await.expect("spawned");
         assert_eq!(next.worker(), 0);
+        pool.shutdown().await;
+    }
+
+    /// Among workers equally busy, the next CGI goes to each in turn: a worker whose CGIs
+    /// all end at once does not draw every request.
+    #[tokio::test(start_paused = true)]
+    async fn ties_go_round_the_workers() {
+        let workers = FakeWorkers::new(Behaviour::Serve);
+        let pool = pool(config(3, 10, 10), &workers).await;
+        let mut seen = Vec::new();
+        for _ in 0..6 {
+            let handle = spawn(&pool).await.expect("spawned");
+            seen.push(handle.worker());
+            // Dropped at once: every worker is idle again for the next.
+        }
+        seen.sort_unstable();
+        assert_eq!(seen, [0, 0, 1, 1, 2, 2]);
         pool.shutdown().await;
     }
 
