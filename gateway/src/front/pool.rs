@@ -291,8 +291,6 @@ pub struct Pool {
     shutdown: watch::Sender<bool>,
     /// One task per slot, keeping it filled.
     slot_tasks: Mutex<Vec<tokio::task::JoinHandle<()>>>,
-    /// Where the next look for the least busy worker starts, so that ties go round.
-    next_look: AtomicUsize,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -328,7 +326,6 @@ impl Pool {
             generation,
             shutdown,
             slot_tasks: Mutex::new(Vec::new()),
-            next_look: AtomicUsize::new(0),
         });
         let mut first_starts = Vec::new();
         for index in 0..pool.slots.len() {
@@ -457,16 +454,9 @@ impl Pool {
     /// The live worker with the fewest CGIs, and that number. When no worker is live (all of
     /// them died at once and are being replaced), waits up to [`WORKER_WAIT`] for one.
     async fn least_busy_worker(&self) -> Result<(usize, Arc<WorkerLink>), RequestError> {
-        // Ties go round the workers rather than to the first: a worker (compromised, say)
-        // that reports each CGI ended at once would otherwise always look the least busy and
-        // draw nearly every request, and the requests' cookies and bodies with them.
         let least_busy = || {
-            let start = self.next_look.fetch_add(1, Ordering::Relaxed) % self.slots.len().max(1);
             self.slots
                 .iter()
-                .cycle()
-                .skip(start)
-                .take(self.slots.len())
                 .filter_map(Slot::get)
                 .map(|link| (link.load(), link))
                 .min_by_key(|(load, _)| *load)
@@ -921,23 +911,6 @@ mod tests {
         handles.retain(|handle| handle.worker() != 0);
         let next = spawn(&pool).await.expect("spawned");
         assert_eq!(next.worker(), 0);
-        pool.shutdown().await;
-    }
-
-    /// Among workers equally busy, the next CGI goes to each in turn: a worker whose CGIs
-    /// all end at once does not draw every request.
-    #[tokio::test(start_paused = true)]
-    async fn ties_go_round_the_workers() {
-        let workers = FakeWorkers::new(Behaviour::Serve);
-        let pool = pool(config(3, 10, 10), &workers).await;
-        let mut seen = Vec::new();
-        for _ in 0..6 {
-            let handle = spawn(&pool).await.expect("spawned");
-            seen.push(handle.worker());
-            // Dropped at once: every worker is idle again for the next.
-        }
-        seen.sort_unstable();
-        assert_eq!(seen, [0, 0, 1, 1, 2, 2]);
         pool.shutdown().await;
     }
 
