@@ -517,6 +517,44 @@ async fn metrics_count_the_requests_and_healthz_follows_the_workers() {
 
 /// Beyond `--max-concurrent` running and `--queue` waiting, or past `--queue-timeout`: 503 with
 /// Retry-After, counted by reason.
+/// `--queue 0`: no request waits; beyond --max-concurrent the answer is 503 at once (0 was
+/// taken for "unset" and became a queue as long as --max-concurrent, each wait up to
+/// --queue-timeout).
+#[tokio::test(flavor = "multi_thread")]
+async fn a_queue_of_0_turns_away_at_once() {
+    require_root!();
+    let jail = Jail::new();
+    jail.cgi(
+        "slow",
+        r"sleep 3; printf 'Content-Type: text/plain\n\nslept\n'",
+    );
+    let gw = jail.serve_with(
+        Opts::default(),
+        &[
+            "--max-concurrent",
+            "1",
+            "--queue",
+            "0",
+            "--queue-timeout",
+            "5",
+        ],
+    );
+    let http = client(Duration::from_secs(30));
+    let url = gw.url("/cgi-bin/slow");
+    let running = tokio::spawn(http.get(url.clone()).send());
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let started = Instant::now();
+    let turned_away = http.get(url).send().await.expect("response");
+    assert_eq!(turned_away.status().as_u16(), 503);
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "waited {:?} with no queue",
+        started.elapsed()
+    );
+    let running = running.await.expect("task").expect("response");
+    assert_eq!(running.status().as_u16(), 200);
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn backpressure_answers_503_with_retry_after() {
     require_root!();

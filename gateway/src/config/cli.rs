@@ -184,7 +184,7 @@ pub fn load_config(args: ServeArgs) -> Result<Config, String> {
     config.drain_timeout = Duration::from_secs(args.drain_timeout);
     config.admin = args.admin;
     config.max_concurrent = args.max_concurrent.unwrap_or(0);
-    config.queue = args.queue.unwrap_or(0);
+    config.queue = args.queue;
     config.queue_timeout = Duration::from_secs(args.queue_timeout);
     config.log_format = args.log_format;
     config.access_log = args.access_log;

@@ -130,8 +130,9 @@ pub struct Config {
     pub admin: Option<ListenAddr>,
     /// CGIs running at once, all workers together.
     pub max_concurrent: usize,
-    /// Requests that may wait for a CGI slot; beyond, 503.
-    pub queue: usize,
+    /// Requests that may wait for a CGI slot; beyond, 503. `None`: as many as
+    /// `max_concurrent`; `Some(0)`: none wait.
+    pub queue: Option<usize>,
     /// How long a request waits for a CGI slot before it gets 503.
     pub queue_timeout: Duration,
     /// The log's format.
@@ -265,7 +266,7 @@ impl Config {
             drain_timeout: DEFAULT_DRAIN_TIMEOUT,
             admin: None,
             max_concurrent: 0,
-            queue: 0,
+            queue: None,
             queue_timeout: DEFAULT_QUEUE_TIMEOUT,
             log_format: LogFormat::Text,
             access_log: AccessLog::Combined,
@@ -288,8 +289,8 @@ impl Config {
         if self.max_concurrent == 0 {
             self.max_concurrent = self.workers.saturating_mul(self.cgis_per_worker);
         }
-        if self.queue == 0 {
-            self.queue = self.max_concurrent;
+        if self.queue.is_none() {
+            self.queue = Some(self.max_concurrent);
         }
         let canonical = crate::jailfs::check_is_jail(&self.jail).map_err(ConfigError::Jail)?;
         if !self.worker_exe.is_file() {

@@ -25,7 +25,7 @@ pub fn config(workers: usize, max_concurrent: usize, queue: usize) -> Config {
     let mut config = Config::new("/nonexistent".into(), user);
     config.workers = workers;
     config.max_concurrent = max_concurrent;
-    config.queue = queue;
+    config.queue = Some(queue);
     config
 }
 

@@ -388,7 +388,7 @@ mod tests {
         // next one away.
         let mut config = config();
         config.max_concurrent = 1;
-        config.queue = 0;
+        config.queue = Some(0);
         let front = Serving::start(Behaviour::HelloAtOnce, config);
         for _ in 0..5 {
             front.assert_hello().await;

@@ -357,7 +357,7 @@ impl Pool {
         // A place in the queue, given back however the wait ends: a request whose client goes
         // away is dropped mid-wait, and must not keep its place for good.
         let place = QueuePlace::take(&self.waiting);
-        if place.ahead >= self.config.queue {
+        if place.ahead >= self.config.queue.unwrap_or(self.config.max_concurrent) {
             self.metrics.rejected(true);
             return Err(RequestError::Overloaded);
         }
