@@ -91,7 +91,7 @@ pub async fn serve(
 ) -> anyhow::Result<()> {
     let config = Arc::new(config);
     let metrics = Arc::new(Metrics::new());
-    let pool = Pool::start(config.clone(), workers.clone(), metrics.clone(), 0).await?;
+    let pool = Pool::start(config.clone(), workers.clone(), metrics.clone(), 0, None).await?;
     let Listeners {
         http,
         fastcgi,
@@ -223,11 +223,13 @@ async fn reload(
     generation: usize,
 ) -> Option<Arc<Generation>> {
     let config = Arc::new(config);
+    let serving = core.current();
     match Pool::start(
         config.clone(),
         workers.clone(),
         core.metrics.clone(),
         generation,
+        Some(&serving.pool),
     )
     .await
     {

@@ -283,9 +283,10 @@ pub struct Pool {
     /// Counts reloads; keeps this pool's worker slots apart from an older pool's.
     generation: usize,
     slots: Vec<Slot>,
-    /// One permit per CGI that may run at once.
+    /// One permit per CGI that may run at once: shared by every pool a reload makes, so that
+    /// the CGIs of a pool that retires still count until they end.
     admission: Arc<Semaphore>,
-    waiting: AtomicUsize,
+    waiting: Arc<AtomicUsize>,
     /// Woken whenever a worker becomes ready.
     worker_ready: Notify,
     shutdown: watch::Sender<bool>,
@@ -303,13 +304,22 @@ pub struct StartError {
 impl Pool {
     /// Starts `config.workers` workers and returns once every one of them is in its jail and
     /// ready, or with the first failure (a broken jail fails the start, it is not retried).
+    /// `previous`: the pool this one takes over from (a reload); they share the admission of
+    /// CGIs and its queue, resized to this pool's `--max-concurrent` once it has started.
     pub async fn start(
         config: Arc<Config>,
         workers: Arc<dyn WorkerSource>,
         metrics: Arc<Metrics>,
         generation: usize,
+        previous: Option<&Pool>,
     ) -> Result<Arc<Pool>, StartError> {
-        let permits = config.max_concurrent;
+        let (admission, waiting) = match previous {
+            Some(previous) => (previous.admission.clone(), previous.waiting.clone()),
+            None => (
+                Arc::new(Semaphore::new(config.max_concurrent)),
+                Arc::default(),
+            ),
+        };
         let (shutdown, _) = watch::channel(false);
         let pool = Arc::new(Pool {
             slots: (0..config.workers)
@@ -317,8 +327,8 @@ impl Pool {
                     link: Mutex::new(None),
                 })
                 .collect(),
-            admission: Arc::new(Semaphore::new(permits)),
-            waiting: AtomicUsize::new(0),
+            admission,
+            waiting,
             worker_ready: Notify::new(),
             config,
             workers,
@@ -345,6 +355,13 @@ impl Pool {
                 pool.shutdown().await;
                 return Err(StartError { index, reason });
             }
+        }
+        if let Some(previous) = previous {
+            resize(
+                &pool.admission,
+                previous.config.max_concurrent,
+                pool.config.max_concurrent,
+            );
         }
         Ok(pool)
     }
@@ -380,7 +397,8 @@ impl Pool {
     pub fn state(&self) -> PoolState {
         let links: Vec<_> = self.slots.iter().filter_map(Slot::get).collect();
         PoolState {
-            running: self.config.max_concurrent - self.admission.available_permits(),
+            running: (self.config.max_concurrent)
+                .saturating_sub(self.admission.available_permits()),
             queued: self.waiting.load(Ordering::SeqCst),
             workers: self.slots.len(),
             workers_alive: links.len(),
@@ -498,6 +516,27 @@ impl Pool {
         for task in tasks {
             let _ = task.await;
         }
+    }
+}
+
+/// Makes `admission`, made for `from` CGIs at once, hold `to`. Permits that running CGIs hold
+/// stay taken: a smaller count is reached as they end (the permits are taken back first, ahead
+/// of new requests).
+fn resize(admission: &Arc<Semaphore>, from: usize, to: usize) {
+    if to >= from {
+        admission.add_permits(to - from);
+        return;
+    }
+    let excess = from - to;
+    let still_held = excess - admission.forget_permits(excess);
+    if still_held > 0 {
+        let admission = admission.clone();
+        let still_held = u32::try_from(still_held).unwrap_or(u32::MAX);
+        tokio::spawn(async move {
+            if let Ok(permits) = admission.acquire_many_owned(still_held).await {
+                permits.forget();
+            }
+        });
     }
 }
 
@@ -780,7 +819,7 @@ mod tests {
 
     async fn pool(config: Arc<Config>, workers: &Arc<FakeWorkers>) -> Arc<Pool> {
         let source: Arc<dyn WorkerSource> = workers.clone();
-        Pool::start(config, source, Arc::new(Metrics::new()), 0)
+        Pool::start(config, source, Arc::new(Metrics::new()), 0, None)
             .await
             .expect("the pool starts")
     }
@@ -912,6 +951,51 @@ mod tests {
         let next = spawn(&pool).await.expect("spawned");
         assert_eq!(next.worker(), 0);
         pool.shutdown().await;
+    }
+
+    /// A reload's pool shares the admission of the pool it replaces: the CGIs the old one
+    /// still runs count against the new --max-concurrent (each reload added a full set), and a
+    /// smaller one is reached as they end.
+    #[tokio::test(start_paused = true)]
+    async fn a_reload_does_not_add_room_for_cgis() {
+        let workers = FakeWorkers::new(Behaviour::Serve);
+        let old = pool(config(1, 2, 0), &workers).await;
+        let first = old.admit().await.expect("room");
+        let second = old.admit().await.expect("room");
+        let new = Pool::start(
+            config(1, 2, 0),
+            workers.clone(),
+            Arc::new(Metrics::new()),
+            1,
+            Some(&old),
+        )
+        .await
+        .expect("started");
+        assert!(
+            new.admit().await.is_err(),
+            "the old pool's two CGIs still run"
+        );
+        assert_eq!(new.state().running, 2);
+        drop(first);
+        let third = new.admit().await.expect("room once one ended");
+        // Smaller on the next reload: one at a time, once the two running ones end.
+        let smaller = Pool::start(
+            config(1, 1, 0),
+            workers.clone(),
+            Arc::new(Metrics::new()),
+            2,
+            Some(&new),
+        )
+        .await
+        .expect("started");
+        drop((second, third));
+        tokio::task::yield_now().await;
+        let only = smaller.admit().await.expect("room for one");
+        assert!(smaller.admit().await.is_err(), "--max-concurrent 1");
+        drop(only);
+        for pool in [old, new, smaller] {
+            pool.shutdown().await;
+        }
     }
 
     #[tokio::test(start_paused = true)]

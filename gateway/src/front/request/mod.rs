@@ -516,7 +516,7 @@ mod tests {
         let workers = FakeWorkers::new(behaviour);
         let source: Arc<dyn WorkerSource> = workers.clone();
         let metrics = Arc::new(Metrics::new());
-        let pool = Pool::start(config.clone(), source, metrics.clone(), 0)
+        let pool = Pool::start(config.clone(), source, metrics.clone(), 0, None)
             .await
             .expect("pool");
         (Core::new(config, pool, metrics), workers)
