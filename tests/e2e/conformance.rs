@@ -61,6 +61,35 @@ async fn connect_is_not_implemented() {
     assert!(!text.contains("GATEWAY_INTERFACE"), "the CGI ran: {text}");
 }
 
+/// `--timeout` bounds the whole request: CGIs that each take a second and redirect to the
+/// next end in a 504 at the request's deadline, not one deadline per hop (11 hops, 11 ×).
+#[tokio::test(flavor = "multi_thread")]
+async fn local_redirects_share_the_requests_timeout() {
+    require_root!();
+    let jail = Jail::new();
+    jail.cgi(
+        "slowloop",
+        r"sleep 1
+printf 'Location: /cgi-bin/slowloop\n\n'",
+    );
+    let gw = jail.serve(Opts {
+        timeout_secs: Some(3),
+        ..one_worker()
+    });
+    let started = std::time::Instant::now();
+    let response = client(TIMEOUT)
+        .get(gw.url("/cgi-bin/slowloop"))
+        .send()
+        .await
+        .expect("response");
+    let took = started.elapsed();
+    assert_eq!(response.status().as_u16(), 504, "after {took:?}");
+    assert!(
+        took < Duration::from_secs(5),
+        "--timeout 3, answered after {took:?}"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn local_redirect_is_served_by_the_gateway() {
     require_root!();

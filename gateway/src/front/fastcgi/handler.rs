@@ -148,6 +148,8 @@ async fn run_cgi(
     log: &Arc<RequestLog>,
 ) -> Result<CgiStdout, RequestError> {
     let generation = core.current();
+    // One --timeout for the request, a body of unknown length read first included.
+    let deadline = core.request_deadline();
     let FcgiRequest { params, stdin, .. } = request;
     let params = params.as_slice();
     let text = |name: &str| String::from_utf8_lossy(param(params, name).unwrap_or_default());
@@ -179,7 +181,9 @@ async fn run_cgi(
         body_received,
         deadline,
         script,
-    } = core.start(&generation, &route, &meta, body, log).await?;
+    } = core
+        .start(&generation, &route, &meta, body, log, deadline)
+        .await?;
     body_complete(body_received, deadline).await?;
     tracing::info!(path = %route.url_path(route.segments.len()), "fastcgi request");
     // nginx reads this head and acts on X-Accel-Redirect from a fastcgi_pass upstream too:

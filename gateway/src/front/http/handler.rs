@@ -98,8 +98,10 @@ async fn serve(
 ) -> Response<ResponseBody> {
     let (mut parts, body) = request.into_parts();
     let mut body = Some(body);
+    // One --timeout for the request, its local redirects' CGIs included.
+    let deadline = core.request_deadline();
     for _ in 0..=MAX_LOCAL_REDIRECTS {
-        match run_cgi(core, &parts, body.take(), connection, log).await {
+        match run_cgi(core, &parts, body.take(), connection, log, deadline).await {
             Ok(Outcome::Response(response)) => return response,
             Ok(Outcome::LocalRedirect(location)) => match redirected(&parts, &location) {
                 Ok(next) => parts = next,
@@ -119,6 +121,7 @@ async fn run_cgi(
     body: Option<Incoming>,
     connection: Connection,
     log: &Arc<RequestLog>,
+    deadline: Instant,
 ) -> Result<Outcome, RequestError> {
     let generation = core.current();
     // hyper takes a 2xx answer to CONNECT for a tunnel: the CGI's body would be dropped and
@@ -138,7 +141,9 @@ async fn run_cgi(
         mut body_received,
         deadline,
         script,
-    } = core.start(&generation, &route, &meta, body, log).await?;
+    } = core
+        .start(&generation, &route, &meta, body, log, deadline)
+        .await?;
     let style = HeadStyle::of_script(&script);
     let (mut head, first_bytes) =
         read_head_unless_body_fails(&mut output, style, &mut body_received, deadline).await?;

@@ -163,6 +163,11 @@ impl Core {
         self.next_request.load(Ordering::Relaxed) - 1
     }
 
+    /// When a request that starts now must be over: `--timeout` from now.
+    pub fn request_deadline(&self) -> Instant {
+        Instant::now() + self.current().config.timeout
+    }
+
     /// A new request: its number and its access-log entry.
     pub fn new_request(&self, front: &'static str) -> Arc<RequestLog> {
         let id = self.next_request.fetch_add(1, Ordering::Relaxed);
@@ -176,7 +181,9 @@ impl Core {
 
     /// Runs the script `route` names for the request `meta` describes, its stdin fed from
     /// `body`: the body policy, the environment, admission, the spawn. Returns once the CGI
-    /// runs, with its output still to read.
+    /// runs, with its output still to read. `deadline`: the request's, from its start
+    /// ([`Core::request_deadline`]): a chunked body's spooling and every local redirect's CGI
+    /// fall within the one `--timeout`.
     pub async fn start(
         &self,
         generation: &Arc<Generation>,
@@ -184,6 +191,7 @@ impl Core {
         meta: &RequestMeta<'_>,
         body: Body,
         log: &Arc<RequestLog>,
+        deadline: Instant,
     ) -> Result<Started, RequestError> {
         let Generation { config, pool } = &**generation;
         let limits = body::BodyLimits {
@@ -192,8 +200,7 @@ impl Core {
             budget: self.spool.clone(),
             budget_limit: config.spool_budget,
         };
-        let (body, content_length) =
-            body::prepare(body, &limits, Instant::now() + config.timeout).await?;
+        let (body, content_length) = body::prepare(body, &limits, deadline).await?;
         let env = env::meta_variables(meta, route, content_length, &config.env);
         log.set_bytes_in(content_length.unwrap_or(0));
         let permit = pool.admit().await?;
@@ -232,7 +239,6 @@ impl Core {
             nix::sys::stat::fchmod(fd, nix::sys::stat::Mode::from_bits_truncate(mode))
                 .map_err(|errno| internal(errno.into()))?;
         }
-        let deadline = Instant::now() + config.timeout;
         let spawn = SpawnRequest {
             id: 0,
             path: route.segments.clone(),
@@ -542,7 +548,8 @@ mod tests {
             variables: Variables::Headers(&headers),
         };
         let log = core.new_request("http");
-        core.start(&generation, &route, &meta, Body::None, &log)
+        let deadline = core.request_deadline();
+        core.start(&generation, &route, &meta, Body::None, &log, deadline)
             .await
             .expect("started")
     }
