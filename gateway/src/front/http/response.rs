@@ -152,7 +152,13 @@ pub fn parse_head(block: &[u8], style: HeadStyle) -> Result<CgiHead, RequestErro
                 let length = (!digits.is_empty() && digits.iter().all(u8::is_ascii_digit))
                     .then(|| value.to_str().ok()?.parse::<u64>().ok())
                     .flatten();
-                content_length = Some(length.ok_or_else(|| bad("invalid Content-Length".into()))?);
+                let length = length.ok_or_else(|| bad("invalid Content-Length".into()))?;
+                // Two lengths that differ: which one frames the body is anyone's guess (a front
+                // server may take the other), so neither is (RFC 9112 §6.3).
+                if content_length.is_some_and(|first| first != length) {
+                    return Err(bad("two different Content-Lengths".into()));
+                }
+                content_length = Some(length);
             }
             // Framing and connection management are ours: a CGI's Transfer-Encoding would
             // describe bytes it did not actually encode.
@@ -626,6 +632,8 @@ mod tests {
             // Found with the cgi_head fuzz target's check (fuzz/corpus/cgi_head/
             // seed-content-length-sign): a sign was accepted, "+5" read as 5.
             b"Content-Type: text/plain\nContent-Length: +5",
+            // Two lengths: the last one was taken, a front server might take the first.
+            b"Content-Type: text/plain\nContent-Length: 3\nContent-Length: 10",
             b"",
         ] {
             assert!(
