@@ -56,7 +56,7 @@ pub enum Refusal {
     TooManyWorkers { max: usize },
     #[error("a worker start for slot {slot}, which no configuration has")]
     NoSuchSlot { slot: usize },
-    #[error("the retirement of generation {generation}, the one that serves")]
+    #[error("the retirement of generation {generation}, the only one left to serve")]
     RetireCurrent { generation: usize },
     #[error("a worker start with every block of --cgi-ids in use")]
     NoIds,
@@ -79,7 +79,7 @@ pub enum Decision {
         holder: u32,
         how: Stop,
     },
-    /// Forget the configuration of `generation` (unless it is the newest).
+    /// Forget the configuration of `generation` (unless it is the last one left).
     Retire {
         generation: usize,
     },
@@ -148,10 +148,10 @@ impl<H> Holders<H> {
         self.allowed.insert(generation, workers);
     }
 
-    /// The pool of `generation` has retired: its share of the limit goes. Refused for the
-    /// newest configuration, which serves.
+    /// The pool of `generation` has retired, or never started (a reload that failed, the
+    /// pool before serving on): its share of the limit goes. Refused for the last one left.
     pub fn forbid(&mut self, generation: usize) -> Result<(), Refusal> {
-        if self.allowed.keys().next_back() == Some(&generation) {
+        if self.allowed.len() == 1 && self.allowed.contains_key(&generation) {
             return Err(Refusal::RetireCurrent { generation });
         }
         self.allowed.remove(&generation);
@@ -309,7 +309,8 @@ async fn supervise(
                 Some(holder) = stopped.recv() => holders.stopped(holder),
                 _ = hangup.recv() => match reload() {
                     Ok(mut new) => {
-                        let Some(current) = configs.get(&newest) else { break };
+                        // The newest configuration left: a reload that failed is gone.
+                        let Some(current) = configs.values().next_back() else { break };
                         let kept = unchangeable(current, &new);
                         if !kept.is_empty() {
                             tracing::warn!("SIGHUP: {} changed; that takes a restart (the sockets stay as they are)", kept.join(", "));
@@ -539,7 +540,7 @@ mod tests {
 
     /// A start names a slot of a configuration whose pool serves (generation × MAX_WORKERS +
     /// index, the index below its `--workers`), and gets that configuration; a retired one's
-    /// slots and share of the limit are gone, and the newest cannot be retired.
+    /// slots and share of the limit are gone, and the last one left cannot be retired.
     #[test]
     fn a_start_is_for_a_slot_of_a_live_configuration() {
         let start = |slot| ToSupervisor::StartWorker { slot };
@@ -563,10 +564,15 @@ mod tests {
                 block: 0
             }
         );
+        // A reload that failed: its configuration goes, the one before serves on. (Refused
+        // as "the newest", it stayed, and each failed reload raised the limit for good.)
+        assert_eq!(holders.forbid(1), Ok(()));
+        assert_eq!(holders.max(), 2);
         assert_eq!(
-            holders.forbid(1),
-            Err(Refusal::RetireCurrent { generation: 1 })
+            holders.forbid(0),
+            Err(Refusal::RetireCurrent { generation: 0 })
         );
+        holders.allow(2, 3);
         assert_eq!(holders.forbid(0), Ok(()));
         assert_eq!(holders.max(), 3);
         assert_eq!(holders.decide(start(1)), no_such(1));
