@@ -364,6 +364,55 @@ async fn idle_admin_connections_are_bounded() {
     drop(idle);
 }
 
+/// Connections that take every admin place keep `/healthz` from answering only for the
+/// admin's short wait for a request (2 s), not the CGI fronts' 10 s; and a keep-alive client
+/// cannot hold its place once answered (one request a connection).
+#[tokio::test(flavor = "multi_thread")]
+async fn admin_places_come_back_soon() {
+    require_root!();
+    let jail = Jail::new();
+    let admin = free_loopback_address();
+    let _gw = jail.serve_with(Opts::default(), &["--admin", &admin]);
+    let http = client(Duration::from_secs(30));
+    let healthz = format!("http://{admin}/healthz");
+    let answered = reqwest::Client::builder()
+        .no_proxy()
+        .build()
+        .expect("client")
+        .get(&healthz)
+        .send()
+        .await
+        .expect("healthz");
+    assert_eq!(
+        answered
+            .headers()
+            .get("connection")
+            .and_then(|v| v.to_str().ok()),
+        Some("close"),
+        "an admin answer keeps its connection"
+    );
+    let mut silent = Vec::new();
+    for _ in 0..64 {
+        silent.push(
+            tokio::net::TcpStream::connect(&admin)
+                .await
+                .expect("connect"),
+        );
+    }
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    let started = Instant::now();
+    let status = tokio::time::timeout(Duration::from_secs(3), get_text(&http, healthz))
+        .await
+        .map(|(status, _)| status);
+    assert_eq!(
+        status.ok(),
+        Some(200),
+        "/healthz behind 64 silent connections, after {:?}",
+        started.elapsed()
+    );
+    drop(silent);
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn metrics_count_the_requests_and_healthz_follows_the_workers() {
     require_root!();

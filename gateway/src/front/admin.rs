@@ -14,7 +14,6 @@ use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::sync::OwnedSemaphorePermit;
 
-use super::http::HEADER_READ_TIMEOUT;
 use super::listen::{accept_until, Listener, Stream};
 use super::metrics::{Metrics, PoolState, CONTENT_TYPE};
 
@@ -22,6 +21,11 @@ use super::metrics::{Metrics, PoolState, CONTENT_TYPE};
 /// whoever reaches `--admin` could hold connections by the thousand, each a descriptor the
 /// CGI fronts need for their sockets and pipes; past it, one waits to be accepted.
 pub const MAX_ADMIN_CONNECTIONS: usize = 64;
+
+/// Time an admin client gets to send its request: a scraper or a health check sends it at
+/// once, and a connection that sends nothing holds one of the few places (the CGI fronts'
+/// 10 s are for clients on slow links).
+const ADMIN_HEADER_READ_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// Serves the admin endpoint on `listener` until `shutdown` resolves. `state` reads the pool.
 pub async fn run(
@@ -38,9 +42,12 @@ pub async fn run(
             async move { Ok::<_, Infallible>(answer) }
         });
         tokio::spawn(async move {
+            // One request a connection: an idle keep-alive connection would hold its place
+            // for good, and a few such clients would keep /healthz from answering.
             let connection = http1::Builder::new()
                 .timer(TokioTimer::new())
-                .header_read_timeout(HEADER_READ_TIMEOUT)
+                .header_read_timeout(ADMIN_HEADER_READ_TIMEOUT)
+                .keep_alive(false)
                 .serve_connection(TokioIo::new(stream), service);
             if let Err(error) = connection.await {
                 tracing::debug!("admin connection ended: {error}");
