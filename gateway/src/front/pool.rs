@@ -953,6 +953,25 @@ mod tests {
         pool.shutdown().await;
     }
 
+    /// The pool a reload to `config` starts, as generation `generation`, after `previous`.
+    async fn reloaded(
+        previous: &Pool,
+        config: Arc<Config>,
+        workers: &Arc<FakeWorkers>,
+        generation: usize,
+    ) -> Arc<Pool> {
+        let source: Arc<dyn WorkerSource> = workers.clone();
+        Pool::start(
+            config,
+            source,
+            Arc::new(Metrics::new()),
+            generation,
+            Some(previous),
+        )
+        .await
+        .expect("the reload's pool starts")
+    }
+
     /// A reload's pool shares the admission of the pool it replaces: the CGIs the old one
     /// still runs count against the new --max-concurrent (each reload added a full set), and a
     /// smaller one is reached as they end.
@@ -962,15 +981,7 @@ mod tests {
         let old = pool(config(1, 2, 0), &workers).await;
         let first = old.admit().await.expect("room");
         let second = old.admit().await.expect("room");
-        let new = Pool::start(
-            config(1, 2, 0),
-            workers.clone(),
-            Arc::new(Metrics::new()),
-            1,
-            Some(&old),
-        )
-        .await
-        .expect("started");
+        let new = reloaded(&old, config(1, 2, 0), &workers, 1).await;
         assert!(
             new.admit().await.is_err(),
             "the old pool's two CGIs still run"
@@ -979,15 +990,7 @@ mod tests {
         drop(first);
         let third = new.admit().await.expect("room once one ended");
         // Smaller on the next reload: one at a time, once the two running ones end.
-        let smaller = Pool::start(
-            config(1, 1, 0),
-            workers.clone(),
-            Arc::new(Metrics::new()),
-            2,
-            Some(&new),
-        )
-        .await
-        .expect("started");
+        let smaller = reloaded(&new, config(1, 1, 0), &workers, 2).await;
         drop((second, third));
         tokio::task::yield_now().await;
         let only = smaller.admit().await.expect("room for one");
