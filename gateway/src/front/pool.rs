@@ -132,6 +132,20 @@ struct PendingCgi {
 }
 
 impl WorkerLink {
+    /// The link to worker `index`, which has just said it is ready on `channel`.
+    fn new(index: usize, channel: Channel) -> WorkerLink {
+        WorkerLink {
+            index,
+            channel,
+            pending: Mutex::default(),
+            next_id: AtomicU64::new(1),
+            pinged: AtomicU64::new(0),
+            answered: watch::Sender::new(0),
+            spawn_failures: AtomicUsize::new(0),
+            stuck: Notify::new(),
+        }
+    }
+
     fn pending(&self) -> MutexGuard<'_, HashMap<SpawnId, PendingCgi>> {
         // A panic elsewhere cannot leave the map half-updated (each use is one call), so a
         // poisoned lock is still consistent.
@@ -681,17 +695,7 @@ async fn start_worker(
                 worker_pid = pid,
                 "worker ready"
             );
-            let link = Arc::new(WorkerLink {
-                index,
-                channel: ours,
-                pending: Mutex::default(),
-                next_id: AtomicU64::new(1),
-                pinged: AtomicU64::new(0),
-                answered: watch::Sender::new(0),
-                spawn_failures: AtomicUsize::new(0),
-                stuck: Notify::new(),
-            });
-            return Ok((link, holder));
+            return Ok((Arc::new(WorkerLink::new(index, ours)), holder));
         }
         Ok(Ok((FromWorker::Ready { version, .. }, _))) => format!(
             "speaks protocol {version}, not {}",
@@ -843,17 +847,7 @@ mod tests {
     /// A link to a worker whose socket end is `worker` (the test plays the worker).
     fn link_with_worker() -> (Arc<WorkerLink>, Channel) {
         let (ours, worker) = Channel::pair().expect("socket pair");
-        let link = Arc::new(WorkerLink {
-            index: 0,
-            channel: ours,
-            pending: Mutex::default(),
-            next_id: AtomicU64::new(1),
-            pinged: AtomicU64::new(0),
-            answered: watch::Sender::new(0),
-            spawn_failures: AtomicUsize::new(0),
-            stuck: Notify::new(),
-        });
-        (link, worker)
+        (Arc::new(WorkerLink::new(0, ours)), worker)
     }
 
     /// A worker's reports on a CGI come at most as a start (or its failure) and an exit, in
