@@ -36,6 +36,10 @@ pub fn client(timeout: Duration) -> reqwest::Client {
 const MAX_HEAD: usize = 64 * 1024;
 const MAX_BODY: usize = 16 * 1024 * 1024;
 
+/// How [`read_response`]'s error begins for a chunked body cut off after its head, followed
+/// by the head's status.
+pub const CUT_OFF_AFTER_HEAD: &str = "answer cut off after a head of ";
+
 /// A response read by the raw client.
 #[derive(Debug)]
 pub struct RawResponse {
@@ -125,7 +129,14 @@ pub async fn read_response<R: AsyncBufRead + Unpin>(
         .header("transfer-encoding")
         .is_some_and(|te| te.to_ascii_lowercase().contains("chunked"));
     if chunked {
-        response.body = read_chunked(r).await?;
+        // A chunked body that ends without its last chunk is an answer cut off (the gateway
+        // does so when it loses the CGI mid-answer): said apart, with its status.
+        response.body = read_chunked(r).await.map_err(|error| {
+            io::Error::new(
+                error.kind(),
+                format!("{CUT_OFF_AFTER_HEAD}{status}: {error}"),
+            )
+        })?;
     } else if let Some(len) = response.header("content-length") {
         let len: usize = len.parse().map_err(|_| bad("bad Content-Length"))?;
         if len > MAX_BODY {
