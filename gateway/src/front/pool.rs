@@ -411,7 +411,9 @@ impl Pool {
     pub fn state(&self) -> PoolState {
         let links: Vec<_> = self.slots.iter().filter_map(Slot::get).collect();
         PoolState {
-            running: (self.config.max_concurrent)
+            running: self
+                .config
+                .max_concurrent
                 .saturating_sub(self.admission.available_permits()),
             queued: self.waiting.load(Ordering::SeqCst),
             workers: self.slots.len(),
@@ -781,7 +783,7 @@ async fn read_messages(link: &WorkerLink, buffer: &mut RecvBuffer) -> WorkerGone
 async fn log_worker_stderr(index: usize, stderr: pipe::Receiver) {
     let mut lines = BufReader::new(stderr);
     let mut line = Vec::new();
-    let mut logged = 0;
+    let mut budget = LogBudget::default();
     loop {
         line.clear();
         match (&mut lines)
@@ -790,23 +792,50 @@ async fn log_worker_stderr(index: usize, stderr: pipe::Receiver) {
             .await
         {
             Ok(0) | Err(_) => return,
-            Ok(_) if logged > MAX_WORKER_LOG => {}
-            Ok(read) if logged + read > MAX_WORKER_LOG => {
-                logged += read;
-                tracing::warn!(
+            Ok(read) => match budget.take(read) {
+                Logged::Line => {
+                    let text = String::from_utf8_lossy(&line);
+                    tracing::warn!(
+                        worker = index,
+                        "worker says: {}",
+                        text.trim_end().escape_debug()
+                    );
+                }
+                Logged::Notice => tracing::warn!(
                     worker = index,
                     "worker wrote more than {MAX_WORKER_LOG} bytes of messages; the rest is dropped"
-                );
-            }
-            Ok(read) => {
-                logged += read;
-                let text = String::from_utf8_lossy(&line);
-                tracing::warn!(
-                    worker = index,
-                    "worker says: {}",
-                    text.trim_end().escape_debug()
-                );
-            }
+                ),
+                Logged::Nothing => {}
+            },
+        }
+    }
+}
+
+/// What of one worker's messages is logged: [`MAX_WORKER_LOG`] bytes, then one notice.
+#[derive(Default)]
+struct LogBudget {
+    logged: usize,
+}
+
+/// What becomes of a line of a worker's messages.
+#[derive(Debug, PartialEq)]
+enum Logged {
+    Line,
+    /// The line that would pass the budget: a notice instead, once.
+    Notice,
+    Nothing,
+}
+
+impl LogBudget {
+    fn take(&mut self, bytes: usize) -> Logged {
+        let before = self.logged;
+        self.logged = before.saturating_add(bytes);
+        if before > MAX_WORKER_LOG {
+            Logged::Nothing
+        } else if self.logged > MAX_WORKER_LOG {
+            Logged::Notice
+        } else {
+            Logged::Line
         }
     }
 }
@@ -842,6 +871,24 @@ mod tests {
             stdin: protocol::Stdin::Given,
         };
         pool.spawn(request, &fds.each_ref().map(AsFd::as_fd)).await
+    }
+
+    /// A worker's messages are logged up to [`MAX_WORKER_LOG`] bytes, then one notice, then
+    /// nothing more however much it writes.
+    #[test]
+    fn a_workers_messages_are_logged_within_a_budget() {
+        let mut budget = LogBudget::default();
+        let mut logged = 0;
+        let mut notices = 0;
+        for _ in 0..10_000 {
+            match budget.take(MAX_LOG_LINE) {
+                Logged::Line => logged += MAX_LOG_LINE,
+                Logged::Notice => notices += 1,
+                Logged::Nothing => {}
+            }
+        }
+        assert!(logged <= MAX_WORKER_LOG && logged > MAX_WORKER_LOG - MAX_LOG_LINE);
+        assert_eq!(notices, 1);
     }
 
     /// A link to a worker whose socket end is `worker` (the test plays the worker).
